@@ -1,0 +1,200 @@
+/*
+ * lima.h — the only bridge into liblima, the native LLaMA trainer behind limactl.
+ *
+ * A plain C ABI: opaque handles, plain structs, integer status codes and a thread-local
+ * last-error message. No C++ exception, STL type or CUDA type crosses it. Every function that
+ * can fail returns a lima_status; on failure lima_last_error() describes what and where (file,
+ * tensor, key) in the calling thread until the next failing call.
+ *
+ * Conventions
+ *  - Shapes are row-major and written as (rows, cols). A micro-batch is (B, T): B rows of T tokens.
+ *  - Tensor names and layouts are Hugging Face LlamaForCausalLM's ("model.layers.0.mlp.up_proj.weight",
+ *    Linear weights stored (out_features, in_features)).
+ *  - Handles are not thread-safe: one thread at a time per model/trainer.
+ */
+#ifndef LIMA_LIMA_H
+#define LIMA_LIMA_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define LIMA_API __declspec(dllexport)
+#else
+#define LIMA_API __attribute__((visibility("default")))
+#endif
+
+/* Bumped on every incompatible change of this header. */
+#define LIMA_ABI_VERSION 1
+
+typedef enum lima_status {
+    LIMA_OK = 0,
+    LIMA_ERR_INVALID_ARGUMENT = 1, /* a bad value passed by the caller (null, out of range, NaN) */
+    LIMA_ERR_IO = 2,               /* a file could not be opened, read or written */
+    LIMA_ERR_FORMAT = 3,           /* a file is malformed or truncated (JSON, safetensors) */
+    LIMA_ERR_SHAPE = 4,            /* a tensor or buffer has the wrong shape/size, or a config mismatch */
+    LIMA_ERR_OUT_OF_MEMORY = 5,    /* an allocation failed */
+    LIMA_ERR_UNSUPPORTED = 6,      /* a valid request this build cannot serve (device, dtype, config feature) */
+    LIMA_ERR_STATE = 7,            /* the call is not allowed in the handle's current state */
+    LIMA_ERR_INTERNAL = 8          /* a bug: please report it with the message */
+} lima_status;
+
+typedef enum lima_dtype {
+    LIMA_DTYPE_F32 = 0,
+    LIMA_DTYPE_BF16 = 1,
+    LIMA_DTYPE_F16 = 2
+} lima_dtype;
+
+/* ---------------------------------------------------------------- library */
+
+LIMA_API int lima_abi_version(void);
+/* Version of the library build, e.g. "0.1.0 (cpu; openblas 0.3.21)". Static storage. */
+LIMA_API const char *lima_version_string(void);
+/* Message of the last failing call on this thread ("" if none). Valid until the next call. */
+LIMA_API const char *lima_last_error(void);
+/* Name of a status code ("LIMA_ERR_FORMAT"). Static storage. */
+LIMA_API const char *lima_status_name(int status);
+/* Threads used by the CPU backend (OpenMP and BLAS). n <= 0 restores the default. */
+LIMA_API int lima_set_num_threads(int n);
+LIMA_API int lima_get_num_threads(void);
+
+/* ---------------------------------------------------------------- model */
+
+/* The Hugging Face LlamaConfig fields liblima uses. */
+typedef struct lima_model_config {
+    int32_t vocab_size;
+    int32_t hidden_size;         /* d */
+    int32_t intermediate_size;   /* ffn width of the SwiGLU MLP */
+    int32_t num_layers;          /* num_hidden_layers */
+    int32_t num_heads;           /* num_attention_heads */
+    int32_t num_kv_heads;        /* num_key_value_heads (GQA); divides num_heads */
+    int32_t head_dim;            /* 0 = hidden_size / num_heads; must be even (rotary) */
+    int32_t max_position_embeddings;
+    float rms_norm_eps;
+    float rope_theta;
+    int32_t tie_word_embeddings; /* 1: lm_head shares model.embed_tokens.weight */
+    int32_t bos_token_id;
+    int32_t eos_token_id;
+    int32_t pad_token_id;        /* -1 = none */
+    float initializer_range;     /* std of the normal init of matrices (random init only) */
+} lima_model_config;
+
+/* Fills a small valid config (the defaults of LlamaConfig where they apply). */
+LIMA_API void lima_model_config_init(lima_model_config *cfg);
+
+typedef struct lima_model lima_model;
+
+/* A model with random weights: matrices ~ N(0, initializer_range) from `seed`, norm gains 1.
+ * device: "cpu" (or NULL) or "cuda[:N]". */
+LIMA_API int lima_model_create(const lima_model_config *cfg, const char *device, uint64_t seed,
+                               lima_model **out);
+/* Loads a Hugging Face checkpoint directory: config.json + model.safetensors, or sharded via
+ * model.safetensors.index.json. F32, BF16 and F16 tensors are accepted. */
+LIMA_API int lima_model_load(const char *dir, const char *device, lima_model **out);
+/* Writes config.json + model.safetensors (sharded with an index when the weights exceed
+ * max_shard_bytes; 0 = never shard) into dir (created if missing). Files are written under a
+ * temporary name and renamed, so an interrupted save never corrupts an earlier checkpoint. */
+LIMA_API int lima_model_save(const lima_model *m, const char *dir, int dtype, int64_t max_shard_bytes);
+LIMA_API void lima_model_free(lima_model *m);
+
+LIMA_API int lima_model_get_config(const lima_model *m, lima_model_config *out);
+LIMA_API int lima_model_num_params(const lima_model *m, int64_t *out);
+/* Grows the vocabulary to new_vocab_size (e.g. to add the EOT token). New rows of the embedding
+ * and of the LM head are the mean of the old rows. Not allowed while a trainer is attached. */
+LIMA_API int lima_model_resize_vocab(lima_model *m, int32_t new_vocab_size);
+
+/* Parameter table in Hugging Face order. name_buf receives the NUL-terminated HF name. */
+LIMA_API int lima_model_num_tensors(const lima_model *m, int32_t *out);
+LIMA_API int lima_model_tensor_info(const lima_model *m, int32_t index, char *name_buf, int32_t name_cap,
+                                    int64_t shape[2], int32_t *ndim);
+/* Copies a parameter out as fp32 (n must equal its element count) / in from fp32. */
+LIMA_API int lima_model_read_tensor(const lima_model *m, const char *name, float *out, int64_t n);
+LIMA_API int lima_model_write_tensor(lima_model *m, const char *name, const float *in, int64_t n);
+
+/* ---------------------------------------------------------------- batch */
+
+/* A micro-batch of B rows x T tokens. A row may pack several examples back to back: segment ids
+ * name the example each token belongs to (0 = padding). Attention never crosses a change of
+ * segment id and rotary positions restart at 0 at each one. loss_mask[t] = 1 marks token t as a
+ * target (a response token): the loss counts -log p(token t | tokens before it in its segment).
+ * A mask on the first token of a segment has nothing to predict it and is not counted; a mask on
+ * padding is an error. Padding costs no attention and no loss. */
+typedef struct lima_batch lima_batch;
+
+LIMA_API int lima_batch_create(int32_t rows, int32_t seq_len, lima_batch **out);
+/* tokens (B*T), loss_mask (B*T, 0/1; NULL = no targets), segment_ids (B*T; NULL = each row one
+ * example without padding). Copies the data. */
+LIMA_API int lima_batch_set(lima_batch *b, const int32_t *tokens, const uint8_t *loss_mask,
+                            const int32_t *segment_ids);
+/* Number of tokens that carry loss in this micro-batch. */
+LIMA_API int lima_batch_num_targets(const lima_batch *b, int64_t *out);
+LIMA_API void lima_batch_free(lima_batch *b);
+
+/* ---------------------------------------------------------------- evaluation */
+
+/* Logits (B, T, V) in fp32 of an eval-mode forward (no dropout). out_n must be B*T*V. */
+LIMA_API int lima_model_logits(lima_model *m, const lima_batch *b, float *out, int64_t out_n);
+/* Per-token log-probabilities (B, T) of an eval-mode forward: out[t] = log p(token t | earlier
+ * tokens of its segment); 0 for the first token of a segment and for padding. */
+LIMA_API int lima_model_token_logprobs(lima_model *m, const lima_batch *b, float *out, int64_t out_n);
+
+/* ---------------------------------------------------------------- training */
+
+typedef struct lima_train_config {
+    float beta1;              /* AdamW, LIMA: 0.9 */
+    float beta2;              /* LIMA: 0.95 */
+    float eps;                /* 1e-8 */
+    float weight_decay;       /* LIMA: 0.1; decoupled, applied to matrices only (not norm gains) */
+    float grad_clip;          /* max global L2 norm; <= 0 disables clipping */
+    float resid_dropout;      /* p at the top layer; rises linearly from 0 at layer 0. LIMA: 0.3 (0.2 small) */
+    uint64_t seed;            /* dropout mask stream */
+} lima_train_config;
+
+LIMA_API void lima_train_config_init(lima_train_config *cfg);
+
+typedef struct lima_trainer lima_trainer;
+
+typedef struct lima_fb_result {
+    double loss_sum;          /* sum over this micro-batch's targets of -log p */
+    int64_t num_targets;      /* targets in this micro-batch */
+} lima_fb_result;
+
+typedef struct lima_step_result {
+    double grad_norm;         /* global L2 norm of the accumulated gradient, before clipping */
+    int32_t clipped;          /* 1 if the gradient was scaled down to grad_clip */
+    int64_t step;             /* optimiser steps taken, after this one */
+} lima_step_result;
+
+/* Attaches an AdamW optimiser (fp32 moments) and gradient buffers to a model. The model must
+ * outlive the trainer. */
+LIMA_API int lima_trainer_create(lima_model *m, const lima_train_config *cfg, lima_trainer **out);
+LIMA_API void lima_trainer_free(lima_trainer *t);
+/* Forward + backward of one micro-batch in train mode (residual dropout on). Gradients ACCUMULATE
+ * into the trainer's buffers, scaled by 1/step_num_targets: pass the number of targets of the
+ * WHOLE optimiser step (all its micro-batches) so that accumulation over micro-batches equals one
+ * big batch. */
+LIMA_API int lima_trainer_forward_backward(lima_trainer *t, const lima_batch *b, int64_t step_num_targets,
+                                           lima_fb_result *out);
+/* Global grad norm, optional clipping, one AdamW update with learning rate lr, then zeroes the
+ * gradients and advances the step counter. */
+LIMA_API int lima_trainer_step(lima_trainer *t, float lr, lima_step_result *out);
+LIMA_API int lima_trainer_zero_grad(lima_trainer *t);
+LIMA_API int lima_trainer_get_step(const lima_trainer *t, int64_t *out);
+/* Copies the accumulated gradient of a parameter (fp32, n = its element count). */
+LIMA_API int lima_trainer_read_grad(const lima_trainer *t, const char *name, float *out, int64_t n);
+/* Optimiser state (both moments of every parameter, step count, config) as one safetensors file,
+ * written under a temporary name and renamed. Load checks names, shapes and the model. */
+LIMA_API int lima_trainer_save_state(const lima_trainer *t, const char *path);
+LIMA_API int lima_trainer_load_state(lima_trainer *t, const char *path);
+
+/* The dropout rate of the residual dropout at layer l (exposed for tests and reports). */
+LIMA_API float lima_resid_dropout_rate(float p_max, int32_t layer, int32_t num_layers);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LIMA_LIMA_H */

@@ -1,0 +1,399 @@
+// The C ABI of lima.h over the C++ internals: every entry point runs inside guarded(), which turns
+// exceptions into status codes and the thread-local last-error message, so none escapes.
+#include <cblas.h>
+#include <omp.h>
+
+#include <cstring>
+#include <memory>
+#include <new>
+#include <string>
+
+#include "common.hpp"
+#include "lima/lima.h"
+#include "cpu/classifier.hpp"
+#include "model.hpp"
+#include "trainer.hpp"
+
+extern "C" {
+void openblas_set_num_threads(int);
+char *openblas_get_config(void);
+}
+
+struct lima_model {
+    std::unique_ptr<lima::Model> m;
+};
+struct lima_trainer {
+    std::unique_ptr<lima::Trainer> t;
+};
+struct lima_batch {
+    lima::Batch b;
+};
+
+namespace {
+
+thread_local std::string g_last_error;
+
+template <typename F>
+int guarded(F &&f) noexcept {
+    try {
+        f();
+        return LIMA_OK;
+    } catch (const lima::Error &e) {
+        g_last_error = e.what();
+        return e.code;
+    } catch (const std::bad_alloc &) {
+        g_last_error = "out of memory (host allocation failed)";
+        return LIMA_ERR_OUT_OF_MEMORY;
+    } catch (const std::exception &e) {
+        g_last_error = std::string("internal error: ") + e.what();
+        return LIMA_ERR_INTERNAL;
+    } catch (...) {
+        g_last_error = "internal error: unknown exception";
+        return LIMA_ERR_INTERNAL;
+    }
+}
+
+template <typename T>
+void need(const T *p, const char *fn, const char *what) {
+    LIMA_REQUIRE(p != nullptr, LIMA_ERR_INVALID_ARGUMENT, fn, ": ", what, " is NULL");
+}
+
+void check_device(const char *device) {
+    if (device == nullptr || std::strcmp(device, "cpu") == 0) return;
+    if (std::strncmp(device, "cuda", 4) == 0)
+        lima::fail(LIMA_ERR_UNSUPPORTED, "device \"", device,
+                   "\": this liblima has no CUDA backend; use device \"cpu\"");
+    lima::fail(LIMA_ERR_INVALID_ARGUMENT, "unknown device \"", device, "\" (expected \"cpu\" or \"cuda[:N]\")");
+}
+
+int g_default_threads = 0;
+
+}  // namespace
+
+extern "C" {
+
+int lima_abi_version(void) { return LIMA_ABI_VERSION; }
+
+const char *lima_version_string(void) {
+    static const std::string v = std::string("liblima 0.1.0 (abi ") + std::to_string(LIMA_ABI_VERSION) +
+                                 "; backends: cpu; BLAS: " + openblas_get_config() + ")";
+    return v.c_str();
+}
+
+const char *lima_last_error(void) { return g_last_error.c_str(); }
+
+const char *lima_status_name(int s) {
+    switch (s) {
+        case LIMA_OK: return "LIMA_OK";
+        case LIMA_ERR_INVALID_ARGUMENT: return "LIMA_ERR_INVALID_ARGUMENT";
+        case LIMA_ERR_IO: return "LIMA_ERR_IO";
+        case LIMA_ERR_FORMAT: return "LIMA_ERR_FORMAT";
+        case LIMA_ERR_SHAPE: return "LIMA_ERR_SHAPE";
+        case LIMA_ERR_OUT_OF_MEMORY: return "LIMA_ERR_OUT_OF_MEMORY";
+        case LIMA_ERR_UNSUPPORTED: return "LIMA_ERR_UNSUPPORTED";
+        case LIMA_ERR_STATE: return "LIMA_ERR_STATE";
+        case LIMA_ERR_INTERNAL: return "LIMA_ERR_INTERNAL";
+        default: return "LIMA_ERR_UNKNOWN";
+    }
+}
+
+int lima_set_num_threads(int n) {
+    return guarded([&] {
+        if (g_default_threads == 0) g_default_threads = omp_get_max_threads();
+        const int k = n > 0 ? n : g_default_threads;
+        omp_set_num_threads(k);
+        openblas_set_num_threads(k);
+    });
+}
+
+int lima_get_num_threads(void) { return omp_get_max_threads(); }
+
+void lima_model_config_init(lima_model_config *c) {
+    if (!c) return;
+    *c = lima_model_config{};
+    c->vocab_size = 32000;
+    c->hidden_size = 256;
+    c->intermediate_size = 688;
+    c->num_layers = 4;
+    c->num_heads = 4;
+    c->num_kv_heads = 4;
+    c->head_dim = 0;
+    c->max_position_embeddings = 2048;
+    c->rms_norm_eps = 1e-6f;
+    c->rope_theta = 10000.0f;
+    c->tie_word_embeddings = 0;
+    c->bos_token_id = 1;
+    c->eos_token_id = 2;
+    c->pad_token_id = -1;
+    c->initializer_range = 0.02f;
+}
+
+int lima_model_create(const lima_model_config *cfg, const char *device, uint64_t seed, lima_model **out) {
+    return guarded([&] {
+        need(cfg, "lima_model_create", "cfg");
+        need(out, "lima_model_create", "out");
+        check_device(device);
+        lima::ModelConfig c(*cfg);
+        lima::validate(c, "lima_model_create");
+        auto h = std::make_unique<lima_model>();
+        h->m = std::make_unique<lima::Model>(c);
+        lima::random_init(*h->m, seed);
+        *out = h.release();
+    });
+}
+
+int lima_model_load(const char *dir, const char *device, lima_model **out) {
+    return guarded([&] {
+        need(dir, "lima_model_load", "dir");
+        need(out, "lima_model_load", "out");
+        check_device(device);
+        auto h = std::make_unique<lima_model>();
+        h->m.reset(lima::load_model(dir));
+        *out = h.release();
+    });
+}
+
+int lima_model_save(const lima_model *m, const char *dir, int dtype, int64_t max_shard_bytes) {
+    return guarded([&] {
+        need(m, "lima_model_save", "model");
+        need(dir, "lima_model_save", "dir");
+        lima::save_model(*m->m, dir, dtype, max_shard_bytes);
+    });
+}
+
+void lima_model_free(lima_model *m) { delete m; }
+
+int lima_model_get_config(const lima_model *m, lima_model_config *out) {
+    return guarded([&] {
+        need(m, "lima_model_get_config", "model");
+        need(out, "lima_model_get_config", "out");
+        *out = m->m->cfg;
+        out->head_dim = m->m->cfg.hd();
+    });
+}
+
+int lima_model_num_params(const lima_model *m, int64_t *out) {
+    return guarded([&] {
+        need(m, "lima_model_num_params", "model");
+        need(out, "lima_model_num_params", "out");
+        *out = int64_t(m->m->layout.total);
+    });
+}
+
+int lima_model_resize_vocab(lima_model *m, int32_t n) {
+    return guarded([&] {
+        need(m, "lima_model_resize_vocab", "model");
+        lima::resize_vocab(*m->m, n);
+    });
+}
+
+int lima_model_num_tensors(const lima_model *m, int32_t *out) {
+    return guarded([&] {
+        need(m, "lima_model_num_tensors", "model");
+        need(out, "lima_model_num_tensors", "out");
+        *out = int32_t(m->m->layout.params.size());
+    });
+}
+
+int lima_model_tensor_info(const lima_model *m, int32_t i, char *name_buf, int32_t cap, int64_t shape[2], int32_t *ndim) {
+    return guarded([&] {
+        need(m, "lima_model_tensor_info", "model");
+        const auto &ps = m->m->layout.params;
+        LIMA_REQUIRE(i >= 0 && size_t(i) < ps.size(), LIMA_ERR_INVALID_ARGUMENT, "lima_model_tensor_info: index ", i,
+                     " out of range [0, ", ps.size(), ")");
+        const lima::ParamInfo &p = ps[size_t(i)];
+        if (name_buf) {
+            LIMA_REQUIRE(cap > int32_t(p.name.size()), LIMA_ERR_INVALID_ARGUMENT, "lima_model_tensor_info: name buffer of ",
+                         cap, " bytes is too small for ", p.name);
+            std::memcpy(name_buf, p.name.c_str(), p.name.size() + 1);
+        }
+        if (shape) {
+            shape[0] = p.rows;
+            shape[1] = p.cols;
+        }
+        if (ndim) *ndim = p.cols ? 2 : 1;
+    });
+}
+
+int lima_model_read_tensor(const lima_model *m, const char *name, float *out, int64_t n) {
+    return guarded([&] {
+        need(m, "lima_model_read_tensor", "model");
+        need(name, "lima_model_read_tensor", "name");
+        need(out, "lima_model_read_tensor", "out");
+        const lima::ParamInfo &p = m->m->layout.at(name, "lima_model_read_tensor");
+        LIMA_REQUIRE(n == p.numel(), LIMA_ERR_SHAPE, "lima_model_read_tensor: ", name, " has ", p.numel(), " elements, buffer has ", n);
+        std::memcpy(out, m->m->params.data() + p.offset, sizeof(float) * size_t(n));
+    });
+}
+
+int lima_model_write_tensor(lima_model *m, const char *name, const float *in, int64_t n) {
+    return guarded([&] {
+        need(m, "lima_model_write_tensor", "model");
+        need(name, "lima_model_write_tensor", "name");
+        need(in, "lima_model_write_tensor", "in");
+        const lima::ParamInfo &p = m->m->layout.at(name, "lima_model_write_tensor");
+        LIMA_REQUIRE(n == p.numel(), LIMA_ERR_SHAPE, "lima_model_write_tensor: ", name, " has ", p.numel(), " elements, buffer has ", n);
+        std::memcpy(m->m->params.data() + p.offset, in, sizeof(float) * size_t(n));
+    });
+}
+
+int lima_batch_create(int32_t rows, int32_t seq_len, lima_batch **out) {
+    return guarded([&] {
+        need(out, "lima_batch_create", "out");
+        LIMA_REQUIRE(rows > 0 && seq_len > 0, LIMA_ERR_INVALID_ARGUMENT, "lima_batch_create: rows (", rows,
+                     ") and seq_len (", seq_len, ") must be > 0");
+        LIMA_REQUIRE(int64_t(rows) * seq_len <= (int64_t(1) << 31) - 1, LIMA_ERR_INVALID_ARGUMENT, "lima_batch_create: ", rows,
+                     " x ", seq_len, " tokens is too many for one micro-batch");
+        auto b = std::make_unique<lima_batch>();
+        b->b.B = rows;
+        b->b.T = seq_len;
+        *out = b.release();
+    });
+}
+
+int lima_batch_set(lima_batch *b, const int32_t *tokens, const uint8_t *mask, const int32_t *seg) {
+    return guarded([&] {
+        need(b, "lima_batch_set", "batch");
+        lima::Batch fresh;
+        fresh.B = b->b.B;
+        fresh.T = b->b.T;
+        lima::batch_fill(fresh, tokens, mask, seg);  // validate fully before replacing the old contents
+        b->b = std::move(fresh);
+    });
+}
+
+int lima_batch_num_targets(const lima_batch *b, int64_t *out) {
+    return guarded([&] {
+        need(b, "lima_batch_num_targets", "batch");
+        need(out, "lima_batch_num_targets", "out");
+        *out = int64_t(b->b.pred_rows.size());
+    });
+}
+
+void lima_batch_free(lima_batch *b) { delete b; }
+
+namespace {
+void eval_forward(lima_model *m, const lima_batch *b, const char *fn) {
+    need(m, fn, "model");
+    need(b, fn, "batch");
+    LIMA_REQUIRE(b->b.filled, LIMA_ERR_STATE, fn, ": the batch has no data (call lima_batch_set)");
+    lima::forward(*m->m, b->b, nullptr, 0.0f);
+}
+}  // namespace
+
+int lima_model_logits(lima_model *m, const lima_batch *b, float *out, int64_t n) {
+    return guarded([&] {
+        need(out, "lima_model_logits", "out");
+        const int64_t want = b ? b->b.N() * int64_t(m ? m->m->cfg.vocab_size : 0) : 0;
+        LIMA_REQUIRE(n == want, LIMA_ERR_SHAPE, "lima_model_logits: out has ", n, " floats, (B, T, V) needs ", want);
+        eval_forward(m, b, "lima_model_logits");
+        lima::Model &mm = *m->m;
+        lima::cpu::classifier_logits(out, mm.acts.xf.data(), mm.weights().lm_head, b->b.N(), mm.cfg.hidden_size,
+                                     mm.cfg.vocab_size);
+    });
+}
+
+int lima_model_token_logprobs(lima_model *m, const lima_batch *b, float *out, int64_t n) {
+    return guarded([&] {
+        need(out, "lima_model_token_logprobs", "out");
+        LIMA_REQUIRE(b && n == b->b.N(), LIMA_ERR_SHAPE, "lima_model_token_logprobs: out has ", n, " floats, (B, T) needs ",
+                     b ? b->b.N() : 0);
+        eval_forward(m, b, "lima_model_token_logprobs");
+        lima::Model &mm = *m->m;
+        std::memset(out, 0, sizeof(float) * size_t(n));
+        lima::cpu::classifier_logprobs(out, mm.acts.xf.data(), mm.weights().lm_head, b->b.all_rows.data(),
+                                       b->b.all_labels.data(), long(b->b.all_rows.size()), mm.cfg.hidden_size,
+                                       mm.cfg.vocab_size);
+    });
+}
+
+void lima_train_config_init(lima_train_config *c) {
+    if (!c) return;
+    *c = lima_train_config{};
+    c->beta1 = 0.9f;
+    c->beta2 = 0.95f;
+    c->eps = 1e-8f;
+    c->weight_decay = 0.1f;
+    c->grad_clip = 1.0f;
+    c->resid_dropout = 0.0f;
+    c->seed = 0;
+}
+
+int lima_trainer_create(lima_model *m, const lima_train_config *cfg, lima_trainer **out) {
+    return guarded([&] {
+        need(m, "lima_trainer_create", "model");
+        need(cfg, "lima_trainer_create", "cfg");
+        need(out, "lima_trainer_create", "out");
+        auto t = std::make_unique<lima_trainer>();
+        t->t = std::make_unique<lima::Trainer>(m->m.get(), *cfg);
+        *out = t.release();
+    });
+}
+
+void lima_trainer_free(lima_trainer *t) { delete t; }
+
+int lima_trainer_forward_backward(lima_trainer *t, const lima_batch *b, int64_t step_targets, lima_fb_result *out) {
+    return guarded([&] {
+        need(t, "lima_trainer_forward_backward", "trainer");
+        need(b, "lima_trainer_forward_backward", "batch");
+        const lima_fb_result r = t->t->forward_backward(b->b, step_targets);
+        if (out) *out = r;
+    });
+}
+
+int lima_trainer_step(lima_trainer *t, float lr, lima_step_result *out) {
+    return guarded([&] {
+        need(t, "lima_trainer_step", "trainer");
+        const lima_step_result r = t->t->apply(lr);
+        if (out) *out = r;
+    });
+}
+
+int lima_trainer_zero_grad(lima_trainer *t) {
+    return guarded([&] {
+        need(t, "lima_trainer_zero_grad", "trainer");
+        t->t->zero_grad();
+        t->t->micro = 0;
+    });
+}
+
+int lima_trainer_get_step(const lima_trainer *t, int64_t *out) {
+    return guarded([&] {
+        need(t, "lima_trainer_get_step", "trainer");
+        need(out, "lima_trainer_get_step", "out");
+        *out = t->t->step;
+    });
+}
+
+int lima_trainer_read_grad(const lima_trainer *t, const char *name, float *out, int64_t n) {
+    return guarded([&] {
+        need(t, "lima_trainer_read_grad", "trainer");
+        need(name, "lima_trainer_read_grad", "name");
+        need(out, "lima_trainer_read_grad", "out");
+        const lima::ParamInfo &p = t->t->model->layout.at(name, "lima_trainer_read_grad");
+        LIMA_REQUIRE(n == p.numel(), LIMA_ERR_SHAPE, "lima_trainer_read_grad: ", name, " has ", p.numel(), " elements, buffer has ", n);
+        std::memcpy(out, t->t->grads.data() + p.offset, sizeof(float) * size_t(n));
+    });
+}
+
+int lima_trainer_save_state(const lima_trainer *t, const char *path) {
+    return guarded([&] {
+        need(t, "lima_trainer_save_state", "trainer");
+        need(path, "lima_trainer_save_state", "path");
+        t->t->save_state(path);
+    });
+}
+
+int lima_trainer_load_state(lima_trainer *t, const char *path) {
+    return guarded([&] {
+        need(t, "lima_trainer_load_state", "trainer");
+        need(path, "lima_trainer_load_state", "path");
+        t->t->load_state(path);
+    });
+}
+
+float lima_resid_dropout_rate(float p_max, int32_t layer, int32_t num_layers) {
+    return lima::resid_dropout_rate(p_max, layer, num_layers);
+}
+
+}  // extern "C"

@@ -1,0 +1,181 @@
+#include "config.hpp"
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+
+#include "common.hpp"
+
+namespace lima {
+
+using json = nlohmann::ordered_json;
+
+void validate(const ModelConfig &c, const std::string &where) {
+    auto bad = [&](const char *key, const std::string &why) {
+        fail(LIMA_ERR_INVALID_ARGUMENT, where, ": ", key, " ", why);
+    };
+    if (c.vocab_size <= 0) bad("vocab_size", cat("must be > 0, got ", c.vocab_size));
+    if (c.hidden_size <= 0) bad("hidden_size", cat("must be > 0, got ", c.hidden_size));
+    if (c.intermediate_size <= 0) bad("intermediate_size", cat("must be > 0, got ", c.intermediate_size));
+    if (c.num_layers <= 0) bad("num_hidden_layers", cat("must be > 0, got ", c.num_layers));
+    if (c.num_heads <= 0) bad("num_attention_heads", cat("must be > 0, got ", c.num_heads));
+    if (c.num_kv_heads <= 0 || c.num_heads % c.num_kv_heads != 0)
+        bad("num_key_value_heads", cat("(", c.num_kv_heads, ") must be > 0 and divide num_attention_heads (",
+                                       c.num_heads, ")"));
+    if (c.head_dim < 0) bad("head_dim", cat("must be >= 0, got ", c.head_dim));
+    if (c.head_dim == 0 && c.hidden_size % c.num_heads != 0)
+        bad("hidden_size", cat("(", c.hidden_size, ") must be divisible by num_attention_heads (", c.num_heads,
+                               ") when head_dim is not given"));
+    if (c.hd() % 2 != 0) bad("head_dim", cat("must be even for rotary embeddings, got ", c.hd()));
+    if (c.max_position_embeddings <= 0)
+        bad("max_position_embeddings", cat("must be > 0, got ", c.max_position_embeddings));
+    if (!(c.rms_norm_eps > 0) || !std::isfinite(c.rms_norm_eps))
+        bad("rms_norm_eps", cat("must be a finite value > 0, got ", c.rms_norm_eps));
+    if (!(c.rope_theta > 0) || !std::isfinite(c.rope_theta))
+        bad("rope_theta", cat("must be a finite value > 0, got ", c.rope_theta));
+    if (!(c.initializer_range >= 0) || !std::isfinite(c.initializer_range))
+        bad("initializer_range", cat("must be a finite value >= 0, got ", c.initializer_range));
+    if (c.tie_word_embeddings != 0 && c.tie_word_embeddings != 1)
+        bad("tie_word_embeddings", "must be 0 or 1");
+}
+
+namespace {
+
+int32_t get_int(const json &j, const char *key, const std::string &path, bool required, int32_t dflt) {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) {
+        if (required) fail(LIMA_ERR_FORMAT, path, ": missing required key \"", key, "\"");
+        return dflt;
+    }
+    if (!it->is_number_integer()) fail(LIMA_ERR_FORMAT, path, ": key \"", key, "\" must be an integer, got ", it->dump());
+    const auto v = it->get<int64_t>();
+    if (v < INT32_MIN || v > INT32_MAX) fail(LIMA_ERR_FORMAT, path, ": key \"", key, "\" out of range: ", v);
+    return int32_t(v);
+}
+
+float get_float(const json &j, const char *key, const std::string &path, float dflt) {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) return dflt;
+    if (!it->is_number()) fail(LIMA_ERR_FORMAT, path, ": key \"", key, "\" must be a number, got ", it->dump());
+    return it->get<float>();
+}
+
+// Token ids may be an int, null or (for eos in newer configs) a list; liblima keeps the first.
+int32_t get_token_id(const json &j, const char *key, const std::string &path, int32_t dflt) {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) return dflt;
+    if (it->is_array()) {
+        if (it->empty()) return dflt;
+        if (!(*it)[0].is_number_integer()) fail(LIMA_ERR_FORMAT, path, ": key \"", key, "\" must hold integers");
+        return (*it)[0].get<int32_t>();
+    }
+    return get_int(j, key, path, false, dflt);
+}
+
+// Shortest decimal that reads back as the same float, so 1e-6f is written 1e-06, not 9.99e-07.
+double shortest(float f) {
+    char buf[32];
+    for (int prec = 6; prec <= 9; ++prec) {
+        std::snprintf(buf, sizeof buf, "%.*g", prec, double(f));
+        if (std::strtof(buf, nullptr) == f) break;
+    }
+    return std::strtod(buf, nullptr);
+}
+
+}  // namespace
+
+ModelConfig parse_hf_config(const std::string &text, const std::string &path) {
+    json j;
+    try {
+        j = json::parse(text);
+    } catch (const json::parse_error &e) {
+        fail(LIMA_ERR_FORMAT, path, ": not valid JSON: ", e.what());
+    }
+    if (!j.is_object()) fail(LIMA_ERR_FORMAT, path, ": expected a JSON object");
+    if (j.contains("model_type") && j["model_type"] != "llama")
+        fail(LIMA_ERR_UNSUPPORTED, path, ": model_type ", j["model_type"].dump(), " is not supported (only \"llama\")");
+    if (j.contains("hidden_act") && j["hidden_act"] != "silu")
+        fail(LIMA_ERR_UNSUPPORTED, path, ": hidden_act ", j["hidden_act"].dump(), " is not supported (only \"silu\")");
+    if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
+        fail(LIMA_ERR_UNSUPPORTED, path, ": rope_scaling ", j["rope_scaling"].dump(), " is not supported");
+    // transformers >= 5 writes rope settings as "rope_parameters": {"rope_type", "rope_theta"}.
+    const json *rope = nullptr;
+    if (j.contains("rope_parameters") && !j["rope_parameters"].is_null()) {
+        rope = &j["rope_parameters"];
+        if (!rope->is_object()) fail(LIMA_ERR_FORMAT, path, ": rope_parameters must be an object");
+        if (rope->contains("rope_type") && (*rope)["rope_type"] != "default")
+            fail(LIMA_ERR_UNSUPPORTED, path, ": rope_parameters.rope_type ", (*rope)["rope_type"].dump(),
+                 " is not supported (only \"default\")");
+    }
+    for (const char *k : {"attention_bias", "mlp_bias"})
+        if (j.contains(k) && j[k] == true) fail(LIMA_ERR_UNSUPPORTED, path, ": ", k, "=true is not supported");
+
+    ModelConfig c;
+    lima_model_config_init(&c);
+    c.vocab_size = get_int(j, "vocab_size", path, true, 0);
+    c.hidden_size = get_int(j, "hidden_size", path, true, 0);
+    c.intermediate_size = get_int(j, "intermediate_size", path, true, 0);
+    c.num_layers = get_int(j, "num_hidden_layers", path, true, 0);
+    c.num_heads = get_int(j, "num_attention_heads", path, true, 0);
+    c.num_kv_heads = get_int(j, "num_key_value_heads", path, false, c.num_heads);
+    c.head_dim = get_int(j, "head_dim", path, false, 0);
+    if (c.head_dim > 0 && c.num_heads > 0 && c.head_dim * c.num_heads == c.hidden_size) c.head_dim = 0;
+    c.max_position_embeddings = get_int(j, "max_position_embeddings", path, false, 2048);
+    c.rms_norm_eps = get_float(j, "rms_norm_eps", path, 1e-6f);
+    c.rope_theta = get_float(j, "rope_theta", path, 10000.0f);
+    if (rope) c.rope_theta = get_float(*rope, "rope_theta", path + ": rope_parameters", c.rope_theta);
+    c.initializer_range = get_float(j, "initializer_range", path, 0.02f);
+    c.bos_token_id = get_token_id(j, "bos_token_id", path, 1);
+    c.eos_token_id = get_token_id(j, "eos_token_id", path, 2);
+    c.pad_token_id = get_token_id(j, "pad_token_id", path, -1);
+    auto tie = j.find("tie_word_embeddings");
+    if (tie != j.end() && !tie->is_null()) {
+        if (!tie->is_boolean()) fail(LIMA_ERR_FORMAT, path, ": key \"tie_word_embeddings\" must be true or false");
+        c.tie_word_embeddings = tie->get<bool>() ? 1 : 0;
+    } else {
+        c.tie_word_embeddings = 0;
+    }
+    validate(c, path);
+    return c;
+}
+
+std::string write_hf_config(const ModelConfig &c, const std::string &base_json, const char *torch_dtype) {
+    json j = json::object();
+    if (!base_json.empty()) {
+        try {
+            j = json::parse(base_json);
+        } catch (const json::parse_error &) {
+            j = json::object();
+        }
+    }
+    j["architectures"] = json::array({"LlamaForCausalLM"});
+    j["model_type"] = "llama";
+    j["vocab_size"] = c.vocab_size;
+    j["hidden_size"] = c.hidden_size;
+    j["intermediate_size"] = c.intermediate_size;
+    j["num_hidden_layers"] = c.num_layers;
+    j["num_attention_heads"] = c.num_heads;
+    j["num_key_value_heads"] = c.num_kv_heads;
+    j["head_dim"] = c.hd();
+    j["max_position_embeddings"] = c.max_position_embeddings;
+    j["rms_norm_eps"] = shortest(c.rms_norm_eps);
+    j["rope_theta"] = shortest(c.rope_theta);
+    j["tie_word_embeddings"] = c.tie_word_embeddings != 0;
+    j["bos_token_id"] = c.bos_token_id;
+    j["eos_token_id"] = c.eos_token_id;
+    j["pad_token_id"] = c.pad_token_id >= 0 ? json(c.pad_token_id) : json(nullptr);
+    j["hidden_act"] = "silu";
+    j["attention_bias"] = false;
+    j["mlp_bias"] = false;
+    j["attention_dropout"] = 0.0;
+    j["initializer_range"] = shortest(c.initializer_range);
+    j["rope_scaling"] = nullptr;
+    j["rope_parameters"] = {{"rope_theta", shortest(c.rope_theta)}, {"rope_type", "default"}};
+    j["torch_dtype"] = torch_dtype;
+    if (j.contains("dtype")) j["dtype"] = torch_dtype;
+    if (!j.contains("use_cache")) j["use_cache"] = true;
+    return j.dump(2) + "\n";
+}
+
+}  // namespace lima

@@ -1,0 +1,20 @@
+// matmul: the Linear layers, y = x @ W^T with W stored (out, in) as in Hugging Face. OpenBLAS sgemm.
+#pragma once
+#include <cblas.h>
+
+namespace lima::cpu {
+
+// y (N, out) = x (N, in) @ w (out, in)^T
+inline void matmul_forward(float *y, const float *x, const float *w, int N, int in, int out) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
+}
+
+// dx (N, in) = (or +=, if accumulate_dx) dy (N, out) @ w (out, in);  dw (out, in) += dy^T @ x
+inline void matmul_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int N, int in,
+                            int out, bool accumulate_dx) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, in, out, 1.0f, dy, out, w, in,
+                accumulate_dx ? 1.0f : 0.0f, dx, in);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, N, 1.0f, dy, out, x, in, 1.0f, dw, in);
+}
+
+}  // namespace lima::cpu

@@ -1,0 +1,420 @@
+#include "model.hpp"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "common.hpp"
+#include "cpu/dropout.hpp"
+#include "cpu/encoder.hpp"
+#include "cpu/matmul.hpp"
+#include "cpu/rmsnorm.hpp"
+#include "cpu/swiglu.hpp"
+#include "safetensors.hpp"
+
+namespace lima {
+
+const ParamInfo &Layout::at(const std::string &name, const std::string &what) const {
+    auto it = index.find(name);
+    if (it == index.end()) fail(LIMA_ERR_INVALID_ARGUMENT, what, ": no parameter named ", name);
+    return params[it->second];
+}
+
+Layout make_layout(const ModelConfig &c) {
+    Layout l;
+    auto add = [&](const std::string &name, int64_t rows, int64_t cols) {
+        ParamInfo p;
+        p.name = name;
+        p.rows = rows;
+        p.cols = cols;
+        p.offset = l.total;
+        p.decay = cols != 0;
+        l.total += size_t(p.numel());
+        l.index[name] = l.params.size();
+        l.params.push_back(p);
+    };
+    const int64_t d = c.hidden_size, F = c.intermediate_size;
+    add("model.embed_tokens.weight", c.vocab_size, d);
+    for (int i = 0; i < c.num_layers; ++i) {
+        const std::string p = cat("model.layers.", i, ".");
+        add(p + "self_attn.q_proj.weight", c.q_dim(), d);
+        add(p + "self_attn.k_proj.weight", c.kv_dim(), d);
+        add(p + "self_attn.v_proj.weight", c.kv_dim(), d);
+        add(p + "self_attn.o_proj.weight", d, c.q_dim());
+        add(p + "mlp.gate_proj.weight", F, d);
+        add(p + "mlp.up_proj.weight", F, d);
+        add(p + "mlp.down_proj.weight", d, F);
+        add(p + "input_layernorm.weight", d, 0);
+        add(p + "post_attention_layernorm.weight", d, 0);
+    }
+    add("model.norm.weight", d, 0);
+    if (!c.tie_word_embeddings) add("lm_head.weight", c.vocab_size, d);
+    return l;
+}
+
+Weights bind(const ModelConfig &c, const Layout &l, float *base) {
+    auto at = [&](const std::string &n) { return base + l.params[l.index.at(n)].offset; };
+    Weights w;
+    w.emb = at("model.embed_tokens.weight");
+    w.norm = at("model.norm.weight");
+    w.lm_head = c.tie_word_embeddings ? w.emb : at("lm_head.weight");
+    for (int i = 0; i < c.num_layers; ++i) {
+        const std::string p = cat("model.layers.", i, ".");
+        w.layers.push_back({at(p + "input_layernorm.weight"), at(p + "self_attn.q_proj.weight"),
+                            at(p + "self_attn.k_proj.weight"), at(p + "self_attn.v_proj.weight"),
+                            at(p + "self_attn.o_proj.weight"), at(p + "post_attention_layernorm.weight"),
+                            at(p + "mlp.gate_proj.weight"), at(p + "mlp.up_proj.weight"),
+                            at(p + "mlp.down_proj.weight")});
+    }
+    return w;
+}
+
+// ------------------------------------------------------------------------------------ batch
+
+void batch_fill(Batch &b, const int32_t *tokens, const uint8_t *mask, const int32_t *seg) {
+    LIMA_REQUIRE(tokens, LIMA_ERR_INVALID_ARGUMENT, "lima_batch_set: tokens is NULL");
+    const long N = b.N();
+    b.tokens.assign(tokens, tokens + N);
+    b.seg.resize(size_t(N));
+    b.pos.assign(size_t(N), 0);
+    b.segs.clear();
+    b.pred_rows.clear();
+    b.labels.clear();
+    b.all_rows.clear();
+    b.all_labels.clear();
+    b.max_seg_len = 0;
+    for (int r = 0; r < b.B; ++r) {
+        std::vector<int32_t> seen;
+        for (int t = 0; t < b.T; ++t) {
+            const long n = long(r) * b.T + t;
+            const int32_t s = seg ? seg[n] : 1;
+            LIMA_REQUIRE(s >= 0, LIMA_ERR_INVALID_ARGUMENT, "lima_batch_set: segment id ", s, " at row ", r,
+                         ", position ", t, " is negative (0 = padding, > 0 = example)");
+            b.seg[size_t(n)] = s;
+            const bool cont = t > 0 && b.seg[size_t(n - 1)] == s;
+            if (s != 0 && !cont) {
+                LIMA_REQUIRE(std::find(seen.begin(), seen.end(), s) == seen.end(), LIMA_ERR_INVALID_ARGUMENT,
+                             "lima_batch_set: segment id ", s, " of row ", r, " is not contiguous (seen again at position ", t,
+                             ")");
+                seen.push_back(s);
+                b.segs.push_back({n, 0});
+            }
+            if (s != 0) {
+                b.pos[size_t(n)] = cont ? b.pos[size_t(n - 1)] + 1 : 0;
+                b.segs.back().len++;
+                b.max_seg_len = std::max(b.max_seg_len, b.segs.back().len);
+                if (cont) {
+                    b.all_rows.push_back(n - 1);
+                    b.all_labels.push_back(tokens[n]);
+                }
+            }
+            if (mask && mask[n]) {
+                LIMA_REQUIRE(mask[n] == 1, LIMA_ERR_INVALID_ARGUMENT, "lima_batch_set: loss_mask at row ", r, ", position ",
+                             t, " is ", int(mask[n]), " (must be 0 or 1)");
+                LIMA_REQUIRE(s != 0, LIMA_ERR_INVALID_ARGUMENT, "lima_batch_set: loss_mask is set on padding at row ", r,
+                             ", position ", t);
+                if (cont) {
+                    b.pred_rows.push_back(n - 1);
+                    b.labels.push_back(tokens[n]);
+                }
+            }
+        }
+    }
+    b.filled = true;
+}
+
+// ------------------------------------------------------------------------------------ model
+
+void Activations::ensure(const ModelConfig &c, long n) {
+    if (n <= N) return;
+    N = n;
+    const size_t L = size_t(c.num_layers), d = size_t(c.hidden_size), F = size_t(c.intermediate_size);
+    const size_t un = size_t(n);
+    resid.assign((L + 1) * un * d, 0.0f);
+    xn1.assign(L * un * d, 0.0f);
+    xn2.assign(L * un * d, 0.0f);
+    x_mid.assign(L * un * d, 0.0f);
+    rstd1.assign(L * un, 0.0f);
+    rstd2.assign(L * un, 0.0f);
+    rstdf.assign(un, 0.0f);
+    q.assign(L * un * size_t(c.q_dim()), 0.0f);
+    att.assign(L * un * size_t(c.q_dim()), 0.0f);
+    lse.assign(L * un * size_t(c.num_heads), 0.0f);
+    k.assign(L * un * size_t(c.kv_dim()), 0.0f);
+    v.assign(L * un * size_t(c.kv_dim()), 0.0f);
+    g.assign(L * un * F, 0.0f);
+    u.assign(L * un * F, 0.0f);
+    h.assign(L * un * F, 0.0f);
+    xf.assign(un * d, 0.0f);
+    tmp.assign(un * std::max(d, F), 0.0f);
+}
+
+Model::Model(const ModelConfig &c) : cfg(c), layout(make_layout(c)), params(layout.total, 0.0f) {}
+
+void random_init(Model &m, uint64_t seed) {
+    for (size_t t = 0; t < m.layout.params.size(); ++t) {
+        const ParamInfo &p = m.layout.params[t];
+        float *w = m.params.data() + p.offset;
+        const long n = long(p.numel());
+        if (!p.decay) {
+            std::fill(w, w + n, 1.0f);
+            continue;
+        }
+#pragma omp parallel for schedule(static)
+        for (long i = 0; i < n; ++i) w[i] = init_normal(seed, uint32_t(t), uint64_t(i), m.cfg.initializer_range);
+    }
+}
+
+void resize_vocab(Model &m, int32_t nv) {
+    LIMA_REQUIRE(m.trainers == 0, LIMA_ERR_STATE, "lima_model_resize_vocab: free the model's trainer first (its optimiser state has the old shape)");
+    LIMA_REQUIRE(nv >= m.cfg.vocab_size, LIMA_ERR_INVALID_ARGUMENT, "lima_model_resize_vocab: new vocab size ", nv,
+                 " is smaller than the current ", m.cfg.vocab_size, " (shrinking is not supported)");
+    if (nv == m.cfg.vocab_size) return;
+    ModelConfig nc = m.cfg;
+    nc.vocab_size = nv;
+    Layout nl = make_layout(nc);
+    std::vector<float> np(nl.total, 0.0f);
+    const int64_t d = m.cfg.hidden_size, ov = m.cfg.vocab_size;
+    for (const ParamInfo &p : m.layout.params) {
+        const ParamInfo &q = nl.params[nl.index.at(p.name)];
+        const float *src = m.params.data() + p.offset;
+        float *dst = np.data() + q.offset;
+        std::copy(src, src + p.numel(), dst);
+        if (q.numel() == p.numel()) continue;
+        std::vector<double> mean(size_t(d), 0.0);  // new rows: the mean of the old ones
+        for (int64_t r = 0; r < ov; ++r)
+            for (int64_t c = 0; c < d; ++c) mean[size_t(c)] += src[r * d + c];
+        for (int64_t r = ov; r < nv; ++r)
+            for (int64_t c = 0; c < d; ++c) dst[r * d + c] = float(mean[size_t(c)] / double(ov));
+    }
+    m.cfg = nc;
+    m.layout = std::move(nl);
+    m.params = std::move(np);
+    m.acts = Activations{};
+}
+
+// ------------------------------------------------------------------------------------ checkpoints
+
+namespace {
+
+bool file_exists(const std::string &p) {
+    struct stat st {};
+    return ::stat(p.c_str(), &st) == 0;
+}
+
+std::string shape_str(const std::vector<int64_t> &s) {
+    std::string out = "[";
+    for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+    return out + "]";
+}
+
+}  // namespace
+
+Model *load_model(const std::string &dir) {
+    const std::string cfg_path = dir + "/config.json";
+    LIMA_REQUIRE(file_exists(dir), LIMA_ERR_IO, "checkpoint directory ", dir, " does not exist");
+    LIMA_REQUIRE(file_exists(cfg_path), LIMA_ERR_IO, "checkpoint ", dir, " has no config.json");
+    const std::string cfg_text = read_text_file(cfg_path);
+    auto model = std::make_unique<Model>(parse_hf_config(cfg_text, cfg_path));
+    model->base_config_json = cfg_text;
+
+    // Which file holds each tensor.
+    std::map<std::string, std::string> where;
+    const std::string index_path = dir + "/model.safetensors.index.json";
+    std::vector<std::string> files;
+    if (file_exists(index_path)) {
+        nlohmann::json idx;
+        try {
+            idx = nlohmann::json::parse(read_text_file(index_path));
+            for (auto &[name, file] : idx.at("weight_map").items()) {
+                const std::string f = file.get<std::string>();
+                LIMA_REQUIRE(f.find('/') == std::string::npos, LIMA_ERR_FORMAT, index_path, ": shard name ", f,
+                             " must be a file name in the checkpoint directory");
+                where[name] = dir + "/" + f;
+                if (std::find(files.begin(), files.end(), where[name]) == files.end()) files.push_back(where[name]);
+            }
+        } catch (const nlohmann::json::exception &e) {
+            fail(LIMA_ERR_FORMAT, index_path, ": malformed index: ", e.what());
+        }
+    } else {
+        const std::string single = dir + "/model.safetensors";
+        LIMA_REQUIRE(file_exists(single), LIMA_ERR_IO, "checkpoint ", dir,
+                     " has neither model.safetensors nor model.safetensors.index.json");
+        files.push_back(single);
+    }
+    std::map<std::string, StFile> opened;
+    for (const auto &f : files) {
+        opened.emplace(f, st_open(f));
+        for (const auto &[name, e] : opened.at(f).tensors) {
+            if (where.count(name) && where[name] != f) continue;
+            where[name] = f;
+        }
+    }
+    std::map<std::string, bool> used;
+    for (const ParamInfo &p : model->layout.params) {
+        auto it = where.find(p.name);
+        LIMA_REQUIRE(it != where.end(), LIMA_ERR_FORMAT, "tensor ", p.name, " is missing from ",
+                     files.size() == 1 ? files[0] : index_path, " (config.json expects it)");
+        const StFile &sf = opened.at(it->second);
+        auto e = sf.tensors.find(p.name);
+        LIMA_REQUIRE(e != sf.tensors.end(), LIMA_ERR_FORMAT, "tensor ", p.name, " is missing from ", it->second,
+                     " (named in ", index_path, ")");
+        LIMA_REQUIRE(e->second.shape == p.shape(), LIMA_ERR_SHAPE, "tensor ", p.name, " in ", it->second, " has shape ",
+                     shape_str(e->second.shape), " but config.json (", cfg_path, ") implies ", shape_str(p.shape()));
+        st_read_f32(sf, e->second, model->params.data() + p.offset, p.numel());
+        used[p.name] = true;
+    }
+    for (const auto &[name, file] : where) {
+        if (used.count(name)) continue;
+        const bool ignorable = name.find("rotary_emb.inv_freq") != std::string::npos ||
+                               (model->cfg.tie_word_embeddings && name == "lm_head.weight");
+        LIMA_REQUIRE(ignorable, LIMA_ERR_SHAPE, "tensor ", name, " in ", file,
+                     " is not part of the model described by ", cfg_path, " (config mismatch?)");
+    }
+    return model.release();
+}
+
+void save_model(const Model &m, const std::string &dir, int dtype, int64_t max_shard_bytes) {
+    const char *st_dtype = dtype == LIMA_DTYPE_F32 ? "F32" : dtype == LIMA_DTYPE_BF16 ? "BF16" : dtype == LIMA_DTYPE_F16 ? "F16" : nullptr;
+    LIMA_REQUIRE(st_dtype, LIMA_ERR_INVALID_ARGUMENT, "lima_model_save: unknown dtype ", dtype);
+    LIMA_REQUIRE(max_shard_bytes >= 0, LIMA_ERR_INVALID_ARGUMENT, "lima_model_save: max_shard_bytes must be >= 0");
+    if (!file_exists(dir) && ::mkdir(dir.c_str(), 0755) != 0)
+        fail(LIMA_ERR_IO, "cannot create checkpoint directory ", dir, ": ", std::strerror(errno));
+    const size_t es = st_dtype_size(st_dtype);
+    std::vector<std::vector<StWriteItem>> shards(1);
+    uint64_t in_shard = 0, total = 0;
+    for (const ParamInfo &p : m.layout.params) {
+        const uint64_t bytes = uint64_t(p.numel()) * es;
+        if (max_shard_bytes > 0 && in_shard > 0 && in_shard + bytes > uint64_t(max_shard_bytes)) {
+            shards.emplace_back();
+            in_shard = 0;
+        }
+        shards.back().push_back({p.name, p.shape(), m.params.data() + p.offset});
+        in_shard += bytes;
+        total += bytes;
+    }
+    const std::map<std::string, std::string> meta{{"format", "pt"}};
+    const std::string single = dir + "/model.safetensors", index = dir + "/model.safetensors.index.json";
+    if (shards.size() == 1) {
+        st_write(single, shards[0], st_dtype, meta);
+        std::remove(index.c_str());
+    } else {
+        nlohmann::ordered_json idx;
+        idx["metadata"] = {{"total_size", total}};
+        idx["weight_map"] = nlohmann::ordered_json::object();
+        char name[64];
+        for (size_t s = 0; s < shards.size(); ++s) {
+            std::snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", s + 1, shards.size());
+            st_write(dir + "/" + name, shards[s], st_dtype, meta);
+            for (const auto &it : shards[s]) idx["weight_map"][it.name] = name;
+        }
+        write_file_atomic(index, idx.dump(2) + "\n");
+        std::remove(single.c_str());
+    }
+    write_file_atomic(dir + "/config.json",
+                      write_hf_config(m.cfg, m.base_config_json, dtype == LIMA_DTYPE_F32 ? "float32" : dtype == LIMA_DTYPE_BF16 ? "bfloat16" : "float16"));
+}
+
+// ------------------------------------------------------------------------------------ passes
+
+float resid_dropout_rate(float p_max, int layer, int num_layers) {
+    if (num_layers <= 1) return 0.0f;
+    return p_max * float(layer) / float(num_layers - 1);
+}
+
+void forward(Model &m, const Batch &b, const DropoutKey *key, float p_max) {
+    const ModelConfig &c = m.cfg;
+    const long N = b.N();
+    const int d = c.hidden_size, F = c.intermediate_size, hd = c.hd(), qd = c.q_dim(), kvd = c.kv_dim();
+    for (long n = 0; n < N; ++n)
+        LIMA_REQUIRE(b.tokens[size_t(n)] >= 0 && b.tokens[size_t(n)] < c.vocab_size, LIMA_ERR_INVALID_ARGUMENT, "batch: token id ",
+                     b.tokens[size_t(n)], " at row ", n / b.T, ", position ", n % b.T, " is outside the vocabulary [0, ",
+                     c.vocab_size, ")");
+    LIMA_REQUIRE(b.max_seg_len <= c.max_position_embeddings, LIMA_ERR_INVALID_ARGUMENT, "batch: an example of ",
+                 b.max_seg_len, " tokens exceeds max_position_embeddings (", c.max_position_embeddings, ")");
+    if (m.rope.max_pos < b.max_seg_len || m.rope.half != hd / 2)
+        m.rope.build(hd, std::max(b.max_seg_len, std::min(c.max_position_embeddings, 2048)), c.rope_theta);
+    Activations &a = m.acts;
+    a.ensure(c, N);
+    Weights w = m.weights();
+    const size_t Nd = size_t(N) * d;
+    cpu::encoder_forward(a.resid.data(), w.emb, b.tokens.data(), N, d);
+    for (int l = 0; l < c.num_layers; ++l) {
+        const LayerWeights &lw = w.layers[size_t(l)];
+        const float p = resid_dropout_rate(p_max, l, c.num_layers);
+        float *x = a.resid.data() + size_t(l) * Nd, *xnext = x + Nd;
+        float *xn1 = a.xn1.data() + size_t(l) * Nd, *xmid = a.x_mid.data() + size_t(l) * Nd;
+        float *xn2 = a.xn2.data() + size_t(l) * Nd;
+        float *q = a.q.data() + size_t(l) * N * qd, *att = a.att.data() + size_t(l) * N * qd;
+        float *k = a.k.data() + size_t(l) * N * kvd, *v = a.v.data() + size_t(l) * N * kvd;
+        float *g = a.g.data() + size_t(l) * N * F, *u = a.u.data() + size_t(l) * N * F, *h = a.h.data() + size_t(l) * N * F;
+        cpu::rmsnorm_forward(xn1, a.rstd1.data() + size_t(l) * N, x, lw.ln1, N, d, c.rms_norm_eps);
+        cpu::matmul_forward(q, xn1, lw.wq, int(N), d, qd);
+        cpu::matmul_forward(k, xn1, lw.wk, int(N), d, kvd);
+        cpu::matmul_forward(v, xn1, lw.wv, int(N), d, kvd);
+        cpu::rope_forward(q, b.pos.data(), N, c.num_heads, hd, m.rope);
+        cpu::rope_forward(k, b.pos.data(), N, c.num_kv_heads, hd, m.rope);
+        cpu::attention_forward(att, a.lse.data() + size_t(l) * N * c.num_heads, q, k, v, b.segs, N, c.num_heads,
+                               c.num_kv_heads, hd, b.max_seg_len);
+        cpu::matmul_forward(a.tmp.data(), att, lw.wo, int(N), qd, d);
+        std::memcpy(xmid, x, Nd * sizeof(float));
+        cpu::dropout_residual_forward(xmid, a.tmp.data(), long(Nd), p, key, l, 0);
+        cpu::rmsnorm_forward(xn2, a.rstd2.data() + size_t(l) * N, xmid, lw.ln2, N, d, c.rms_norm_eps);
+        cpu::matmul_forward(g, xn2, lw.wg, int(N), d, F);
+        cpu::matmul_forward(u, xn2, lw.wu, int(N), d, F);
+        cpu::swiglu_forward(h, g, u, N * F);
+        cpu::matmul_forward(a.tmp.data(), h, lw.wd, int(N), F, d);
+        std::memcpy(xnext, xmid, Nd * sizeof(float));
+        cpu::dropout_residual_forward(xnext, a.tmp.data(), long(Nd), p, key, l, 1);
+    }
+    cpu::rmsnorm_forward(a.xf.data(), a.rstdf.data(), a.resid.data() + size_t(c.num_layers) * Nd, w.norm, N, d,
+                         c.rms_norm_eps);
+}
+
+void backward(Model &m, const Batch &b, const DropoutKey *key, float p_max, float *dxf, float *grads) {
+    const ModelConfig &c = m.cfg;
+    const long N = b.N();
+    const int d = c.hidden_size, F = c.intermediate_size, hd = c.hd(), qd = c.q_dim(), kvd = c.kv_dim();
+    const size_t Nd = size_t(N) * d;
+    Activations &a = m.acts;
+    Weights w = m.weights(), gw = bind(c, m.layout, grads);
+    // Gradient buffers for one layer, reused down the stack.
+    std::vector<float> dres(Nd, 0.0f), dy(Nd), dxn(Nd), dq(size_t(N) * qd), datt(size_t(N) * qd);
+    std::vector<float> dk(size_t(N) * kvd), dv(size_t(N) * kvd), dh(size_t(N) * F), dg(size_t(N) * F), du(size_t(N) * F);
+    cpu::rmsnorm_backward(dres.data(), gw.norm, dxf, a.resid.data() + size_t(c.num_layers) * Nd, w.norm, a.rstdf.data(), N, d);
+    for (int l = c.num_layers - 1; l >= 0; --l) {
+        const LayerWeights &lw = w.layers[size_t(l)], &lg = gw.layers[size_t(l)];
+        const float p = resid_dropout_rate(p_max, l, c.num_layers);
+        const float *x = a.resid.data() + size_t(l) * Nd, *xn1 = a.xn1.data() + size_t(l) * Nd;
+        const float *xmid = a.x_mid.data() + size_t(l) * Nd, *xn2 = a.xn2.data() + size_t(l) * Nd;
+        const float *q = a.q.data() + size_t(l) * N * qd, *att = a.att.data() + size_t(l) * N * qd;
+        const float *k = a.k.data() + size_t(l) * N * kvd, *v = a.v.data() + size_t(l) * N * kvd;
+        const float *g = a.g.data() + size_t(l) * N * F, *u = a.u.data() + size_t(l) * N * F;
+        const float *h = a.h.data() + size_t(l) * N * F;
+        // MLP block: x_next = x_mid + dropout(down(swiglu(gate(xn2), up(xn2))))
+        cpu::dropout_residual_backward(dy.data(), dres.data(), long(Nd), p, key, l, 1);
+        cpu::matmul_backward(dh.data(), lg.wd, dy.data(), h, lw.wd, int(N), F, d, false);
+        cpu::swiglu_backward(dg.data(), du.data(), dh.data(), g, u, N * F);
+        cpu::matmul_backward(dxn.data(), lg.wg, dg.data(), xn2, lw.wg, int(N), d, F, false);
+        cpu::matmul_backward(dxn.data(), lg.wu, du.data(), xn2, lw.wu, int(N), d, F, true);
+        cpu::rmsnorm_backward(dres.data(), lg.ln2, dxn.data(), xmid, lw.ln2, a.rstd2.data() + size_t(l) * N, N, d);
+        // Attention block: x_mid = x + dropout(o_proj(attention(rope(q), rope(k), v)))
+        cpu::dropout_residual_backward(dy.data(), dres.data(), long(Nd), p, key, l, 0);
+        cpu::matmul_backward(datt.data(), lg.wo, dy.data(), att, lw.wo, int(N), qd, d, false);
+        cpu::attention_backward(dq.data(), dk.data(), dv.data(), datt.data(), q, k, v, att,
+                                a.lse.data() + size_t(l) * N * c.num_heads, b.segs, N, c.num_heads, c.num_kv_heads, hd,
+                                b.max_seg_len);
+        cpu::rope_backward(dq.data(), b.pos.data(), N, c.num_heads, hd, m.rope);
+        cpu::rope_backward(dk.data(), b.pos.data(), N, c.num_kv_heads, hd, m.rope);
+        cpu::matmul_backward(dxn.data(), lg.wq, dq.data(), xn1, lw.wq, int(N), d, qd, false);
+        cpu::matmul_backward(dxn.data(), lg.wk, dk.data(), xn1, lw.wk, int(N), d, kvd, true);
+        cpu::matmul_backward(dxn.data(), lg.wv, dv.data(), xn1, lw.wv, int(N), d, kvd, true);
+        cpu::rmsnorm_backward(dres.data(), lg.ln1, dxn.data(), x, lw.ln1, a.rstd1.data() + size_t(l) * N, N, d);
+    }
+    cpu::encoder_backward(gw.emb, dres.data(), b.tokens.data(), N, d);
+}
+
+}  // namespace lima

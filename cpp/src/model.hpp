@@ -1,0 +1,97 @@
+// The LLaMA model of the CPU reference backend: parameter table with HF names in one flat fp32
+// buffer (so gradients and AdamW moments share its layout), micro-batches, and the train/eval
+// forward and backward passes, written as a sequence of the kernel families in cpu/.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "config.hpp"
+#include "cpu/attention.hpp"
+#include "cpu/rope.hpp"
+#include "philox.hpp"
+
+namespace lima {
+
+struct ParamInfo {
+    std::string name;
+    int64_t rows = 0, cols = 0;  // cols == 0: a vector of `rows`
+    size_t offset = 0;           // into the flat buffer
+    bool decay = false;          // weight decay applies (matrices, not norm gains)
+    int64_t numel() const { return cols ? rows * cols : rows; }
+    std::vector<int64_t> shape() const { return cols ? std::vector<int64_t>{rows, cols} : std::vector<int64_t>{rows}; }
+};
+
+struct Layout {
+    std::vector<ParamInfo> params;
+    std::map<std::string, size_t> index;
+    size_t total = 0;
+    const ParamInfo &at(const std::string &name, const std::string &what) const;
+};
+
+Layout make_layout(const ModelConfig &c);
+
+struct LayerWeights {
+    float *ln1, *wq, *wk, *wv, *wo, *ln2, *wg, *wu, *wd;
+};
+struct Weights {
+    float *emb, *norm, *lm_head;  // lm_head == emb when tied
+    std::vector<LayerWeights> layers;
+};
+Weights bind(const ModelConfig &c, const Layout &l, float *base);
+
+struct Batch {
+    int B = 0, T = 0;
+    std::vector<int32_t> tokens, seg, pos;  // (B*T)
+    std::vector<cpu::Segment> segs;         // every non-padding example
+    std::vector<long> pred_rows;            // positions t-1 whose next token t is a target
+    std::vector<int32_t> labels;            // the target token ids
+    std::vector<long> all_rows;             // every position with a successor in its segment
+    std::vector<int32_t> all_labels;
+    int max_seg_len = 0;
+    bool filled = false;
+    long N() const { return long(B) * T; }
+};
+void batch_fill(Batch &b, const int32_t *tokens, const uint8_t *mask, const int32_t *seg);
+
+// Saved activations of one forward, reused between calls of the same or smaller size.
+struct Activations {
+    long N = 0;
+    std::vector<float> resid;                     // (L+1, N, d) residual stream entering each layer, then final
+    std::vector<float> xn1, xn2, x_mid;           // (L, N, d)
+    std::vector<float> rstd1, rstd2, rstdf;       // (L, N), (L, N), (N)
+    std::vector<float> q, att, lse;               // (L, N, q_dim), (L, N, q_dim), (L, N, Hq)
+    std::vector<float> k, v;                      // (L, N, kv_dim)
+    std::vector<float> g, u, h;                   // (L, N, ffn)
+    std::vector<float> xf;                        // (N, d) final normed
+    std::vector<float> tmp;                       // (N, d) scratch
+    void ensure(const ModelConfig &c, long N);
+};
+
+struct Model {
+    ModelConfig cfg;
+    Layout layout;
+    std::vector<float> params;
+    std::string base_config_json;  // config.json the model was loaded from (other keys kept on save)
+    int trainers = 0;
+    cpu::RopeTable rope;
+    Activations acts;
+
+    explicit Model(const ModelConfig &c);
+    Weights weights() { return bind(cfg, layout, params.data()); }
+};
+
+void random_init(Model &m, uint64_t seed);
+void resize_vocab(Model &m, int32_t new_vocab);
+Model *load_model(const std::string &dir);
+void save_model(const Model &m, const std::string &dir, int dtype, int64_t max_shard_bytes);
+
+// Forward through the final norm (acts.xf). key == nullptr: eval mode, no dropout.
+void forward(Model &m, const Batch &b, const DropoutKey *key, float p_max);
+// Backward from dxf (N, d) into grads (flat, the layout of params). Needs the matching forward.
+void backward(Model &m, const Batch &b, const DropoutKey *key, float p_max, float *dxf, float *grads);
+
+float resid_dropout_rate(float p_max, int layer, int num_layers);
+
+}  // namespace lima

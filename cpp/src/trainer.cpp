@@ -1,0 +1,139 @@
+#include "trainer.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+
+#include "common.hpp"
+#include "cpu/adamw.hpp"
+#include "cpu/classifier.hpp"
+#include "safetensors.hpp"
+
+namespace lima {
+
+void validate(const lima_train_config &c) {
+    auto in01 = [](float x) { return std::isfinite(x) && x >= 0.0f && x < 1.0f; };
+    LIMA_REQUIRE(in01(c.beta1), LIMA_ERR_INVALID_ARGUMENT, "train config: beta1 must be in [0, 1), got ", c.beta1);
+    LIMA_REQUIRE(in01(c.beta2), LIMA_ERR_INVALID_ARGUMENT, "train config: beta2 must be in [0, 1), got ", c.beta2);
+    LIMA_REQUIRE(std::isfinite(c.eps) && c.eps > 0, LIMA_ERR_INVALID_ARGUMENT, "train config: eps must be > 0, got ", c.eps);
+    LIMA_REQUIRE(std::isfinite(c.weight_decay) && c.weight_decay >= 0, LIMA_ERR_INVALID_ARGUMENT,
+                 "train config: weight_decay must be >= 0, got ", c.weight_decay);
+    LIMA_REQUIRE(std::isfinite(c.grad_clip), LIMA_ERR_INVALID_ARGUMENT, "train config: grad_clip must be finite, got ", c.grad_clip);
+    LIMA_REQUIRE(in01(c.resid_dropout), LIMA_ERR_INVALID_ARGUMENT, "train config: resid_dropout must be in [0, 1), got ",
+                 c.resid_dropout);
+}
+
+Trainer::Trainer(Model *m, const lima_train_config &c)
+    : model(m), cfg(c), grads(m->layout.total, 0.0f), m1(m->layout.total, 0.0f), m2(m->layout.total, 0.0f) {
+    validate(c);
+    ++model->trainers;
+}
+
+Trainer::~Trainer() { --model->trainers; }
+
+lima_fb_result Trainer::forward_backward(const Batch &b, int64_t step_targets) {
+    LIMA_REQUIRE(b.filled, LIMA_ERR_STATE, "lima_trainer_forward_backward: the batch has no data (call lima_batch_set)");
+    const long M = long(b.pred_rows.size());
+    LIMA_REQUIRE(step_targets >= M && (step_targets > 0 || M == 0), LIMA_ERR_INVALID_ARGUMENT,
+                 "lima_trainer_forward_backward: step_num_targets (", step_targets,
+                 ") must count the targets of every micro-batch of the step; this one alone has ", M);
+    LIMA_REQUIRE(micro < 65536, LIMA_ERR_STATE, "lima_trainer_forward_backward: more than 65535 micro-batches in one step");
+    lima_fb_result r{0.0, M};
+    if (M == 0) {  // nothing to learn from: no gradient, but the micro-batch still counts
+        ++micro;
+        return r;
+    }
+    Model &m = *model;
+    const DropoutKey key{cfg.seed, uint32_t(step), micro};
+    const DropoutKey *kp = cfg.resid_dropout > 0 ? &key : nullptr;
+    forward(m, b, kp, cfg.resid_dropout);
+    const int d = m.cfg.hidden_size;
+    dxf.assign(size_t(b.N()) * d, 0.0f);
+    Weights gw = bind(m.cfg, m.layout, grads.data());
+    r.loss_sum = cpu::classifier_train(dxf.data(), gw.lm_head, m.acts.xf.data(), m.weights().lm_head, b.pred_rows.data(),
+                                       b.labels.data(), M, d, m.cfg.vocab_size, float(1.0 / double(step_targets)));
+    LIMA_REQUIRE(std::isfinite(r.loss_sum), LIMA_ERR_INVALID_ARGUMENT,
+                 "lima_trainer_forward_backward: the loss is not finite (", r.loss_sum, "): the weights or inputs hold NaN/inf");
+    backward(m, b, kp, cfg.resid_dropout, dxf.data(), grads.data());
+    ++micro;
+    return r;
+}
+
+lima_step_result Trainer::apply(float lr) {
+    LIMA_REQUIRE(std::isfinite(lr) && lr >= 0, LIMA_ERR_INVALID_ARGUMENT, "lima_trainer_step: learning rate must be finite and >= 0, got ", lr);
+    double ss = 0.0;
+    const long n = long(grads.size());
+#pragma omp parallel for schedule(static) reduction(+ : ss)
+    for (long i = 0; i < n; ++i) ss += double(grads[size_t(i)]) * double(grads[size_t(i)]);
+    lima_step_result r{std::sqrt(ss), 0, step};
+    LIMA_REQUIRE(std::isfinite(r.grad_norm), LIMA_ERR_STATE, "lima_trainer_step: the gradient norm is ", r.grad_norm,
+                 "; no update was made (zero the gradients to go on)");
+    float scale = 1.0f;
+    if (cfg.grad_clip > 0 && r.grad_norm > cfg.grad_clip) {
+        scale = float(double(cfg.grad_clip) / (r.grad_norm + 1e-6));  // as torch.nn.utils.clip_grad_norm_
+        r.clipped = 1;
+    }
+    const cpu::AdamWParams a{lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay, scale, long(step + 1)};
+    for (const ParamInfo &p : model->layout.params)
+        cpu::adamw_update(model->params.data() + p.offset, m1.data() + p.offset, m2.data() + p.offset,
+                          grads.data() + p.offset, long(p.numel()), p.decay, a);
+    zero_grad();
+    r.step = ++step;
+    micro = 0;
+    return r;
+}
+
+void Trainer::zero_grad() { std::fill(grads.begin(), grads.end(), 0.0f); }
+
+void Trainer::save_state(const std::string &path) const {
+    std::vector<StWriteItem> items;
+    for (const ParamInfo &p : model->layout.params) {
+        items.push_back({"exp_avg." + p.name, p.shape(), m1.data() + p.offset});
+        items.push_back({"exp_avg_sq." + p.name, p.shape(), m2.data() + p.offset});
+    }
+    std::map<std::string, std::string> meta{{"format", "lima-adamw-1"},
+                                            {"step", std::to_string(step)},
+                                            {"micro", std::to_string(micro)},
+                                            {"num_params", std::to_string(model->layout.total)}};
+    if (micro != 0) {
+        // Mid-step gradients are part of the state, so a resume between micro-batches is exact.
+        for (const ParamInfo &p : model->layout.params) items.push_back({"grad." + p.name, p.shape(), grads.data() + p.offset});
+    }
+    st_write(path, items, "F32", meta);
+}
+
+void Trainer::load_state(const std::string &path) {
+    StFile f = st_open(path);
+    LIMA_REQUIRE(f.metadata["format"] == "lima-adamw-1", LIMA_ERR_FORMAT, path, ": not a liblima optimiser state (format \"",
+                 f.metadata["format"], "\")");
+    auto number = [&](const char *key) -> int64_t {
+        const std::string &s = f.metadata[key];
+        char *end = nullptr;
+        const long long v = std::strtoll(s.c_str(), &end, 10);
+        LIMA_REQUIRE(!s.empty() && *end == '\0' && v >= 0, LIMA_ERR_FORMAT, path, ": metadata \"", key,
+                     "\" is not a non-negative integer: \"", s, "\"");
+        return v;
+    };
+    const int64_t nstep = number("step"), nmicro = number("micro"), np = number("num_params");
+    LIMA_REQUIRE(np == int64_t(model->layout.total), LIMA_ERR_SHAPE, path, ": optimiser state is for a model of ", np,
+                 " parameters, this model has ", model->layout.total);
+    std::vector<float> a(m1.size()), b(m2.size()), g(grads.size(), 0.0f);
+    auto read = [&](const std::string &name, const ParamInfo &p, float *dst) {
+        auto e = f.tensors.find(name);
+        LIMA_REQUIRE(e != f.tensors.end(), LIMA_ERR_FORMAT, path, ": tensor ", name, " is missing");
+        LIMA_REQUIRE(e->second.shape == p.shape(), LIMA_ERR_SHAPE, path, ": tensor ", name, " has the wrong shape");
+        st_read_f32(f, e->second, dst, p.numel());
+    };
+    for (const ParamInfo &p : model->layout.params) {
+        read("exp_avg." + p.name, p, a.data() + p.offset);
+        read("exp_avg_sq." + p.name, p, b.data() + p.offset);
+        if (nmicro != 0) read("grad." + p.name, p, g.data() + p.offset);
+    }
+    m1.swap(a);  // only now, so a failed load leaves the trainer as it was
+    m2.swap(b);
+    grads.swap(g);
+    step = nstep;
+    micro = uint32_t(nmicro);
+}
+
+}  // namespace lima

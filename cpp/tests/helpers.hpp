@@ -1,0 +1,144 @@
+// Shared test helpers: RAII handles over the C ABI, status checks that print the native message,
+// tiny configs and batches.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lima/lima.h"
+
+#define LIMA_OK_OR_FAIL(expr)                                                                \
+    do {                                                                                   \
+        const int st__ = (expr);                                                           \
+        ASSERT_EQ(st__, LIMA_OK) << #expr << " -> " << lima_status_name(st__) << ": " << lima_last_error(); \
+    } while (0)
+
+// Expects a failure with the given status and a message containing `needle`.
+#define EXPECT_LIMA_ERR(expr, status, needle)                                               \
+    do {                                                                                   \
+        const int st__ = (expr);                                                           \
+        EXPECT_EQ(st__, status) << #expr << " -> " << lima_status_name(st__) << ": " << lima_last_error(); \
+        EXPECT_NE(std::string(lima_last_error()).find(needle), std::string::npos)          \
+            << "message \"" << lima_last_error() << "\" lacks \"" << (needle) << "\"";      \
+    } while (0)
+
+namespace limatest {
+
+struct ModelDel { void operator()(lima_model *m) const { lima_model_free(m); } };
+struct TrainerDel { void operator()(lima_trainer *t) const { lima_trainer_free(t); } };
+struct BatchDel { void operator()(lima_batch *b) const { lima_batch_free(b); } };
+using ModelPtr = std::unique_ptr<lima_model, ModelDel>;
+using TrainerPtr = std::unique_ptr<lima_trainer, TrainerDel>;
+using BatchPtr = std::unique_ptr<lima_batch, BatchDel>;
+
+inline std::string data_dir() { return LIMA_TEST_DATA; }
+
+// A fresh empty directory under the build's temp area.
+inline std::string temp_dir(const std::string &name) {
+    namespace fs = std::filesystem;
+    const fs::path p = fs::temp_directory_path() / ("lima-test-" + std::to_string(::getpid())) / name;
+    fs::remove_all(p);
+    fs::create_directories(p);
+    return p.string();
+}
+
+// Tiny GQA model: 2 layers, d 16, 4 heads of 4, 2 KV heads, ffn 24, vocab 23.
+inline lima_model_config tiny_config() {
+    lima_model_config c;
+    lima_model_config_init(&c);
+    c.vocab_size = 23;
+    c.hidden_size = 16;
+    c.intermediate_size = 24;
+    c.num_layers = 2;
+    c.num_heads = 4;
+    c.num_kv_heads = 2;
+    c.max_position_embeddings = 64;
+    c.initializer_range = 0.3f;
+    return c;
+}
+
+inline ModelPtr make_model(const lima_model_config &c, uint64_t seed) {
+    lima_model *m = nullptr;
+    const int st = lima_model_create(&c, "cpu", seed, &m);
+    EXPECT_EQ(st, LIMA_OK) << lima_last_error();
+    return ModelPtr(m);
+}
+
+inline BatchPtr make_batch(int B, int T, const std::vector<int32_t> &tok, const std::vector<uint8_t> &mask,
+                           const std::vector<int32_t> &seg) {
+    lima_batch *b = nullptr;
+    EXPECT_EQ(lima_batch_create(B, T, &b), LIMA_OK) << lima_last_error();
+    EXPECT_EQ(lima_batch_set(b, tok.data(), mask.empty() ? nullptr : mask.data(), seg.empty() ? nullptr : seg.data()),
+              LIMA_OK)
+        << lima_last_error();
+    return BatchPtr(b);
+}
+
+inline std::vector<std::string> tensor_names(lima_model *m) {
+    int32_t n = 0;
+    lima_model_num_tensors(m, &n);
+    std::vector<std::string> out;
+    for (int32_t i = 0; i < n; ++i) {
+        char buf[256];
+        lima_model_tensor_info(m, i, buf, sizeof buf, nullptr, nullptr);
+        out.push_back(buf);
+    }
+    return out;
+}
+
+inline int64_t tensor_numel(lima_model *m, const std::string &name) {
+    int32_t n = 0;
+    lima_model_num_tensors(m, &n);
+    for (int32_t i = 0; i < n; ++i) {
+        char buf[256];
+        int64_t shape[2];
+        int32_t nd;
+        lima_model_tensor_info(m, i, buf, sizeof buf, shape, &nd);
+        if (name == buf) return nd == 2 ? shape[0] * shape[1] : shape[0];
+    }
+    return -1;
+}
+
+inline std::vector<float> read_tensor(lima_model *m, const std::string &name) {
+    std::vector<float> v(size_t(tensor_numel(m, name)));
+    EXPECT_EQ(lima_model_read_tensor(m, name.c_str(), v.data(), int64_t(v.size())), LIMA_OK) << lima_last_error();
+    return v;
+}
+
+inline std::vector<float> read_grad(lima_trainer *t, lima_model *m, const std::string &name) {
+    std::vector<float> v(size_t(tensor_numel(m, name)));
+    EXPECT_EQ(lima_trainer_read_grad(t, name.c_str(), v.data(), int64_t(v.size())), LIMA_OK) << lima_last_error();
+    return v;
+}
+
+// max |a - b| / max(max |b|, floor)
+inline double rel_max_err(const std::vector<float> &a, const std::vector<float> &b, double floor = 1e-12) {
+    double num = 0.0, den = floor;
+    for (size_t i = 0; i < a.size(); ++i) {
+        num = std::max(num, std::fabs(double(a[i]) - double(b[i])));
+        den = std::max(den, std::fabs(double(b[i])));
+    }
+    return num / den;
+}
+
+inline lima_train_config train_config(float dropout = 0.0f, uint64_t seed = 1) {
+    lima_train_config c;
+    lima_train_config_init(&c);
+    c.resid_dropout = dropout;
+    c.seed = seed;
+    c.grad_clip = 0.0f;
+    return c;
+}
+
+inline TrainerPtr make_trainer(lima_model *m, const lima_train_config &c) {
+    lima_trainer *t = nullptr;
+    EXPECT_EQ(lima_trainer_create(m, &c, &t), LIMA_OK) << lima_last_error();
+    return TrainerPtr(t);
+}
+
+}  // namespace limatest
