@@ -1,0 +1,105 @@
+package dev.limactl.data;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+class ExampleFilesTest {
+    @TempDir Path dir;
+
+    private static List<Example> sample(int n) {
+        List<Example> out = new ArrayList<>();
+        for (int i = 0; i < n; i++) {
+            if (i % 3 == 2) {  // multi-turn
+                out.add(new Example("ex-" + i, "manual", "train", List.of(new Turn(Turn.USER, "Hi " + i),
+                        new Turn(Turn.ASSISTANT, "Hello! ✓ 你好\nline two"), new Turn(Turn.USER, "and?"),
+                        new Turn(Turn.ASSISTANT, "```code```")), Map.of()));
+            } else {
+                out.add(Example.of("ex-" + i, "stackexchange", i % 2 == 0 ? "train" : "dev", "Q" + i, "A \"quoted\" " + i,
+                        Map.of("exchange", "coffee", "score", Integer.toString(i), "url", "https://x/" + i)));
+            }
+        }
+        return out;
+    }
+
+    @Test
+    void arrowRoundTripIsLosslessAcrossRecordBatches() {
+        List<Example> in = sample(2500);  // three record batches
+        Path p = dir.resolve("train.arrow");
+        ArrowExamples.write(p, in);
+        assertEquals(in, ArrowExamples.read(p));
+        assertEquals(in, ExampleFiles.read(p, "train"));
+        assertTrue(Files.notExists(dir.resolve("train.arrow.tmp")));
+    }
+
+    @Test
+    void emptyArrowFileRoundTrips() {
+        Path p = dir.resolve("empty.arrow");
+        ArrowExamples.write(p, List.of());
+        assertEquals(List.of(), ArrowExamples.read(p));
+    }
+
+    @Test
+    void limaJsonlRoundTripIsLossless() {
+        List<Example> in = sample(10);
+        Path p = dir.resolve("x.jsonl");
+        JsonlExamples.write(p, in);
+        assertEquals(in, JsonlExamples.read(p, "train"));
+    }
+
+    @Test
+    void readsThePublicLimaAndChatForms() throws Exception {
+        Path lima = dir.resolve("lima.jsonl");
+        Files.writeString(lima, "{\"conversations\": [\"What is 2+2?\", \"4.\"], \"source\": \"manual\"}\n\n"
+                + "{\"conversations\": [\"a\", \"b\", \"c\", \"d\"], \"source\": \"multi_turn\"}\n");
+        List<Example> l = JsonlExamples.read(lima, "train");
+        assertEquals(2, l.size());
+        assertEquals("lima-1", l.get(0).id());
+        assertEquals("4.", l.get(0).turns().get(1).text());
+        assertEquals(4, l.get(1).turns().size());
+        Path chat = dir.resolve("chat.jsonl");
+        Files.writeString(chat, "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"yo\"}]}\n");
+        assertEquals("yo", JsonlExamples.read(chat, "dev").get(0).turns().get(1).text());
+    }
+
+    @Test
+    void malformedJsonlNamesFileAndLine() throws Exception {
+        Path p = dir.resolve("bad.jsonl");
+        Files.writeString(p, "{\"conversations\": [\"a\", \"b\"]}\n{\"conversations\": [\"a\", \n");
+        DataFormatException e = assertThrows(DataFormatException.class, () -> JsonlExamples.read(p, "train"));
+        assertTrue(e.getMessage().startsWith(p + ":2: "), e.getMessage());
+        Files.writeString(p, "{\"messages\": [{\"role\": \"system\", \"content\": \"x\"}]}\n");
+        e = assertThrows(DataFormatException.class, () -> JsonlExamples.read(p, "train"));
+        assertTrue(e.getMessage().contains(":1: ") && e.getMessage().contains("\"user\" or \"assistant\""), e.getMessage());
+        Files.writeString(p, "{\"text\": \"x\"}\n");
+        e = assertThrows(DataFormatException.class, () -> JsonlExamples.read(p, "train"));
+        assertTrue(e.getMessage().contains("expected \"conversations\""), e.getMessage());
+    }
+
+    @Test
+    void missingOrForeignFilesAreClearErrors() throws Exception {
+        DataFormatException e = assertThrows(DataFormatException.class, () -> ExampleFiles.read(dir.resolve("no.arrow"), "train"));
+        assertTrue(e.getMessage().contains("does not exist"), e.getMessage());
+        Path junk = dir.resolve("junk.arrow");
+        Files.writeString(junk, "not arrow at all");
+        e = assertThrows(DataFormatException.class, () -> ExampleFiles.read(junk, "train"));
+        assertTrue(e.getMessage().startsWith(junk + ": not a readable Arrow IPC file"), e.getMessage());
+        e = assertThrows(DataFormatException.class, () -> ExampleFiles.read(dir.resolve("x.csv"), "train"));
+        assertTrue(e.getMessage().contains("unknown data file type"), e.getMessage());
+    }
+
+    @Test
+    void turnsMustAlternateStartingWithTheUser() {
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> new Example("x", "s", "train", List.of(new Turn(Turn.ASSISTANT, "a")), Map.of()));
+        assertTrue(e.getMessage().contains("turn 0 is \"assistant\""), e.getMessage());
+    }
+}

@@ -1,0 +1,40 @@
+package dev.limactl.engine;
+
+import dev.limactl.engine.binding.LimaNative;
+
+/** Library-wide facts and settings of the native engine. */
+public final class Lima {
+    /** The lima.h ABI this Java code was written against. */
+    public static final int EXPECTED_ABI = 1;
+
+    private Lima() {}
+
+    /** Loads liblima (from the jar) and checks its ABI version. */
+    public static int abiVersion() {
+        int abi = LimaNative.lima_abi_version();
+        if (abi != EXPECTED_ABI) {
+            throw new LimaException(8, "LIMA_ERR_INTERNAL",
+                    "liblima ABI " + abi + " does not match the Java binding's " + EXPECTED_ABI + ": rebuild both");
+        }
+        return abi;
+    }
+
+    public static String version() {
+        abiVersion();
+        return LimaNative.versionString();
+    }
+
+    /** Threads of the CPU backend (OpenMP + BLAS); n <= 0 restores the default. */
+    public static void setThreads(int n) {
+        Native.check(LimaNative.lima_set_num_threads(n));
+    }
+
+    public static int threads() {
+        return LimaNative.lima_get_num_threads();
+    }
+
+    /** Residual-dropout rate of layer l of L for a top rate pMax (0 at the bottom, pMax at the top). */
+    public static float residDropoutRate(float pMax, int layer, int layers) {
+        return LimaNative.lima_resid_dropout_rate(pMax, layer, layers);
+    }
+}

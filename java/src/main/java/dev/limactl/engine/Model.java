@@ -1,0 +1,138 @@
+package dev.limactl.engine;
+
+import dev.limactl.engine.binding.LimaNative;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+
+/** A LLaMA model held by liblima (fp32 on the CPU backend). Close it to free the native memory. */
+public final class Model implements AutoCloseable {
+    private LimaNative.lima_model handle;
+
+    private Model(LimaNative.lima_model handle) {
+        this.handle = handle;
+    }
+
+    /** Loads a Hugging Face checkpoint directory (config.json + model.safetensors or shards). */
+    public static Model load(Path dir) {
+        Lima.abiVersion();
+        LimaNative.lima_model h = new LimaNative.lima_model();
+        Native.check(LimaNative.lima_model_load(dir.toString(), "cpu", h));
+        return new Model(h);
+    }
+
+    /** A randomly initialised model (matrices ~ N(0, initializerRange), norm gains 1). */
+    public static Model random(ModelConfig c, long seed) {
+        Lima.abiVersion();
+        LimaNative.lima_model_config n = new LimaNative.lima_model_config();
+        try {
+            LimaNative.lima_model_config_init(n);
+            n.vocab_size(c.vocabSize()).hidden_size(c.hiddenSize()).intermediate_size(c.intermediateSize())
+                    .num_layers(c.numLayers()).num_heads(c.numHeads()).num_kv_heads(c.numKvHeads()).head_dim(c.headDim())
+                    .max_position_embeddings(c.maxPositionEmbeddings()).rms_norm_eps(c.rmsNormEps())
+                    .rope_theta(c.ropeTheta()).tie_word_embeddings(c.tieWordEmbeddings() ? 1 : 0)
+                    .bos_token_id(c.bosTokenId()).eos_token_id(c.eosTokenId()).pad_token_id(c.padTokenId())
+                    .initializer_range(c.initializerRange());
+            LimaNative.lima_model h = new LimaNative.lima_model();
+            Native.check(LimaNative.lima_model_create(n, "cpu", seed, h));
+            return new Model(h);
+        } finally {
+            LimaNative.release(n);
+        }
+    }
+
+    /** Saves in the Hugging Face layout; maxShardBytes 0 = one file. Never damages an earlier save on failure. */
+    public void save(Path dir, Dtype dtype, long maxShardBytes) {
+        Native.check(LimaNative.lima_model_save(live(), dir.toString(), dtype.code, maxShardBytes));
+    }
+
+    public void save(Path dir, Dtype dtype) {
+        save(dir, dtype, 0);
+    }
+
+    public ModelConfig config() {
+        LimaNative.lima_model_config n = new LimaNative.lima_model_config();
+        try {
+            Native.check(LimaNative.lima_model_get_config(live(), n));
+            return new ModelConfig(n.vocab_size(), n.hidden_size(), n.intermediate_size(), n.num_layers(), n.num_heads(),
+                    n.num_kv_heads(), n.head_dim(), n.max_position_embeddings(), n.rms_norm_eps(), n.rope_theta(),
+                    n.tie_word_embeddings() != 0, n.bos_token_id(), n.eos_token_id(), n.pad_token_id(),
+                    n.initializer_range());
+        } finally {
+            LimaNative.release(n);
+        }
+    }
+
+    public long numParams() {
+        long[] out = new long[1];
+        Native.check(LimaNative.lima_model_num_params(live(), out));
+        return out[0];
+    }
+
+    /** Grows the vocabulary (new embedding and LM-head rows = the mean of the old ones). */
+    public void resizeVocab(int newVocabSize) {
+        Native.check(LimaNative.lima_model_resize_vocab(live(), newVocabSize));
+    }
+
+    public record TensorInfo(String name, long[] shape) {
+        public long numel() {
+            long n = 1;
+            for (long s : shape) n *= s;
+            return n;
+        }
+    }
+
+    /** The parameter table in Hugging Face order. */
+    public List<TensorInfo> tensors() {
+        int[] n = new int[1];
+        Native.check(LimaNative.lima_model_num_tensors(live(), n));
+        List<TensorInfo> out = new ArrayList<>();
+        byte[] name = new byte[512];
+        for (int i = 0; i < n[0]; i++) {
+            long[] shape = new long[2];
+            int[] nd = new int[1];
+            Native.check(LimaNative.lima_model_tensor_info(handle, i, name, name.length, shape, nd));
+            int len = 0;
+            while (name[len] != 0) len++;
+            out.add(new TensorInfo(new String(name, 0, len, StandardCharsets.UTF_8),
+                    nd[0] == 2 ? shape : new long[] {shape[0]}));
+        }
+        return out;
+    }
+
+    public float[] readTensor(String name) {
+        long n = tensors().stream().filter(t -> t.name().equals(name)).findFirst()
+                .orElseThrow(() -> new IllegalArgumentException("no parameter named " + name)).numel();
+        float[] out = new float[Math.toIntExact(n)];
+        Native.check(LimaNative.lima_model_read_tensor(live(), name, out, n));
+        return out;
+    }
+
+    /** Eval-mode per-token log-probabilities (rows * seqLen); 0 for segment starts and padding. */
+    public float[] tokenLogprobs(Batch b) {
+        float[] out = new float[b.rows() * b.seqLen()];
+        Native.check(LimaNative.lima_model_token_logprobs(live(), b.live(), out, out.length));
+        return out;
+    }
+
+    /** Eval-mode logits (rows * seqLen * vocab). */
+    public float[] logits(Batch b) {
+        float[] out = new float[Math.multiplyExact(b.rows() * b.seqLen(), config().vocabSize())];
+        Native.check(LimaNative.lima_model_logits(live(), b.live(), out, out.length));
+        return out;
+    }
+
+    LimaNative.lima_model live() {
+        if (handle == null) throw new IllegalStateException("model is closed");
+        return handle;
+    }
+
+    @Override
+    public void close() {
+        if (handle != null) {
+            LimaNative.lima_model_free(handle);
+            handle = null;
+        }
+    }
+}

@@ -1,0 +1,89 @@
+package dev.limactl.engine;
+
+import dev.limactl.engine.binding.LimaNative;
+import java.nio.file.Path;
+
+/** AdamW training of a {@link Model}: gradient buffers, fp32 moments and the step counter live in liblima. */
+public final class Trainer implements AutoCloseable {
+    public record ForwardBackward(double lossSum, long numTargets) {}
+
+    public record Step(double gradNorm, boolean clipped, long step) {}
+
+    private LimaNative.lima_trainer handle;
+    private final LimaNative.lima_fb_result fb = new LimaNative.lima_fb_result();
+    private final LimaNative.lima_step_result st = new LimaNative.lima_step_result();
+
+    private Trainer(LimaNative.lima_trainer handle) {
+        this.handle = handle;
+    }
+
+    /** Attaches a trainer to the model; the model must outlive it. */
+    public static Trainer create(Model model, TrainOptions o) {
+        LimaNative.lima_train_config c = new LimaNative.lima_train_config();
+        try {
+            LimaNative.lima_train_config_init(c);
+            c.beta1(o.beta1()).beta2(o.beta2()).eps(o.eps()).weight_decay(o.weightDecay()).grad_clip(o.gradClip())
+                    .resid_dropout(o.residDropout()).seed(o.seed());
+            LimaNative.lima_trainer h = new LimaNative.lima_trainer();
+            Native.check(LimaNative.lima_trainer_create(model.live(), c, h));
+            return new Trainer(h);
+        } finally {
+            LimaNative.release(c);
+        }
+    }
+
+    /**
+     * Forward + backward of one micro-batch; gradients accumulate, scaled by 1 / stepTargets (the
+     * targets of every micro-batch of this optimiser step).
+     */
+    public ForwardBackward forwardBackward(Batch b, long stepTargets) {
+        Native.check(LimaNative.lima_trainer_forward_backward(live(), b.live(), stepTargets, fb));
+        return new ForwardBackward(fb.loss_sum(), fb.num_targets());
+    }
+
+    /** Clips, applies one AdamW update with learning rate lr, zeroes the gradients. */
+    public Step step(float lr) {
+        Native.check(LimaNative.lima_trainer_step(live(), lr, st));
+        return new Step(st.grad_norm(), st.clipped() != 0, st.step());
+    }
+
+    public void zeroGrad() {
+        Native.check(LimaNative.lima_trainer_zero_grad(live()));
+    }
+
+    public long stepCount() {
+        long[] out = new long[1];
+        Native.check(LimaNative.lima_trainer_get_step(live(), out));
+        return out[0];
+    }
+
+    public float[] readGrad(String name, int numel) {
+        float[] out = new float[numel];
+        Native.check(LimaNative.lima_trainer_read_grad(live(), name, out, numel));
+        return out;
+    }
+
+    /** Optimiser state (moments, step) to one safetensors file, written atomically. */
+    public void saveState(Path path) {
+        Native.check(LimaNative.lima_trainer_save_state(live(), path.toString()));
+    }
+
+    public void loadState(Path path) {
+        Native.check(LimaNative.lima_trainer_load_state(live(), path.toString()));
+    }
+
+    private LimaNative.lima_trainer live() {
+        if (handle == null) throw new IllegalStateException("trainer is closed");
+        return handle;
+    }
+
+    @Override
+    public void close() {
+        if (handle != null) {
+            LimaNative.lima_trainer_free(handle);
+            handle = null;
+            LimaNative.release(fb);
+            LimaNative.release(st);
+        }
+    }
+}

@@ -1,0 +1,215 @@
+package dev.limactl.engine.binding;
+
+import org.bytedeco.javacpp.BytePointer;
+import org.bytedeco.javacpp.Loader;
+import org.bytedeco.javacpp.Pointer;
+import org.bytedeco.javacpp.annotation.ByPtrPtr;
+import org.bytedeco.javacpp.annotation.Cast;
+import org.bytedeco.javacpp.annotation.Const;
+import org.bytedeco.javacpp.annotation.Opaque;
+import org.bytedeco.javacpp.annotation.Platform;
+
+/**
+ * The JavaCPP binding of {@code cpp/include/lima/lima.h}: one native method per C function, one
+ * class per struct or opaque handle. This is the only code in the project that touches JavaCPP;
+ * everything else uses the {@code dev.limactl.engine} wrappers, which turn status codes into
+ * {@link dev.limactl.engine.LimaException}s and own the handles.
+ */
+@Platform(include = "lima/lima.h", link = "lima@.1")
+public final class LimaNative {
+    static {
+        Loader.load();
+    }
+
+    private LimaNative() {}
+
+    /** The calling thread's last native error message. */
+    public static String lastError() {
+        return lima_last_error().getString(java.nio.charset.StandardCharsets.UTF_8);
+    }
+
+    public static String statusName(int status) {
+        return lima_status_name(status).getString();
+    }
+
+    public static String versionString() {
+        return lima_version_string().getString();
+    }
+
+    /** Frees the native struct memory now rather than at garbage collection. */
+    public static void release(Pointer p) {
+        p.close();
+    }
+
+    public static native int lima_abi_version();
+
+    public static native @Cast("const char*") BytePointer lima_version_string();
+
+    public static native @Cast("const char*") BytePointer lima_last_error();
+
+    public static native @Cast("const char*") BytePointer lima_status_name(int status);
+
+    public static native int lima_set_num_threads(int n);
+
+    public static native int lima_get_num_threads();
+
+    /** {@code lima_model_config}: the HF LlamaConfig fields liblima uses. */
+    public static class lima_model_config extends Pointer {
+        static {
+            Loader.load();
+        }
+
+        public lima_model_config() {
+            allocate();
+        }
+
+        private native void allocate();
+
+        public native int vocab_size(); public native lima_model_config vocab_size(int v);
+        public native int hidden_size(); public native lima_model_config hidden_size(int v);
+        public native int intermediate_size(); public native lima_model_config intermediate_size(int v);
+        public native int num_layers(); public native lima_model_config num_layers(int v);
+        public native int num_heads(); public native lima_model_config num_heads(int v);
+        public native int num_kv_heads(); public native lima_model_config num_kv_heads(int v);
+        public native int head_dim(); public native lima_model_config head_dim(int v);
+        public native int max_position_embeddings(); public native lima_model_config max_position_embeddings(int v);
+        public native float rms_norm_eps(); public native lima_model_config rms_norm_eps(float v);
+        public native float rope_theta(); public native lima_model_config rope_theta(float v);
+        public native int tie_word_embeddings(); public native lima_model_config tie_word_embeddings(int v);
+        public native int bos_token_id(); public native lima_model_config bos_token_id(int v);
+        public native int eos_token_id(); public native lima_model_config eos_token_id(int v);
+        public native int pad_token_id(); public native lima_model_config pad_token_id(int v);
+        public native float initializer_range(); public native lima_model_config initializer_range(float v);
+    }
+
+    /** {@code lima_train_config}. */
+    public static class lima_train_config extends Pointer {
+        static {
+            Loader.load();
+        }
+
+        public lima_train_config() {
+            allocate();
+        }
+
+        private native void allocate();
+
+        public native float beta1(); public native lima_train_config beta1(float v);
+        public native float beta2(); public native lima_train_config beta2(float v);
+        public native float eps(); public native lima_train_config eps(float v);
+        public native float weight_decay(); public native lima_train_config weight_decay(float v);
+        public native float grad_clip(); public native lima_train_config grad_clip(float v);
+        public native float resid_dropout(); public native lima_train_config resid_dropout(float v);
+        public native @Cast("uint64_t") long seed(); public native lima_train_config seed(long v);
+    }
+
+    /** {@code lima_fb_result}. */
+    public static class lima_fb_result extends Pointer {
+        static {
+            Loader.load();
+        }
+
+        public lima_fb_result() {
+            allocate();
+        }
+
+        private native void allocate();
+
+        public native double loss_sum(); public native lima_fb_result loss_sum(double v);
+        public native @Cast("int64_t") long num_targets(); public native lima_fb_result num_targets(long v);
+    }
+
+    /** {@code lima_step_result}. */
+    public static class lima_step_result extends Pointer {
+        static {
+            Loader.load();
+        }
+
+        public lima_step_result() {
+            allocate();
+        }
+
+        private native void allocate();
+
+        public native double grad_norm(); public native lima_step_result grad_norm(double v);
+        public native int clipped(); public native lima_step_result clipped(int v);
+        public native @Cast("int64_t") long step(); public native lima_step_result step(long v);
+    }
+
+    @Opaque
+    public static class lima_model extends Pointer {
+        public lima_model() {}
+    }
+
+    @Opaque
+    public static class lima_trainer extends Pointer {
+        public lima_trainer() {}
+    }
+
+    @Opaque
+    public static class lima_batch extends Pointer {
+        public lima_batch() {}
+    }
+
+    public static native void lima_model_config_init(lima_model_config cfg);
+
+    public static native int lima_model_create(@Const lima_model_config cfg, String device, @Cast("uint64_t") long seed,
+                                               @ByPtrPtr lima_model out);
+
+    public static native int lima_model_load(String dir, String device, @ByPtrPtr lima_model out);
+
+    public static native int lima_model_save(@Const lima_model m, String dir, int dtype, @Cast("int64_t") long maxShardBytes);
+
+    public static native void lima_model_free(lima_model m);
+
+    public static native int lima_model_get_config(@Const lima_model m, lima_model_config out);
+
+    public static native int lima_model_num_params(@Const lima_model m, @Cast("int64_t*") long[] out);
+
+    public static native int lima_model_resize_vocab(lima_model m, int newVocab);
+
+    public static native int lima_model_num_tensors(@Const lima_model m, int[] out);
+
+    public static native int lima_model_tensor_info(@Const lima_model m, int index, @Cast("char*") byte[] nameBuf, int nameCap,
+                                                    @Cast("int64_t*") long[] shape, int[] ndim);
+
+    public static native int lima_model_read_tensor(@Const lima_model m, String name, float[] out, @Cast("int64_t") long n);
+
+    public static native int lima_model_write_tensor(lima_model m, String name, @Const float[] in, @Cast("int64_t") long n);
+
+    public static native int lima_batch_create(int rows, int seqLen, @ByPtrPtr lima_batch out);
+
+    public static native int lima_batch_set(lima_batch b, @Const int[] tokens, @Cast("const uint8_t*") byte[] lossMask,
+                                            @Const int[] segmentIds);
+
+    public static native int lima_batch_num_targets(@Const lima_batch b, @Cast("int64_t*") long[] out);
+
+    public static native void lima_batch_free(lima_batch b);
+
+    public static native int lima_model_logits(lima_model m, @Const lima_batch b, float[] out, @Cast("int64_t") long n);
+
+    public static native int lima_model_token_logprobs(lima_model m, @Const lima_batch b, float[] out, @Cast("int64_t") long n);
+
+    public static native void lima_train_config_init(lima_train_config cfg);
+
+    public static native int lima_trainer_create(lima_model m, @Const lima_train_config cfg, @ByPtrPtr lima_trainer out);
+
+    public static native void lima_trainer_free(lima_trainer t);
+
+    public static native int lima_trainer_forward_backward(lima_trainer t, @Const lima_batch b, @Cast("int64_t") long stepTargets,
+                                                           lima_fb_result out);
+
+    public static native int lima_trainer_step(lima_trainer t, float lr, lima_step_result out);
+
+    public static native int lima_trainer_zero_grad(lima_trainer t);
+
+    public static native int lima_trainer_get_step(@Const lima_trainer t, @Cast("int64_t*") long[] out);
+
+    public static native int lima_trainer_read_grad(@Const lima_trainer t, String name, float[] out, @Cast("int64_t") long n);
+
+    public static native int lima_trainer_save_state(@Const lima_trainer t, String path);
+
+    public static native int lima_trainer_load_state(lima_trainer t, String path);
+
+    public static native float lima_resid_dropout_rate(float pMax, int layer, int numLayers);
+}
