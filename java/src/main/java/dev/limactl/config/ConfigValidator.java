@@ -1,0 +1,53 @@
+package dev.limactl.config;
+
+import java.util.Set;
+
+/** Range and consistency checks of a {@link LimaConfig}; each error names the key. */
+final class ConfigValidator {
+    private ConfigValidator() {}
+
+    static void validate(LimaConfig c) {
+        LimaConfig.Model m = c.model();
+        require(Set.of("pretrained", "random").contains(m.init()), "model.init", "must be \"pretrained\" or \"random\", got \"" + m.init() + "\"");
+        if (m.init().equals("pretrained")) {
+            require(m.path() != null && !m.path().isBlank(), "model.path", "is required when model.init is \"pretrained\"");
+        } else {
+            LimaConfig.Architecture a = m.architecture();
+            positive(a.hiddenSize(), "model.architecture.hidden_size");
+            positive(a.intermediateSize(), "model.architecture.intermediate_size");
+            positive(a.numLayers(), "model.architecture.num_layers");
+            positive(a.numHeads(), "model.architecture.num_heads");
+            positive(a.numKvHeads(), "model.architecture.num_kv_heads");
+            positive(a.maxPositionEmbeddings(), "model.architecture.max_position_embeddings");
+            require(a.numHeads() % a.numKvHeads() == 0, "model.architecture.num_kv_heads", "must divide num_heads");
+            require(a.hiddenSize() % a.numHeads() == 0 && (a.hiddenSize() / a.numHeads()) % 2 == 0,
+                    "model.architecture.hidden_size", "must be num_heads x an even head size");
+            require(m.tokenizer() != null && !m.tokenizer().isBlank(), "model.tokenizer", "is required when model.init is \"random\"");
+        }
+        require(c.data().train() != null && !c.data().train().isBlank(), "data.train", "is required");
+        require(c.data().maxTokens() >= 2, "data.max_tokens", "must be >= 2, got " + c.data().maxTokens());
+        LimaConfig.Optimizer o = c.optimizer();
+        require(o.lr() > 0 && Double.isFinite(o.lr()), "optimizer.lr", "must be > 0, got " + o.lr());
+        require(o.finalLr() >= 0 && o.finalLr() <= o.lr(), "optimizer.final_lr", "must be in [0, lr], got " + o.finalLr());
+        require(o.beta1() >= 0 && o.beta1() < 1, "optimizer.beta1", "must be in [0, 1), got " + o.beta1());
+        require(o.beta2() >= 0 && o.beta2() < 1, "optimizer.beta2", "must be in [0, 1), got " + o.beta2());
+        require(o.eps() > 0, "optimizer.eps", "must be > 0, got " + o.eps());
+        require(o.weightDecay() >= 0, "optimizer.weight_decay", "must be >= 0, got " + o.weightDecay());
+        require(o.gradClip() >= 0, "optimizer.grad_clip", "must be >= 0 (0 = off), got " + o.gradClip());
+        LimaConfig.Training t = c.training();
+        positive(t.epochs(), "training.epochs");
+        positive(t.batchSize(), "training.batch_size");
+        positive(t.microBatchTokens(), "training.micro_batch_tokens");
+        require(t.residDropout() >= 0 && t.residDropout() < 1, "training.resid_dropout", "must be in [0, 1), got " + t.residDropout());
+        require(t.threads() >= 0, "training.threads", "must be >= 0 (0 = all cores), got " + t.threads());
+        require(Set.of("bf16", "f32").contains(t.saveDtype()), "training.save_dtype", "must be bf16 or f32, got \"" + t.saveDtype() + "\"");
+    }
+
+    private static void positive(long v, String key) {
+        require(v > 0, key, "must be > 0, got " + v);
+    }
+
+    private static void require(boolean ok, String key, String why) {
+        if (!ok) throw new ConfigException("config key \"" + key + "\" " + why);
+    }
+}

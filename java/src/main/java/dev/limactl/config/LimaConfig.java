@@ -1,0 +1,48 @@
+package dev.limactl.config;
+
+import com.fasterxml.jackson.annotation.JsonProperty;
+
+/**
+ * A training run's configuration, one record per section, read from YAML/JSON (snake_case keys).
+ * The paper's numbers are the defaults ({@code presets/defaults.yaml}).
+ */
+public record LimaConfig(Model model, Data data, Optimizer optimizer, Training training) {
+
+    /**
+     * @param init         "pretrained" (load {@code path}, a Hugging Face LLaMA directory) or "random"
+     * @param path         the pretrained checkpoint directory (init: pretrained)
+     * @param tokenizer    tokenizer.model / tokenizer.json or a directory holding one; empty = {@code path}
+     * @param architecture the shape of a random model (init: random)
+     */
+    public record Model(String init, String path, String tokenizer, Architecture architecture) {}
+
+    public record Architecture(@JsonProperty("hidden_size") int hiddenSize,
+                               @JsonProperty("intermediate_size") int intermediateSize,
+                               @JsonProperty("num_layers") int numLayers, @JsonProperty("num_heads") int numHeads,
+                               @JsonProperty("num_kv_heads") int numKvHeads,
+                               @JsonProperty("max_position_embeddings") int maxPositionEmbeddings,
+                               @JsonProperty("rope_theta") double ropeTheta) {}
+
+    /**
+     * @param train     training examples (.arrow or .jsonl)
+     * @param dev       optional dev examples, scored (perplexity) after each epoch
+     * @param maxTokens longer examples are trimmed to this many tokens (LIMA: 2048)
+     */
+    public record Data(String train, String dev, @JsonProperty("max_tokens") int maxTokens) {}
+
+    /** AdamW and the linear learning-rate schedule (lr at the first step, final_lr at the last, no warm-up). */
+    public record Optimizer(double lr, @JsonProperty("final_lr") double finalLr, double beta1, double beta2, double eps,
+                            @JsonProperty("weight_decay") double weightDecay,
+                            @JsonProperty("grad_clip") double gradClip) {}
+
+    /**
+     * @param batchSize        examples per optimiser step (LIMA: 32; 64 for smaller models)
+     * @param microBatchTokens tokens per micro-batch (rows x row length); gradients accumulate over them
+     * @param residDropout     residual dropout at the top layer, from 0 at the bottom (LIMA: 0.3; 0.2 smaller)
+     * @param saveDtype        dtype of the per-epoch checkpoints: bf16 or f32
+     */
+    public record Training(int epochs, @JsonProperty("batch_size") int batchSize,
+                           @JsonProperty("micro_batch_tokens") int microBatchTokens,
+                           @JsonProperty("resid_dropout") double residDropout, long seed, int threads,
+                           @JsonProperty("save_dtype") String saveDtype) {}
+}

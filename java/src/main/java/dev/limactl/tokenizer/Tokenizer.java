@@ -1,0 +1,44 @@
+package dev.limactl.tokenizer;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+
+/**
+ * Text to token ids and back, as the model's own tokenizer does it. Encoding adds no BOS/EOS; the
+ * chat format decides where those go.
+ */
+public interface Tokenizer extends AutoCloseable {
+    int[] encode(String text);
+
+    String decode(int[] ids);
+
+    /** The pieces of a text (e.g. "▁Hello"), one per id of {@link #encode}. */
+    List<String> pieces(String text);
+
+    String piece(int id);
+
+    int vocabSize();
+
+    int bosId();
+
+    int eosId();
+
+    @Override
+    void close();
+
+    /**
+     * Opens a tokenizer file or a model directory: {@code tokenizer.model} (SentencePiece) or
+     * {@code tokenizer.json} (Hugging Face); a directory is searched for those names in that order.
+     */
+    static Tokenizer open(Path path) {
+        Path p = path;
+        if (Files.isDirectory(p)) {
+            if (Files.exists(p.resolve("tokenizer.model"))) p = p.resolve("tokenizer.model");
+            else if (Files.exists(p.resolve("tokenizer.json"))) p = p.resolve("tokenizer.json");
+            else throw new TokenizerException("directory " + path + " has neither tokenizer.model nor tokenizer.json");
+        }
+        if (!Files.isRegularFile(p)) throw new TokenizerException("tokenizer file " + p + " does not exist");
+        return p.getFileName().toString().endsWith(".json") ? HfTokenizer.open(p) : SentencePieceTokenizer.open(p);
+    }
+}

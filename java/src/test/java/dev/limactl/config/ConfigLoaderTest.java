@@ -1,0 +1,79 @@
+package dev.limactl.config;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+class ConfigLoaderTest {
+    @TempDir Path dir;
+
+    static void expect(String needle, Runnable r) {
+        ConfigException e = assertThrows(ConfigException.class, r::run);
+        assertTrue(e.getMessage().contains(needle), () -> "\"" + e.getMessage() + "\" lacks \"" + needle + "\"");
+    }
+
+    @Test
+    void presetsCarryThePapersNumbers() {
+        LimaConfig big = ConfigLoader.preset("lima-65b").set(List.of("model.path=/ckpt", "data.train=t.jsonl")).load();
+        assertEquals(15, big.training().epochs());
+        assertEquals(32, big.training().batchSize());
+        assertEquals(1e-5, big.optimizer().lr());
+        assertEquals(1e-6, big.optimizer().finalLr());
+        assertEquals(0.9, big.optimizer().beta1());
+        assertEquals(0.95, big.optimizer().beta2());
+        assertEquals(0.1, big.optimizer().weightDecay());
+        assertEquals(2048, big.data().maxTokens());
+        assertEquals(0.3, big.training().residDropout());
+        LimaConfig small = ConfigLoader.preset("lima-7b").set(List.of("model.path=/ckpt", "data.train=t.jsonl")).load();
+        assertEquals(64, small.training().batchSize());
+        assertEquals(0.2, small.training().residDropout());
+        LimaConfig demo = ConfigLoader.preset("demo").load();
+        assertEquals("random", demo.model().init());
+    }
+
+    @Test
+    void fileThenOverridesLayerOverThePreset() throws Exception {
+        Path f = dir.resolve("run.yaml");
+        Files.writeString(f, "model:\n  path: /models/llama-7b\ndata:\n  train: train.arrow\ntraining:\n  epochs: 10\n");
+        LimaConfig c = ConfigLoader.preset("lima-7b").file(f).set(List.of("optimizer.lr=2e-5", "training.seed=7")).load();
+        assertEquals("/models/llama-7b", c.model().path());
+        assertEquals(10, c.training().epochs());
+        assertEquals(2e-5, c.optimizer().lr());
+        assertEquals(7, c.training().seed());
+        assertEquals(64, c.training().batchSize());
+        Path json = dir.resolve("run.json");
+        Files.writeString(json, "{\"data\": {\"train\": \"x.jsonl\"}, \"model\": {\"path\": \"/m\"}}");
+        assertEquals("x.jsonl", ConfigLoader.preset(null).file(json).load().data().train());
+    }
+
+    @Test
+    void unknownKeysAreErrorsNamingTheKey() throws Exception {
+        Path f = dir.resolve("bad.yaml");
+        Files.writeString(f, "optimizer:\n  lrr: 1e-5\n");
+        expect("bad.yaml: unknown key \"optimizer.lrr\" (known here: lr, final_lr", () -> ConfigLoader.preset(null).file(f));
+        expect("unknown key \"trainig\"", () -> ConfigLoader.preset(null).set(List.of("trainig.epochs=3")));
+        expect("unknown preset \"lima-13b\"", () -> ConfigLoader.preset("lima-13b"));
+    }
+
+    @Test
+    void badValuesAreErrorsNamingTheKey() throws Exception {
+        ConfigLoader base = ConfigLoader.preset("demo");
+        expect("config key \"training.batch_size\" must be > 0, got 0", () -> ConfigLoader.preset("demo").set(List.of("training.batch_size=0")).load());
+        expect("config key \"optimizer.final_lr\" must be in [0, lr]", () -> ConfigLoader.preset("demo").set(List.of("optimizer.final_lr=1")).load());
+        expect("config key \"training.resid_dropout\"", () -> ConfigLoader.preset("demo").set(List.of("training.resid_dropout=1.5")).load());
+        expect("config key \"training.epochs\"", () -> ConfigLoader.preset("demo").set(List.of("training.epochs=many")).load());
+        expect("config key \"model.path\" is required", () -> ConfigLoader.preset("lima-7b").set(List.of("data.train=x")).load());
+        expect("\"optimizer\" must be a mapping", () -> ConfigLoader.preset(null).set(List.of("optimizer=3")));
+        Path broken = dir.resolve("broken.yaml");
+        Files.writeString(broken, "model: [unclosed\n");
+        expect("broken.yaml: not valid YAML/JSON", () -> ConfigLoader.preset(null).file(broken));
+        expect("does not exist", () -> ConfigLoader.preset(null).file(dir.resolve("none.yaml")));
+        assertTrue(base.toYaml().contains("resid_dropout"));
+    }
+}
