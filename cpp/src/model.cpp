@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "common.hpp"
@@ -281,8 +282,9 @@ void save_model(const Model &m, const std::string &dir, int dtype, int64_t max_s
     const char *st_dtype = dtype == LIMA_DTYPE_F32 ? "F32" : dtype == LIMA_DTYPE_BF16 ? "BF16" : dtype == LIMA_DTYPE_F16 ? "F16" : nullptr;
     LIMA_REQUIRE(st_dtype, LIMA_ERR_INVALID_ARGUMENT, "lima_model_save: unknown dtype ", dtype);
     LIMA_REQUIRE(max_shard_bytes >= 0, LIMA_ERR_INVALID_ARGUMENT, "lima_model_save: max_shard_bytes must be >= 0");
-    if (!file_exists(dir) && ::mkdir(dir.c_str(), 0755) != 0)
-        fail(LIMA_ERR_IO, "cannot create checkpoint directory ", dir, ": ", std::strerror(errno));
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);  // like mkdir -p
+    if (ec) fail(LIMA_ERR_IO, "cannot create checkpoint directory ", dir, ": ", ec.message());
     const size_t es = st_dtype_size(st_dtype);
     std::vector<std::vector<StWriteItem>> shards(1);
     uint64_t in_shard = 0, total = 0;

@@ -1,0 +1,145 @@
+package dev.limactl.train;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import dev.limactl.chat.ChatFormat;
+import dev.limactl.config.ConfigLoader;
+import dev.limactl.engine.Model;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+class TrainRunTest {
+    @TempDir Path dir;
+
+    /** The demo preset made smaller: 2 epochs of 62 examples in batches of 16 -> 8 steps. */
+    static ConfigLoader small(String... extra) {
+        List<String> sets = new ArrayList<>(List.of("model.architecture.hidden_size=32", "model.architecture.intermediate_size=64",
+                "model.architecture.num_layers=2", "model.architecture.num_heads=4", "model.architecture.num_kv_heads=2",
+                "data.max_tokens=160", "training.epochs=2", "training.batch_size=16", "training.micro_batch_tokens=1024",
+                "training.resid_dropout=0.2", "training.threads=2"));
+        sets.addAll(List.of(extra));
+        return ConfigLoader.preset("demo").set(sets);
+    }
+
+    static List<Double> losses(Path run) throws Exception {
+        List<Double> out = new ArrayList<>();
+        for (String line : Files.readAllLines(run.resolve("metrics.jsonl"))) out.add(new ObjectMapper().readTree(line).get("loss").asDouble());
+        return out;
+    }
+
+    @Test
+    void lrDecaysLinearlyWithoutWarmup() {
+        LrSchedule s = new LrSchedule(1e-5, 1e-6, 11);
+        assertEquals(1e-5, s.at(0), 1e-18);
+        assertEquals(5.5e-6, s.at(5), 1e-18);
+        assertEquals(1e-6, s.at(10), 1e-18);
+        assertEquals(1e-5, new LrSchedule(1e-5, 1e-6, 1).at(0));
+    }
+
+    @Test
+    void packingKeepsEveryTokenAndTargetInRowsOfTheLongestExample() {
+        List<ChatFormat.Encoded> ex = new ArrayList<>();
+        int[] lens = {10, 3, 4, 7, 2, 9};
+        for (int len : lens) {
+            int[] t = new int[len];
+            byte[] m = new byte[len];
+            for (int i = 0; i < len; i++) {
+                t[i] = 100 + len;
+                m[i] = (byte) (i >= len / 2 ? 1 : 0);
+            }
+            ex.add(new ChatFormat.Encoded(t, m, 0));
+        }
+        List<MicroBatch> mbs = MicroBatch.pack(ex, 20);  // rows of 10 -> 2 rows per micro-batch
+        int rows = 0;
+        long tokens = 0, targets = 0;
+        for (MicroBatch mb : mbs) {
+            assertEquals(10, mb.seqLen());
+            assertTrue(mb.rows() <= 2);
+            rows += mb.rows();
+            for (int i = 0; i < mb.tokens().length; i++) if (mb.segments()[i] != 0) tokens++;
+            targets += mb.targets();
+        }
+        assertEquals(4, rows);  // 35 tokens in rows of 10: [10] [3 4 2] [7] [9], first-fit
+        assertEquals(35, tokens);
+        assertEquals(ex.stream().mapToLong(ChatFormat.Encoded::targets).sum(), targets);
+    }
+
+    @Test
+    void resumedRunReproducesTheUninterruptedRunExactly() throws Exception {
+        Path a = dir.resolve("a"), b = dir.resolve("b");
+        TrainRun.Result ra = TrainRun.create(small(), a).run(new TrainListener() {});
+        assertTrue(ra.completed());
+        assertEquals(8, ra.steps());
+        assertEquals(2, ra.checkpoints().size());
+        TrainRun rb = TrainRun.create(small(), b);
+        TrainRun.Result partial = rb.run(new TrainListener() {
+            @Override
+            public void onStep(TrainRun.StepMetrics m) {
+                if (m.step() == 3) rb.requestStop();  // mid-epoch, as Ctrl-C does
+            }
+        });
+        assertFalse(partial.completed());
+        assertEquals(3, partial.steps());
+        assertTrue(Files.exists(b.resolve("state/optimizer.safetensors")));
+        TrainRun.Result rest = TrainRun.resume(b).run(new TrainListener() {});
+        assertTrue(rest.completed());
+        List<Double> la = losses(a), lb = losses(b);
+        assertEquals(8, la.size());
+        assertEquals(la, lb);  // bitwise: same data order, dropout masks, fp32 weights and moments
+        assertTrue(la.get(7) < la.get(0), "the loss goes down: " + la);
+        try (Model ma = Model.load(a.resolve("checkpoints/epoch-02")); Model mb = Model.load(b.resolve("checkpoints/epoch-02"))) {
+            assertArrayEquals(ma.readTensor("lm_head.weight"), mb.readTensor("lm_head.weight"));
+        }
+    }
+
+    @Test
+    void checkpointsAreHuggingFaceDirectoriesWithTokenizerAndEot() throws Exception {
+        Path run = dir.resolve("run");
+        TrainRun.create(small("training.epochs=1"), run).run(new TrainListener() {});
+        Path ck = run.resolve("checkpoints/epoch-01");
+        for (String f : List.of("config.json", "model.safetensors", "tokenizer.model", "limactl.json")) {
+            assertTrue(Files.exists(ck.resolve(f)), f);
+        }
+        JsonNode meta = new ObjectMapper().readTree(ck.resolve("limactl.json").toFile());
+        assertEquals(1024, meta.get("eot_token_id").asInt());  // the demo tokenizer has 1,024 pieces: EOT is new
+        try (Model m = Model.load(ck)) {
+            assertEquals(1025, m.config().vocabSize());
+        }
+        JsonNode first = new ObjectMapper().readTree(Files.readAllLines(run.resolve("metrics.jsonl")).get(0));
+        for (String k : List.of("step", "epoch", "lr", "loss", "grad_norm", "tokens_per_s")) assertTrue(first.has(k), k);
+        assertEquals(3e-3, first.get("lr").asDouble(), 1e-12);
+    }
+
+    @Test
+    void runDirectoryStatesAreChecked() {
+        Path run = dir.resolve("r");
+        TrainRun.create(small("training.epochs=1"), run).run(new TrainListener() {});
+        RunStateException e = assertThrows(RunStateException.class, () -> TrainRun.create(small(), run));
+        assertTrue(e.getMessage().contains("already holds a run; pass --resume"), e.getMessage());
+        e = assertThrows(RunStateException.class, () -> TrainRun.resume(dir.resolve("none")));
+        assertTrue(e.getMessage().contains("nothing to resume"), e.getMessage());
+    }
+
+    @Test
+    void examplesWithoutResponseTokensAfterTrimmingAreReported() {
+        List<String> warnings = new ArrayList<>();
+        TrainRun.create(small("training.epochs=1", "data.max_tokens=24"), dir.resolve("w")).run(new TrainListener() {
+            @Override
+            public void onWarning(String message) {
+                warnings.add(message);
+            }
+        });
+        assertEquals(1, warnings.size());
+        assertTrue(warnings.get(0).contains("have no response tokens left after trimming to 24 tokens"), warnings.get(0));
+    }
+}
