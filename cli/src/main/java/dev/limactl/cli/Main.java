@@ -1,1 +1,53 @@
-package dev.limactl.cli; public final class Main { public static void main(String[] a) {} }
+package dev.limactl.cli;
+
+import dev.limactl.config.ConfigException;
+import dev.limactl.data.DataFormatException;
+import dev.limactl.engine.LimaException;
+import dev.limactl.tokenizer.TokenizerException;
+import dev.limactl.train.RunStateException;
+import java.io.PrintWriter;
+import java.io.UncheckedIOException;
+import picocli.CommandLine;
+
+/** Entry point of {@code limactl}. The only place that calls System.exit. */
+public final class Main {
+    private Main() {}
+
+    public static void main(String[] args) {
+        System.exit(run(args, new PrintWriter(System.out, true), new PrintWriter(System.err, true)));
+    }
+
+    /** Runs limactl in-process with the given streams and returns its exit code. */
+    public static int run(String[] args, PrintWriter out, PrintWriter err) {
+        CommandLine cl = new CommandLine(new LimactlCommand());
+        cl.setOut(out);
+        cl.setErr(err);
+        cl.setExitCodeExceptionMapper(Main::exitCode);
+        cl.setExecutionExceptionHandler((e, cmd, parsed) -> {
+            int code = exitCode(e);
+            err.println("limactl: " + (code == ExitCodes.INTERNAL ? "internal error: " + e : e.getMessage()));
+            if (code == ExitCodes.INTERNAL || LimactlCommand.verbose(cmd)) e.printStackTrace(err);
+            return code;
+        });
+        cl.setParameterExceptionHandler((e, a) -> {
+            err.println("limactl: " + e.getMessage());
+            e.getCommandLine().usage(err);
+            return ExitCodes.INVALID_INPUT;
+        });
+        return cl.execute(args);
+    }
+
+    static int exitCode(Throwable e) {
+        if (e instanceof LimaException l) {
+            return l.isInputError() ? ExitCodes.INVALID_INPUT
+                    : l.statusName().equals("LIMA_ERR_STATE") ? ExitCodes.UNEXPECTED_STATE : ExitCodes.INTERNAL;
+        }
+        if (e instanceof ConfigException || e instanceof DataFormatException || e instanceof TokenizerException
+                || e instanceof IllegalArgumentException || e instanceof CommandLine.ParameterException) {
+            return ExitCodes.INVALID_INPUT;
+        }
+        if (e instanceof RunStateException) return ExitCodes.UNEXPECTED_STATE;
+        if (e instanceof UncheckedIOException) return ExitCodes.GENERIC;
+        return ExitCodes.INTERNAL;
+    }
+}

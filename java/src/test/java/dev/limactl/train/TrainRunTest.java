@@ -117,7 +117,7 @@ class TrainRunTest {
         }
         JsonNode first = new ObjectMapper().readTree(Files.readAllLines(run.resolve("metrics.jsonl")).get(0));
         for (String k : List.of("step", "epoch", "lr", "loss", "grad_norm", "tokens_per_s")) assertTrue(first.has(k), k);
-        assertEquals(3e-3, first.get("lr").asDouble(), 1e-12);
+        assertEquals(5e-3, first.get("lr").asDouble(), 1e-12);
     }
 
     @Test

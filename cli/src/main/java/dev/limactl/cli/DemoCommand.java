@@ -1,0 +1,65 @@
+package dev.limactl.cli;
+
+import dev.limactl.config.ConfigLoader;
+import dev.limactl.train.TrainListener;
+import dev.limactl.train.TrainRun;
+import java.io.PrintWriter;
+import java.nio.file.Path;
+import java.time.LocalDateTime;
+import java.time.format.DateTimeFormatter;
+import java.util.concurrent.Callable;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+@Command(name = "demo", mixinStandardHelpOptions = true,
+        description = {"Train a small random-initialised LLaMA on the shipped sample of real examples",
+                "(StackExchange + Super-Natural Instructions), with the LIMA chat format, on the CPU. No download."})
+public final class DemoCommand implements Callable<Integer> {
+    @Option(names = "--run", description = "Run directory (default: limactl-demo/run-<time>).")
+    Path run;
+
+    @Option(names = "--set", description = "Override a key of the demo preset, e.g. --set training.epochs=3.")
+    java.util.List<String> sets = new java.util.ArrayList<>();
+
+    @CommandLine.Spec CommandLine.Model.CommandSpec spec;
+
+    @Override
+    public Integer call() {
+        PrintWriter out = spec.commandLine().getOut(), err = spec.commandLine().getErr();
+        Path dir = run != null ? run
+                : Path.of("limactl-demo", "run-" + LocalDateTime.now().format(DateTimeFormatter.ofPattern("yyyyMMdd-HHmmss")));
+        long t0 = System.nanoTime();
+        TrainRun tr = TrainRun.create(ConfigLoader.preset("demo").set(sets), dir);
+        ProgressBar bar = new ProgressBar(err, LimactlCommand.quiet(spec.commandLine()));
+        TrainRun.Result r = tr.run(new TrainListener() {
+            @Override
+            public void onStart(TrainRun.Plan plan) {
+                bar.onStart(plan);
+            }
+
+            @Override
+            public void onStep(TrainRun.StepMetrics m) {
+                bar.onStep(m);
+            }
+
+            @Override
+            public void onEpoch(int epoch, Path checkpoint, double ppl) {
+                bar.onEpoch(epoch, checkpoint, ppl);
+            }
+
+            @Override
+            public void onWarning(String message) {
+                bar.onWarning(message);
+            }
+        });
+        double secs = (System.nanoTime() - t0) / 1e9;
+        out.println();
+        out.println("limactl demo: summary");
+        for (int e = 0; e < r.epochLosses().size(); e++) {
+            out.printf("  epoch %2d  mean train loss %.4f  checkpoint %s%n", e + 1, r.epochLosses().get(e), r.checkpoints().get(e));
+        }
+        out.printf("  %d optimiser steps in %.1f s; run directory %s (metrics.jsonl, config.yaml)%n", r.steps(), secs, dir);
+        return ExitCodes.OK;
+    }
+}

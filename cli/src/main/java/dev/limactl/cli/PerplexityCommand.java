@@ -1,0 +1,66 @@
+package dev.limactl.cli;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import dev.limactl.chat.ChatFormat;
+import dev.limactl.data.ExampleFiles;
+import dev.limactl.engine.Model;
+import dev.limactl.tokenizer.Tokenizer;
+import dev.limactl.train.Perplexity;
+import java.io.PrintWriter;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.concurrent.Callable;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+@Command(name = "perplexity", mixinStandardHelpOptions = true,
+        description = "Mean response-token negative log-likelihood and perplexity of a model on a data file.")
+public final class PerplexityCommand implements Callable<Integer> {
+    @Option(names = {"-m", "--model"}, required = true, description = "Checkpoint directory (with its tokenizer).")
+    Path model;
+
+    @Option(names = {"-d", "--data"}, required = true, description = "Examples, .arrow or .jsonl.")
+    Path data;
+
+    @Option(names = "--tokenizer", description = "Tokenizer (default: the model directory's).")
+    Path tokenizer;
+
+    @Option(names = "--max-tokens", defaultValue = "2048", description = "Trim examples to this many tokens (default ${DEFAULT-VALUE}).")
+    int maxTokens;
+
+    @Option(names = "--json", description = "Print the result as JSON.")
+    boolean json;
+
+    @CommandLine.Spec CommandLine.Model.CommandSpec spec;
+
+    @Override
+    public Integer call() throws Exception {
+        PrintWriter out = spec.commandLine().getOut();
+        try (Tokenizer tok = Tokenizer.open(tokenizer != null ? tokenizer : model); Model m = Model.load(model)) {
+            Path meta = model.resolve("limactl.json");
+            int eot = Files.exists(meta) ? new ObjectMapper().readTree(meta.toFile()).path("eot_token_id").asInt() : ChatFormat.eotIdFor(tok);
+            if (eot >= m.config().vocabSize()) {
+                throw new IllegalArgumentException(model + " has no EOT token (vocabulary " + m.config().vocabSize()
+                        + "): perplexity is measured on LIMA-format checkpoints (made by limactl train)");
+            }
+            Perplexity p = Perplexity.of(m, new ChatFormat(tok, eot, maxTokens), ExampleFiles.read(data, "dev"), 8192);
+            if (json) {
+                Map<String, Object> r = new LinkedHashMap<>();
+                r.put("model", model.toString());
+                r.put("data", data.toString());
+                r.put("examples", p.examples());
+                r.put("tokens", p.tokens());
+                r.put("mean_nll", p.meanNll());
+                r.put("perplexity", p.perplexity());
+                out.println(new ObjectMapper().writeValueAsString(r));
+            } else {
+                out.printf("%d examples, %d response tokens: mean NLL %.4f, perplexity %.3f%n", p.examples(), p.tokens(),
+                        p.meanNll(), p.perplexity());
+            }
+        }
+        return ExitCodes.OK;
+    }
+}

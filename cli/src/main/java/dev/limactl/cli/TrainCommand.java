@@ -1,0 +1,107 @@
+package dev.limactl.cli;
+
+import dev.limactl.config.ConfigLoader;
+import dev.limactl.train.TrainRun;
+import java.io.PrintWriter;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.Callable;
+import java.util.concurrent.TimeUnit;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+@Command(name = "train", mixinStandardHelpOptions = true,
+        description = {"Fine-tune with the LIMA recipe. Settings come from a preset, a config file and --set overrides.",
+                "Ctrl-C stops after the current step and saves a state that --resume continues exactly."})
+public final class TrainCommand implements Callable<Integer> {
+    @Option(names = "--run", required = true, description = "Run directory (config, metrics, checkpoints, state).")
+    Path run;
+
+    @Option(names = "--resume", description = "Continue the run in --run from its saved state, with its own config.")
+    boolean resume;
+
+    @Option(names = "--preset", description = "lima-65b, lima-7b or demo (default: the paper's values only).")
+    String preset;
+
+    @Option(names = {"-c", "--config"}, description = "YAML or JSON config file layered over the preset.")
+    Path config;
+
+    @Option(names = "--set", description = "Override one key, e.g. --set optimizer.lr=2e-5 (repeatable).")
+    List<String> sets = new ArrayList<>();
+
+    @Option(names = "--model", description = "Pretrained Hugging Face LLaMA directory (model.path).")
+    String model;
+
+    @Option(names = "--init", description = "pretrained (default) or random (demos and tests; shape from model.architecture).")
+    String init;
+
+    @Option(names = "--tokenizer", description = "tokenizer.model / tokenizer.json (default: the model directory's).")
+    String tokenizer;
+
+    @Option(names = "--data", description = "Training examples, .arrow or .jsonl (data.train).")
+    String data;
+
+    @Option(names = "--dev", description = "Dev examples for per-epoch perplexity (data.dev).")
+    String dev;
+
+    @Option(names = "--epochs", description = "training.epochs")
+    Integer epochs;
+
+    @CommandLine.Spec CommandLine.Model.CommandSpec spec;
+
+    @Override
+    public Integer call() {
+        PrintWriter err = spec.commandLine().getErr();
+        TrainRun tr;
+        if (resume) {
+            if (preset != null || config != null || !sets.isEmpty() || model != null || data != null) {
+                throw new IllegalArgumentException("--resume continues with the run's own config.yaml; drop the config options");
+            }
+            tr = TrainRun.resume(run);
+        } else {
+            List<String> all = new ArrayList<>();
+            if (model != null) all.add("model.path=" + model);
+            if (init != null) all.add("model.init=" + init);
+            if (tokenizer != null) all.add("model.tokenizer=" + tokenizer);
+            if (data != null) all.add("data.train=" + data);
+            if (dev != null) all.add("data.dev=" + dev);
+            if (epochs != null) all.add("training.epochs=" + epochs);
+            all.addAll(sets);
+            ConfigLoader loader = ConfigLoader.preset(preset);
+            if (config != null) loader.file(config);
+            tr = TrainRun.create(loader.set(all), run);
+        }
+        return execute(tr, err, LimactlCommand.quiet(spec.commandLine()), spec.commandLine().getOut());
+    }
+
+    /** Runs with a Ctrl-C hook that stops after the current step and waits for the state to be saved. */
+    static int execute(TrainRun tr, PrintWriter err, boolean quiet, PrintWriter out) {
+        Thread hook = new Thread(() -> {
+            tr.requestStop();
+            try {
+                tr.awaitFinished(30, TimeUnit.MINUTES);
+            } catch (InterruptedException ignored) {
+                Thread.currentThread().interrupt();
+            }
+        }, "limactl-ctrl-c");
+        Runtime.getRuntime().addShutdownHook(hook);
+        TrainRun.Result r;
+        try {
+            r = tr.run(new ProgressBar(err, quiet));
+        } finally {
+            try {
+                Runtime.getRuntime().removeShutdownHook(hook);
+            } catch (IllegalStateException shuttingDown) {
+                // Ctrl-C arrived: the hook is already waiting for us
+            }
+        }
+        if (!r.completed()) {
+            err.println("resume with: limactl train --resume --run " + tr.runDir());
+            return ExitCodes.INTERRUPTED;
+        }
+        out.printf("done: %d steps; checkpoints in %s%n", r.steps(), tr.runDir().resolve("checkpoints"));
+        return ExitCodes.OK;
+    }
+}

@@ -1,0 +1,111 @@
+package dev.limactl.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import java.io.PrintWriter;
+import java.io.StringWriter;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** limactl run in-process: outputs and exit codes. */
+class CliTest {
+    static final String LLAMA_TOK = "../../shared/data/tokenizers/llama/tokenizer.model";
+    @TempDir Path dir;
+
+    record Run(int code, String out, String err) {}
+
+    static Run limactl(String... args) {
+        StringWriter out = new StringWriter(), err = new StringWriter();
+        int code = Main.run(args, new PrintWriter(out, true), new PrintWriter(err, true));
+        return new Run(code, out.toString(), err.toString());
+    }
+
+    static final String[] SMALL = {"--set", "model.architecture.hidden_size=32", "--set", "model.architecture.intermediate_size=64",
+            "--set", "model.architecture.num_layers=2", "--set", "data.max_tokens=128", "--set", "training.epochs=2",
+            "--set", "training.batch_size=32"};
+
+    static String[] concat(String[] a, String... b) {
+        String[] out = java.util.Arrays.copyOf(a, a.length + b.length);
+        System.arraycopy(b, 0, out, a.length, b.length);
+        return out;
+    }
+
+    @Test
+    void versionAndDoctorReportTheNativeLibrary() {
+        Run v = limactl("version");
+        assertEquals(0, v.code(), v.err());
+        assertTrue(v.out().contains("liblima 0.1.0"), v.out());
+        Run d = limactl("doctor");
+        assertEquals(0, d.code(), d.err());
+        assertTrue(d.out().contains("cpu:       backend ok"), d.out());
+    }
+
+    @Test
+    void tokenizeGivesIdsAndPiecesAsJson() throws Exception {
+        Run r = limactl("tokenize", "--json", "-t", LLAMA_TOK, "Hello world");
+        assertEquals(0, r.code(), r.err());
+        JsonNode j = new ObjectMapper().readTree(r.out());
+        assertEquals("[15043,3186]", j.get("ids").toString());
+        assertEquals("[\"▁Hello\",\"▁world\"]", j.get("pieces").toString());
+        Run bad = limactl("tokenize", "-t", dir.resolve("none.model").toString(), "x");
+        assertEquals(ExitCodes.INVALID_INPUT, bad.code());
+        assertTrue(bad.err().contains("none.model does not exist"), bad.err());
+    }
+
+    @Test
+    void demoTrainsAndPerplexityScoresItsCheckpoint() throws Exception {
+        Path run = dir.resolve("demo");
+        Run r = limactl(concat(new String[] {"-q", "demo", "--run", run.toString()}, SMALL));
+        assertEquals(0, r.code(), r.err());
+        assertTrue(r.out().contains("limactl demo: summary"), r.out());
+        assertTrue(r.out().contains("epoch  2  mean train loss"), r.out());
+        Path ck = run.resolve("checkpoints/epoch-02");
+        Run p = limactl("perplexity", "--json", "-m", ck.toString(), "-d", run.resolve("embedded/demo/dev.jsonl").toString());
+        assertEquals(0, p.code(), p.err());
+        JsonNode j = new ObjectMapper().readTree(p.out());
+        assertEquals(6, j.get("examples").asInt());
+        assertTrue(j.get("perplexity").asDouble() > 1 && j.get("perplexity").asDouble() < 1025, p.out());
+    }
+
+    @Test
+    void trainFromACheckpointAndResumeRules() throws Exception {
+        Path first = dir.resolve("first");
+        assertEquals(0, limactl(concat(new String[] {"-q", "demo", "--run", first.toString()}, SMALL)).code());
+        // Fine-tune the demo checkpoint further, as from any pretrained HF directory.
+        Path ck = first.resolve("checkpoints/epoch-02");
+        Path run = dir.resolve("ft");
+        Run t = limactl("-q", "train", "--run", run.toString(), "--preset", "lima-7b", "--model", ck.toString(), "--data",
+                first.resolve("embedded/demo/train.jsonl").toString(), "--epochs", "1", "--set", "data.max_tokens=128");
+        assertEquals(0, t.code(), t.err());
+        assertTrue(Files.exists(run.resolve("checkpoints/epoch-01/model.safetensors")));
+        JsonNode meta = new ObjectMapper().readTree(run.resolve("checkpoints/epoch-01/limactl.json").toFile());
+        assertEquals(1024, meta.get("eot_token_id").asInt());  // kept from the checkpoint, not added twice
+        Run again = limactl("train", "--run", run.toString(), "--model", ck.toString(), "--data", "x.jsonl");
+        assertEquals(ExitCodes.UNEXPECTED_STATE, again.code());
+        assertTrue(again.err().contains("already holds a run"), again.err());
+        Run nothing = limactl("train", "--resume", "--run", dir.resolve("none").toString());
+        assertEquals(ExitCodes.UNEXPECTED_STATE, nothing.code());
+    }
+
+    @Test
+    void badInputExitsWithTwoAndNamesTheProblem() throws Exception {
+        Run r = limactl("train", "--run", dir.resolve("r").toString(), "--preset", "demo", "--set", "optimizer.lrr=1");
+        assertEquals(ExitCodes.INVALID_INPUT, r.code());
+        assertTrue(r.err().contains("unknown key \"optimizer.lrr\""), r.err());
+        r = limactl("train", "--run", dir.resolve("r2").toString(), "--preset", "demo", "--data", dir.resolve("missing.jsonl").toString());
+        assertEquals(ExitCodes.INVALID_INPUT, r.code());
+        assertTrue(r.err().contains("missing.jsonl does not exist"), r.err());
+        r = limactl("train", "--run", dir.resolve("r3").toString(), "--model", dir.resolve("nomodel").toString(), "--data", "x.jsonl");
+        assertEquals(ExitCodes.INVALID_INPUT, r.code());
+        r = limactl("train");
+        assertEquals(ExitCodes.INVALID_INPUT, r.code());
+        assertTrue(r.err().contains("Missing required option: '--run=<run>'"), r.err());
+        r = limactl("nonsense");
+        assertEquals(ExitCodes.INVALID_INPUT, r.code());
+    }
+}
