@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The project's test command: builds liblima and runs every native test with ctest.
+# The project's test command: native tests (ctest) then the Java modules' tests (Maven, which also
+# builds liblima and the JNI glue). Needs ../shared beside the checkout for the real data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j"$(nproc)"
 ctest --test-dir build --output-on-failure -j2
+mvn -B verify

@@ -3,6 +3,9 @@
 unchanged and give the same logits. Trains a tiny GQA model a few steps through the C ABI (ctypes),
 saves it fp32, bf16 and sharded, loads each with LlamaForCausalLM.from_pretrained and compares logits.
     python3 cpp/tests/golden/check_hf_load.py build/cpp/liblima.so
+With --checkpoint DIR it instead loads an existing checkpoint (e.g. an epoch checkpoint of
+`limactl train`) with both liblima and transformers and compares their logits:
+    python3 cpp/tests/golden/check_hf_load.py build/cpp/liblima.so --checkpoint RUN/checkpoints/epoch-15
 """
 import ctypes as C
 import os
@@ -27,6 +30,27 @@ class TrainConfig(C.Structure):
                [("seed", C.c_uint64)]
 
 
+def check_checkpoint(lib, ok, path):
+    m = C.c_void_p()
+    ok(lib.lima_model_load(path.encode(), b"cpu", C.byref(m)))
+    cfg = ModelConfig()
+    ok(lib.lima_model_get_config(m, C.byref(cfg)))
+    V, B, T = cfg.vocab_size, 1, 48
+    tok = np.random.default_rng(1).integers(0, V, size=B * T).astype(np.int32)
+    tok[-1] = V - 1  # the EOT token added by limactl
+    b = C.c_void_p()
+    ok(lib.lima_batch_create(B, T, C.byref(b)))
+    ok(lib.lima_batch_set(b, tok.ctypes.data_as(C.c_void_p), None, None))
+    logits = np.zeros(B * T * V, dtype=np.float32)
+    ok(lib.lima_model_logits(m, b, logits.ctypes.data_as(C.c_void_p), C.c_int64(logits.size)))
+    hf = LlamaForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
+    with torch.no_grad():
+        ref = hf(input_ids=torch.from_numpy(tok.reshape(B, T)).long()).logits.numpy().reshape(-1)
+    err = np.abs(ref - logits).max() / np.abs(ref).max()
+    print(f"{path}: vocab {V}, max rel logit err {err:.2e}", "ok" if err < 1e-4 else "FAIL")
+    sys.exit(0 if err < 1e-4 else 1)
+
+
 def main():
     lib = C.CDLL(sys.argv[1] if len(sys.argv) > 1 else "build/cpp/liblima.so")
     lib.lima_last_error.restype = C.c_char_p
@@ -34,6 +58,9 @@ def main():
     def ok(st):
         if st != 0:
             raise RuntimeError(lib.lima_last_error().decode())
+
+    if "--checkpoint" in sys.argv:
+        check_checkpoint(lib, ok, sys.argv[sys.argv.index("--checkpoint") + 1])
 
     cfg = ModelConfig()
     lib.lima_model_config_init(C.byref(cfg))
