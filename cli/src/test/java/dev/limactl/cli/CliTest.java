@@ -92,6 +92,31 @@ class CliTest {
         assertEquals(ExitCodes.UNEXPECTED_STATE, nothing.code());
     }
 
+    /** A real limactl process, a real SIGINT: exit 130, a saved state, and --resume finishes the run. */
+    @Test
+    void ctrlCSavesAResumableStateAndExits130() throws Exception {
+        Path run = dir.resolve("sigint");
+        String javaBin = Path.of(System.getProperty("java.home"), "bin", "java").toString();
+        java.util.List<String> cmd = new java.util.ArrayList<>(java.util.List.of(javaBin, "--add-opens=java.base/java.nio=ALL-UNNAMED",
+                "-Dorg.bytedeco.javacpp.cachedir=" + dir.resolve("cache"), "-cp", System.getProperty("java.class.path"),
+                "dev.limactl.cli.Main", "train", "--run", run.toString(), "--preset", "demo", "--set", "training.epochs=200"));
+        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(dir.resolve("log.txt").toFile()).start();
+        long deadline = System.nanoTime() + 120_000_000_000L;
+        while (!Files.exists(run.resolve("metrics.jsonl")) || Files.size(run.resolve("metrics.jsonl")) == 0) {
+            assertTrue(p.isAlive() && System.nanoTime() < deadline, "training did not start: " + Files.readString(dir.resolve("log.txt")));
+            Thread.sleep(100);
+        }
+        new ProcessBuilder("kill", "-INT", Long.toString(p.pid())).start().waitFor();
+        assertTrue(p.waitFor(120, java.util.concurrent.TimeUnit.SECONDS), "limactl did not exit after SIGINT");
+        String log = Files.readString(dir.resolve("log.txt"));
+        assertEquals(ExitCodes.INTERRUPTED, p.exitValue(), log);
+        assertTrue(log.contains("resume with: limactl train --resume --run " + run), log);
+        JsonNode pos = new ObjectMapper().readTree(run.resolve("state/trainer.json").toFile());
+        long saved = pos.get("global_step").asLong();
+        assertTrue(saved >= 1 && saved < 200 * 8, pos.toString());
+        assertEquals(saved, Files.readAllLines(run.resolve("metrics.jsonl")).size());
+    }
+
     @Test
     void badInputExitsWithTwoAndNamesTheProblem() throws Exception {
         Run r = limactl("train", "--run", dir.resolve("r").toString(), "--preset", "demo", "--set", "optimizer.lrr=1");
@@ -99,9 +124,11 @@ class CliTest {
         assertTrue(r.err().contains("unknown key \"optimizer.lrr\""), r.err());
         r = limactl("train", "--run", dir.resolve("r2").toString(), "--preset", "demo", "--data", dir.resolve("missing.jsonl").toString());
         assertEquals(ExitCodes.INVALID_INPUT, r.code());
-        assertTrue(r.err().contains("missing.jsonl does not exist"), r.err());
+        assertTrue(r.err().contains("config key \"data.train\": " + dir.resolve("missing.jsonl") + " does not exist"), r.err());
+        assertTrue(Files.notExists(dir.resolve("r2")), "nothing is written for a rejected config");
         r = limactl("train", "--run", dir.resolve("r3").toString(), "--model", dir.resolve("nomodel").toString(), "--data", "x.jsonl");
         assertEquals(ExitCodes.INVALID_INPUT, r.code());
+        assertTrue(r.err().contains("config key \"model.path\""), r.err());
         r = limactl("train");
         assertEquals(ExitCodes.INVALID_INPUT, r.code());
         assertTrue(r.err().contains("Missing required option: '--run=<run>'"), r.err());

@@ -4,6 +4,7 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.limactl.chat.ChatFormat;
+import dev.limactl.config.ConfigException;
 import dev.limactl.config.ConfigLoader;
 import dev.limactl.config.LimaConfig;
 import dev.limactl.data.Example;
@@ -118,6 +119,7 @@ public final class TrainRun {
     private Result doRun(TrainListener listener) {
         LimaConfig.Training tc = cfg.training();
         if (tc.threads() > 0) Lima.setThreads(tc.threads());
+        checkFiles();
         mkdirs(runDir);
         if (!resume) write(runDir.resolve("config.yaml"), configYaml);
         Path tokPath = resolve(cfg.model().tokenizer().isBlank() ? cfg.model().path() : cfg.model().tokenizer());
@@ -225,6 +227,20 @@ public final class TrainRun {
                 } catch (IOException e) {
                     throw new UncheckedIOException("cannot write metrics in " + runDir + ": " + e.getMessage(), e);
                 }
+            }
+        }
+    }
+
+    /** Every file the config names must exist before anything is written; errors name the key. */
+    private void checkFiles() {
+        List<String[]> files = new ArrayList<>();
+        if (cfg.model().init().equals("pretrained") && !resume) files.add(new String[] {"model.path", cfg.model().path()});
+        if (!cfg.model().tokenizer().isBlank()) files.add(new String[] {"model.tokenizer", cfg.model().tokenizer()});
+        files.add(new String[] {"data.train", cfg.data().train()});
+        if (!cfg.data().dev().isBlank()) files.add(new String[] {"data.dev", cfg.data().dev()});
+        for (String[] f : files) {
+            if (!f[1].startsWith("embedded:") && !Files.exists(Path.of(f[1]))) {
+                throw new ConfigException("config key \"" + f[0] + "\": " + f[1] + " does not exist");
             }
         }
     }
