@@ -1,0 +1,207 @@
+package dev.limactl.data.curate;
+
+import dev.limactl.data.DataFormatException;
+import java.io.BufferedInputStream;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.PushbackInputStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.function.Consumer;
+import javax.xml.stream.XMLInputFactory;
+import javax.xml.stream.XMLStreamConstants;
+import javax.xml.stream.XMLStreamException;
+import javax.xml.stream.XMLStreamReader;
+import org.apache.commons.compress.archivers.sevenz.SevenZArchiveEntry;
+import org.apache.commons.compress.archivers.sevenz.SevenZFile;
+
+/**
+ * One StackExchange exchange from its data dump: {@code Posts.xml} in a folder, or the {@code .7z}
+ * archive the dumps ship as (read with Apache Commons Compress). Two streaming passes with StAX:
+ * the first finds each question's top answer among answers scored at least min_answer_score, the
+ * second reads only those questions and answers. Memory grows with the number of such answers,
+ * not with the file.
+ */
+public final class StackExchangeSource {
+    public record Options(int minAnswerScore, int minAnswerChars, int maxAnswerChars, boolean requireQuestionTitle,
+                          TextFilters filters) {}
+
+    /** A question and its top answer that passed every filter, bodies in Markdown. */
+    public record Candidate(String exchange, long questionId, long answerId, int questionScore, int answerScore,
+                            String title, String questionMarkdown, String answerMarkdown) {
+        public String url() {
+            return "https://" + exchange + "/q/" + questionId;
+        }
+    }
+
+    private record Top(long answerId, int score) {}
+
+    private record Question(int score, String title, String body) {}
+
+    private StackExchangeSource() {}
+
+    /** The Posts.xml of an exchange folder, or the folder's .7z archive. */
+    public static Path postsFile(Path exchangeDir) {
+        Path xml = exchangeDir.resolve("Posts.xml");
+        if (Files.exists(xml)) return xml;
+        try (var s = Files.list(exchangeDir)) {
+            return s.filter(p -> p.getFileName().toString().endsWith(".7z")).sorted().findFirst()
+                    .orElseThrow(() -> new DataFormatException("exchange folder " + exchangeDir + " has no Posts.xml and no .7z archive"));
+        } catch (IOException e) {
+            throw new DataFormatException("cannot list " + exchangeDir + ": " + e.getMessage(), e);
+        }
+    }
+
+    /** Candidates of one exchange, best question score first (ties: lower id first). */
+    public static List<Candidate> read(String exchange, Path posts, Options o, Consumer<Rejection> rejected) {
+        Map<Long, Top> top = new HashMap<>();
+        stream(posts, (line, a) -> {
+            if (!"2".equals(a.get("PostTypeId"))) return;
+            int score = intAttr(a, "Score", posts, line);
+            if (score < o.minAnswerScore()) return;
+            long q = longAttr(a, "ParentId", posts, line), id = longAttr(a, "Id", posts, line);
+            Top t = top.get(q);
+            if (t == null || score > t.score() || (score == t.score() && id < t.answerId())) top.put(q, new Top(id, score));
+        });
+        Map<Long, Question> questions = new HashMap<>();
+        Map<Long, String> answers = new HashMap<>();
+        java.util.Set<Long> wanted = new java.util.HashSet<>();
+        top.values().forEach(t -> wanted.add(t.answerId()));
+        stream(posts, (line, a) -> {
+            String type = a.get("PostTypeId");
+            if ("1".equals(type)) {
+                long id = longAttr(a, "Id", posts, line);
+                if (top.containsKey(id)) questions.put(id, new Question(intAttr(a, "Score", posts, line), a.getOrDefault("Title", ""), a.getOrDefault("Body", "")));
+            } else if ("2".equals(type)) {
+                long id = longAttr(a, "Id", posts, line);
+                if (wanted.contains(id)) answers.put(id, a.getOrDefault("Body", ""));
+            }
+        });
+        List<Candidate> out = new ArrayList<>();
+        for (Map.Entry<Long, Top> e : top.entrySet()) {
+            long qid = e.getKey();
+            Question q = questions.get(qid);
+            String id = exchange + "/" + qid;
+            if (q == null) {
+                rejected.accept(new Rejection("stackexchange", id, "no-question", "answer " + e.getValue().answerId() + " has no question row"));
+                continue;
+            }
+            if (o.requireQuestionTitle() && !isQuestionTitle(q.title())) {
+                rejected.accept(new Rejection("stackexchange", id, "title-not-self-contained", q.title()));
+                continue;
+            }
+            String answer = HtmlToMarkdown.convert(answers.getOrDefault(e.getValue().answerId(), ""));
+            String rule = null, detail = null;
+            if (answer.length() < o.minAnswerChars()) {
+                rule = "answer-too-short";
+                detail = answer.length() + " < " + o.minAnswerChars() + " characters";
+            } else if (answer.length() > o.maxAnswerChars()) {
+                rule = "answer-too-long";
+                detail = answer.length() + " > " + o.maxAnswerChars() + " characters";
+            } else if ((detail = o.filters().firstPerson(answer)) != null) {
+                rule = "first-person";
+                detail = "\"" + detail + "\"";
+            } else if ((detail = o.filters().reference(answer)) != null) {
+                rule = "refers-to-other-answers";
+                detail = "\"" + detail + "\"";
+            }
+            if (rule != null) {
+                rejected.accept(new Rejection("stackexchange", id, rule, detail));
+                continue;
+            }
+            out.add(new Candidate(exchange, qid, e.getValue().answerId(), q.score(), e.getValue().score(), q.title(),
+                    HtmlToMarkdown.convert(q.body()), answer));
+        }
+        out.sort(Comparator.comparingInt(Candidate::questionScore).reversed().thenComparingLong(Candidate::questionId));
+        return out;
+    }
+
+    /** "How do I ...?", "What is ...": a title that asks the whole question. */
+    static boolean isQuestionTitle(String title) {
+        String t = title.strip();
+        if (t.length() < 10) return false;
+        if (t.endsWith("?")) return true;
+        String first = t.split("\\s+", 2)[0].toLowerCase(Locale.ROOT);
+        return List.of("how", "what", "why", "when", "where", "which", "who", "is", "are", "can", "does", "do", "should",
+                "will", "would", "could").contains(first);
+    }
+
+    interface RowHandler {
+        void row(int line, Map<String, String> attrs);
+    }
+
+    /** Streams the row elements of a Posts.xml (plain or in a .7z), attributes unescaped by the XML parser. */
+    public static void stream(Path posts, RowHandler h) {
+        try {
+            if (posts.getFileName().toString().endsWith(".7z")) {
+                try (SevenZFile z = SevenZFile.builder().setPath(posts).get()) {
+                    SevenZArchiveEntry entry;
+                    while ((entry = z.getNextEntry()) != null) {
+                        if (entry.getName().endsWith("Posts.xml")) {
+                            parse(z.getInputStream(entry), posts + "!" + entry.getName(), h);
+                            return;
+                        }
+                    }
+                    throw new DataFormatException(posts + ": the archive holds no Posts.xml");
+                }
+            }
+            try (InputStream in = Files.newInputStream(posts)) {
+                parse(in, posts.toString(), h);
+            }
+        } catch (IOException e) {
+            throw new DataFormatException("cannot read " + posts + ": " + e.getMessage(), e);
+        }
+    }
+
+    private static void parse(InputStream raw, String name, RowHandler h) throws IOException {
+        PushbackInputStream in = new PushbackInputStream(new BufferedInputStream(raw, 1 << 16), 3);
+        byte[] bom = new byte[3];
+        int n = in.readNBytes(bom, 0, 3);
+        if (!(n == 3 && (bom[0] & 0xff) == 0xEF && (bom[1] & 0xff) == 0xBB && (bom[2] & 0xff) == 0xBF)) in.unread(bom, 0, n);
+        XMLInputFactory f = XMLInputFactory.newFactory();
+        f.setProperty(XMLInputFactory.SUPPORT_DTD, false);
+        f.setProperty(XMLInputFactory.IS_SUPPORTING_EXTERNAL_ENTITIES, false);
+        XMLStreamReader r = null;
+        try {
+            r = f.createXMLStreamReader(in, "UTF-8");
+            Map<String, String> attrs = new HashMap<>();
+            while (r.hasNext()) {
+                if (r.next() == XMLStreamConstants.START_ELEMENT && r.getLocalName().equals("row")) {
+                    attrs.clear();
+                    for (int i = 0; i < r.getAttributeCount(); i++) attrs.put(r.getAttributeLocalName(i), r.getAttributeValue(i));
+                    h.row(r.getLocation().getLineNumber(), attrs);
+                }
+            }
+        } catch (XMLStreamException e) {
+            int line = e.getLocation() == null ? -1 : e.getLocation().getLineNumber();
+            throw new DataFormatException(name + ":" + line + ": malformed XML: " + e.getMessage().replaceAll("\\s+", " "), e);
+        } finally {
+            if (r != null) {
+                try {
+                    r.close();
+                } catch (XMLStreamException ignored) {
+                    // closing a reader that already failed
+                }
+            }
+        }
+    }
+
+    private static long longAttr(Map<String, String> a, String key, Path file, int line) {
+        String v = a.get(key);
+        try {
+            return Long.parseLong(v);
+        } catch (NumberFormatException | NullPointerException e) {
+            throw new DataFormatException(file + ":" + line + ": row attribute " + key + " is " + (v == null ? "missing" : "\"" + v + "\""));
+        }
+    }
+
+    private static int intAttr(Map<String, String> a, String key, Path file, int line) {
+        return Math.toIntExact(longAttr(a, key, file, line));
+    }
+}

@@ -1,0 +1,103 @@
+package dev.limactl.data.curate;
+
+import dev.limactl.data.DataFormatException;
+import java.io.IOException;
+import java.io.Reader;
+import java.io.UncheckedIOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.Set;
+import java.util.function.Consumer;
+import org.apache.commons.csv.CSVFormat;
+import org.apache.commons.csv.CSVRecord;
+
+/**
+ * wikiHow articles from a CSV with one row per step ({@code title, heading, paragraph}, optional
+ * {@code category}), as in the public wikiHow summarisation data. Rows are grouped into articles by
+ * title; the prompt is the title as a question ("How to cook an omelette?"), the response the body.
+ */
+public final class WikiHowSource {
+    /** Sections LIMA pruned as boilerplate. */
+    static final Set<String> BOILERPLATE = Set.of("tips", "warnings", "things you'll need", "references", "sources and citations",
+            "related wikihows", "video");
+
+    public record Article(String title, String category, String body, int steps) {}
+
+    private WikiHowSource() {}
+
+    /** Reads articles in file order; CSV errors name the file and record; with skip, bad records are counted. */
+    public static List<Article> read(Path csv, boolean skipBad, Consumer<Rejection> rejected) {
+        Map<String, StringBuilder> bodies = new LinkedHashMap<>();
+        Map<String, String> categories = new LinkedHashMap<>();
+        Map<String, Integer> steps = new LinkedHashMap<>();
+        try (Reader r = Files.newBufferedReader(csv, StandardCharsets.UTF_8)) {
+            var parser = CSVFormat.RFC4180.builder().setHeader().setSkipHeaderRecord(true).get().parse(r);
+            if (!parser.getHeaderMap().keySet().containsAll(List.of("title", "paragraph"))) {
+                throw new DataFormatException(csv + ": expected columns title, heading, paragraph; got " + parser.getHeaderNames());
+            }
+            boolean hasCategory = parser.getHeaderMap().containsKey("category");
+            var it = parser.iterator();
+            while (true) {
+                CSVRecord rec;
+                try {
+                    if (!it.hasNext()) break;
+                    rec = it.next();
+                } catch (UncheckedIOException | IllegalStateException e) {
+                    throw new DataFormatException(csv + ": broken CSV after record " + parser.getRecordNumber() + " (line "
+                            + parser.getCurrentLineNumber() + "): " + e.getMessage(), e);
+                }
+                if (!rec.isConsistent()) {
+                    String msg = csv + ": record " + rec.getRecordNumber() + " (line " + parser.getCurrentLineNumber() + ") has "
+                            + rec.size() + " fields, the header has " + parser.getHeaderNames().size();
+                    if (!skipBad) throw new DataFormatException(msg);
+                    rejected.accept(new Rejection("wikihow", "record-" + rec.getRecordNumber(), "malformed-record", msg));
+                    continue;
+                }
+                String title = rec.get("title").strip();
+                String heading = rec.isMapped("heading") ? rec.get("heading").strip() : "";
+                if (BOILERPLATE.contains(heading.toLowerCase(Locale.ROOT).replaceAll("[.:]$", ""))) continue;
+                String para = clean(rec.get("paragraph"));
+                if (title.isEmpty() || para.isEmpty()) continue;
+                StringBuilder b = bodies.computeIfAbsent(title, k -> new StringBuilder());
+                steps.merge(title, 1, Integer::sum);
+                b.append(b.length() == 0 ? "" : "\n\n").append(steps.get(title)).append(". ").append(para);
+                if (hasCategory) categories.putIfAbsent(title, rec.get("category").strip());
+            }
+        } catch (NoSuchFileException e) {
+            throw new DataFormatException("wikiHow file " + csv + " does not exist", e);
+        } catch (IOException e) {
+            throw new DataFormatException("cannot read " + csv + ": " + e.getMessage(), e);
+        }
+        List<Article> out = new ArrayList<>();
+        bodies.forEach((t, b) -> out.add(new Article(t, categories.getOrDefault(t, ""), leadIn(b.toString()), steps.get(t))));
+        return out;
+    }
+
+    /**
+     * The title as a question: "How to Remove Lint from Clothes: 14+ Easy Methods" -> "How to Remove
+     * Lint from Clothes?", "5 Ways to Take Care of Your Skin - wikiHow" -> "How to Take Care of Your Skin?".
+     */
+    public static String prompt(String title) {
+        String t = title.replaceFirst("\\s+-\\s+wikiHow.*$", "").replaceFirst("\\s*[:(].*$", "").strip();
+        t = t.replaceFirst("^\\d+\\+?\\s+(?:\\w+\\s+)?(?:Ways|Steps|Tips|Methods)\\s+(?:to|for)\\s+", "How to ");
+        return t.endsWith("?") ? t : t + "?";
+    }
+
+    /** LIMA's rewrite: a body starting "This article..." starts "The following answer..." instead. */
+    static String leadIn(String body) {
+        return body.replaceFirst("^(\\d+\\. )?This article", "$1The following answer");
+    }
+
+    /** Links, images and wiki markup pruned from a paragraph. */
+    static String clean(String p) {
+        return p.replaceAll("\\[\\[(?:Image|File):[^\\]]*\\]\\]", "").replaceAll("https?://\\S+", "")
+                .replaceAll("[ \\t]+", " ").replaceAll("\\s*\\n\\s*", "\n").strip();
+    }
+}

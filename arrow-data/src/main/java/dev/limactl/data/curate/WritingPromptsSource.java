@@ -1,0 +1,86 @@
+package dev.limactl.data.curate;
+
+import dev.limactl.data.DataFormatException;
+import java.io.IOException;
+import java.io.Reader;
+import java.io.UncheckedIOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.List;
+import java.util.function.Consumer;
+import org.apache.commons.csv.CSVFormat;
+import org.apache.commons.csv.CSVRecord;
+
+/**
+ * Reddit r/WritingPrompts prompt/story pairs from CSV ({@code row_id, prompt, story}, optional
+ * {@code score}; other columns ignored). Text is detokenised from the fairseq form and tags such as
+ * {@code [ WP ]} are stripped.
+ */
+public final class WritingPromptsSource {
+    public record Pair(String id, String prompt, String story, Integer score) {}
+
+    private WritingPromptsSource() {}
+
+    public static List<Pair> read(Path csv, boolean skipBad, Consumer<Rejection> rejected) {
+        List<Pair> out = new ArrayList<>();
+        try (Reader r = Files.newBufferedReader(csv, StandardCharsets.UTF_8)) {
+            var parser = CSVFormat.RFC4180.builder().setHeader().setSkipHeaderRecord(true).get().parse(r);
+            if (!parser.getHeaderMap().keySet().containsAll(List.of("prompt", "story"))) {
+                throw new DataFormatException(csv + ": expected columns prompt and story; got " + parser.getHeaderNames());
+            }
+            boolean hasId = parser.getHeaderMap().containsKey("row_id"), hasScore = parser.getHeaderMap().containsKey("score");
+            var it = parser.iterator();
+            while (true) {
+                CSVRecord rec;
+                try {
+                    if (!it.hasNext()) break;
+                    rec = it.next();
+                } catch (UncheckedIOException | IllegalStateException e) {
+                    throw new DataFormatException(csv + ": broken CSV after record " + parser.getRecordNumber() + ": " + e.getMessage(), e);
+                }
+                String id = hasId && rec.isSet("row_id") ? rec.get("row_id").strip() : Long.toString(rec.getRecordNumber());
+                if (!rec.isSet("story")) {
+                    String msg = csv + ": record " + rec.getRecordNumber() + " has no story field";
+                    if (!skipBad) throw new DataFormatException(msg);
+                    rejected.accept(new Rejection("writingprompts", id, "malformed-record", msg));
+                    continue;
+                }
+                Integer score = null;
+                if (hasScore && rec.isSet("score") && !rec.get("score").isBlank()) {
+                    try {
+                        score = (int) Double.parseDouble(rec.get("score"));
+                    } catch (NumberFormatException e) {
+                        throw new DataFormatException(csv + ": record " + rec.getRecordNumber() + ": score \"" + rec.get("score") + "\" is not a number");
+                    }
+                }
+                out.add(new Pair(id, stripTags(detokenize(rec.get("prompt"))), detokenize(rec.get("story")), score));
+            }
+        } catch (NoSuchFileException e) {
+            throw new DataFormatException("WritingPrompts file " + csv + " does not exist", e);
+        } catch (IOException e) {
+            throw new DataFormatException("cannot read " + csv + ": " + e.getMessage(), e);
+        }
+        if (out.stream().allMatch(p -> p.score() != null)) out.sort(Comparator.comparing(Pair::score).reversed());
+        return out;
+    }
+
+    /** Undoes the fairseq tokenisation: "do n't" -> "don't", "`` x ''" -> "\"x\"", " ," -> ",", "<newline>" -> newline. */
+    public static String detokenize(String s) {
+        String t = s.replace("<newline>", "\n").replace("\r", "");
+        t = t.replaceAll(" ?`` ?", " \"").replaceAll(" ?'' ?", "\" ");
+        t = t.replaceAll(" (n't|'s|'re|'ve|'m|'ll|'d)\\b", "$1");
+        t = t.replaceAll(" ([,.;:!?%)\\]])", "$1").replaceAll("([(\\[$]) ", "$1");
+        t = t.replaceAll("\" ([^\"]*?) \"", "\"$1\"");
+        t = t.replaceAll("[ \\t]+", " ").replaceAll(" *\\n *", "\n").replaceAll("\n{3,}", "\n\n");
+        return t.strip();
+    }
+
+    /** Strips leading tags such as "[ WP ]", "[ FF ] [ MP ]". */
+    public static String stripTags(String prompt) {
+        return prompt.replaceAll("^(\\s*\\[\\s*[A-Za-z]{2,3}\\s*\\]\\s*)+", "").strip();
+    }
+}
