@@ -76,32 +76,42 @@ public final class TrainCommand implements Callable<Integer> {
         return execute(tr, err, LimactlCommand.quiet(spec.commandLine()), spec.commandLine().getOut());
     }
 
-    /** Runs with a Ctrl-C hook that stops after the current step and waits for the state to be saved. */
+    /**
+     * Runs with a Ctrl-C hook that stops after the current step, and holds the JVM until the state is
+     * saved and the outcome (or an error) has been reported.
+     */
     static int execute(TrainRun tr, PrintWriter err, boolean quiet, PrintWriter out) {
+        java.util.concurrent.CountDownLatch reported = new java.util.concurrent.CountDownLatch(1);
         Thread hook = new Thread(() -> {
             tr.requestStop();
             try {
-                tr.awaitFinished(30, TimeUnit.MINUTES);
+                reported.await(30, TimeUnit.MINUTES);
             } catch (InterruptedException ignored) {
                 Thread.currentThread().interrupt();
             }
         }, "limactl-ctrl-c");
         Runtime.getRuntime().addShutdownHook(hook);
-        TrainRun.Result r;
         try {
-            r = tr.run(new ProgressBar(err, quiet));
+            TrainRun.Result r = tr.run(new ProgressBar(err, quiet));
+            if (!r.completed()) {
+                err.println("resume with: limactl train --resume --run " + tr.runDir());
+                return ExitCodes.INTERRUPTED;
+            }
+            out.printf("done: %d steps; checkpoints in %s%n", r.steps(), tr.runDir().resolve("checkpoints"));
+            return ExitCodes.OK;
+        } catch (RuntimeException e) {
+            err.println("limactl: " + e.getMessage());
+            err.flush();
+            throw e;
         } finally {
+            err.flush();
+            out.flush();
+            reported.countDown();
             try {
                 Runtime.getRuntime().removeShutdownHook(hook);
             } catch (IllegalStateException shuttingDown) {
-                // Ctrl-C arrived: the hook is already waiting for us
+                // Ctrl-C arrived: the hook lets the JVM go now that the outcome is reported
             }
         }
-        if (!r.completed()) {
-            err.println("resume with: limactl train --resume --run " + tr.runDir());
-            return ExitCodes.INTERRUPTED;
-        }
-        out.printf("done: %d steps; checkpoints in %s%n", r.steps(), tr.runDir().resolve("checkpoints"));
-        return ExitCodes.OK;
     }
 }

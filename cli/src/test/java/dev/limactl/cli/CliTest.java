@@ -92,6 +92,32 @@ class CliTest {
         assertEquals(ExitCodes.UNEXPECTED_STATE, nothing.code());
     }
 
+    @Test
+    void curateThenInspectAndConvertTheData() throws Exception {
+        Path out = dir.resolve("curated");
+        Run c = limactl("-q", "curate", "--preset", "shared-sample", "--root", "../../shared/data", "--out", out.toString(),
+                "--tokenizer", LLAMA_TOK);
+        assertEquals(0, c.code(), c.err());
+        assertTrue(c.out().contains("train") && c.out().contains("rejected"), c.out());
+        JsonNode m = new ObjectMapper().readTree(out.resolve("manifest.json").toFile());
+        assertTrue(m.at("/splits/train/sources/stackexchange/response_tokens_mean").asDouble() > 0, m.toString());
+        Run stats = limactl("data", "stats", out.resolve("dev.arrow").toString());
+        assertEquals(0, stats.code(), stats.err());
+        assertEquals(6, new ObjectMapper().readTree(stats.out()).get("count").asInt());
+        Run show = limactl("data", "show", out.resolve("train.arrow").toString(), "-t", LLAMA_TOK, "--index", "2");
+        assertEquals(0, show.code(), show.err());
+        assertTrue(show.out().startsWith("=== ") && show.out().contains("⟨BOS⟩") && show.out().contains("⟨EOT⟩[["), show.out());
+        Path jsonl = dir.resolve("train.jsonl"), back = dir.resolve("back.arrow");
+        assertEquals(0, limactl("data", "export", out.resolve("train.arrow").toString(), jsonl.toString()).code());
+        assertEquals(0, limactl("data", "import", jsonl.toString(), back.toString()).code());
+        assertEquals(dev.limactl.data.ArrowExamples.read(out.resolve("train.arrow")), dev.limactl.data.ArrowExamples.read(back));
+        Run bad = limactl("curate", "--recipe", dir.resolve("none.yaml").toString(), "--out", out.toString());
+        assertEquals(ExitCodes.INVALID_INPUT, bad.code());
+        assertTrue(bad.err().contains("none.yaml does not exist"), bad.err());
+        Run idx = limactl("data", "show", out.resolve("dev.arrow").toString(), "-t", LLAMA_TOK, "--index", "99");
+        assertEquals(ExitCodes.INVALID_INPUT, idx.code());
+    }
+
     /** A real limactl process, a real SIGINT: exit 130, a saved state, and --resume finishes the run. */
     @Test
     void ctrlCSavesAResumableStateAndExits130() throws Exception {

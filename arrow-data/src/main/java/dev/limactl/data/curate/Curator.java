@@ -253,26 +253,34 @@ public final class Curator {
 
     // ------------------------------------------------------------------ dedup
 
+    /**
+     * Exact duplicates (normalised full text), then near duplicates by MinHash on the full text or on
+     * the response alone (the same answer under a differently worded prompt). Evaluation splits are
+     * processed first and keep their examples. Decontamination then drops train examples whose prompt
+     * or response is near an evaluation example's.
+     */
     private void dedupAndDecontaminate(Map<String, List<Example>> splits) {
         Recipe.Dedup d = recipe.dedup() != null ? recipe.dedup() : new Recipe.Dedup(true, 0.8, 5, 128);
         Map<String, String> exact = new LinkedHashMap<>();
-        MinHash all = new MinHash(d.shingle(), d.permutations(), recipe.seed());
+        MinHash full = new MinHash(d.shingle(), d.permutations(), recipe.seed());
+        MinHash resp = new MinHash(d.shingle(), d.permutations(), recipe.seed() + 2);
         List<String> ids = new ArrayList<>();
-        for (String split : List.of("test", "dev", "train")) {  // evaluation sets keep their examples
+        for (String split : List.of("test", "dev", "train")) {
             List<Example> kept = new ArrayList<>();
             for (Example e : splits.get(split)) {
-                String text = fullText(e);
-                String key = text.toLowerCase(Locale.ROOT).replaceAll("\\s+", " ").strip();
+                String key = fullText(e).toLowerCase(Locale.ROOT).replaceAll("\\s+", " ").strip();
                 String dup = exact.putIfAbsent(key, e.id());
                 if (dup != null) {
                     rejected.add(new Rejection(e.source(), e.id(), "exact-duplicate", "same text as " + dup));
                     continue;
                 }
                 if (d.enabled()) {
-                    int j = all.addAndFind(text, d.threshold());
+                    int j = full.addAndFind(fullText(e), d.threshold());
+                    int k = resp.addAndFind(response(e), d.threshold());
                     ids.add(e.id());
-                    if (j >= 0) {
-                        rejected.add(new Rejection(e.source(), e.id(), "near-duplicate", "similar to " + ids.get(j)));
+                    if (j >= 0 || k >= 0) {
+                        rejected.add(new Rejection(e.source(), e.id(), "near-duplicate",
+                                (j >= 0 ? "similar to " : "response similar to ") + ids.get(j >= 0 ? j : k)));
                         continue;
                     }
                 }
@@ -281,24 +289,32 @@ public final class Curator {
             splits.put(split, kept);
         }
         if (!recipe.decontaminate()) return;
-        MinHash eval = new MinHash(d.shingle(), d.permutations(), recipe.seed() + 1);
+        MinHash evalPrompt = new MinHash(d.shingle(), d.permutations(), recipe.seed() + 1);
+        MinHash evalResponse = new MinHash(d.shingle(), d.permutations(), recipe.seed() + 3);
         List<String> evalIds = new ArrayList<>();
         for (String split : List.of("dev", "test")) {
             for (Example e : splits.get(split)) {
-                eval.addAndFind(e.turns().get(0).text(), 2.0);  // threshold > 1: index only
+                evalPrompt.addAndFind(e.turns().get(0).text(), 2.0);  // threshold > 1: index only
+                evalResponse.addAndFind(response(e), 2.0);
                 evalIds.add(e.id());
             }
         }
         List<Example> train = new ArrayList<>();
         for (Example e : splits.get("train")) {
-            int j = evalIds.isEmpty() ? -1 : eval.find(e.turns().get(0).text(), d.threshold());
-            if (j >= 0) {
-                rejected.add(new Rejection(e.source(), e.id(), "contaminates-eval", "prompt similar to " + evalIds.get(j)));
+            int j = evalIds.isEmpty() ? -1 : evalPrompt.find(e.turns().get(0).text(), d.threshold());
+            int k = evalIds.isEmpty() || j >= 0 ? -1 : evalResponse.find(response(e), d.threshold());
+            if (j >= 0 || k >= 0) {
+                rejected.add(new Rejection(e.source(), e.id(), "contaminates-eval",
+                        (j >= 0 ? "prompt similar to " : "response similar to ") + evalIds.get(j >= 0 ? j : k)));
             } else {
                 train.add(e);
             }
         }
         splits.put("train", train);
+    }
+
+    private static String response(Example e) {
+        return e.turns().get(e.turns().size() - 1).text();
     }
 
     private static String fullText(Example e) {
