@@ -104,7 +104,8 @@ public final class Curator {
         TextFilters f = new TextFilters(s.firstPerson() != null ? s.firstPerson() : Recipe.FIRST_PERSON,
                 s.references() != null ? s.references() : Recipe.REFERENCES);
         StackExchangeSource.Options o = new StackExchangeSource.Options(orElse(s.minAnswerScore(), 10), orElse(s.minAnswerChars(), 1200),
-                orElse(s.maxAnswerChars(), 4096), s.requireQuestionTitle() == null || s.requireQuestionTitle(), f);
+                orElse(s.maxAnswerChars(), 4096), s.requireQuestionTitle() == null || s.requireQuestionTitle(), f,
+                orElse(s.maxCandidates(), 10_000));
         Map<String, Map<String, List<StackExchangeSource.Candidate>>> groups = new TreeMap<>();
         for (Path ex : exchanges) {
             String name = ex.getFileName().toString();

@@ -46,6 +46,7 @@ public record Recipe(long seed, @JsonProperty("on_error") String onError, Dedup 
                          @JsonProperty("min_answer_chars") Integer minAnswerChars,
                          @JsonProperty("max_answer_chars") Integer maxAnswerChars,
                          @JsonProperty("require_question_title") Boolean requireQuestionTitle,
+                         @JsonProperty("max_candidates") Integer maxCandidates,
                          @JsonProperty("first_person") List<String> firstPerson, List<String> references,
                          @JsonProperty("prompt_body_probability") Double promptBodyProbability, String selection,
                          List<String> categories) {

@@ -24,13 +24,21 @@ import org.apache.commons.compress.archivers.sevenz.SevenZFile;
 /**
  * One StackExchange exchange from its data dump: {@code Posts.xml} in a folder, or the {@code .7z}
  * archive the dumps ship as (read with Apache Commons Compress). Two streaming passes with StAX:
- * the first finds each question's top answer among answers scored at least min_answer_score, the
- * second reads only those questions and answers. Memory grows with the number of such answers,
- * not with the file.
+ * the first finds each question's top answer among answers scored at least min_answer_score (a few
+ * numbers per such answer), the second keeps the bodies of only the max_candidates best-scored of
+ * those questions and their answers, so memory does not grow with the size of the dump's text.
  */
 public final class StackExchangeSource {
+    /**
+     * @param maxCandidates questions kept per exchange (the best scored): bounds the memory of the
+     *                      second pass whatever the dump's size; LIMA samples at most a few hundred
+     */
     public record Options(int minAnswerScore, int minAnswerChars, int maxAnswerChars, boolean requireQuestionTitle,
-                          TextFilters filters) {}
+                          TextFilters filters, int maxCandidates) {
+        public Options(int minAnswerScore, int minAnswerChars, int maxAnswerChars, boolean requireQuestionTitle, TextFilters filters) {
+            this(minAnswerScore, minAnswerChars, maxAnswerChars, requireQuestionTitle, filters, 10_000);
+        }
+    }
 
     /** A question and its top answer that passed every filter, bodies in Markdown. */
     public record Candidate(String exchange, long questionId, long answerId, int questionScore, int answerScore,
@@ -42,7 +50,7 @@ public final class StackExchangeSource {
 
     private record Top(long answerId, int score) {}
 
-    private record Question(int score, String title, String body) {}
+    private record Question(long id, int score, String title, String body) {}
 
     private StackExchangeSource() {}
 
@@ -69,18 +77,30 @@ public final class StackExchangeSource {
             Top t = top.get(q);
             if (t == null || score > t.score() || (score == t.score() && id < t.answerId())) top.put(q, new Top(id, score));
         });
+        // Pass 2: the best maxCandidates questions (min-heap on score, then on -id) and their top answers.
+        java.util.PriorityQueue<Question> best = new java.util.PriorityQueue<>(
+                Comparator.comparingInt(Question::score).thenComparing(Question::id, Comparator.reverseOrder()));
         Map<Long, Question> questions = new HashMap<>();
         Map<Long, String> answers = new HashMap<>();
-        java.util.Set<Long> wanted = new java.util.HashSet<>();
-        top.values().forEach(t -> wanted.add(t.answerId()));
+        Map<Long, Long> answerOf = new HashMap<>();
+        top.forEach((q, t) -> answerOf.put(t.answerId(), q));
         stream(posts, (line, a) -> {
             String type = a.get("PostTypeId");
             if ("1".equals(type)) {
                 long id = longAttr(a, "Id", posts, line);
-                if (top.containsKey(id)) questions.put(id, new Question(intAttr(a, "Score", posts, line), a.getOrDefault("Title", ""), a.getOrDefault("Body", "")));
+                if (!top.containsKey(id)) return;
+                Question q = new Question(id, intAttr(a, "Score", posts, line), a.getOrDefault("Title", ""), a.getOrDefault("Body", ""));
+                best.add(q);
+                questions.put(id, q);
+                if (best.size() > o.maxCandidates()) {
+                    Question out = best.poll();
+                    questions.remove(out.id());
+                    answers.remove(top.get(out.id()).answerId());
+                }
             } else if ("2".equals(type)) {
                 long id = longAttr(a, "Id", posts, line);
-                if (wanted.contains(id)) answers.put(id, a.getOrDefault("Body", ""));
+                Long q = answerOf.get(id);
+                if (q != null && questions.containsKey(q)) answers.put(id, a.getOrDefault("Body", ""));
             }
         });
         List<Candidate> out = new ArrayList<>();
@@ -89,7 +109,8 @@ public final class StackExchangeSource {
             Question q = questions.get(qid);
             String id = exchange + "/" + qid;
             if (q == null) {
-                rejected.accept(new Rejection("stackexchange", id, "no-question", "answer " + e.getValue().answerId() + " has no question row"));
+                rejected.accept(new Rejection("stackexchange", id, "not-in-top-questions",
+                        "not among the " + o.maxCandidates() + " best-scored questions, or no question row"));
                 continue;
             }
             if (o.requireQuestionTitle() && !isQuestionTitle(q.title())) {
@@ -167,6 +188,16 @@ public final class StackExchangeSource {
         XMLInputFactory f = XMLInputFactory.newFactory();
         f.setProperty(XMLInputFactory.SUPPORT_DTD, false);
         f.setProperty(XMLInputFactory.IS_SUPPORTING_EXTERNAL_ENTITIES, false);
+        // Dumps escape every body's HTML (&lt;p&gt;...): the JDK parser's default 50M cap on the total
+        // size of expanded entities stops real multi-GB files. With DTDs off only the five predefined
+        // entities exist, so lifting the cap allows no entity expansion attack.
+        for (String k : new String[] {"jdk.xml.totalEntitySizeLimit", "jdk.xml.maxGeneralEntitySizeLimit"}) {
+            try {
+                f.setProperty(k, 0);
+            } catch (IllegalArgumentException unsupportedByThisParser) {
+                // another StAX implementation without these limits
+            }
+        }
         XMLStreamReader r = null;
         try {
             r = f.createXMLStreamReader(in, "UTF-8");

@@ -73,6 +73,13 @@ class StackExchangeSourceTest {
         List<StackExchangeSource.Candidate> loose = StackExchangeSource.read("coffee.stackexchange.com", COFFEE,
                 new StackExchangeSource.Options(3, 400, 4096, true, paper().filters()), r -> { });
         assertTrue(loose.size() > c.size());
+        // A cap on retained questions keeps the best-scored ones and says so for the rest.
+        List<Rejection> capped = new ArrayList<>();
+        List<StackExchangeSource.Candidate> few = StackExchangeSource.read("coffee.stackexchange.com", COFFEE,
+                new StackExchangeSource.Options(3, 400, 4096, true, paper().filters(), 10), capped::add);
+        assertTrue(few.size() <= 10 && !few.isEmpty());
+        assertEquals(loose.subList(0, few.size()), few);  // the best-scored passing questions, in order
+        assertTrue(capped.stream().anyMatch(r -> r.rule().equals("not-in-top-questions")));
     }
 
     @Test
@@ -99,6 +106,20 @@ class StackExchangeSourceTest {
         List<StackExchangeSource.Candidate> a = StackExchangeSource.read("coffee.stackexchange.com", z, paper(), r -> { });
         List<StackExchangeSource.Candidate> b = StackExchangeSource.read("coffee.stackexchange.com", COFFEE, paper(), r -> { });
         assertEquals(b, a);
+    }
+
+    @Test
+    void streamsPastTheJdkParsersDefaultCapOnExpandedEntities(@TempDir Path dir) throws Exception {
+        Path big = dir.resolve("Posts.xml");
+        String body = "&lt;p&gt;" + "x&amp;y ".repeat(600) + "&lt;/p&gt;";  // ~1,800 expanded entities per row
+        try (var w = Files.newBufferedWriter(big)) {
+            w.write("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<posts>\n");
+            for (int i = 1; i <= 30_000; i++) w.write("  <row Id=\"" + i + "\" PostTypeId=\"1\" Score=\"1\" Body=\"" + body + "\" />\n");
+            w.write("</posts>\n");
+        }
+        long[] n = {0};
+        StackExchangeSource.stream(big, (line, a) -> n[0]++);
+        assertEquals(30_000, n[0]);
     }
 
     @Test
