@@ -11,6 +11,8 @@
 #include "common.hpp"
 #include "lima/lima.h"
 #include "cpu/classifier.hpp"
+#include "cpu/sampling.hpp"
+#include "generate.hpp"
 #include "model.hpp"
 #include "trainer.hpp"
 
@@ -27,6 +29,9 @@ struct lima_trainer {
 };
 struct lima_batch {
     lima::Batch b;
+};
+struct lima_generator {
+    std::unique_ptr<lima::Generator> g;
 };
 
 namespace {
@@ -389,6 +394,79 @@ int lima_trainer_load_state(lima_trainer *t, const char *path) {
         need(t, "lima_trainer_load_state", "trainer");
         need(path, "lima_trainer_load_state", "path");
         t->t->load_state(path);
+    });
+}
+
+void lima_sampling_init(lima_sampling *s) {
+    if (!s) return;
+    s->temperature = 0.7f;
+    s->top_p = 0.9f;
+    s->top_k = 0;
+    s->repetition_penalty = 1.2f;
+    s->penalty_scope = 0;
+}
+
+int lima_generator_create(lima_model *m, int32_t max_rows, int32_t max_len, lima_generator **out) {
+    return guarded([&] {
+        need(m, "lima_generator_create", "model");
+        need(out, "lima_generator_create", "out");
+        auto g = std::make_unique<lima_generator>();
+        g->g = std::make_unique<lima::Generator>(m->m.get(), max_rows, max_len);
+        *out = g.release();
+    });
+}
+
+void lima_generator_free(lima_generator *g) { delete g; }
+
+int lima_generator_start(lima_generator *g, int32_t rows, const int32_t *tokens, const int32_t *lengths, const uint64_t *seeds) {
+    return guarded([&] {
+        need(g, "lima_generator_start", "generator");
+        g->g->start(rows, tokens, lengths, seeds);
+    });
+}
+
+int lima_generator_step(lima_generator *g, const lima_sampling *s, const uint8_t *active, int32_t *out_tokens) {
+    return guarded([&] {
+        need(g, "lima_generator_step", "generator");
+        need(s, "lima_generator_step", "sampling");
+        need(out_tokens, "lima_generator_step", "out_tokens");
+        g->g->step(*s, active, out_tokens);
+    });
+}
+
+int lima_generator_logits(const lima_generator *g, float *out, int64_t n) {
+    return guarded([&] {
+        need(g, "lima_generator_logits", "generator");
+        need(out, "lima_generator_logits", "out");
+        LIMA_REQUIRE(size_t(n) == g->g->logits.size(), LIMA_ERR_SHAPE, "lima_generator_logits: out has ", n,
+                     " floats, (rows, V) needs ", g->g->logits.size());
+        std::memcpy(out, g->g->logits.data(), sizeof(float) * size_t(n));
+    });
+}
+
+int lima_generator_length(const lima_generator *g, int32_t row, int32_t *out) {
+    return guarded([&] {
+        need(g, "lima_generator_length", "generator");
+        need(out, "lima_generator_length", "out");
+        LIMA_REQUIRE(row >= 0 && row < g->g->rows, LIMA_ERR_INVALID_ARGUMENT, "lima_generator_length: row ", row, " out of range");
+        *out = g->g->len[size_t(row)];
+    });
+}
+
+int lima_sample_logits(const float *logits, int32_t vocab, const lima_sampling *s, const int32_t *penalized,
+                       int32_t num_penalized, uint64_t seed, uint64_t counter, float *probs_out, int32_t *token_out) {
+    return guarded([&] {
+        need(logits, "lima_sample_logits", "logits");
+        need(s, "lima_sample_logits", "sampling");
+        need(token_out, "lima_sample_logits", "token_out");
+        LIMA_REQUIRE(vocab > 0, LIMA_ERR_INVALID_ARGUMENT, "lima_sample_logits: vocab must be > 0");
+        std::vector<uint8_t> pen(size_t(vocab), 0);
+        for (int32_t i = 0; i < num_penalized; ++i) {
+            LIMA_REQUIRE(penalized && penalized[i] >= 0 && penalized[i] < vocab, LIMA_ERR_INVALID_ARGUMENT,
+                         "lima_sample_logits: penalized token out of range");
+            pen[size_t(penalized[i])] = 1;
+        }
+        *token_out = lima::cpu::sample_token(logits, vocab, *s, pen.data(), seed, counter, probs_out);
     });
 }
 

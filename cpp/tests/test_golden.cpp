@@ -68,3 +68,37 @@ TEST_P(Golden, LogitsLossAndEveryGradientMatchTransformers) {
 INSTANTIATE_TEST_SUITE_P(HfLlama, Golden, ::testing::Values("gqa_odd", "tied"));
 
 }  // namespace
+
+namespace {
+
+class GoldenGenerate : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GoldenGenerate, GreedyDecodingEqualsTransformersGenerate) {
+    const std::string dir = data_dir() + "/golden/" + GetParam();
+    lima_model *raw = nullptr;
+    LIMA_OK_OR_FAIL(lima_model_load(dir.c_str(), "cpu", &raw));
+    ModelPtr m(raw);
+    const lima::StFile g = lima::st_open(dir + ".golden.safetensors");
+    const auto prompt = golden(g, "generate.prompt"), want = golden(g, "generate.output");
+    std::vector<int32_t> p(prompt.begin(), prompt.end());
+    const int32_t len = int32_t(p.size());
+    lima_generator *gen = nullptr;
+    LIMA_OK_OR_FAIL(lima_generator_create(m.get(), 1, 64, &gen));
+    lima_sampling s;
+    lima_sampling_init(&s);
+    s.temperature = 0.0f;
+    s.repetition_penalty = 1.0f;
+    LIMA_OK_OR_FAIL(lima_generator_start(gen, 1, p.data(), &len, nullptr));
+    std::vector<int32_t> got(p);
+    while (got.size() < want.size()) {
+        int32_t t;
+        LIMA_OK_OR_FAIL(lima_generator_step(gen, &s, nullptr, &t));
+        got.push_back(t);
+    }
+    lima_generator_free(gen);
+    EXPECT_EQ(got, std::vector<int32_t>(want.begin(), want.end()));
+}
+
+INSTANTIATE_TEST_SUITE_P(HfLlama, GoldenGenerate, ::testing::Values("gqa_odd", "tied"));
+
+}  // namespace

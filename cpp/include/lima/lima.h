@@ -190,6 +190,47 @@ LIMA_API int lima_trainer_read_grad(const lima_trainer *t, const char *name, flo
 LIMA_API int lima_trainer_save_state(const lima_trainer *t, const char *path);
 LIMA_API int lima_trainer_load_state(lima_trainer *t, const char *path);
 
+/* ---------------------------------------------------------------- generation */
+
+/* How the next token is drawn from the logits (LIMA: temperature 0.7, top_p 0.9, penalty 1.2). Applied
+ * in this order: repetition penalty, temperature, top-k, top-p, then a draw. */
+typedef struct lima_sampling {
+    float temperature;          /* <= 0: greedy (argmax, lowest id on ties) */
+    float top_p;                /* keep the smallest set of most likely tokens whose mass >= top_p; 1 = off */
+    int32_t top_k;              /* keep the k most likely tokens; 0 = off */
+    float repetition_penalty;   /* logit l of a penalised token becomes l / r if l > 0, else l * r; 1 = off */
+    int32_t penalty_scope;      /* 0: tokens generated so far (LIMA); 1: prompt and generated tokens (HF) */
+} lima_sampling;
+
+/* LIMA's values: temperature 0.7, top_p 0.9, top_k 0, repetition_penalty 1.2 on generated tokens. */
+LIMA_API void lima_sampling_init(lima_sampling *s);
+
+/* Incremental decoding with a KV cache for up to max_rows sequences of at most max_len tokens. */
+typedef struct lima_generator lima_generator;
+
+LIMA_API int lima_generator_create(lima_model *m, int32_t max_rows, int32_t max_len, lima_generator **out);
+LIMA_API void lima_generator_free(lima_generator *g);
+/* Starts `rows` sequences (prefill): tokens holds the prompts back to back, lengths[r] >= 1 each;
+ * seeds[r] keys row r's random draws (NULL: row r uses seed r), so a row samples the same tokens
+ * whatever else is in the batch. */
+LIMA_API int lima_generator_start(lima_generator *g, int32_t rows, const int32_t *tokens, const int32_t *lengths,
+                                  const uint64_t *seeds);
+/* For every row with active[r] != 0 (NULL: all rows): draws the next token from the row's current
+ * logits, appends it (extending the KV cache) and computes the logits that follow it. out_tokens[r]
+ * receives the token (-1 for inactive rows). Only token ids leave the backend. */
+LIMA_API int lima_generator_step(lima_generator *g, const lima_sampling *s, const uint8_t *active, int32_t *out_tokens);
+/* The current next-token logits of every row, (rows, V). For tests and scoring. */
+LIMA_API int lima_generator_logits(const lima_generator *g, float *out, int64_t n);
+/* Tokens in row r so far (prompt + generated). */
+LIMA_API int lima_generator_length(const lima_generator *g, int32_t row, int32_t *out);
+
+/* The sampling rule on one row of logits (V), exposed for tests: penalized lists the token ids the
+ * repetition penalty applies to; the draw is keyed by (seed, counter). probs_out (V, may be NULL)
+ * receives the final distribution the token was drawn from. */
+LIMA_API int lima_sample_logits(const float *logits, int32_t vocab, const lima_sampling *s, const int32_t *penalized,
+                                int32_t num_penalized, uint64_t seed, uint64_t counter, float *probs_out,
+                                int32_t *token_out);
+
 /* The dropout rate of the residual dropout at layer l (exposed for tests and reports). */
 LIMA_API float lima_resid_dropout_rate(float p_max, int32_t layer, int32_t num_layers);
 

@@ -3,6 +3,7 @@
 LlamaForCausalLM checkpoints (fp32) plus, for one fixed masked batch, the logits, the loss and the
 gradient of every parameter computed by transformers on CPU.
 
+Also the greedy continuation `generate` gives for a fixed prompt.
 Run by a developer (needs torch, transformers, safetensors), not by CI:
     python3 cpp/tests/golden/make_golden.py cpp/tests/data/golden
 Cases:
@@ -58,6 +59,13 @@ def make(out_dir, name, kw):
     }
     for n, p in model.named_parameters():
         tensors["grad." + n] = p.grad.detach().float().contiguous()
+    # Greedy decoding with transformers' generate (KV cache): 16 new tokens after a 6-token prompt.
+    prompt = torch.tensor([[1, 17, 5, 33, 9, 21]])
+    with torch.no_grad():
+        gen = model.generate(prompt, max_new_tokens=16, do_sample=False, num_beams=1, pad_token_id=0,
+                             eos_token_id=None)
+    tensors["generate.prompt"] = prompt.float()
+    tensors["generate.output"] = gen.float()
     save_file(tensors, os.path.join(out_dir, name + ".golden.safetensors"))
     print(name, "loss", out.loss.item(), "params", sum(p.numel() for p in model.parameters()))
 

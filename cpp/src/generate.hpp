@@ -1,0 +1,24 @@
+// Incremental decoding with a KV cache on the CPU backend.
+#pragma once
+#include <vector>
+
+#include "model.hpp"
+
+namespace lima {
+
+struct Generator {
+    Model *model;
+    int max_rows, max_len, rows = 0;
+    std::vector<float> k, v;                // (L, max_rows, max_len, kv_dim) post-rope keys, values
+    std::vector<int32_t> len;               // tokens per row
+    std::vector<std::vector<int32_t>> toks; // each row's tokens (prompt + generated)
+    std::vector<int32_t> prompt_len;
+    std::vector<uint64_t> seeds;
+    std::vector<float> logits;              // (rows, V) next-token logits
+
+    Generator(Model *m, int max_rows, int max_len);
+    void start(int rows, const int32_t *tokens, const int32_t *lengths, const uint64_t *seeds);
+    void step(const lima_sampling &s, const uint8_t *active, int32_t *out);
+};
+
+}  // namespace lima
