@@ -1,12 +1,19 @@
 package dev.limactl.cli;
 
 import dev.limactl.config.ConfigLoader;
+import dev.limactl.data.Example;
+import dev.limactl.data.ExampleFiles;
+import dev.limactl.data.Turn;
+import dev.limactl.engine.Sampling;
+import dev.limactl.generate.Generator;
+import dev.limactl.generate.ModelDir;
 import dev.limactl.train.TrainListener;
 import dev.limactl.train.TrainRun;
 import java.io.PrintWriter;
 import java.nio.file.Path;
 import java.time.LocalDateTime;
 import java.time.format.DateTimeFormatter;
+import java.util.List;
 import java.util.concurrent.Callable;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
@@ -20,7 +27,7 @@ public final class DemoCommand implements Callable<Integer> {
     Path run;
 
     @Option(names = "--set", description = "Override a key of the demo preset, e.g. --set training.epochs=3.")
-    java.util.List<String> sets = new java.util.ArrayList<>();
+    List<String> sets = new java.util.ArrayList<>();
 
     @CommandLine.Spec CommandLine.Model.CommandSpec spec;
 
@@ -60,6 +67,20 @@ public final class DemoCommand implements Callable<Integer> {
             out.printf("  epoch %2d  mean train loss %.4f  checkpoint %s%n", e + 1, r.epochLosses().get(e), r.checkpoints().get(e));
         }
         out.printf("  %d optimiser steps in %.1f s; run directory %s (metrics.jsonl, config.yaml)%n", r.steps(), secs, dir);
+        answerOneDevPrompt(r.checkpoints().get(r.checkpoints().size() - 1), dir, out);
         return ExitCodes.OK;
+    }
+
+    /** The last checkpoint answers the first dev prompt with LIMA's sampling. */
+    private static void answerOneDevPrompt(Path checkpoint, Path run, PrintWriter out) {
+        List<Example> devSet = ExampleFiles.read(run.resolve("embedded/demo/dev.jsonl"), "dev");
+        List<Turn> prompt = List.of(devSet.get(0).turns().get(0));
+        long t0 = System.nanoTime();
+        try (ModelDir md = new ModelDir(checkpoint, null, 1024)) {
+            Generator.Answer a = md.generator.generate(new Generator.Request(prompt, Sampling.lima(), 120, List.of(), 42));
+            double secs = (System.nanoTime() - t0) / 1e9;
+            out.printf("%nprompt (dev): %s%nanswer (%s, LIMA sampling, %d tokens, %.1f tokens/s):%n%s%n",
+                    prompt.get(0).text(), checkpoint.getFileName(), a.generatedTokens(), a.generatedTokens() / secs, a.text());
+        }
     }
 }

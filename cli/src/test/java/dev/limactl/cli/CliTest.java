@@ -9,6 +9,7 @@ import java.io.PrintWriter;
 import java.io.StringWriter;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -116,6 +117,46 @@ class CliTest {
         assertTrue(bad.err().contains("none.yaml does not exist"), bad.err());
         Run idx = limactl("data", "show", out.resolve("dev.arrow").toString(), "-t", LLAMA_TOK, "--index", "99");
         assertEquals(ExitCodes.INVALID_INPUT, idx.code());
+    }
+
+    @Test
+    void generateAnswersPromptsAndResumesWhereItStopped() throws Exception {
+        Path run = dir.resolve("g");
+        assertEquals(0, limactl(concat(new String[] {"-q", "demo", "--run", run.toString()}, SMALL)).code());
+        Path ck = run.resolve("checkpoints/epoch-02"), devFile = run.resolve("embedded/demo/dev.jsonl"), out = dir.resolve("answers.jsonl");
+        Run g = limactl("-q", "generate", "-m", ck.toString(), "--prompts", devFile.toString(), "--out", out.toString(),
+                "--samples", "2", "--max-new-tokens", "12", "--batch", "4");
+        assertEquals(0, g.code(), g.err());
+        List<String> lines = Files.readAllLines(out);
+        assertEquals(12, lines.size());  // 6 dev prompts x 2 samples
+        JsonNode first = new ObjectMapper().readTree(lines.get(0));
+        assertTrue(first.get("generated_tokens").asInt() <= 12 && first.has("finish") && first.has("response"), first.toString());
+        // Lose the last 5 answers (as if killed), rerun: only those are generated again.
+        Files.write(out, lines.subList(0, 7));
+        Run again = limactl("generate", "-m", ck.toString(), "--prompts", devFile.toString(), "--out", out.toString(),
+                "--samples", "2", "--max-new-tokens", "12");
+        assertEquals(0, again.code(), again.err());
+        assertTrue(again.err().contains("resuming: 7 answers already in"), again.err());
+        assertEquals(lines, Files.readAllLines(out));  // same seeds: the redone answers are the same
+    }
+
+    @Test
+    void chatKeepsHistoryAndStreamsAnswers() throws Exception {
+        Path run = dir.resolve("c");
+        assertEquals(0, limactl(concat(new String[] {"-q", "demo", "--run", run.toString()}, SMALL)).code());
+        java.io.InputStream stdin = System.in;
+        try {
+            System.setIn(new java.io.ByteArrayInputStream("Hello?\n/reset\nHow do I grind?\n/exit\n".getBytes()));
+            Run c = limactl("chat", "-m", run.resolve("checkpoints/epoch-02").toString(), "--max-new-tokens", "8");
+            assertEquals(0, c.code(), c.err());
+            assertEquals(4, c.out().split("you> ", -1).length - 1, c.out());  // 3 lines and /exit
+            assertEquals(2, c.out().split("lima> ", -1).length - 1, c.out());
+            assertTrue(c.out().contains("(conversation reset)"), c.out());
+        } finally {
+            System.setIn(stdin);
+        }
+        Run bad = limactl("generate", "-m", dir.resolve("nomodel").toString(), "--prompts", "x.jsonl", "--out", "o.jsonl");
+        assertEquals(ExitCodes.INVALID_INPUT, bad.code());
     }
 
     /** A real limactl process, a real SIGINT: exit 130, a saved state, and --resume finishes the run. */

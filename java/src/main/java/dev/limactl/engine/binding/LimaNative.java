@@ -212,4 +212,46 @@ public final class LimaNative {
     public static native int lima_trainer_load_state(lima_trainer t, String path);
 
     public static native float lima_resid_dropout_rate(float pMax, int layer, int numLayers);
+
+    /** {@code lima_sampling}. */
+    public static class lima_sampling extends Pointer {
+        static {
+            Loader.load();
+        }
+
+        public lima_sampling() {
+            allocate();
+        }
+
+        private native void allocate();
+
+        public native float temperature(); public native lima_sampling temperature(float v);
+        public native float top_p(); public native lima_sampling top_p(float v);
+        public native int top_k(); public native lima_sampling top_k(int v);
+        public native float repetition_penalty(); public native lima_sampling repetition_penalty(float v);
+        public native int penalty_scope(); public native lima_sampling penalty_scope(int v);
+    }
+
+    @Opaque
+    public static class lima_generator extends Pointer {
+        public lima_generator() {}
+    }
+
+    public static native void lima_sampling_init(lima_sampling s);
+
+    public static native int lima_generator_create(lima_model m, int maxRows, int maxLen, @ByPtrPtr lima_generator out);
+
+    public static native void lima_generator_free(lima_generator g);
+
+    public static native int lima_generator_start(lima_generator g, int rows, @Const int[] tokens, @Const int[] lengths,
+                                                  @Cast("const uint64_t*") long[] seeds);
+
+    public static native int lima_generator_step(lima_generator g, @Const lima_sampling s, @Cast("const uint8_t*") byte[] active,
+                                                 int[] outTokens);
+
+    public static native int lima_generator_logits(@Const lima_generator g, float[] out, @Cast("int64_t") long n);
+
+    public static native int lima_sample_logits(@Const float[] logits, int vocab, @Const lima_sampling s, @Const int[] penalized,
+                                                int numPenalized, @Cast("uint64_t") long seed, @Cast("uint64_t") long counter,
+                                                float[] probsOut, int[] tokenOut);
 }

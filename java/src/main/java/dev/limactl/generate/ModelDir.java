@@ -1,0 +1,54 @@
+package dev.limactl.generate;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import dev.limactl.chat.ChatFormat;
+import dev.limactl.engine.Model;
+import dev.limactl.tokenizer.Tokenizer;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+
+/** A LIMA-format checkpoint directory opened for generation: model, tokenizer and the EOT id. */
+public final class ModelDir implements AutoCloseable {
+    public final Model model;
+    public final Tokenizer tokenizer;
+    public final int eotId;
+    public final Generator generator;
+
+    public ModelDir(Path dir, Path tokenizerPath, int contextLength) {
+        Tokenizer tok = Tokenizer.open(tokenizerPath != null ? tokenizerPath : dir);
+        Model m;
+        try {
+            m = Model.load(dir);
+        } catch (RuntimeException e) {
+            tok.close();
+            throw e;
+        }
+        this.model = m;
+        this.tokenizer = tok;
+        Path meta = dir.resolve("limactl.json");
+        int eot = ChatFormat.eotIdFor(tok);
+        if (Files.exists(meta)) {
+            try {
+                eot = new ObjectMapper().readTree(meta.toFile()).path("eot_token_id").asInt(eot);
+            } catch (IOException e) {
+                close();
+                throw new UncheckedIOException("cannot read " + meta + ": " + e.getMessage(), e);
+            }
+        }
+        if (eot >= m.config().vocabSize()) {
+            close();
+            throw new IllegalArgumentException(dir + " has no EOT token (vocabulary " + m.config().vocabSize()
+                    + "): generation needs a LIMA-format checkpoint (made by limactl train)");
+        }
+        this.eotId = eot;
+        this.generator = new Generator(m, tok, eot, contextLength);
+    }
+
+    @Override
+    public void close() {
+        if (model != null) model.close();
+        tokenizer.close();
+    }
+}
