@@ -1,0 +1,50 @@
+package dev.limactl.cli;
+
+import dev.limactl.generate.ModelDir;
+import dev.limactl.generate.OpenAiServer;
+import java.io.PrintWriter;
+import java.nio.file.Path;
+import java.util.concurrent.Callable;
+import java.util.concurrent.CountDownLatch;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+@Command(name = "serve", mixinStandardHelpOptions = true,
+        description = {"Serve a model over the OpenAI chat-completions protocol (/v1/chat/completions, /v1/models),",
+                "plain and streaming (SSE). Loopback only unless --host says otherwise; Ctrl-C stops it."})
+public final class ServeCommand implements Callable<Integer> {
+    @Option(names = {"-m", "--model"}, required = true, description = "LIMA-format checkpoint directory.") Path model;
+
+    @Option(names = "--port", defaultValue = "8000", description = "Default ${DEFAULT-VALUE}; 0 picks a free port.") int port;
+
+    @Option(names = "--host", defaultValue = "127.0.0.1", description = "Bind address (default ${DEFAULT-VALUE}).") String host;
+
+    @Option(names = "--api-key", description = "Require 'Authorization: Bearer KEY' (default: env LIMACTL_API_KEY, else none).")
+    String apiKey;
+
+    @Option(names = "--name", description = "Model id reported to clients (default: the directory name).") String name;
+
+    @Option(names = "--max-batch", defaultValue = "16", description = "Requests decoded together (default ${DEFAULT-VALUE}).") int maxBatch;
+
+    @Option(names = "--context", defaultValue = "4096", description = "Context length cap (default ${DEFAULT-VALUE}).") int context;
+
+    @CommandLine.Spec CommandLine.Model.CommandSpec spec;
+
+    @Override
+    public Integer call() throws Exception {
+        PrintWriter out = spec.commandLine().getOut();
+        String key = apiKey != null ? apiKey : System.getenv("LIMACTL_API_KEY");
+        try (ModelDir md = new ModelDir(model, null, context);
+             OpenAiServer server = new OpenAiServer(md.generator, name != null ? name : model.getFileName().toString(), host, port, key,
+                     maxBatch)) {
+            server.start();
+            out.printf("serving %s on http://%s:%d/v1 (OpenAI chat completions)%s%n", model, host, server.port(),
+                    key == null ? "" : "; API key required");
+            CountDownLatch stop = new CountDownLatch(1);
+            Runtime.getRuntime().addShutdownHook(new Thread(stop::countDown));
+            stop.await();
+        }
+        return ExitCodes.OK;
+    }
+}

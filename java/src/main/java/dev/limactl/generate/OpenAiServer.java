@@ -1,0 +1,330 @@
+package dev.limactl.generate;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import com.sun.net.httpserver.HttpExchange;
+import com.sun.net.httpserver.HttpServer;
+import dev.limactl.data.Turn;
+import dev.limactl.engine.Sampling;
+import java.io.IOException;
+import java.io.OutputStream;
+import java.net.InetSocketAddress;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.List;
+
+import java.util.UUID;
+import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.Executors;
+import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.TimeUnit;
+import java.util.function.Consumer;
+
+/**
+ * An OpenAI-compatible HTTP server over a {@link Generator}: {@code GET /v1/models} and
+ * {@code POST /v1/chat/completions} (plain JSON, or server-sent events with "stream": true), so
+ * OpenAI SDKs and evaluation tools that take a base URL can use the model. Requests that arrive
+ * together with the same sampling settings are decoded as one batch by a single worker (the model is
+ * not thread-safe). Errors are OpenAI-style JSON with the usual status codes. Built on the JDK's
+ * own HTTP server (jdk.httpserver), enough for loopback or a trusted network.
+ */
+public final class OpenAiServer implements AutoCloseable {
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    private record Pending(Generator.Request request, Consumer<String> onText, CompletableFuture<Generator.Answer> done) {}
+
+    private final Generator generator;
+    private final String modelName, apiKey;
+    private final int maxBatch;
+    private final HttpServer http;
+    private final BlockingQueue<Pending> queue = new LinkedBlockingQueue<>();
+    private final Thread worker;
+    private volatile boolean running = true;
+
+    /** apiKey null: no authentication. host: "127.0.0.1" by default in the CLI. */
+    public OpenAiServer(Generator generator, String modelName, String host, int port, String apiKey, int maxBatch) throws IOException {
+        this.generator = generator;
+        this.modelName = modelName;
+        this.apiKey = apiKey;
+        this.maxBatch = maxBatch;
+        this.http = HttpServer.create(new InetSocketAddress(host, port), 64);
+        http.createContext("/v1/models", this::models);
+        http.createContext("/v1/chat/completions", this::completions);
+        http.createContext("/", ex -> error(ex, 404, "not_found", "no route " + ex.getRequestURI().getPath(), null));
+        http.setExecutor(Executors.newCachedThreadPool());
+        worker = new Thread(this::work, "limactl-serve-decoder");
+        worker.setDaemon(true);
+    }
+
+    public void start() {
+        worker.start();
+        http.start();
+    }
+
+    public int port() {
+        return http.getAddress().getPort();
+    }
+
+    @Override
+    public void close() {
+        running = false;
+        http.stop(0);
+        worker.interrupt();
+    }
+
+    // ------------------------------------------------------------------ decoding worker
+
+    private void work() {
+        while (running) {
+            List<Pending> batch = new ArrayList<>();
+            try {
+                Pending first = queue.poll(200, TimeUnit.MILLISECONDS);
+                if (first == null) continue;
+                batch.add(first);
+                Thread.sleep(5);  // let requests that arrive together join the batch
+                List<Pending> rest = new ArrayList<>();
+                queue.drainTo(rest);
+                for (Pending p : rest) {
+                    if (batch.size() < maxBatch && p.request().sampling().equals(first.request().sampling())) batch.add(p);
+                    else queue.add(p);  // next round
+                }
+            } catch (InterruptedException e) {
+                return;
+            }
+            try {
+                List<Generator.Request> reqs = batch.stream().map(Pending::request).toList();
+                List<Generator.Answer> answers = generator.generate(reqs, (i, text) -> batch.get(i).onText().accept(text));
+                for (int i = 0; i < batch.size(); i++) batch.get(i).done().complete(answers.get(i));
+            } catch (RuntimeException e) {
+                batch.forEach(p -> p.done().completeExceptionally(e));
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ HTTP
+
+    private boolean authorised(HttpExchange ex) throws IOException {
+        if (apiKey == null) return true;
+        String h = ex.getRequestHeaders().getFirst("Authorization");
+        if (h != null && h.equals("Bearer " + apiKey)) return true;
+        error(ex, 401, "invalid_api_key", "missing or wrong API key (Authorization: Bearer ...)", null);
+        return false;
+    }
+
+    private void models(HttpExchange ex) throws IOException {
+        if (!authorised(ex)) return;
+        if (!ex.getRequestMethod().equals("GET")) {
+            error(ex, 405, "method_not_allowed", "use GET on /v1/models", null);
+            return;
+        }
+        ObjectNode o = JSON.createObjectNode().put("object", "list");
+        o.putArray("data").addObject().put("id", modelName).put("object", "model").put("created", 0).put("owned_by", "limactl");
+        send(ex, 200, o);
+    }
+
+    private void completions(HttpExchange ex) throws IOException {
+        if (!authorised(ex)) return;
+        if (!ex.getRequestMethod().equals("POST")) {
+            error(ex, 405, "method_not_allowed", "use POST on /v1/chat/completions", null);
+            return;
+        }
+        JsonNode body;
+        try {
+            body = JSON.readTree(ex.getRequestBody());
+            if (body == null || !body.isObject()) throw new IOException("expected a JSON object");
+        } catch (IOException e) {
+            error(ex, 400, "invalid_request_error", "request body is not valid JSON: " + e.getMessage(), null);
+            return;
+        }
+        Generator.Request req;
+        try {
+            req = parse(body);
+        } catch (BadRequest e) {
+            error(ex, 400, "invalid_request_error", e.getMessage(), e.param);
+            return;
+        } catch (IllegalArgumentException e) {
+            error(ex, 400, "invalid_request_error", e.getMessage(), null);
+            return;
+        }
+        String id = "chatcmpl-" + UUID.randomUUID().toString().replace("-", "");
+        long created = System.currentTimeMillis() / 1000;
+        if (body.path("stream").asBoolean(false)) {
+            stream(ex, req, id, created);
+            return;
+        }
+        Pending p = new Pending(req, t -> { }, new CompletableFuture<>());
+        queue.add(p);
+        Generator.Answer a;
+        try {
+            a = p.done().get();
+        } catch (Exception e) {
+            Throwable c = e.getCause() != null ? e.getCause() : e;
+            error(ex, c instanceof IllegalArgumentException ? 400 : 500, c instanceof IllegalArgumentException ? "invalid_request_error" : "server_error",
+                    String.valueOf(c.getMessage()), null);
+            return;
+        }
+        ObjectNode o = JSON.createObjectNode().put("id", id).put("object", "chat.completion").put("created", created).put("model", modelName);
+        ObjectNode choice = o.putArray("choices").addObject().put("index", 0);
+        choice.putObject("message").put("role", "assistant").put("content", a.text());
+        choice.put("finish_reason", finishReason(a));
+        o.putObject("usage").put("prompt_tokens", a.promptTokens()).put("completion_tokens", a.generatedTokens())
+                .put("total_tokens", a.promptTokens() + a.generatedTokens());
+        send(ex, 200, o);
+    }
+
+    private void stream(HttpExchange ex, Generator.Request req, String id, long created) throws IOException {
+        ex.getResponseHeaders().set("Content-Type", "text/event-stream; charset=utf-8");
+        ex.getResponseHeaders().set("Cache-Control", "no-cache");
+        ex.sendResponseHeaders(200, 0);
+        OutputStream os = ex.getResponseBody();
+        Consumer<ObjectNode> event = delta -> {
+            try {
+                os.write(("data: " + JSON.writeValueAsString(delta) + "\n\n").getBytes(StandardCharsets.UTF_8));
+                os.flush();
+            } catch (IOException e) {
+                throw new java.io.UncheckedIOException(e);
+            }
+        };
+        event.accept(chunk(id, created, JSON.createObjectNode().put("role", "assistant").put("content", ""), null));
+        Pending p = new Pending(req, text -> {
+            try {
+                event.accept(chunk(id, created, JSON.createObjectNode().put("content", text), null));
+            } catch (java.io.UncheckedIOException closedByClient) {
+                // the client went away; decoding finishes for the rest of the batch
+            }
+        }, new CompletableFuture<>());
+        queue.add(p);
+        try {
+            Generator.Answer a = p.done().get();
+            event.accept(chunk(id, created, JSON.createObjectNode(), finishReason(a)));
+            os.write("data: [DONE]\n\n".getBytes(StandardCharsets.UTF_8));
+        } catch (Exception e) {
+            ObjectNode err = JSON.createObjectNode();
+            err.putObject("error").put("message", String.valueOf(e.getMessage())).put("type", "server_error");
+            os.write(("data: " + JSON.writeValueAsString(err) + "\n\n").getBytes(StandardCharsets.UTF_8));
+        } finally {
+            os.close();
+        }
+    }
+
+    private ObjectNode chunk(String id, long created, ObjectNode delta, String finish) {
+        ObjectNode o = JSON.createObjectNode().put("id", id).put("object", "chat.completion.chunk").put("created", created)
+                .put("model", modelName);
+        ObjectNode c = o.putArray("choices").addObject().put("index", 0);
+        c.set("delta", delta);
+        if (finish == null) c.putNull("finish_reason");
+        else c.put("finish_reason", finish);
+        return o;
+    }
+
+    private static String finishReason(Generator.Answer a) {
+        return a.finish().equals("length") ? "length" : "stop";
+    }
+
+    private static final class BadRequest extends RuntimeException {
+        final String param;
+
+        BadRequest(String param, String message) {
+            super(message);
+            this.param = param;
+        }
+    }
+
+    /** OpenAI request -> Generator request. System messages are prepended to the next user turn (LIMA has no system role). */
+    private Generator.Request parse(JsonNode b) {
+        JsonNode msgs = b.get("messages");
+        if (msgs == null || !msgs.isArray() || msgs.isEmpty()) throw new BadRequest("messages", "\"messages\" must be a non-empty array");
+        List<Turn> turns = new ArrayList<>();
+        String system = "";
+        for (int i = 0; i < msgs.size(); i++) {
+            JsonNode m = msgs.get(i);
+            String role = m.path("role").asText(""), content = contentOf(m.get("content"), i);
+            switch (role) {
+                case "system", "developer" -> system += content + "\n\n";
+                case "user" -> {
+                    turns.add(new Turn(Turn.USER, system + content));
+                    system = "";
+                }
+                case "assistant" -> turns.add(new Turn(Turn.ASSISTANT, content));
+                default -> throw new BadRequest("messages[" + i + "].role", "unsupported role \"" + role + "\" (system, user, assistant)");
+            }
+        }
+        for (int i = 0; i < turns.size(); i++) {
+            if (!turns.get(i).role().equals(i % 2 == 0 ? Turn.USER : Turn.ASSISTANT)) {
+                throw new BadRequest("messages", "messages must alternate user and assistant, starting with user");
+            }
+        }
+        if (turns.isEmpty() || !turns.get(turns.size() - 1).role().equals(Turn.USER)) {
+            throw new BadRequest("messages", "the last message must be from the user");
+        }
+        if (b.has("n") && b.get("n").asInt() != 1) throw new BadRequest("n", "only n = 1 is supported");
+        Sampling lima = Sampling.lima();
+        float temperature = (float) number(b, "temperature", lima.temperature(), 0, 2);
+        float topP = (float) number(b, "top_p", lima.topP(), 1e-6, 1);
+        float penalty = (float) number(b, "repetition_penalty", lima.repetitionPenalty(), 1e-6, 100);
+        int topK = (int) number(b, "top_k", 0, 0, 1e6);
+        JsonNode maxNode = b.has("max_completion_tokens") ? b.get("max_completion_tokens") : b.get("max_tokens");
+        int maxTokens = 2048;
+        if (maxNode != null && !maxNode.isNull()) {
+            if (!maxNode.canConvertToInt() || maxNode.asInt() < 1) throw new BadRequest("max_tokens", "max_tokens must be a positive integer");
+            maxTokens = maxNode.asInt();
+        }
+        List<String> stop = new ArrayList<>();
+        JsonNode s = b.get("stop");
+        if (s != null && !s.isNull()) {
+            if (s.isTextual()) stop.add(s.asText());
+            else if (s.isArray()) s.forEach(x -> stop.add(x.asText()));
+            else throw new BadRequest("stop", "stop must be a string or an array of strings");
+        }
+        long seed = b.has("seed") ? b.get("seed").asLong() : System.nanoTime();
+        return new Generator.Request(turns, new Sampling(temperature, topP, topK, penalty, false), maxTokens, stop, seed);
+    }
+
+    private static String contentOf(JsonNode c, int i) {
+        if (c == null || c.isNull()) throw new BadRequest("messages[" + i + "].content", "messages[" + i + "] has no content");
+        if (c.isTextual()) return c.asText();
+        if (c.isArray()) {  // [{"type": "text", "text": "..."}]
+            StringBuilder sb = new StringBuilder();
+            for (JsonNode part : c) {
+                if (!"text".equals(part.path("type").asText())) {
+                    throw new BadRequest("messages[" + i + "].content", "only text content parts are supported");
+                }
+                sb.append(part.path("text").asText());
+            }
+            return sb.toString();
+        }
+        throw new BadRequest("messages[" + i + "].content", "content must be a string or an array of text parts");
+    }
+
+    private static double number(JsonNode b, String key, double dflt, double lo, double hi) {
+        JsonNode n = b.get(key);
+        if (n == null || n.isNull()) return dflt;
+        if (!n.isNumber()) throw new BadRequest(key, key + " must be a number");
+        double v = n.asDouble();
+        if (!(v >= lo && v <= hi)) throw new BadRequest(key, key + " must be in [" + lo + ", " + hi + "], got " + v);
+        return v;
+    }
+
+    private static void send(HttpExchange ex, int status, ObjectNode body) throws IOException {
+        byte[] bytes = JSON.writeValueAsBytes(body);
+        ex.getResponseHeaders().set("Content-Type", "application/json");
+        ex.sendResponseHeaders(status, bytes.length);
+        try (OutputStream os = ex.getResponseBody()) {
+            os.write(bytes);
+        }
+    }
+
+    private static void error(HttpExchange ex, int status, String code, String message, String param) throws IOException {
+        ObjectNode o = JSON.createObjectNode();
+        ObjectNode e = o.putObject("error").put("message", message)
+                .put("type", status == 401 ? "authentication_error" : status >= 500 ? "server_error" : "invalid_request_error")
+                .put("code", code);
+        if (param == null) e.putNull("param");
+        else e.put("param", param);
+        send(ex, status, o);
+    }
+
+}

@@ -1,0 +1,135 @@
+package dev.limactl.generate;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import dev.limactl.engine.Model;
+import dev.limactl.engine.ModelConfig;
+import dev.limactl.tokenizer.Tokenizer;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+
+/** The server driven by the JDK's HTTP client on loopback, like an OpenAI SDK with a base URL would. */
+class OpenAiServerTest {
+    static Tokenizer tok;
+    static Model model;
+    static OpenAiServer server;
+    static final HttpClient HTTP = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(5)).build();
+    static final ObjectMapper JSON = new ObjectMapper();
+
+    @BeforeAll
+    static void start() throws Exception {
+        tok = Tokenizer.open(Path.of("src/main/resources/dev/limactl/demo/tokenizer.model"));
+        model = Model.random(ModelConfig.llama(1025, 32, 64, 2, 4, 2, 512), 3);
+        server = new OpenAiServer(new Generator(model, tok, 1024, 512), "tiny-lima", "127.0.0.1", 0, "sekret", 8);
+        server.start();
+    }
+
+    @AfterAll
+    static void stop() {
+        server.close();
+        model.close();
+        tok.close();
+    }
+
+    static HttpResponse<String> call(String method, String path, String body, String key) throws Exception {
+        HttpRequest.Builder b = HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + server.port() + path))
+                .timeout(Duration.ofSeconds(60)).method(method, body == null ? HttpRequest.BodyPublishers.noBody()
+                        : HttpRequest.BodyPublishers.ofString(body));
+        if (key != null) b.header("Authorization", "Bearer " + key);
+        return HTTP.send(b.build(), HttpResponse.BodyHandlers.ofString());
+    }
+
+    static final String ASK = "{\"model\": \"tiny-lima\", \"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"},"
+            + " {\"role\": \"user\", \"content\": \"How should I store coffee?\"}], \"temperature\": 0, \"max_tokens\": 12, \"seed\": 5";
+
+    @Test
+    void modelsAndANonStreamingCompletion() throws Exception {
+        HttpResponse<String> m = call("GET", "/v1/models", null, "sekret");
+        assertEquals(200, m.statusCode());
+        assertEquals("tiny-lima", JSON.readTree(m.body()).at("/data/0/id").asText());
+        HttpResponse<String> r = call("POST", "/v1/chat/completions", ASK + "}", "sekret");
+        assertEquals(200, r.statusCode(), r.body());
+        JsonNode j = JSON.readTree(r.body());
+        assertEquals("chat.completion", j.get("object").asText());
+        assertEquals("assistant", j.at("/choices/0/message/role").asText());
+        assertEquals("length", j.at("/choices/0/finish_reason").asText());
+        assertEquals(12, j.at("/usage/completion_tokens").asInt());
+        assertTrue(j.at("/usage/prompt_tokens").asInt() > 5);
+    }
+
+    @Test
+    void streamingSendsDeltasThatAddUpToTheSameAnswer() throws Exception {
+        String plain = JSON.readTree(call("POST", "/v1/chat/completions", ASK + "}", "sekret").body())
+                .at("/choices/0/message/content").asText();
+        HttpResponse<String> s = call("POST", "/v1/chat/completions", ASK + ", \"stream\": true}", "sekret");
+        assertEquals(200, s.statusCode());
+        assertTrue(s.headers().firstValue("Content-Type").orElse("").startsWith("text/event-stream"));
+        StringBuilder text = new StringBuilder();
+        String finish = null;
+        List<String> events = new ArrayList<>();
+        for (String line : s.body().split("\n")) {
+            if (!line.startsWith("data: ")) continue;
+            events.add(line);
+            if (line.equals("data: [DONE]")) continue;
+            JsonNode c = JSON.readTree(line.substring(6));
+            assertEquals("chat.completion.chunk", c.get("object").asText());
+            text.append(c.at("/choices/0/delta/content").asText(""));
+            if (!c.at("/choices/0/finish_reason").isNull()) finish = c.at("/choices/0/finish_reason").asText();
+        }
+        assertEquals("data: [DONE]", events.get(events.size() - 1));
+        assertEquals(plain, text.toString());
+        assertEquals("length", finish);
+    }
+
+    @Test
+    void malformedRequestsGetOpenAiStyleErrors() throws Exception {
+        HttpResponse<String> r = call("POST", "/v1/chat/completions", "{not json", "sekret");
+        assertEquals(400, r.statusCode());
+        assertEquals("invalid_request_error", JSON.readTree(r.body()).at("/error/type").asText());
+        r = call("POST", "/v1/chat/completions", "{\"messages\": []}", "sekret");
+        assertEquals(400, r.statusCode());
+        assertEquals("messages", JSON.readTree(r.body()).at("/error/param").asText());
+        r = call("POST", "/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"temperature\": 9}", "sekret");
+        assertEquals(400, r.statusCode());
+        assertEquals("temperature", JSON.readTree(r.body()).at("/error/param").asText());
+        r = call("POST", "/v1/chat/completions", "{\"messages\": [{\"role\": \"tool\", \"content\": \"x\"}]}", "sekret");
+        assertEquals(400, r.statusCode());
+        r = call("POST", "/v1/chat/completions", ASK + "}", "wrong");
+        assertEquals(401, r.statusCode());
+        assertEquals("authentication_error", JSON.readTree(r.body()).at("/error/type").asText());
+        assertEquals(401, call("GET", "/v1/models", null, null).statusCode());
+        assertEquals(405, call("GET", "/v1/chat/completions", null, "sekret").statusCode());
+        assertEquals(404, call("GET", "/v2/nothing", null, "sekret").statusCode());
+    }
+
+    @Test
+    void concurrentRequestsAreServedTogether() throws Exception {
+        ExecutorService pool = Executors.newFixedThreadPool(6);
+        List<Future<HttpResponse<String>>> fs = new ArrayList<>();
+        for (int i = 0; i < 6; i++) {
+            String body = "{\"messages\": [{\"role\": \"user\", \"content\": \"Question number " + i + "?\"}], \"max_tokens\": 8, \"seed\": " + i + "}";
+            fs.add(pool.submit(() -> call("POST", "/v1/chat/completions", body, "sekret")));
+        }
+        for (Future<HttpResponse<String>> f : fs) {
+            HttpResponse<String> r = f.get();
+            assertEquals(200, r.statusCode(), r.body());
+            assertTrue(JSON.readTree(r.body()).at("/usage/completion_tokens").asInt() <= 8);
+        }
+        pool.shutdown();
+    }
+}
