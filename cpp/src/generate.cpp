@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "common.hpp"
+#include "cpu/attention.hpp"
 #include "cpu/classifier.hpp"
 #include "cpu/encoder.hpp"
 #include "cpu/matmul.hpp"
@@ -58,6 +59,17 @@ void infer(Generator &g, const std::vector<Chunk> &chunks) {
     std::vector<float> x(size_t(N) * d), xn(size_t(N) * d), rstd(n_tok), q(size_t(N) * qd), kk(size_t(N) * kvd),
         vv(size_t(N) * kvd), att(size_t(N) * qd), tmp(size_t(N) * d), gg(size_t(N) * F), uu(size_t(N) * F), hh(size_t(N) * F);
     cpu::encoder_forward(x.data(), w.emb, tok.data(), N, d);
+    bool prefill = true;
+    int longest = 0;
+    std::vector<cpu::Segment> segs;
+    long start = 0;
+    for (const Chunk &ch : chunks) {
+        prefill = prefill && ch.pos0 == 0;
+        longest = std::max(longest, ch.n);
+        segs.push_back({start, ch.n});
+        start += ch.n;
+    }
+    std::vector<float> lse(prefill ? size_t(N) * size_t(Hq) : 0);
     const float scale = 1.0f / std::sqrt(float(hd));
     const size_t layer_stride = size_t(g.max_rows) * size_t(g.max_len) * size_t(kvd);
     for (int l = 0; l < c.num_layers; ++l) {
@@ -74,32 +86,37 @@ void infer(Generator &g, const std::vector<Chunk> &chunks) {
             std::memcpy(K + off, kk.data() + size_t(t) * kvd, sizeof(float) * size_t(kvd));
             std::memcpy(Vc + off, vv.data() + size_t(t) * kvd, sizeof(float) * size_t(kvd));
         }
-#pragma omp parallel
-        {
-            std::vector<float> sc(size_t(g.max_len));
-#pragma omp for schedule(dynamic)
-            for (long it = 0; it < N * Hq; ++it) {
-                const long t = it / Hq;
-                const int h = int(it % Hq), kh = h / group, p = pos[size_t(t)];
-                const float *qv = q.data() + size_t(t) * qd + size_t(h) * hd;
-                const float *Kr = K + size_t(row[size_t(t)]) * size_t(g.max_len) * size_t(kvd) + size_t(kh) * hd;
-                const float *Vr = Vc + size_t(row[size_t(t)]) * size_t(g.max_len) * size_t(kvd) + size_t(kh) * hd;
-                float mx = -INFINITY;
-                for (int j = 0; j <= p; ++j) {
-                    const float *kj = Kr + size_t(j) * kvd;
-                    float dot = 0.0f;
-                    for (int e = 0; e < hd; ++e) dot += qv[e] * kj[e];
-                    sc[size_t(j)] = dot * scale;
-                    mx = std::max(mx, sc[size_t(j)]);
-                }
-                float z = 0.0f;
-                for (int j = 0; j <= p; ++j) z += (sc[size_t(j)] = std::exp(sc[size_t(j)] - mx));
-                float *o = att.data() + size_t(t) * qd + size_t(h) * hd;
-                std::fill(o, o + hd, 0.0f);
-                for (int j = 0; j <= p; ++j) {
-                    const float pj = sc[size_t(j)] / z;
-                    const float *vj = Vr + size_t(j) * kvd;
-                    for (int e = 0; e < hd; ++e) o[e] += pj * vj[e];
+        if (prefill) {
+            // Whole prompts from position 0: causal self-attention within each, the tiled kernel of training.
+            cpu::attention_forward(att.data(), lse.data(), q.data(), kk.data(), vv.data(), segs, N, Hq, c.num_kv_heads, hd, longest);
+        } else {
+    #pragma omp parallel
+            {
+                std::vector<float> sc(size_t(g.max_len));
+    #pragma omp for schedule(dynamic)
+                for (long it = 0; it < N * Hq; ++it) {
+                    const long t = it / Hq;
+                    const int h = int(it % Hq), kh = h / group, p = pos[size_t(t)];
+                    const float *qv = q.data() + size_t(t) * qd + size_t(h) * hd;
+                    const float *Kr = K + size_t(row[size_t(t)]) * size_t(g.max_len) * size_t(kvd) + size_t(kh) * hd;
+                    const float *Vr = Vc + size_t(row[size_t(t)]) * size_t(g.max_len) * size_t(kvd) + size_t(kh) * hd;
+                    float mx = -INFINITY;
+                    for (int j = 0; j <= p; ++j) {
+                        const float *kj = Kr + size_t(j) * kvd;
+                        float dot = 0.0f;
+                        for (int e = 0; e < hd; ++e) dot += qv[e] * kj[e];
+                        sc[size_t(j)] = dot * scale;
+                        mx = std::max(mx, sc[size_t(j)]);
+                    }
+                    float z = 0.0f;
+                    for (int j = 0; j <= p; ++j) z += (sc[size_t(j)] = std::exp(sc[size_t(j)] - mx));
+                    float *o = att.data() + size_t(t) * qd + size_t(h) * hd;
+                    std::fill(o, o + hd, 0.0f);
+                    for (int j = 0; j <= p; ++j) {
+                        const float pj = sc[size_t(j)] / z;
+                        const float *vj = Vr + size_t(j) * kvd;
+                        for (int e = 0; e < hd; ++e) o[e] += pj * vj[e];
+                    }
                 }
             }
         }

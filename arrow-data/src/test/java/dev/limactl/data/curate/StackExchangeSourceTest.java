@@ -70,9 +70,21 @@ class StackExchangeSourceTest {
         }
         for (int i = 1; i < c.size(); i++) assertTrue(c.get(i - 1).questionScore() >= c.get(i).questionScore());
         // With the paper's thresholds relaxed, more of the same dump passes, and rules still apply.
+        List<Rejection> looseRejected = new ArrayList<>();
         List<StackExchangeSource.Candidate> loose = StackExchangeSource.read("coffee.stackexchange.com", COFFEE,
-                new StackExchangeSource.Options(3, 400, 4096, true, paper().filters()), r -> { });
+                new StackExchangeSource.Options(3, 400, 4096, true, paper().filters()), looseRejected::add);
         assertTrue(loose.size() > c.size());
+        java.util.Set<String> rules = new java.util.HashSet<>();
+        looseRejected.forEach(r -> rules.add(r.rule()));
+        for (String rule : List.of("answer-too-short", "answer-too-long", "first-person", "refers-to-other-answers",
+                "title-not-self-contained")) {
+            assertTrue(rules.contains(rule), "no real rejection for " + rule + ": " + rules);
+        }
+        Rejection ref = looseRejected.stream().filter(r -> r.rule().equals("refers-to-other-answers")).findFirst().orElseThrow();
+        String phrase = ref.detail().replace("\"", "");
+        assertTrue(Recipe.REFERENCES.contains(phrase), ref.toString());
+        Rejection title = looseRejected.stream().filter(r -> r.rule().equals("title-not-self-contained")).findFirst().orElseThrow();
+        assertFalse(StackExchangeSource.isQuestionTitle(title.detail()), title.toString());
         // A cap on retained questions keeps the best-scored ones and says so for the rest.
         List<Rejection> capped = new ArrayList<>();
         List<StackExchangeSource.Candidate> few = StackExchangeSource.read("coffee.stackexchange.com", COFFEE,
