@@ -47,7 +47,7 @@ public final class Main {
             return ExitCodes.INVALID_INPUT;
         }
         if (e instanceof RunStateException) return ExitCodes.UNEXPECTED_STATE;
-        if (e instanceof UncheckedIOException) return ExitCodes.GENERIC;
+        if (e instanceof UncheckedIOException || e instanceof dev.limactl.eval.JudgeException) return ExitCodes.GENERIC;
         return ExitCodes.INTERNAL;
     }
 }

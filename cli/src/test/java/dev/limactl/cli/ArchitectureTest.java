@@ -20,7 +20,7 @@ class ArchitectureTest {
 
     static final ArchRule layers = layeredArchitecture().consideringOnlyDependenciesInLayers()
             .layer("cli").definedBy("dev.limactl.cli..")
-            .layer("engine").definedBy("dev.limactl.engine..", "dev.limactl.config..", "dev.limactl.tokenizer..", "dev.limactl.generate..",
+            .layer("engine").definedBy("dev.limactl.engine..", "dev.limactl.config..", "dev.limactl.tokenizer..", "dev.limactl.generate..", "dev.limactl.eval..",
                     "dev.limactl.chat..", "dev.limactl.train..")
             .layer("data").definedBy("dev.limactl.data..")
             .whereLayer("cli").mayNotBeAccessedByAnyLayer()

@@ -159,6 +159,47 @@ class CliTest {
         assertEquals(ExitCodes.INVALID_INPUT, bad.code());
     }
 
+    @Test
+    void evalWithTheModelsOwnServeAsTheJudge() throws Exception {
+        Path run = dir.resolve("e");  // the judge prompt (Likert template) needs more than the demo's 1024 positions
+        assertEquals(0, limactl(concat(concat(new String[] {"-q", "demo", "--run", run.toString()}, SMALL), "--set",
+                "model.architecture.max_position_embeddings=2048")).code());
+        Path ck = run.resolve("checkpoints/epoch-02"), devFile = run.resolve("embedded/demo/dev.jsonl");
+        Path ours = dir.resolve("ours.jsonl"), base = dir.resolve("base.jsonl");
+        assertEquals(0, limactl("-q", "generate", "-m", ck.toString(), "--prompts", devFile.toString(), "--out", ours.toString(),
+                "--samples", "2", "--max-new-tokens", "8").code());
+        assertEquals(0, limactl("-q", "generate", "-m", ck.toString(), "--prompts", devFile.toString(), "--out", base.toString(),
+                "--max-new-tokens", "8", "--seed", "9").code());
+        try (dev.limactl.generate.ModelDir md = new dev.limactl.generate.ModelDir(ck, null, 2048);
+             dev.limactl.generate.OpenAiServer judge = new dev.limactl.generate.OpenAiServer(md.generator, "demo-judge", "127.0.0.1", 0, null, 8)) {
+            judge.start();
+            String url = "http://127.0.0.1:" + judge.port() + "/v1";
+            Path out = dir.resolve("eval");
+            Run l = limactl("-q", "eval", "likert", "--responses", ours.toString(), "--samples", "2", "--judge-url", url,
+                    "--judge-model", "demo-judge", "--out", out.toString());
+            assertEquals(0, l.code(), l.err());
+            assertTrue(l.out().contains("ours: ") && l.out().contains("12 calls"), l.out());  // 6 prompts x 2 samples
+            for (String f : List.of("likert.json", "likert.md", "likert.png", "likert.svg")) assertTrue(Files.exists(out.resolve(f)), f);
+            Run again = limactl("-q", "eval", "likert", "--responses", ours.toString(), "--samples", "2", "--judge-url", url,
+                    "--judge-model", "demo-judge", "--out", out.toString());
+            assertTrue(again.out().contains("0 calls, 12 answers from the cache"), again.out());
+            Run p = limactl("-q", "eval", "pairwise", "--ours", ours.toString(), "--baseline", base.toString(), "--judge-url", url,
+                    "--judge-model", "demo-judge", "--out", out.toString());
+            assertEquals(0, p.code(), p.err());
+            assertTrue(p.out().contains("ours vs base: win"), p.out());
+            Files.writeString(dir.resolve("human.csv"), "item,label\n" + String.join("\n",
+                    new ObjectMapper().readTree(out.resolve("pairwise.json").toFile()).at("/results/0/verdicts").properties().stream()
+                            .map(e -> e.getKey() + ",tie").toList()) + "\n");
+            Run agree = limactl("eval", "agreement", "--a", dir.resolve("human.csv").toString(), "--b", out.resolve("pairwise.json").toString());
+            assertEquals(0, agree.code(), agree.err());
+            assertTrue(agree.out().contains("over 6 shared items"), agree.out());
+        }
+        Run down = limactl("-q", "eval", "absolute", "--responses", ours.toString(), "--judge-url", "http://127.0.0.1:9/v1",
+                "--retries", "0", "--out", dir.resolve("down").toString());
+        assertEquals(ExitCodes.GENERIC, down.code());
+        assertTrue(down.err().contains("failed after 1 attempts: network error"), down.err());
+    }
+
     /** A real limactl process, a real SIGINT: exit 130, a saved state, and --resume finishes the run. */
     @Test
     void ctrlCSavesAResumableStateAndExits130() throws Exception {

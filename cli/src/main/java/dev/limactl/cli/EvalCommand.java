@@ -1,0 +1,155 @@
+package dev.limactl.cli;
+
+import dev.limactl.eval.Annotations;
+import dev.limactl.eval.Evaluation;
+import dev.limactl.eval.Judge;
+import dev.limactl.eval.JudgeCache;
+import dev.limactl.eval.Reports;
+import dev.limactl.eval.Responses;
+import dev.limactl.eval.Stats;
+import dev.limactl.eval.Templates;
+import java.io.PrintWriter;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.Callable;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Option;
+
+@Command(name = "eval", mixinStandardHelpOptions = true,
+        description = {"The paper's evaluations with an LLM judge over the OpenAI protocol (any base URL: OpenAI,",
+                "vLLM, limactl serve). Reports: JSON, Markdown, PNG and SVG charts. Judge answers are cached in",
+                "OUT/judge-cache.jsonl: reruns are free and a killed run resumes."},
+        subcommands = {EvalCommand.Pairwise.class, EvalCommand.Absolute.class, EvalCommand.Likert.class, EvalCommand.Agreement.class})
+public final class EvalCommand implements Runnable {
+    @CommandLine.Spec CommandLine.Model.CommandSpec spec;
+
+    @Override
+    public void run() {
+        spec.commandLine().usage(spec.commandLine().getOut());
+    }
+
+    /** Judge connection flags. */
+    static final class JudgeOptions {
+        @Option(names = "--judge-url", description = "Base URL (default: env LIMACTL_JUDGE_URL, else https://api.openai.com/v1).") String url;
+
+        @Option(names = "--judge-model", description = "Model (default: env LIMACTL_JUDGE_MODEL, else gpt-4).") String model;
+
+        @Option(names = "--judge-key", description = "API key (default: env OPENAI_API_KEY).") String key;
+
+        @Option(names = "--concurrency", defaultValue = "4", description = "Requests in flight (default ${DEFAULT-VALUE}).") int concurrency;
+
+        @Option(names = "--retries", defaultValue = "5", description = "Retries on 429/5xx/network errors (default ${DEFAULT-VALUE}).") int retries;
+
+        @Option(names = "--timeout", defaultValue = "120", description = "Seconds per request (default ${DEFAULT-VALUE}).") int timeout;
+
+        @Option(names = "--template", description = "Replace the protocol's default judge prompt (a text file with {placeholders}).") Path template;
+
+        @Option(names = "--out", required = true, description = "Report directory.") Path out;
+
+        Judge judge(JudgeCache cache) {
+            Judge.Config d = Judge.Config.of(url, model, key);
+            return new Judge(new Judge.Config(d.baseUrl(), d.model(), d.apiKey(), Duration.ofSeconds(timeout), retries, Duration.ofSeconds(1),
+                    concurrency, 0.0), cache);
+        }
+    }
+
+    abstract static class JudgedCommand implements Callable<Integer> {
+        @Mixin JudgeOptions judge;
+
+        @CommandLine.Spec CommandLine.Model.CommandSpec spec;
+
+        abstract void evaluate(Evaluation e, Judge j, PrintWriter out);
+
+        @Override
+        public Integer call() {
+            PrintWriter out = spec.commandLine().getOut(), err = spec.commandLine().getErr();
+            boolean quiet = LimactlCommand.quiet(spec.commandLine());
+            try (JudgeCache cache = new JudgeCache(judge.out.resolve("judge-cache.jsonl"))) {
+                Judge j = judge.judge(cache);
+                evaluate(new Evaluation(j, judge.concurrency, m -> { if (!quiet) err.println(m); }), j, out);
+                out.printf("judge %s: %d calls, %d answers from the cache, %d retries; reports in %s%n", j.model(), j.calls.get(),
+                        j.cached.get(), j.retries.get(), judge.out);
+            }
+            return ExitCodes.OK;
+        }
+    }
+
+    @Command(name = "pairwise", mixinStandardHelpOptions = true, description = "Ours vs each baseline: win / tie / loss (Figures 1, 2).")
+    static final class Pairwise extends JudgedCommand {
+        @Option(names = "--ours", required = true, description = "Our responses (JSONL).") Path ours;
+
+        @Option(names = "--baseline", required = true, description = "A baseline's responses to the same prompt ids (repeatable).") List<Path> baselines;
+
+        @Override
+        void evaluate(Evaluation e, Judge j, PrintWriter out) {
+            Responses o = Responses.read(ours);
+            List<Evaluation.Pairwise> results = new ArrayList<>();
+            for (Path b : baselines) {
+                Evaluation.Pairwise p = e.pairwise(o, Responses.read(b), Templates.load("pairwise", judge.template));
+                results.add(p);
+                out.printf("%s vs %s: win %.1f%%, tie %.1f%%, loss %.1f%% (%d unparsable)%n", o.system(), p.baseline(), p.percent("win"),
+                        p.percent("tie"), p.percent("loss"), p.count("unparsable"));
+            }
+            Reports.pairwise(judge.out, o.system(), results, j.model());
+        }
+    }
+
+    @Command(name = "absolute", mixinStandardHelpOptions = true, description = "Fail / Pass / Excellent per response (Figure 3).")
+    static final class Absolute extends JudgedCommand {
+        @Option(names = "--responses", required = true, description = "Responses (JSONL).") Path responses;
+
+        @Override
+        void evaluate(Evaluation e, Judge j, PrintWriter out) {
+            Responses r = Responses.read(responses);
+            Evaluation.Absolute a = e.absolute(r, Templates.load("absolute", judge.template));
+            out.printf("%s: fail %d, pass %d, excellent %d, unparsable %d%n", r.system(), a.count("fail"), a.count("pass"),
+                    a.count("excellent"), a.count("unparsable"));
+            Reports.absolute(judge.out, r.system(), a, j.model());
+        }
+    }
+
+    @Command(name = "likert", mixinStandardHelpOptions = true, description = "1-6 helpfulness, K samples per prompt, mean and 95% CI (Appendix D).")
+    static final class Likert extends JudgedCommand {
+        @Option(names = "--responses", required = true, description = "Responses (JSONL; repeat to compare systems).") List<Path> responses;
+
+        @Option(names = "--samples", defaultValue = "5", description = "Samples per prompt scored (default ${DEFAULT-VALUE}).") int samples;
+
+        @Override
+        void evaluate(Evaluation e, Judge j, PrintWriter out) {
+            List<Evaluation.Likert> results = new ArrayList<>();
+            for (Path p : responses) {
+                Evaluation.Likert l = e.likert(Responses.read(p), Templates.load("likert", judge.template), samples);
+                results.add(l);
+                Stats.MeanCi m = l.meanCi();
+                out.printf("%s: %.2f [%.2f, %.2f] over %d scores (%d unparsable)%n", l.system(), m.mean(), m.low(), m.high(), m.n(),
+                        l.unparsable());
+            }
+            Reports.likert(judge.out, results, j.model());
+        }
+    }
+
+    @Command(name = "agreement", mixinStandardHelpOptions = true,
+            description = "Tie-discounted accuracy between two annotators (human or judge) over their shared items (Section 4.1).")
+    static final class Agreement implements Callable<Integer> {
+        @Option(names = "--a", required = true, description = "Annotations: JSONL {item, label}, CSV item,label, or a pairwise.json report.") Path a;
+
+        @Option(names = "--b", required = true, description = "The other annotator, same formats.") Path b;
+
+        @Option(names = "--tie", defaultValue = "tie", description = "The tie label (default ${DEFAULT-VALUE}).") String tie;
+
+        @CommandLine.Spec CommandLine.Model.CommandSpec spec;
+
+        @Override
+        public Integer call() {
+            Stats.MeanCi m = Evaluation.agreement(Annotations.read(a), Annotations.read(b), tie.toLowerCase());
+            if (m.n() == 0) throw new IllegalArgumentException(a + " and " + b + " share no items");
+            spec.commandLine().getOut().printf("tie-discounted agreement %.3f over %d shared items (95%% CI [%.3f, %.3f])%n", m.mean(), m.n(),
+                    m.low(), m.high());
+            return ExitCodes.OK;
+        }
+    }
+}

@@ -1,0 +1,85 @@
+package dev.limactl.eval;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.SerializationFeature;
+import java.awt.Color;
+import java.awt.Rectangle;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Map;
+import org.jfree.chart.ChartFactory;
+import org.jfree.chart.ChartUtils;
+import org.jfree.chart.JFreeChart;
+import org.jfree.chart.plot.PlotOrientation;
+import org.jfree.chart.renderer.category.StatisticalBarRenderer;
+import org.jfree.data.category.DefaultCategoryDataset;
+import org.jfree.data.statistics.DefaultStatisticalCategoryDataset;
+import org.jfree.svg.SVGGraphics2D;
+
+/** Evaluation reports: JSON for machines, Markdown for people, bar charts (PNG and SVG) like the paper's figures. */
+public final class Reports {
+    private static final ObjectMapper JSON = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
+
+    private Reports() {}
+
+    public static void pairwise(Path dir, String ours, List<Evaluation.Pairwise> results, String judgeModel) {
+        StringBuilder md = new StringBuilder("# Pairwise preference: " + ours + "\n\nJudge: " + judgeModel
+                + ". Each prompt asked in both orders; disagreement counts as a tie.\n\n| baseline | " + ours
+                + " wins | tie | baseline wins | unparsable |\n|---|---|---|---|---|\n");
+        DefaultCategoryDataset ds = new DefaultCategoryDataset();
+        for (Evaluation.Pairwise p : results) {
+            md.append(String.format("| %s | %.1f%% | %.1f%% | %.1f%% | %d |%n", p.baseline(), p.percent("win"), p.percent("tie"),
+                    p.percent("loss"), p.count("unparsable")));
+            ds.addValue(p.percent("win"), ours + " wins", p.baseline());
+            ds.addValue(p.percent("tie"), "tie", p.baseline());
+            ds.addValue(p.percent("loss"), "baseline wins", p.baseline());
+        }
+        JFreeChart c = ChartFactory.createStackedBarChart("Pairwise preference (" + ours + ")", "baseline", "% of prompts", ds,
+                PlotOrientation.HORIZONTAL, true, false, false);
+        write(dir, "pairwise", Map.of("ours", ours, "judge", judgeModel, "results", results), md.toString(), c);
+    }
+
+    public static void absolute(Path dir, String system, Evaluation.Absolute a, String judgeModel) {
+        DefaultCategoryDataset ds = new DefaultCategoryDataset();
+        StringBuilder md = new StringBuilder("# Absolute grades: " + system + "\n\nJudge: " + judgeModel + "\n\n| grade | count |\n|---|---|\n");
+        for (String g : List.of("fail", "pass", "excellent", "unparsable")) {
+            md.append("| ").append(g).append(" | ").append(a.count(g)).append(" |\n");
+            if (!g.equals("unparsable")) ds.addValue(a.count(g), system, g);
+        }
+        JFreeChart c = ChartFactory.createBarChart("Absolute grades (" + system + ")", "grade", "responses", ds);
+        write(dir, "absolute", Map.of("system", system, "judge", judgeModel, "grades", a.grades()), md.toString(), c);
+    }
+
+    public static void likert(Path dir, List<Evaluation.Likert> results, String judgeModel) {
+        DefaultStatisticalCategoryDataset ds = new DefaultStatisticalCategoryDataset();
+        StringBuilder md = new StringBuilder("# Likert helpfulness (1-6)\n\nJudge: " + judgeModel
+                + ". Mean with a 95% two-sided confidence interval (t distribution).\n\n| system | mean | 95% CI | scored | unparsable |\n|---|---|---|---|---|\n");
+        for (Evaluation.Likert l : results) {
+            Stats.MeanCi m = l.meanCi();
+            md.append(String.format("| %s | %.2f | [%.2f, %.2f] | %d | %d |%n", l.system(), m.mean(), m.low(), m.high(), m.n(), l.unparsable()));
+            ds.add(m.mean(), Double.isNaN(m.halfWidth()) ? 0 : m.halfWidth(), "mean", l.system());
+        }
+        JFreeChart c = ChartFactory.createLineChart("Likert helpfulness", "system", "score (1-6)", ds);
+        c.getCategoryPlot().setRenderer(new StatisticalBarRenderer());
+        c.getCategoryPlot().getRangeAxis().setRange(0, 6.5);
+        write(dir, "likert", Map.of("judge", judgeModel, "results", results), md.toString(), c);
+    }
+
+    private static void write(Path dir, String name, Object json, String markdown, JFreeChart chart) {
+        try {
+            Files.createDirectories(dir);
+            Files.writeString(dir.resolve(name + ".json"), JSON.writeValueAsString(json) + "\n");
+            Files.writeString(dir.resolve(name + ".md"), markdown);
+            chart.setBackgroundPaint(Color.WHITE);
+            ChartUtils.saveChartAsPNG(dir.resolve(name + ".png").toFile(), chart, 800, 450);
+            SVGGraphics2D g = new SVGGraphics2D(800, 450);
+            chart.draw(g, new Rectangle(0, 0, 800, 450));
+            Files.writeString(dir.resolve(name + ".svg"), g.getSVGDocument());
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot write the " + name + " report in " + dir + ": " + e.getMessage(), e);
+        }
+    }
+}

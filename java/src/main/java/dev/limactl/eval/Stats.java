@@ -1,0 +1,38 @@
+package dev.limactl.eval;
+
+import java.util.List;
+import org.apache.commons.math3.distribution.TDistribution;
+
+/** The statistics of the paper's evaluations. */
+public final class Stats {
+    private Stats() {}
+
+    /** Mean with a two-sided 95% confidence interval from the t distribution (n - 1 degrees of freedom). */
+    public record MeanCi(double mean, double low, double high, int n) {
+        public double halfWidth() {
+            return (high - low) / 2;
+        }
+    }
+
+    public static MeanCi meanCi95(List<Double> xs) {
+        int n = xs.size();
+        if (n == 0) return new MeanCi(Double.NaN, Double.NaN, Double.NaN, 0);
+        double mean = xs.stream().mapToDouble(Double::doubleValue).average().orElseThrow();
+        if (n == 1) return new MeanCi(mean, Double.NaN, Double.NaN, 1);
+        double ss = 0;
+        for (double x : xs) ss += (x - mean) * (x - mean);
+        double se = Math.sqrt(ss / (n - 1)) / Math.sqrt(n);
+        double t = new TDistribution(n - 1).inverseCumulativeProbability(0.975);
+        return new MeanCi(mean, mean - t * se, mean + t * se, n);
+    }
+
+    /**
+     * The paper's agreement score for one item (Section 4.1): 1 if both annotators gave the same
+     * label, 0.5 if exactly one of them said tie, 0 otherwise.
+     */
+    public static double tieDiscounted(String a, String b, String tie) {
+        if (a.equals(b)) return 1.0;
+        if (a.equals(tie) || b.equals(tie)) return 0.5;
+        return 0.0;
+    }
+}
