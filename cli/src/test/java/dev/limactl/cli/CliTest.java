@@ -193,6 +193,17 @@ class CliTest {
             Run agree = limactl("eval", "agreement", "--a", dir.resolve("human.csv").toString(), "--b", out.resolve("pairwise.json").toString());
             assertEquals(0, agree.code(), agree.err());
             assertTrue(agree.out().contains("over 6 shared items"), agree.out());
+            Run sel = limactl("-q", "select", "--run", run.toString(), "--epochs", "1-2", "--dev", devFile.toString(), "--max-new-tokens", "6",
+                    "--judge-url", url, "--judge-model", "demo-judge", "--apply");
+            assertEquals(0, sel.code(), sel.err());
+            assertTrue(sel.out().contains("epoch  1  Likert") && sel.out().contains("epoch  2  Likert"), sel.out());
+            JsonNode chosen = new ObjectMapper().readTree(run.resolve("selected.json").toFile());
+            assertTrue(Files.isSymbolicLink(run.resolve("checkpoints/selected")));
+            assertEquals(String.format("epoch-%02d", chosen.get("epoch").asInt()),
+                    Files.readSymbolicLink(run.resolve("checkpoints/selected")).toString());
+            for (String f : List.of("select.json", "select.md", "select.png", "select.svg")) assertTrue(Files.exists(run.resolve("select/" + f)), f);
+            assertEquals(ExitCodes.INVALID_INPUT, limactl("select", "--run", run.toString(), "--epochs", "7-9", "--dev", devFile.toString(),
+                    "--judge-url", url).code());
         }
         Run down = limactl("-q", "eval", "absolute", "--responses", ours.toString(), "--judge-url", "http://127.0.0.1:9/v1",
                 "--retries", "0", "--out", dir.resolve("down").toString());

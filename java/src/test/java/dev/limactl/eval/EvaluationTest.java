@@ -149,6 +149,23 @@ class EvaluationTest {
     }
 
     @Test
+    void checkpointChoiceFollowsJudgedQualityNotPerplexity() {
+        List<Double> three = List.of(3.0, 4.0, 5.0), four = List.of(4.0, 4.0, 4.0);
+        var rows = List.of(
+                new CheckpointSelection.Row(5, "e5", 3.1, Stats.meanCi95(three), 0),   // best perplexity, mean 4
+                new CheckpointSelection.Row(6, "e6", 3.5, Stats.meanCi95(List.of(5.0, 5.0, 4.0)), 0),  // best judged
+                new CheckpointSelection.Row(7, "e7", 3.9, Stats.meanCi95(four), 0));
+        assertEquals(6, CheckpointSelection.best(rows).epoch());
+        var tie = List.of(new CheckpointSelection.Row(5, "e5", 3.5, Stats.meanCi95(four), 0),
+                new CheckpointSelection.Row(6, "e6", 3.2, Stats.meanCi95(four), 0));
+        assertEquals(6, CheckpointSelection.best(tie).epoch());  // same score: the lower dev perplexity
+        var unjudged = List.of(new CheckpointSelection.Row(5, "e5", 3.5, Stats.meanCi95(List.of()), 3),
+                new CheckpointSelection.Row(6, "e6", 3.2, Stats.meanCi95(List.of()), 3));
+        assertEquals(6, CheckpointSelection.best(unjudged).epoch());
+        assertTrue(CheckpointSelection.basis(unjudged).startsWith("dev perplexity, because the judge gave no parsable score"));
+    }
+
+    @Test
     void agreementIsTieDiscountedAccuracy() {
         Map<String, String> a = Map.of("1", "A", "2", "tie", "3", "B", "4", "A", "9", "A");
         Map<String, String> b = Map.of("1", "A", "2", "B", "3", "A", "4", "tie");
