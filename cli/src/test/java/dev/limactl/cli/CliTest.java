@@ -211,6 +211,45 @@ class CliTest {
         assertTrue(down.err().contains("failed after 1 attempts: network error"), down.err());
     }
 
+    @Test
+    void experimentRunsEveryStageOncePerVariantAndResumes() throws Exception {
+        Path judgeRun = dir.resolve("j");
+        assertEquals(0, limactl(concat(concat(new String[] {"-q", "demo", "--run", judgeRun.toString()}, SMALL), "--set",
+                "model.architecture.max_position_embeddings=2048")).code());
+        Path shared = Path.of("../../shared/data").toAbsolutePath();
+        Files.writeString(dir.resolve("se.yaml"), "seed: 1\nsources:\n  - {type: stackexchange, split: train, path: " + shared.resolve("stackexchange")
+                + ", groups: {stem: 0, other: 12}, min_answer_score: 3, min_answer_chars: 400}\n");
+        Files.writeString(dir.resolve("ni.yaml"), "seed: 1\nsources:\n  - {type: super-ni, split: train, path: " + shared.resolve("natural-instructions/tasks")
+                + ", count: 8}\n");
+        Files.writeString(dir.resolve("grid.yaml"), String.join("\n", "train_preset: demo",
+                "train_set: [model.architecture.hidden_size=32, model.architecture.intermediate_size=64, model.architecture.num_layers=1,",
+                "            training.epochs=1, training.batch_size=8, data.max_tokens=128]",
+                "test: " + judgeRun.resolve("embedded/demo/dev.jsonl"), "samples: 2", "max_new_tokens: 4", "variants:",
+                "  - {name: stackexchange, recipe: se.yaml}", "  - {name: super-ni, recipe: ni.yaml}", ""));
+        try (dev.limactl.generate.ModelDir md = new dev.limactl.generate.ModelDir(judgeRun.resolve("checkpoints/epoch-02"), null, 2048);
+             dev.limactl.generate.OpenAiServer judge = new dev.limactl.generate.OpenAiServer(md.generator, "demo-judge", "127.0.0.1", 0, null, 8)) {
+            judge.start();
+            String url = "http://127.0.0.1:" + judge.port() + "/v1";
+            Path out = dir.resolve("exp");
+            Run e = limactl("-q", "experiment", "--grid", dir.resolve("grid.yaml").toString(), "--out", out.toString(), "--judge-url", url);
+            assertEquals(0, e.code(), e.err());
+            assertTrue(e.out().contains("stackexchange") && e.out().contains("super-ni") && e.out().contains("over"), e.out());
+            for (String v : List.of("stackexchange", "super-ni")) {
+                assertTrue(Files.exists(out.resolve(v + "/data/train.arrow")), v);
+                assertTrue(Files.exists(out.resolve(v + "/run/checkpoints/epoch-01/model.safetensors")), v);
+                assertEquals(12, Files.readAllLines(out.resolve(v + "/answers.jsonl")).size(), v);  // 6 prompts x 2
+            }
+            for (String f : List.of("likert.md", "likert.json", "likert.png", "likert.svg")) assertTrue(Files.exists(out.resolve(f)), f);
+            long trained = Files.getLastModifiedTime(out.resolve("super-ni/run/checkpoints/epoch-01/model.safetensors")).toMillis();
+            Run again = limactl("-q", "experiment", "--grid", dir.resolve("grid.yaml").toString(), "--out", out.toString(), "--judge-url", url);
+            assertEquals(0, again.code(), again.err());
+            assertEquals(e.out().replaceAll("(?s)report:.*", ""), again.out().replaceAll("(?s)report:.*", ""));
+            assertEquals(trained, Files.getLastModifiedTime(out.resolve("super-ni/run/checkpoints/epoch-01/model.safetensors")).toMillis());
+        }
+        Run bad = limactl("experiment", "--grid", dir.resolve("none.yaml").toString(), "--out", dir.resolve("x").toString());
+        assertEquals(ExitCodes.INVALID_INPUT, bad.code());
+    }
+
     /** A real limactl process, a real SIGINT: exit 130, a saved state, and --resume finishes the run. */
     @Test
     void ctrlCSavesAResumableStateAndExits130() throws Exception {
