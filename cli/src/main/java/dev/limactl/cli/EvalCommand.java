@@ -32,6 +32,16 @@ public final class EvalCommand implements Runnable {
         spec.commandLine().usage(spec.commandLine().getOut());
     }
 
+    static String pct(double x) {
+        return Double.isNaN(x) ? "n/a" : String.format("%.1f%%", x);
+    }
+
+    /** "4.60 [3.18, 6.02]", or "n/a" without scores. */
+    static String meanCi(Stats.MeanCi m) {
+        if (m.n() == 0) return "n/a";
+        return Double.isNaN(m.low()) ? String.format("%.2f", m.mean()) : String.format("%.2f [%.2f, %.2f]", m.mean(), m.low(), m.high());
+    }
+
     /** Judge connection flags. */
     static final class JudgeOptions {
         @Option(names = "--judge-url", description = "Base URL (default: env LIMACTL_JUDGE_URL, else https://api.openai.com/v1).") String url;
@@ -91,8 +101,8 @@ public final class EvalCommand implements Runnable {
             for (Path b : baselines) {
                 Evaluation.Pairwise p = e.pairwise(o, Responses.read(b), Templates.load("pairwise", judge.template));
                 results.add(p);
-                out.printf("%s vs %s: win %.1f%%, tie %.1f%%, loss %.1f%% (%d unparsable)%n", o.system(), p.baseline(), p.percent("win"),
-                        p.percent("tie"), p.percent("loss"), p.count("unparsable"));
+                out.printf("%s vs %s: win %s, tie %s, loss %s (%d unparsable)%n", o.system(), p.baseline(), pct(p.percent("win")),
+                        pct(p.percent("tie")), pct(p.percent("loss")), p.count("unparsable"));
             }
             Reports.pairwise(judge.out, o.system(), results, j.model());
         }
@@ -125,8 +135,7 @@ public final class EvalCommand implements Runnable {
                 Evaluation.Likert l = e.likert(Responses.read(p), Templates.load("likert", judge.template), samples);
                 results.add(l);
                 Stats.MeanCi m = l.meanCi();
-                out.printf("%s: %.2f [%.2f, %.2f] over %d scores (%d unparsable)%n", l.system(), m.mean(), m.low(), m.high(), m.n(),
-                        l.unparsable());
+                out.printf("%s: %s over %d scores (%d unparsable)%n", l.system(), meanCi(m), m.n(), l.unparsable());
             }
             Reports.likert(judge.out, results, j.model());
         }

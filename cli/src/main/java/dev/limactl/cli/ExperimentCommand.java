@@ -37,8 +37,8 @@ public final class ExperimentCommand implements Callable<Integer> {
             Judge judge = new Judge(Judge.Config.of(url, model, key), cache);
             List<Evaluation.Likert> results = Experiment.run(grid, this.out, judge, m -> { if (!quiet) err.println(m); });
             for (Evaluation.Likert l : results) {
-                out.printf("%-20s Likert %.2f [%.2f, %.2f] over %d scores (%d unparsable)%n", l.system(), l.meanCi().mean(),
-                        l.meanCi().low(), l.meanCi().high(), l.meanCi().n(), l.unparsable());
+                out.printf("%-20s Likert %s over %d scores (%d unparsable)%n", l.system(), EvalCommand.meanCi(l.meanCi()), l.meanCi().n(),
+                        l.unparsable());
             }
             out.printf("report: %s (likert.md, .json, .png, .svg)%n", this.out);
         }

@@ -61,8 +61,8 @@ public final class SelectCommand implements Callable<Integer> {
             CheckpointSelection.Row best = CheckpointSelection.best(rows);
             CheckpointSelection.report(dir, rows, best, judge.model());
             for (CheckpointSelection.Row r : rows) {
-                out.printf("epoch %2d  Likert %.2f [%.2f, %.2f]  dev perplexity %.2f%s%n", r.epoch(), r.likert().mean(), r.likert().low(),
-                        r.likert().high(), r.devPerplexity(), r == best ? "  <- chosen" : "");
+                out.printf("epoch %2d  Likert %s  dev perplexity %.2f%s%n", r.epoch(), EvalCommand.meanCi(r.likert()), r.devPerplexity(),
+                        r == best ? "  <- chosen" : "");
             }
             if (apply) CheckpointSelection.apply(run, best);
             out.printf("chosen: epoch %d (%s) by %s%s; report %s%n", best.epoch(), best.checkpoint(), CheckpointSelection.basis(rows),
