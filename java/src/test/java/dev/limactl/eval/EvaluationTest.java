@@ -135,6 +135,19 @@ class EvaluationTest {
     }
 
     @Test
+    void theShippedAblationGridAndItsRecipesAreValidAndCurate() {
+        Path grid = Path.of("../cli/examples/ablations/grid.yaml");
+        Experiment.Grid g = Experiment.load(grid);
+        assertEquals(3, g.variants().size());
+        assertTrue(Files.exists(grid.getParent().resolve(g.test())));
+        for (Experiment.Variant v : g.variants()) {
+            Path recipe = grid.getParent().resolve(v.recipe());
+            var r = new dev.limactl.data.curate.Curator(dev.limactl.data.curate.Recipe.load(recipe), recipe.getParent(), m -> { }).run();
+            assertTrue(r.splits().get("train").size() >= 20, v.name() + ": " + r.splits().get("train").size());
+        }
+    }
+
+    @Test
     void verdictParsingIsRobustAndNeverDefaults() {
         assertEquals(5, Verdicts.likert("Reasoning about 3 points.\n5\n5"));
         assertEquals(4, Verdicts.likert("...\nFinal answer: 4."));
