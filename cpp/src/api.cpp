@@ -12,6 +12,7 @@
 #include "lima/lima.h"
 #include "cpu/classifier.hpp"
 #include "cpu/sampling.hpp"
+#include "cuda_plugin.hpp"
 #include "generate.hpp"
 #include "model.hpp"
 #include "trainer.hpp"
@@ -65,9 +66,11 @@ void need(const T *p, const char *fn, const char *what) {
 
 void check_device(const char *device) {
     if (device == nullptr || std::strcmp(device, "cpu") == 0) return;
-    if (std::strncmp(device, "cuda", 4) == 0)
-        lima::fail(LIMA_ERR_UNSUPPORTED, "device \"", device,
-                   "\": this liblima has no CUDA backend; use device \"cpu\"");
+    if (std::strncmp(device, "cuda", 4) == 0) {
+        lima::cuda_devices_fn();  // a missing plugin is the clearer error
+        lima::fail(LIMA_ERR_UNSUPPORTED, "device \"", device, "\": the CUDA backend plugin (", lima::cuda_plugin_path(),
+                   ") lists devices but cannot train or generate yet; use device \"cpu\"");
+    }
     lima::fail(LIMA_ERR_INVALID_ARGUMENT, "unknown device \"", device, "\" (expected \"cpu\" or \"cuda[:N]\")");
 }
 
@@ -469,6 +472,19 @@ int lima_sample_logits(const float *logits, int32_t vocab, const lima_sampling *
         *token_out = lima::cpu::sample_token(logits, vocab, *s, pen.data(), seed, counter, probs_out);
     });
 }
+
+int lima_cuda_devices(lima_device_info *out, int32_t cap, int32_t *count) {
+    return guarded([&] {
+        need(count, "lima_cuda_devices", "count");
+        LIMA_REQUIRE(cap >= 0 && (cap == 0 || out), LIMA_ERR_INVALID_ARGUMENT, "lima_cuda_devices: out is NULL or cap < 0");
+        lima_cuda_devices_fn fn = lima::cuda_devices_fn();
+        char err[1024] = {0};
+        const int st = fn(out, cap, count, err, int32_t(sizeof err));
+        if (st != LIMA_OK) lima::fail(st, err);
+    });
+}
+
+const char *lima_cuda_plugin_path(void) { return lima::cuda_plugin_path(); }
 
 float lima_resid_dropout_rate(float p_max, int32_t layer, int32_t num_layers) {
     return lima::resid_dropout_rate(p_max, layer, num_layers);

@@ -1,5 +1,6 @@
 // The ABI surface: versioning, status names, NULL and out-of-range arguments, bad batches and
 // configs: each gives its status and a message naming the argument or field.
+#include <cstring>
 #include <limits>
 
 #include "helpers.hpp"
@@ -31,8 +32,26 @@ TEST(Api, NullArgumentsAreErrorsNotCrashes) {
 TEST(Api, DevicesOtherThanCpu) {
     const lima_model_config c = tiny_config();
     lima_model *m = nullptr;
-    EXPECT_LIMA_ERR(lima_model_create(&c, "cuda:0", 0, &m), LIMA_ERR_UNSUPPORTED, "no CUDA backend");
+    EXPECT_LIMA_ERR(lima_model_create(&c, "cuda:0", 0, &m), LIMA_ERR_UNSUPPORTED, "CUDA backend plugin");
     EXPECT_LIMA_ERR(lima_model_create(&c, "tpu", 0, &m), LIMA_ERR_INVALID_ARGUMENT, "unknown device \"tpu\"");
+}
+
+TEST(Api, CudaDevicesAreListedOrTheMissingPieceIsNamed) {
+    lima_device_info d[8];
+    int32_t n = -1;
+    const int st = lima_cuda_devices(d, 8, &n);
+    if (st == LIMA_OK) {  // a GPU machine with the plugin built
+        EXPECT_GE(n, 1);
+        EXPECT_GT(d[0].total_memory, 0);
+        EXPECT_GT(std::strlen(d[0].name), 0u);
+    } else {  // no plugin, no driver or no device: each said plainly
+        EXPECT_EQ(st, LIMA_ERR_UNSUPPORTED);
+        const std::string msg = lima_last_error();
+        EXPECT_TRUE(msg.find("plugin is not available") != std::string::npos || msg.find("no NVIDIA driver") != std::string::npos ||
+                    msg.find("cannot list CUDA devices") != std::string::npos)
+            << msg;
+    }
+    EXPECT_LIMA_ERR(lima_cuda_devices(nullptr, 4, &n), LIMA_ERR_INVALID_ARGUMENT, "out is NULL");
 }
 
 TEST(Api, InvalidModelConfigNamesTheField) {

@@ -61,6 +61,25 @@ LIMA_API const char *lima_status_name(int status);
 LIMA_API int lima_set_num_threads(int n);
 LIMA_API int lima_get_num_threads(void);
 
+/* ---------------------------------------------------------------- devices */
+
+/* A CUDA device as the CUDA backend plugin sees it. */
+typedef struct lima_device_info {
+    char name[256];
+    int64_t total_memory;        /* bytes */
+    int64_t free_memory;         /* bytes */
+    int32_t compute_major, compute_minor;
+    int32_t runtime_version;     /* e.g. 13000 for CUDA 13.0 */
+    int32_t driver_version;
+} lima_device_info;
+
+/* Lists CUDA devices through the CUDA backend plugin (liblima_cuda<major>.so, loaded at run time:
+ * $LIMA_CUDA_PLUGIN, then next to liblima, then the loader's search path). Fails with
+ * LIMA_ERR_UNSUPPORTED and a message saying which of plugin, driver or device is missing. */
+LIMA_API int lima_cuda_devices(lima_device_info *out, int32_t cap, int32_t *count);
+/* The plugin file that was (or would be) loaded, "" if none was found. Static storage. */
+LIMA_API const char *lima_cuda_plugin_path(void);
+
 /* ---------------------------------------------------------------- model */
 
 /* The Hugging Face LlamaConfig fields liblima uses. */

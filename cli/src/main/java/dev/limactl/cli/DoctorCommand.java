@@ -23,7 +23,18 @@ public final class DoctorCommand implements Callable<Integer> {
             out.println("liblima:   FAILED to load: " + e);
             return ExitCodes.UNEXPECTED_STATE;
         }
-        out.println("cuda:      not available in this build (the CUDA backend is not built yet)");
+        try {
+            var devices = Lima.cudaDevices();
+            out.println("cuda:      " + devices.size() + " device(s); the CUDA backend lists devices but cannot train or generate yet");
+            for (int i = 0; i < devices.size(); i++) {
+                var d = devices.get(i);
+                out.printf("  cuda:%d   %s, compute %d.%d, %.1f GiB (%.1f GiB free), CUDA runtime %d.%d, driver %d.%d%n", i, d.name(),
+                        d.computeMajor(), d.computeMinor(), d.totalMemory() / 1073741824.0, d.freeMemory() / 1073741824.0,
+                        d.runtimeVersion() / 1000, d.runtimeVersion() % 1000 / 10, d.driverVersion() / 1000, d.driverVersion() % 1000 / 10);
+            }
+        } catch (dev.limactl.engine.LimaException e) {
+            out.println("cuda:      unavailable: " + e.getMessage().replace("\n", "\n           "));
+        }
         return ExitCodes.OK;
     }
 }

@@ -44,6 +44,7 @@ class CliTest {
         Run d = limactl("doctor");
         assertEquals(0, d.code(), d.err());
         assertTrue(d.out().contains("cpu:       backend ok"), d.out());
+        assertTrue(d.out().contains("cuda:      "), d.out());  // devices, or which of plugin, driver, device is missing
     }
 
     @Test

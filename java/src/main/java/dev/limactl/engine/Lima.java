@@ -33,6 +33,17 @@ public final class Lima {
         return LimaNative.lima_get_num_threads();
     }
 
+    /** A CUDA device as the CUDA backend plugin reports it. */
+    public record Device(String name, long totalMemory, long freeMemory, int computeMajor, int computeMinor, int runtimeVersion,
+                         int driverVersion) {}
+
+    /** CUDA devices; throws LimaException saying which of plugin, driver or device is missing. */
+    public static java.util.List<Device> cudaDevices() {
+        abiVersion();
+        return LimaNative.cudaDevices(Native::check).stream().map(r -> new Device((String) r[0], (long) r[1], (long) r[2],
+                (int) r[3], (int) r[4], (int) r[5], (int) r[6])).toList();
+    }
+
     /** Residual-dropout rate of layer l of L for a top rate pMax (0 at the bottom, pMax at the top). */
     public static float residDropoutRate(float pMax, int layer, int layers) {
         return LimaNative.lima_resid_dropout_rate(pMax, layer, layers);

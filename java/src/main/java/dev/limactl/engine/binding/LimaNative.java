@@ -213,6 +213,58 @@ public final class LimaNative {
 
     public static native float lima_resid_dropout_rate(float pMax, int layer, int numLayers);
 
+    /** {@code lima_device_info}. */
+    public static class lima_device_info extends Pointer {
+        static {
+            Loader.load();
+        }
+
+        public lima_device_info(long n) {
+            allocateArray(n);
+        }
+
+        private native void allocateArray(long n);
+
+        @Override
+        public lima_device_info position(long p) {
+            return (lima_device_info) super.position(p);
+        }
+
+        @org.bytedeco.javacpp.annotation.MemberGetter public native @Cast("char*") BytePointer name();
+        public native @Cast("int64_t") long total_memory(); public native lima_device_info total_memory(long v);
+        public native @Cast("int64_t") long free_memory(); public native lima_device_info free_memory(long v);
+        public native int compute_major(); public native lima_device_info compute_major(int v);
+        public native int compute_minor(); public native lima_device_info compute_minor(int v);
+        public native int runtime_version(); public native lima_device_info runtime_version(int v);
+        public native int driver_version(); public native lima_device_info driver_version(int v);
+    }
+
+    public static native int lima_cuda_devices(lima_device_info out, int cap, int[] count);
+
+    public static native @Cast("const char*") BytePointer lima_cuda_plugin_path();
+
+    /** The CUDA devices as (name, total, free, cc major, cc minor, runtime, driver) rows; a native error throws. */
+    public static java.util.List<Object[]> cudaDevices(java.util.function.IntConsumer check) {
+        lima_device_info d = new lima_device_info(16);
+        try {
+            int[] n = new int[1];
+            check.accept(lima_cuda_devices(d, 16, n));
+            java.util.List<Object[]> out = new java.util.ArrayList<>();
+            for (int i = 0; i < Math.min(n[0], 16); i++) {
+                lima_device_info x = d.getPointer(i);
+                out.add(new Object[] {x.name().getString(), x.total_memory(), x.free_memory(), x.compute_major(), x.compute_minor(),
+                        x.runtime_version(), x.driver_version()});
+            }
+            return out;
+        } finally {
+            d.close();
+        }
+    }
+
+    public static String cudaPluginPath() {
+        return lima_cuda_plugin_path().getString();
+    }
+
     /** {@code lima_sampling}. */
     public static class lima_sampling extends Pointer {
         static {
