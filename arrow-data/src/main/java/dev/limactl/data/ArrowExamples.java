@@ -56,19 +56,29 @@ public final class ArrowExamples {
         }
     }
 
+    /** The vectors of one record batch of {@link ExampleSchema}. */
+    private record Vectors(VarCharVector id, VarCharVector source, VarCharVector split, ListVector turns, StructVector turn,
+                           VarCharVector role, VarCharVector text, MapVector prov, StructVector entry, VarCharVector key,
+                           VarCharVector value) {
+        static Vectors of(VectorSchemaRoot root) {
+            ListVector turns = (ListVector) root.getVector("turns");
+            StructVector turn = (StructVector) turns.getDataVector();
+            MapVector prov = (MapVector) root.getVector("provenance");
+            StructVector entry = (StructVector) prov.getDataVector();
+            return new Vectors((VarCharVector) root.getVector("id"), (VarCharVector) root.getVector("source"),
+                    (VarCharVector) root.getVector("split"), turns, turn, (VarCharVector) turn.getChild("role"),
+                    (VarCharVector) turn.getChild("text"), prov, entry, (VarCharVector) entry.getChild("key"),
+                    (VarCharVector) entry.getChild("value"));
+        }
+    }
+
     private static void fill(VectorSchemaRoot root, List<Example> rows) {
         root.allocateNew();
-        VarCharVector id = (VarCharVector) root.getVector("id");
-        VarCharVector source = (VarCharVector) root.getVector("source");
-        VarCharVector split = (VarCharVector) root.getVector("split");
-        ListVector turns = (ListVector) root.getVector("turns");
-        StructVector turn = (StructVector) turns.getDataVector();
-        VarCharVector role = (VarCharVector) turn.getChild("role");
-        VarCharVector text = (VarCharVector) turn.getChild("text");
-        MapVector prov = (MapVector) root.getVector("provenance");
-        StructVector entry = (StructVector) prov.getDataVector();
-        VarCharVector key = (VarCharVector) entry.getChild("key");
-        VarCharVector value = (VarCharVector) entry.getChild("value");
+        Vectors vs = Vectors.of(root);
+        VarCharVector id = vs.id(), source = vs.source(), split = vs.split(), role = vs.role(), text = vs.text(), key = vs.key(), value = vs.value();
+        ListVector turns = vs.turns();
+        StructVector turn = vs.turn(), entry = vs.entry();
+        MapVector prov = vs.prov();
         int t = 0, p = 0;
         for (int i = 0; i < rows.size(); i++) {
             Example e = rows.get(i);
@@ -128,17 +138,10 @@ public final class ArrowExamples {
     }
 
     private static void readBatch(Path path, VectorSchemaRoot root, int base, List<Example> out) {
-        VarCharVector id = (VarCharVector) root.getVector("id");
-        VarCharVector source = (VarCharVector) root.getVector("source");
-        VarCharVector split = (VarCharVector) root.getVector("split");
-        ListVector turns = (ListVector) root.getVector("turns");
-        StructVector turn = (StructVector) turns.getDataVector();
-        VarCharVector role = (VarCharVector) turn.getChild("role");
-        VarCharVector text = (VarCharVector) turn.getChild("text");
-        MapVector prov = (MapVector) root.getVector("provenance");
-        StructVector entry = (StructVector) prov.getDataVector();
-        VarCharVector key = (VarCharVector) entry.getChild("key");
-        VarCharVector value = (VarCharVector) entry.getChild("value");
+        Vectors vs = Vectors.of(root);
+        VarCharVector id = vs.id(), source = vs.source(), split = vs.split(), role = vs.role(), text = vs.text(), key = vs.key(), value = vs.value();
+        ListVector turns = vs.turns();
+        MapVector prov = vs.prov();
         for (int i = 0; i < root.getRowCount(); i++) {
             try {
                 List<Turn> ts = new ArrayList<>();

@@ -42,13 +42,22 @@ public final class EvalCommand implements Runnable {
         return Double.isNaN(m.low()) ? String.format("%.2f", m.mean()) : String.format("%.2f [%.2f, %.2f]", m.mean(), m.low(), m.high());
     }
 
-    /** Judge connection flags. */
-    static final class JudgeOptions {
+    /** Where the judge is: shared by eval, select and experiment. */
+    static final class JudgeConnection {
         @Option(names = "--judge-url", description = "Base URL (default: env LIMACTL_JUDGE_URL, else https://api.openai.com/v1).") String url;
 
         @Option(names = "--judge-model", description = "Model (default: env LIMACTL_JUDGE_MODEL, else gpt-4).") String model;
 
         @Option(names = "--judge-key", description = "API key (default: env OPENAI_API_KEY).") String key;
+
+        Judge.Config config() {
+            return Judge.Config.of(url, model, key);
+        }
+    }
+
+    /** Judge flags of the eval commands. */
+    static final class JudgeOptions {
+        @Mixin JudgeConnection connection;
 
         @Option(names = "--concurrency", defaultValue = "4", description = "Requests in flight (default ${DEFAULT-VALUE}).") int concurrency;
 
@@ -61,7 +70,7 @@ public final class EvalCommand implements Runnable {
         @Option(names = "--out", required = true, description = "Report directory.") Path out;
 
         Judge judge(JudgeCache cache) {
-            Judge.Config d = Judge.Config.of(url, model, key);
+            Judge.Config d = connection.config();
             return new Judge(new Judge.Config(d.baseUrl(), d.model(), d.apiKey(), Duration.ofSeconds(timeout), retries, Duration.ofSeconds(1),
                     concurrency, 0.0), cache);
         }

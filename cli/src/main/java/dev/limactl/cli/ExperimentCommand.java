@@ -21,11 +21,7 @@ public final class ExperimentCommand implements Callable<Integer> {
 
     @Option(names = "--out", required = true, description = "Output directory (one folder per variant).") Path out;
 
-    @Option(names = "--judge-url", description = "Base URL (default: env LIMACTL_JUDGE_URL, else https://api.openai.com/v1).") String url;
-
-    @Option(names = "--judge-model", description = "Model (default: env LIMACTL_JUDGE_MODEL, else gpt-4).") String model;
-
-    @Option(names = "--judge-key", description = "API key (default: env OPENAI_API_KEY).") String key;
+    @CommandLine.Mixin EvalCommand.JudgeConnection judgeConnection;
 
     @CommandLine.Spec CommandLine.Model.CommandSpec spec;
 
@@ -34,7 +30,7 @@ public final class ExperimentCommand implements Callable<Integer> {
         PrintWriter out = spec.commandLine().getOut(), err = spec.commandLine().getErr();
         boolean quiet = LimactlCommand.quiet(spec.commandLine());
         try (JudgeCache cache = new JudgeCache(this.out.resolve("judge-cache.jsonl"))) {
-            Judge judge = new Judge(Judge.Config.of(url, model, key), cache);
+            Judge judge = new Judge(judgeConnection.config(), cache);
             List<Evaluation.Likert> results = Experiment.run(grid, this.out, judge, m -> { if (!quiet) err.println(m); });
             for (Evaluation.Likert l : results) {
                 out.printf("%-20s Likert %s over %d scores (%d unparsable)%n", l.system(), EvalCommand.meanCi(l.meanCi()), l.meanCi().n(),

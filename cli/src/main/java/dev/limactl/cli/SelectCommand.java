@@ -32,11 +32,7 @@ public final class SelectCommand implements Callable<Integer> {
 
     @Option(names = "--apply", description = "Mark the chosen checkpoint in the run.") boolean apply;
 
-    @Option(names = "--judge-url", description = "Base URL (default: env LIMACTL_JUDGE_URL, else https://api.openai.com/v1).") String url;
-
-    @Option(names = "--judge-model", description = "Model (default: env LIMACTL_JUDGE_MODEL, else gpt-4).") String model;
-
-    @Option(names = "--judge-key", description = "API key (default: env OPENAI_API_KEY).") String key;
+    @CommandLine.Mixin EvalCommand.JudgeConnection judgeConnection;
 
     @CommandLine.Spec CommandLine.Model.CommandSpec spec;
 
@@ -55,7 +51,7 @@ public final class SelectCommand implements Callable<Integer> {
         boolean quiet = LimactlCommand.quiet(spec.commandLine());
         Path dir = run.resolve("select");
         try (JudgeCache cache = new JudgeCache(dir.resolve("judge-cache.jsonl"))) {
-            Judge judge = new Judge(Judge.Config.of(url, model, key), cache);
+            Judge judge = new Judge(judgeConnection.config(), cache);
             List<CheckpointSelection.Row> rows = CheckpointSelection.run(run, from, to, ExampleFiles.read(dev, "dev"), judge,
                     Templates.load("likert", null), Sampling.lima(), samples, maxNewTokens, m -> { if (!quiet) err.println(m); });
             CheckpointSelection.Row best = CheckpointSelection.best(rows);
