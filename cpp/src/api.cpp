@@ -361,7 +361,6 @@ int lima_trainer_zero_grad(lima_trainer *t) {
     return guarded([&] {
         need(t, "lima_trainer_zero_grad", "trainer");
         t->t->zero_grad();
-        t->t->micro = 0;
     });
 }
 

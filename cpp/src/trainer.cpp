@@ -79,11 +79,14 @@ lima_step_result Trainer::apply(float lr) {
                           grads.data() + p.offset, long(p.numel()), p.decay, a);
     zero_grad();
     r.step = ++step;
-    micro = 0;
     return r;
 }
 
-void Trainer::zero_grad() { std::fill(grads.begin(), grads.end(), 0.0f); }
+// A new optimiser step starts: no gradient, micro-batch index 0 (part of the dropout key).
+void Trainer::zero_grad() {
+    std::fill(grads.begin(), grads.end(), 0.0f);
+    micro = 0;
+}
 
 void Trainer::save_state(const std::string &path) const {
     std::vector<StWriteItem> items;

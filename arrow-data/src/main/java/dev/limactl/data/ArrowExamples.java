@@ -7,7 +7,6 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -32,27 +31,25 @@ public final class ArrowExamples {
 
     /** Writes examples to path (via a temporary file and an atomic rename), in record batches of 1024 rows. */
     public static void write(Path path, List<Example> examples) {
-        Path tmp = path.resolveSibling(path.getFileName() + ".tmp");
-        try (BufferAllocator alloc = new RootAllocator();
-             VectorSchemaRoot root = VectorSchemaRoot.create(ExampleSchema.schema(), alloc);
-             FileChannel ch = FileChannel.open(tmp, StandardOpenOption.CREATE, StandardOpenOption.TRUNCATE_EXISTING,
-                     StandardOpenOption.WRITE);
-             ArrowFileWriter writer = new ArrowFileWriter(root, null, ch)) {
-            writer.start();
-            for (int from = 0; from < examples.size() || from == 0; from += BATCH_ROWS) {
-                fill(root, examples.subList(from, Math.min(examples.size(), from + BATCH_ROWS)));
-                writer.writeBatch();
-                if (examples.isEmpty()) break;
-            }
-            writer.end();
-            ch.force(true);
-        } catch (IOException e) {
-            throw new DataFormatException("cannot write " + path + ": " + e.getMessage(), e);
-        }
         try {
-            Files.move(tmp, path, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
-        } catch (IOException e) {
-            throw new DataFormatException("cannot rename " + tmp + " to " + path + ": " + e.getMessage(), e);
+            AtomicFiles.replace(path, tmp -> {
+                try (BufferAllocator alloc = new RootAllocator();
+                     VectorSchemaRoot root = VectorSchemaRoot.create(ExampleSchema.schema(), alloc);
+                     FileChannel ch = FileChannel.open(tmp, StandardOpenOption.CREATE, StandardOpenOption.TRUNCATE_EXISTING,
+                             StandardOpenOption.WRITE);
+                     ArrowFileWriter writer = new ArrowFileWriter(root, null, ch)) {
+                    writer.start();
+                    for (int from = 0; from < examples.size() || from == 0; from += BATCH_ROWS) {
+                        fill(root, examples.subList(from, Math.min(examples.size(), from + BATCH_ROWS)));
+                        writer.writeBatch();
+                        if (examples.isEmpty()) break;
+                    }
+                    writer.end();
+                    ch.force(true);
+                }
+            });
+        } catch (java.io.UncheckedIOException e) {
+            throw new DataFormatException(e.getMessage(), e);
         }
     }
 

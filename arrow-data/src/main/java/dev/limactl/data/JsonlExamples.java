@@ -11,7 +11,6 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -86,27 +85,25 @@ public final class JsonlExamples {
 
     /** Writes examples in the LIMA jsonl form (plus id, split, provenance), via a temporary file. */
     public static void write(Path path, List<Example> examples) {
-        Path tmp = path.resolveSibling(path.getFileName() + ".tmp");
-        try (Writer w = Files.newBufferedWriter(tmp, StandardCharsets.UTF_8)) {
-            for (Example e : examples) {
-                ObjectNode o = JSON.createObjectNode();
-                ArrayNode conv = o.putArray("conversations");
-                e.turns().forEach(t -> conv.add(t.text()));
-                o.put("source", e.source());
-                o.put("id", e.id());
-                o.put("split", e.split());
-                ObjectNode pv = o.putObject("provenance");
-                e.provenance().forEach(pv::put);
-                w.write(JSON.writeValueAsString(o));
-                w.write('\n');
-            }
-        } catch (IOException e) {
-            throw new DataFormatException("cannot write " + path + ": " + e.getMessage(), e);
-        }
         try {
-            Files.move(tmp, path, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
-        } catch (IOException e) {
-            throw new DataFormatException("cannot rename " + tmp + " to " + path + ": " + e.getMessage(), e);
+            AtomicFiles.replace(path, tmp -> {
+                try (Writer w = Files.newBufferedWriter(tmp, StandardCharsets.UTF_8)) {
+                    for (Example e : examples) {
+                        ObjectNode o = JSON.createObjectNode();
+                        ArrayNode conv = o.putArray("conversations");
+                        e.turns().forEach(t -> conv.add(t.text()));
+                        o.put("source", e.source());
+                        o.put("id", e.id());
+                        o.put("split", e.split());
+                        ObjectNode pv = o.putObject("provenance");
+                        e.provenance().forEach(pv::put);
+                        w.write(JSON.writeValueAsString(o));
+                        w.write('\n');
+                    }
+                }
+            });
+        } catch (java.io.UncheckedIOException e) {
+            throw new DataFormatException(e.getMessage(), e);
         }
     }
 }

@@ -7,7 +7,6 @@ import dev.limactl.data.Turn;
 import dev.limactl.engine.Sampling;
 import dev.limactl.generate.Generator;
 import dev.limactl.generate.ModelDir;
-import dev.limactl.train.TrainListener;
 import dev.limactl.train.TrainRun;
 import java.io.PrintWriter;
 import java.nio.file.Path;
@@ -38,28 +37,7 @@ public final class DemoCommand implements Callable<Integer> {
                 : Path.of("limactl-demo", "run-" + LocalDateTime.now().format(DateTimeFormatter.ofPattern("yyyyMMdd-HHmmss")));
         long t0 = System.nanoTime();
         TrainRun tr = TrainRun.create(ConfigLoader.preset("demo").set(sets), dir);
-        ProgressBar bar = new ProgressBar(err, LimactlCommand.quiet(spec.commandLine()));
-        TrainRun.Result r = tr.run(new TrainListener() {
-            @Override
-            public void onStart(TrainRun.Plan plan) {
-                bar.onStart(plan);
-            }
-
-            @Override
-            public void onStep(TrainRun.StepMetrics m) {
-                bar.onStep(m);
-            }
-
-            @Override
-            public void onEpoch(int epoch, Path checkpoint, double ppl) {
-                bar.onEpoch(epoch, checkpoint, ppl);
-            }
-
-            @Override
-            public void onWarning(String message) {
-                bar.onWarning(message);
-            }
-        });
+        TrainRun.Result r = tr.run(new ProgressBar(err, LimactlCommand.quiet(spec.commandLine())));
         double secs = (System.nanoTime() - t0) / 1e9;
         out.println();
         out.println("limactl demo: summary");

@@ -17,6 +17,13 @@ public final class Main {
         System.exit(run(args, new PrintWriter(System.out, true), new PrintWriter(System.err, true)));
     }
 
+    /** An error a command has already printed; it only carries the cause's exit code. */
+    static final class Reported extends RuntimeException {
+        Reported(RuntimeException cause) {
+            super(cause.getMessage(), cause);
+        }
+    }
+
     /** Runs limactl in-process with the given streams and returns its exit code. */
     public static int run(String[] args, PrintWriter out, PrintWriter err) {
         CommandLine cl = new CommandLine(new LimactlCommand());
@@ -25,8 +32,9 @@ public final class Main {
         cl.setExitCodeExceptionMapper(Main::exitCode);
         cl.setExecutionExceptionHandler((e, cmd, parsed) -> {
             int code = exitCode(e);
-            err.println("limactl: " + (code == ExitCodes.INTERNAL ? "internal error: " + e : e.getMessage()));
-            if (code == ExitCodes.INTERNAL || LimactlCommand.verbose(cmd)) e.printStackTrace(err);
+            Throwable shown = e instanceof Reported ? e.getCause() : e;
+            if (!(e instanceof Reported)) err.println("limactl: " + (code == ExitCodes.INTERNAL ? "internal error: " + e : e.getMessage()));
+            if (code == ExitCodes.INTERNAL || LimactlCommand.verbose(cmd)) shown.printStackTrace(err);
             return code;
         });
         cl.setParameterExceptionHandler((e, a) -> {
@@ -38,6 +46,7 @@ public final class Main {
     }
 
     static int exitCode(Throwable e) {
+        if (e instanceof Reported) return exitCode(e.getCause());
         if (e instanceof LimaException l) {
             return l.isInputError() ? ExitCodes.INVALID_INPUT
                     : l.statusName().equals("LIMA_ERR_STATE") ? ExitCodes.UNEXPECTED_STATE : ExitCodes.INTERNAL;

@@ -3,11 +3,9 @@ package dev.limactl.cli;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.limactl.chat.ChatFormat;
 import dev.limactl.data.ExampleFiles;
-import dev.limactl.engine.Model;
-import dev.limactl.tokenizer.Tokenizer;
+import dev.limactl.generate.ModelDir;
 import dev.limactl.train.Perplexity;
 import java.io.PrintWriter;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
 import java.util.Map;
@@ -39,14 +37,8 @@ public final class PerplexityCommand implements Callable<Integer> {
     @Override
     public Integer call() throws Exception {
         PrintWriter out = spec.commandLine().getOut();
-        try (Tokenizer tok = Tokenizer.open(tokenizer != null ? tokenizer : model); Model m = Model.load(model)) {
-            Path meta = model.resolve("limactl.json");
-            int eot = Files.exists(meta) ? new ObjectMapper().readTree(meta.toFile()).path("eot_token_id").asInt() : ChatFormat.eotIdFor(tok);
-            if (eot >= m.config().vocabSize()) {
-                throw new IllegalArgumentException(model + " has no EOT token (vocabulary " + m.config().vocabSize()
-                        + "): perplexity is measured on LIMA-format checkpoints (made by limactl train)");
-            }
-            Perplexity p = Perplexity.of(m, new ChatFormat(tok, eot, maxTokens), ExampleFiles.read(data, "dev"), 8192);
+        try (ModelDir md = new ModelDir(model, tokenizer, maxTokens)) {
+            Perplexity p = Perplexity.of(md.model, new ChatFormat(md.tokenizer, md.eotId, maxTokens), ExampleFiles.read(data, "dev"), 8192);
             if (json) {
                 Map<String, Object> r = new LinkedHashMap<>();
                 r.put("model", model.toString());

@@ -100,9 +100,10 @@ public final class TrainCommand implements Callable<Integer> {
             out.printf("done: %d steps; checkpoints in %s%n", r.steps(), tr.runDir().resolve("checkpoints"));
             return ExitCodes.OK;
         } catch (RuntimeException e) {
-            err.println("limactl: " + e.getMessage());
+            // Reported here, before the Ctrl-C hook lets the JVM go; Main must not print it again.
+            err.println("limactl: " + (Main.exitCode(e) == ExitCodes.INTERNAL ? "internal error: " + e : e.getMessage()));
             err.flush();
-            throw e;
+            throw new Main.Reported(e);
         } finally {
             err.flush();
             out.flush();

@@ -4,6 +4,7 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.SerializationFeature;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.limactl.chat.ChatFormat;
+import dev.limactl.data.AtomicFiles;
 import dev.limactl.data.Example;
 import dev.limactl.data.Turn;
 import dev.limactl.engine.Sampling;
@@ -16,7 +17,6 @@ import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.LinkedHashMap;
@@ -131,9 +131,7 @@ public final class CheckpointSelection {
         try {
             ObjectNode o = new ObjectMapper().createObjectNode().put("epoch", best.epoch()).put("checkpoint", best.checkpoint())
                     .put("likert", best.likert().mean()).put("dev_perplexity", best.devPerplexity());
-            Path tmp = runDir.resolve("selected.json.tmp");
-            Files.writeString(tmp, o.toPrettyString() + "\n");
-            Files.move(tmp, runDir.resolve("selected.json"), StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+            AtomicFiles.writeString(runDir.resolve("selected.json"), o.toPrettyString() + "\n");
             Path link = runDir.resolve("checkpoints").resolve("selected");
             Files.deleteIfExists(link);
             Files.createSymbolicLink(link, Path.of(best.checkpoint()).getFileName());

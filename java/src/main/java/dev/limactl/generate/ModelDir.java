@@ -1,12 +1,9 @@
 package dev.limactl.generate;
 
-import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.limactl.chat.ChatFormat;
 import dev.limactl.engine.Model;
 import dev.limactl.tokenizer.Tokenizer;
-import java.io.IOException;
-import java.io.UncheckedIOException;
-import java.nio.file.Files;
+import dev.limactl.train.TrainRun;
 import java.nio.file.Path;
 
 /** A LIMA-format checkpoint directory opened for generation: model, tokenizer and the EOT id. */
@@ -27,20 +24,18 @@ public final class ModelDir implements AutoCloseable {
         }
         this.model = m;
         this.tokenizer = tok;
-        Path meta = dir.resolve("limactl.json");
-        int eot = ChatFormat.eotIdFor(tok);
-        if (Files.exists(meta)) {
-            try {
-                eot = new ObjectMapper().readTree(meta.toFile()).path("eot_token_id").asInt(eot);
-            } catch (IOException e) {
-                close();
-                throw new UncheckedIOException("cannot read " + meta + ": " + e.getMessage(), e);
-            }
+        int recorded;
+        try {
+            recorded = TrainRun.checkpointEotId(dir);
+        } catch (RuntimeException e) {
+            close();
+            throw e;
         }
+        int eot = recorded >= 0 ? recorded : ChatFormat.eotIdFor(tok);
         if (eot >= m.config().vocabSize()) {
             close();
             throw new IllegalArgumentException(dir + " has no EOT token (vocabulary " + m.config().vocabSize()
-                    + "): generation needs a LIMA-format checkpoint (made by limactl train)");
+                    + "): this needs a LIMA-format checkpoint (made by limactl train)");
         }
         this.eotId = eot;
         this.generator = new Generator(m, tok, eot, contextLength);

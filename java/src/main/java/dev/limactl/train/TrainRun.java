@@ -7,6 +7,7 @@ import dev.limactl.chat.ChatFormat;
 import dev.limactl.config.ConfigException;
 import dev.limactl.config.ConfigLoader;
 import dev.limactl.config.LimaConfig;
+import dev.limactl.data.AtomicFiles;
 import dev.limactl.data.Example;
 import dev.limactl.data.ExampleFiles;
 import dev.limactl.engine.Batch;
@@ -256,15 +257,27 @@ public final class TrainRun {
         return Model.random(mc, cfg.training().seed());
     }
 
+    /**
+     * The EOT id recorded in the limactl.json of a checkpoint directory made by limactl train, or -1 if
+     * the directory has none (a plain Hugging Face checkpoint).
+     */
+    public static int checkpointEotId(Path checkpointDir) {
+        Path meta = checkpointDir.resolve("limactl.json");
+        if (!Files.exists(meta)) return -1;
+        int eot = readJson(meta).path("eot_token_id").asInt(-1);
+        if (eot < 0) throw new RunStateException(meta + ": no valid eot_token_id");
+        return eot;
+    }
+
     /** The EOT id: from limactl.json of a checkpoint made by limactl, else a new token after the tokenizer's. */
     private int eotId(Model model, Tokenizer tok, Path state) {
-        Path meta = state != null ? state.resolve("model/limactl.json")
-                : cfg.model().init().equals("pretrained") ? resolve(cfg.model().path()).resolve("limactl.json") : null;
+        Path dir = state != null ? state.resolve("model")
+                : cfg.model().init().equals("pretrained") ? resolve(cfg.model().path()) : null;
         int vocab = model.config().vocabSize();
-        if (meta != null && Files.exists(meta)) {
-            int eot = readJson(meta).path("eot_token_id").asInt(-1);
-            if (eot < 0 || eot >= vocab) throw new RunStateException(meta + ": eot_token_id " + eot + " is not in the vocabulary");
-            return eot;
+        int recorded = dir == null ? -1 : checkpointEotId(dir);
+        if (recorded >= 0) {
+            if (recorded >= vocab) throw new RunStateException(dir.resolve("limactl.json") + ": eot_token_id " + recorded + " is not in the vocabulary");
+            return recorded;
         }
         int eot = ChatFormat.eotIdFor(tok);
         if (vocab < eot) {
@@ -372,13 +385,7 @@ public final class TrainRun {
     }
 
     private static void write(Path p, String text) {
-        Path tmp = p.resolveSibling(p.getFileName() + ".tmp");
-        try {
-            Files.writeString(tmp, text);
-            Files.move(tmp, p, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
-        } catch (IOException e) {
-            throw new UncheckedIOException("cannot write " + p + ": " + e.getMessage(), e);
-        }
+        AtomicFiles.writeString(p, text);
     }
 
     private static void copy(Path from, Path to) {

@@ -4,6 +4,7 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.SerializationFeature;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.limactl.data.ArrowExamples;
+import dev.limactl.data.AtomicFiles;
 import dev.limactl.data.DataFormatException;
 import dev.limactl.data.Example;
 import dev.limactl.data.JsonlExamples;
@@ -14,7 +15,6 @@ import java.io.Writer;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.LinkedHashMap;
@@ -330,18 +330,20 @@ public final class Curator {
     public static void write(Result r, Path outDir, ToIntFunction<String> tokenCounter, Recipe recipe) {
         try {
             Files.createDirectories(outDir);
-            for (var e : r.splits().entrySet()) ArrowExamples.write(outDir.resolve(e.getKey() + ".arrow"), e.getValue());
-            Path rej = outDir.resolve("rejected.jsonl"), tmp = outDir.resolve("rejected.jsonl.tmp");
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot write the curated data to " + outDir + ": " + e.getMessage(), e);
+        }
+        for (var e : r.splits().entrySet()) ArrowExamples.write(outDir.resolve(e.getKey() + ".arrow"), e.getValue());
+        AtomicFiles.replace(outDir.resolve("rejected.jsonl"), tmp -> {
             try (Writer w = Files.newBufferedWriter(tmp, StandardCharsets.UTF_8)) {
                 ObjectMapper line = new ObjectMapper();
                 for (Rejection x : r.rejected()) w.write(line.writeValueAsString(x) + "\n");
             }
-            Files.move(tmp, rej, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
-            Path man = outDir.resolve("manifest.json"), mtmp = outDir.resolve("manifest.json.tmp");
-            Files.writeString(mtmp, JSON.writeValueAsString(manifest(r, tokenCounter, recipe)) + "\n");
-            Files.move(mtmp, man, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+        });
+        try {
+            AtomicFiles.writeString(outDir.resolve("manifest.json"), JSON.writeValueAsString(manifest(r, tokenCounter, recipe)) + "\n");
         } catch (IOException e) {
-            throw new UncheckedIOException("cannot write the curated data to " + outDir + ": " + e.getMessage(), e);
+            throw new UncheckedIOException(e);
         }
     }
 

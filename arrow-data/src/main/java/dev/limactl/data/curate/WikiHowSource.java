@@ -1,12 +1,6 @@
 package dev.limactl.data.curate;
 
 import dev.limactl.data.DataFormatException;
-import java.io.IOException;
-import java.io.Reader;
-import java.io.UncheckedIOException;
-import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
-import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -15,8 +9,6 @@ import java.util.Locale;
 import java.util.Map;
 import java.util.Set;
 import java.util.function.Consumer;
-import org.apache.commons.csv.CSVFormat;
-import org.apache.commons.csv.CSVRecord;
 
 /**
  * wikiHow articles from a CSV with one row per step ({@code title, heading, paragraph}, optional
@@ -37,44 +29,24 @@ public final class WikiHowSource {
         Map<String, StringBuilder> bodies = new LinkedHashMap<>();
         Map<String, String> categories = new LinkedHashMap<>();
         Map<String, Integer> steps = new LinkedHashMap<>();
-        try (Reader r = Files.newBufferedReader(csv, StandardCharsets.UTF_8)) {
-            var parser = CSVFormat.RFC4180.builder().setHeader().setSkipHeaderRecord(true).get().parse(r);
-            if (!parser.getHeaderMap().keySet().containsAll(List.of("title", "paragraph"))) {
-                throw new DataFormatException(csv + ": expected columns title, heading, paragraph; got " + parser.getHeaderNames());
+        CsvRecords.read(csv, "wikiHow", List.of("title", "paragraph"), "title, heading, paragraph", (rec, parser) -> {
+            if (!rec.isConsistent()) {
+                String msg = csv + ": record " + rec.getRecordNumber() + " (line " + parser.getCurrentLineNumber() + ") has "
+                        + rec.size() + " fields, the header has " + parser.getHeaderNames().size();
+                if (!skipBad) throw new DataFormatException(msg);
+                rejected.accept(new Rejection("wikihow", "record-" + rec.getRecordNumber(), "malformed-record", msg));
+                return;
             }
-            boolean hasCategory = parser.getHeaderMap().containsKey("category");
-            var it = parser.iterator();
-            while (true) {
-                CSVRecord rec;
-                try {
-                    if (!it.hasNext()) break;
-                    rec = it.next();
-                } catch (UncheckedIOException | IllegalStateException e) {
-                    throw new DataFormatException(csv + ": broken CSV after record " + parser.getRecordNumber() + " (line "
-                            + parser.getCurrentLineNumber() + "): " + e.getMessage(), e);
-                }
-                if (!rec.isConsistent()) {
-                    String msg = csv + ": record " + rec.getRecordNumber() + " (line " + parser.getCurrentLineNumber() + ") has "
-                            + rec.size() + " fields, the header has " + parser.getHeaderNames().size();
-                    if (!skipBad) throw new DataFormatException(msg);
-                    rejected.accept(new Rejection("wikihow", "record-" + rec.getRecordNumber(), "malformed-record", msg));
-                    continue;
-                }
-                String title = rec.get("title").strip();
-                String heading = rec.isMapped("heading") ? rec.get("heading").strip() : "";
-                if (BOILERPLATE.contains(heading.toLowerCase(Locale.ROOT).replaceAll("[.:]$", ""))) continue;
-                String para = clean(rec.get("paragraph"));
-                if (title.isEmpty() || para.isEmpty()) continue;
-                StringBuilder b = bodies.computeIfAbsent(title, k -> new StringBuilder());
-                steps.merge(title, 1, Integer::sum);
-                b.append(b.length() == 0 ? "" : "\n\n").append(steps.get(title)).append(". ").append(para);
-                if (hasCategory) categories.putIfAbsent(title, rec.get("category").strip());
-            }
-        } catch (NoSuchFileException e) {
-            throw new DataFormatException("wikiHow file " + csv + " does not exist", e);
-        } catch (IOException e) {
-            throw new DataFormatException("cannot read " + csv + ": " + e.getMessage(), e);
-        }
+            String title = rec.get("title").strip();
+            String heading = rec.isMapped("heading") ? rec.get("heading").strip() : "";
+            if (BOILERPLATE.contains(heading.toLowerCase(Locale.ROOT).replaceAll("[.:]$", ""))) return;
+            String para = clean(rec.get("paragraph"));
+            if (title.isEmpty() || para.isEmpty()) return;
+            StringBuilder b = bodies.computeIfAbsent(title, k -> new StringBuilder());
+            steps.merge(title, 1, Integer::sum);
+            b.append(b.length() == 0 ? "" : "\n\n").append(steps.get(title)).append(". ").append(para);
+            if (rec.isMapped("category")) categories.putIfAbsent(title, rec.get("category").strip());
+        });
         List<Article> out = new ArrayList<>();
         bodies.forEach((t, b) -> out.add(new Article(t, categories.getOrDefault(t, ""), leadIn(b.toString()), steps.get(t))));
         return out;

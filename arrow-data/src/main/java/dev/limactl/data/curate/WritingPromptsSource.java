@@ -1,19 +1,11 @@
 package dev.limactl.data.curate;
 
 import dev.limactl.data.DataFormatException;
-import java.io.IOException;
-import java.io.Reader;
-import java.io.UncheckedIOException;
-import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
-import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.List;
 import java.util.function.Consumer;
-import org.apache.commons.csv.CSVFormat;
-import org.apache.commons.csv.CSVRecord;
 
 /**
  * Reddit r/WritingPrompts prompt/story pairs from CSV ({@code row_id, prompt, story}, optional
@@ -27,43 +19,24 @@ public final class WritingPromptsSource {
 
     public static List<Pair> read(Path csv, boolean skipBad, Consumer<Rejection> rejected) {
         List<Pair> out = new ArrayList<>();
-        try (Reader r = Files.newBufferedReader(csv, StandardCharsets.UTF_8)) {
-            var parser = CSVFormat.RFC4180.builder().setHeader().setSkipHeaderRecord(true).get().parse(r);
-            if (!parser.getHeaderMap().keySet().containsAll(List.of("prompt", "story"))) {
-                throw new DataFormatException(csv + ": expected columns prompt and story; got " + parser.getHeaderNames());
+        CsvRecords.read(csv, "WritingPrompts", List.of("prompt", "story"), "prompt and story", (rec, parser) -> {
+            String id = rec.isMapped("row_id") && rec.isSet("row_id") ? rec.get("row_id").strip() : Long.toString(rec.getRecordNumber());
+            if (!rec.isSet("story")) {
+                String msg = csv + ": record " + rec.getRecordNumber() + " has no story field";
+                if (!skipBad) throw new DataFormatException(msg);
+                rejected.accept(new Rejection("writingprompts", id, "malformed-record", msg));
+                return;
             }
-            boolean hasId = parser.getHeaderMap().containsKey("row_id"), hasScore = parser.getHeaderMap().containsKey("score");
-            var it = parser.iterator();
-            while (true) {
-                CSVRecord rec;
+            Integer score = null;
+            if (rec.isMapped("score") && rec.isSet("score") && !rec.get("score").isBlank()) {
                 try {
-                    if (!it.hasNext()) break;
-                    rec = it.next();
-                } catch (UncheckedIOException | IllegalStateException e) {
-                    throw new DataFormatException(csv + ": broken CSV after record " + parser.getRecordNumber() + ": " + e.getMessage(), e);
+                    score = (int) Double.parseDouble(rec.get("score"));
+                } catch (NumberFormatException e) {
+                    throw new DataFormatException(csv + ": record " + rec.getRecordNumber() + ": score \"" + rec.get("score") + "\" is not a number");
                 }
-                String id = hasId && rec.isSet("row_id") ? rec.get("row_id").strip() : Long.toString(rec.getRecordNumber());
-                if (!rec.isSet("story")) {
-                    String msg = csv + ": record " + rec.getRecordNumber() + " has no story field";
-                    if (!skipBad) throw new DataFormatException(msg);
-                    rejected.accept(new Rejection("writingprompts", id, "malformed-record", msg));
-                    continue;
-                }
-                Integer score = null;
-                if (hasScore && rec.isSet("score") && !rec.get("score").isBlank()) {
-                    try {
-                        score = (int) Double.parseDouble(rec.get("score"));
-                    } catch (NumberFormatException e) {
-                        throw new DataFormatException(csv + ": record " + rec.getRecordNumber() + ": score \"" + rec.get("score") + "\" is not a number");
-                    }
-                }
-                out.add(new Pair(id, stripTags(detokenize(rec.get("prompt"))), detokenize(rec.get("story")), score));
             }
-        } catch (NoSuchFileException e) {
-            throw new DataFormatException("WritingPrompts file " + csv + " does not exist", e);
-        } catch (IOException e) {
-            throw new DataFormatException("cannot read " + csv + ": " + e.getMessage(), e);
-        }
+            out.add(new Pair(id, stripTags(detokenize(rec.get("prompt"))), detokenize(rec.get("story")), score));
+        });
         if (out.stream().allMatch(p -> p.score() != null)) out.sort(Comparator.comparing(Pair::score).reversed());
         return out;
     }

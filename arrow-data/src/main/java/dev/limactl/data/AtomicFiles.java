@@ -1,0 +1,38 @@
+package dev.limactl.data;
+
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+
+/** Writing a file so that readers see the old content or the new, never a half-written file. */
+public final class AtomicFiles {
+    /** Writes the new content to the given temporary path. */
+    @FunctionalInterface
+    public interface Content {
+        void writeTo(Path tmp) throws IOException;
+    }
+
+    private AtomicFiles() {}
+
+    /** Writes target.tmp, then renames it over target; on failure target is untouched and the temporary file removed. */
+    public static void replace(Path target, Content content) {
+        Path tmp = target.resolveSibling(target.getFileName() + ".tmp");
+        try {
+            content.writeTo(tmp);
+            Files.move(tmp, target, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+        } catch (IOException e) {
+            try {
+                Files.deleteIfExists(tmp);
+            } catch (IOException ignored) {
+                // the original error is the one to report
+            }
+            throw new UncheckedIOException("cannot write " + target + ": " + e.getMessage(), e);
+        }
+    }
+
+    public static void writeString(Path target, String text) {
+        replace(target, tmp -> Files.writeString(tmp, text));
+    }
+}
