@@ -288,6 +288,12 @@ class CliTest {
         r = limactl("train", "--run", dir.resolve("r3").toString(), "--model", dir.resolve("nomodel").toString(), "--data", "x.jsonl");
         assertEquals(ExitCodes.INVALID_INPUT, r.code());
         assertTrue(r.err().contains("config key \"model.path\""), r.err());
+        Files.writeString(dir.resolve("broken.jsonl"), "{\"conversations\": [\"a\",\n");
+        r = limactl("-q", "train", "--run", dir.resolve("r4").toString(), "--preset", "demo", "--data", dir.resolve("broken.jsonl").toString(),
+                "--set", "data.dev=");
+        assertEquals(ExitCodes.INVALID_INPUT, r.code());
+        assertEquals(1, r.err().split("limactl: ", -1).length - 1, r.err());  // a failing run reports its error once
+        assertTrue(r.err().contains("broken.jsonl:1: "), r.err());
         r = limactl("train");
         assertEquals(ExitCodes.INVALID_INPUT, r.code());
         assertTrue(r.err().contains("Missing required option: '--run=<run>'"), r.err());
