@@ -1,8 +1,14 @@
-// Training throughput of liblima's CPU backend: full steps (forward, backward, AdamW) on random
-// tokens, every token a target. Prints one JSON line. The peer script (bench/peer_train_torch.py)
-// runs the same config with Hugging Face transformers + PyTorch; ci/bench-cpu.sh runs both.
+// Training throughput of liblima: full steps (forward, backward, AdamW) on random tokens, every
+// token a target. Prints one JSON line. The peer scripts (bench/peer_train_torch.py on the CPU,
+// bench/peer_train_torch_cuda.py on a GPU) run the same config with Hugging Face transformers +
+// PyTorch; ci/bench-cpu.sh and ci/bench-gpu.sh run both.
 //   lima_bench_train [--hidden 256 --layers 4 --heads 4 --kv-heads 4 --ffn 688 --vocab 4096
-//                     --batch 8 --seq 256 --steps 10 --warmup 2 --threads 2]
+//                     --batch 8 --seq 256 --steps 10 --warmup 2 --threads 2 --cuda 0|1
+//                     --recompute 0|1 --mix 0|1|2]
+// --mix 1: LIMA-like examples (lengths uniform in [100, 2048]) packed into the rows; --mix 2: the
+// same examples one per row, padded. tokens_per_s then counts real (non-padding) tokens.
+// MFU uses 6N + 6 L d T FLOPs per token and 989 TFLOP/s (H100 SXM dense bf16).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -23,7 +29,7 @@ int main(int argc, char **argv) {
     lima_model_config c;
     lima_model_config_init(&c);
     c.vocab_size = 4096;
-    int batch = 8, seq = 256, steps = 10, warmup = 2, threads = 2;
+    int batch = 8, seq = 256, steps = 10, warmup = 2, threads = 2, cuda = 0, recompute = 0, mix = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         const std::string k = argv[i];
         const int v = std::atoi(argv[i + 1]);
@@ -38,13 +44,18 @@ int main(int argc, char **argv) {
         else if (k == "--steps") steps = v;
         else if (k == "--warmup") warmup = v;
         else if (k == "--threads") threads = v;
+        else if (k == "--cuda") cuda = v;
+        else if (k == "--recompute") recompute = v;
+        else if (k == "--mix") mix = v;
         else { std::fprintf(stderr, "unknown option %s\n", k.c_str()); return 2; }
     }
     check(lima_set_num_threads(threads), "lima_set_num_threads");
     lima_model *m = nullptr;
-    check(lima_model_create(&c, "cpu", 1, &m), "lima_model_create");
+    c.max_position_embeddings = std::max(2048, seq);
+    check(lima_model_create(&c, cuda ? "cuda" : "cpu", 1, &m), "lima_model_create");
     lima_train_config tc;
     lima_train_config_init(&tc);
+    tc.recompute_activations = recompute;
     lima_trainer *t = nullptr;
     check(lima_trainer_create(m, &tc, &t), "lima_trainer_create");
     int64_t nparams = 0;
@@ -56,11 +67,33 @@ int main(int argc, char **argv) {
         x = int32_t((s >> 33) % uint64_t(c.vocab_size));
     }
     std::vector<uint8_t> mask(tok.size(), 1);
+    std::vector<int32_t> seg(tok.size(), 1);
+    int64_t real = int64_t(tok.size());
+    if (mix) {  // examples of 100..2048 tokens: packed back to back (1) or one per row (2)
+        real = 0;
+        std::fill(seg.begin(), seg.end(), 0);
+        for (int r = 0; r < batch; ++r) {
+            int t = 0, id = 1;
+            while (t < seq) {
+                s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+                const int len = std::min(seq - t, 100 + int((s >> 33) % 1949));
+                if (mix == 2 && t > 0) break;
+                if (len < 2) break;
+                for (int i = 0; i < len; ++i) seg[size_t(r) * seq + t + i] = id;
+                t += len;
+                real += len;
+                ++id;
+            }
+        }
+        for (size_t i = 0; i < tok.size(); ++i) mask[i] = seg[i] != 0;
+    }
     lima_batch *b = nullptr;
     check(lima_batch_create(batch, seq, &b), "lima_batch_create");
-    check(lima_batch_set(b, tok.data(), mask.data(), nullptr), "lima_batch_set");
+    check(lima_batch_set(b, tok.data(), mask.data(), seg.data()), "lima_batch_set");
     int64_t targets = 0;
     lima_batch_num_targets(b, &targets);
+    lima_memory_plan plan{};
+    check(lima_trainer_plan_memory(t, batch, seq, &plan), "lima_trainer_plan_memory");
     double loss = 0.0, secs = 0.0;
     for (int i = 0; i < warmup + steps; ++i) {
         const auto t0 = std::chrono::steady_clock::now();
@@ -71,10 +104,14 @@ int main(int argc, char **argv) {
         if (i >= warmup) secs += std::chrono::duration<double>(t1 - t0).count();
         loss = r.loss_sum / double(r.num_targets);
     }
-    const double tps = double(batch) * seq * steps / secs;
-    std::printf("{\"impl\": \"liblima-cpu\", \"params\": %lld, \"threads\": %d, \"batch\": %d, \"seq\": %d, \"steps\": %d, "
-                "\"tokens_per_s\": %.1f, \"step_s\": %.4f, \"final_loss\": %.4f}\n",
-                (long long)nparams, threads, batch, seq, steps, tps, secs / steps, loss);
+    const double tps = double(real) * steps / secs;
+    const double flops = 6.0 * double(nparams) + 6.0 * c.num_layers * double(c.hidden_size) * seq;
+    lima_trainer_plan_memory(t, batch, seq, &plan);
+    std::printf("{\"impl\": \"liblima-%s\", \"params\": %lld, \"threads\": %d, \"batch\": %d, \"seq\": %d, \"mix\": %d, "
+                "\"recompute\": %d, \"steps\": %d, \"tokens_per_s\": %.1f, \"mfu\": %.4f, \"step_s\": %.4f, "
+                "\"plan_gib\": %.2f, \"peak_gib\": %.2f, \"final_loss\": %.4f}\n",
+                cuda ? "cuda" : "cpu", (long long)nparams, threads, batch, seq, mix, recompute, steps, tps, tps * flops / 989e12,
+                secs / steps, plan.total / 1073741824.0, plan.peak / 1073741824.0, loss);
     lima_batch_free(b);
     lima_trainer_free(t);
     lima_model_free(m);

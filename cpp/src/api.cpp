@@ -64,16 +64,6 @@ void need(const T *p, const char *fn, const char *what) {
     LIMA_REQUIRE(p != nullptr, LIMA_ERR_INVALID_ARGUMENT, fn, ": ", what, " is NULL");
 }
 
-void check_device(const char *device) {
-    if (device == nullptr || std::strcmp(device, "cpu") == 0) return;
-    if (std::strncmp(device, "cuda", 4) == 0) {
-        lima::cuda_devices_fn();  // a missing plugin is the clearer error
-        lima::fail(LIMA_ERR_UNSUPPORTED, "device \"", device, "\": the CUDA backend plugin (", lima::cuda_plugin_path(),
-                   ") lists devices but cannot train or generate yet; use device \"cpu\"");
-    }
-    lima::fail(LIMA_ERR_INVALID_ARGUMENT, "unknown device \"", device, "\" (expected \"cpu\" or \"cuda[:N]\")");
-}
-
 int g_default_threads = 0;
 
 }  // namespace
@@ -140,12 +130,13 @@ int lima_model_create(const lima_model_config *cfg, const char *device, uint64_t
     return guarded([&] {
         need(cfg, "lima_model_create", "cfg");
         need(out, "lima_model_create", "out");
-        check_device(device);
+        const int dev = lima::parse_device(device);
         lima::ModelConfig c(*cfg);
         lima::validate(c, "lima_model_create");
         auto h = std::make_unique<lima_model>();
         h->m = std::make_unique<lima::Model>(c);
         lima::random_init(*h->m, seed);
+        if (dev >= 0) lima::cuda_attach(*h->m, dev);
         *out = h.release();
     });
 }
@@ -154,9 +145,11 @@ int lima_model_load(const char *dir, const char *device, lima_model **out) {
     return guarded([&] {
         need(dir, "lima_model_load", "dir");
         need(out, "lima_model_load", "out");
-        check_device(device);
+        const int dev = lima::parse_device(device);
+        if (dev >= 0) lima::cuda_api();  // a missing plugin fails before the checkpoint is read
         auto h = std::make_unique<lima_model>();
         h->m.reset(lima::load_model(dir));
+        if (dev >= 0) lima::cuda_attach(*h->m, dev);
         *out = h.release();
     });
 }
@@ -230,6 +223,7 @@ int lima_model_read_tensor(const lima_model *m, const char *name, float *out, in
         need(out, "lima_model_read_tensor", "out");
         const lima::ParamInfo &p = m->m->layout.at(name, "lima_model_read_tensor");
         LIMA_REQUIRE(n == p.numel(), LIMA_ERR_SHAPE, "lima_model_read_tensor: ", name, " has ", p.numel(), " elements, buffer has ", n);
+        lima::cuda_sync_host(*m->m);
         std::memcpy(out, m->m->params.data() + p.offset, sizeof(float) * size_t(n));
     });
 }
@@ -241,7 +235,9 @@ int lima_model_write_tensor(lima_model *m, const char *name, const float *in, in
         need(in, "lima_model_write_tensor", "in");
         const lima::ParamInfo &p = m->m->layout.at(name, "lima_model_write_tensor");
         LIMA_REQUIRE(n == p.numel(), LIMA_ERR_SHAPE, "lima_model_write_tensor: ", name, " has ", p.numel(), " elements, buffer has ", n);
+        lima::cuda_sync_host(*m->m);
         std::memcpy(m->m->params.data() + p.offset, in, sizeof(float) * size_t(n));
+        lima::cuda_push(*m->m);
     });
 }
 
@@ -285,6 +281,7 @@ void eval_forward(lima_model *m, const lima_batch *b, const char *fn) {
     need(m, fn, "model");
     need(b, fn, "batch");
     LIMA_REQUIRE(b->b.filled, LIMA_ERR_STATE, fn, ": the batch has no data (call lima_batch_set)");
+    lima::cuda_sync_host(*m->m);  // full logits of a CUDA model: the CPU reference on its current weights
     lima::forward(*m->m, b->b, nullptr, 0.0f);
 }
 }  // namespace
@@ -306,9 +303,15 @@ int lima_model_token_logprobs(lima_model *m, const lima_batch *b, float *out, in
         need(out, "lima_model_token_logprobs", "out");
         LIMA_REQUIRE(b && n == b->b.N(), LIMA_ERR_SHAPE, "lima_model_token_logprobs: out has ", n, " floats, (B, T) needs ",
                      b ? b->b.N() : 0);
+        need(m, "lima_model_token_logprobs", "model");
+        LIMA_REQUIRE(b->b.filled, LIMA_ERR_STATE, "lima_model_token_logprobs: the batch has no data (call lima_batch_set)");
+        std::memset(out, 0, sizeof(float) * size_t(n));
+        if (m->m->cuda) {
+            lima::cuda_token_logprobs(*m->m, b->b, out);
+            return;
+        }
         eval_forward(m, b, "lima_model_token_logprobs");
         lima::Model &mm = *m->m;
-        std::memset(out, 0, sizeof(float) * size_t(n));
         lima::cpu::classifier_logprobs(out, mm.acts.xf.data(), mm.weights().lm_head, b->b.all_rows.data(),
                                        b->b.all_labels.data(), long(b->b.all_rows.size()), mm.cfg.hidden_size,
                                        mm.cfg.vocab_size);
@@ -379,7 +382,7 @@ int lima_trainer_read_grad(const lima_trainer *t, const char *name, float *out, 
         need(out, "lima_trainer_read_grad", "out");
         const lima::ParamInfo &p = t->t->model->layout.at(name, "lima_trainer_read_grad");
         LIMA_REQUIRE(n == p.numel(), LIMA_ERR_SHAPE, "lima_trainer_read_grad: ", name, " has ", p.numel(), " elements, buffer has ", n);
-        std::memcpy(out, t->t->grads.data() + p.offset, sizeof(float) * size_t(n));
+        t->t->read_grad(p, out);
     });
 }
 
@@ -413,6 +416,7 @@ int lima_generator_create(lima_model *m, int32_t max_rows, int32_t max_len, lima
         need(m, "lima_generator_create", "model");
         need(out, "lima_generator_create", "out");
         auto g = std::make_unique<lima_generator>();
+        lima::cuda_sync_host(*m->m);  // decoding runs on the CPU copy of the weights (CUDA decode: not yet)
         g->g = std::make_unique<lima::Generator>(m->m.get(), max_rows, max_len);
         *out = g.release();
     });
@@ -423,6 +427,7 @@ void lima_generator_free(lima_generator *g) { delete g; }
 int lima_generator_start(lima_generator *g, int32_t rows, const int32_t *tokens, const int32_t *lengths, const uint64_t *seeds) {
     return guarded([&] {
         need(g, "lima_generator_start", "generator");
+        lima::cuda_sync_host(*g->g->model);
         g->g->start(rows, tokens, lengths, seeds);
     });
 }
@@ -476,7 +481,7 @@ int lima_cuda_devices(lima_device_info *out, int32_t cap, int32_t *count) {
     return guarded([&] {
         need(count, "lima_cuda_devices", "count");
         LIMA_REQUIRE(cap >= 0 && (cap == 0 || out), LIMA_ERR_INVALID_ARGUMENT, "lima_cuda_devices: out is NULL or cap < 0");
-        lima_cuda_devices_fn fn = lima::cuda_devices_fn();
+        lima_cuda_devices_fn fn = lima::cuda_api().devices;
         char err[1024] = {0};
         const int st = fn(out, cap, count, err, int32_t(sizeof err));
         if (st != LIMA_OK) lima::fail(st, err);
@@ -484,6 +489,34 @@ int lima_cuda_devices(lima_device_info *out, int32_t cap, int32_t *count) {
 }
 
 const char *lima_cuda_plugin_path(void) { return lima::cuda_plugin_path(); }
+
+int lima_cuda_versions(char *out, int32_t cap) {
+    return guarded([&] {
+        LIMA_REQUIRE(out && cap > 0, LIMA_ERR_INVALID_ARGUMENT, "lima_cuda_versions: out is NULL or cap <= 0");
+        lima::cuda_call(lima::cuda_api().versions(out, cap), out);
+    });
+}
+
+int lima_trainer_plan_memory(lima_trainer *t, int32_t rows, int32_t seq_len, lima_memory_plan *out) {
+    return guarded([&] {
+        need(t, "lima_trainer_plan_memory", "trainer");
+        LIMA_REQUIRE(rows > 0 && seq_len > 0, LIMA_ERR_INVALID_ARGUMENT, "lima_trainer_plan_memory: rows (", rows,
+                     ") and seq_len (", seq_len, ") must be > 0");
+        lima::Model &m = *t->t->model;
+        lima_memory_plan p{};
+        if (m.cuda) {
+            char err[2048] = "";
+            lima::cuda_call(lima::cuda_api().plan(m.cuda, int64_t(rows) * seq_len, &p, err, sizeof err), err);
+        } else {
+            const int64_t total = int64_t(m.layout.total);
+            p.weights = total * 4;
+            p.optimizer = total * 12;
+            p.activations = lima::activation_bytes(m.cfg, int64_t(rows) * seq_len);
+            p.total = p.weights + p.optimizer + p.activations;
+        }
+        if (out) *out = p;
+    });
+}
 
 float lima_resid_dropout_rate(float p_max, int32_t layer, int32_t num_layers) {
     return lima::resid_dropout_rate(p_max, layer, num_layers);

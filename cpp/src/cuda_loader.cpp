@@ -54,12 +54,32 @@ void load() {
 
 }  // namespace
 
-lima_cuda_devices_fn cuda_devices_fn() {
+const CudaApi &cuda_api() {
+    static CudaApi api{};
+    static std::once_flag resolved;
     std::call_once(g_once, load);
     if (!g_handle) fail(LIMA_ERR_UNSUPPORTED, g_error);
-    auto fn = reinterpret_cast<lima_cuda_devices_fn>(dlsym(g_handle, "lima_cuda_plugin_devices"));
-    if (!fn) fail(LIMA_ERR_UNSUPPORTED, g_path, " is not a liblima CUDA plugin (no lima_cuda_plugin_devices)");
-    return fn;
+    std::call_once(resolved, [] {
+        auto sym = [](const char *name) {
+            void *f = dlsym(g_handle, name);
+            if (!f) fail(LIMA_ERR_UNSUPPORTED, g_path, " is not a liblima CUDA plugin of this version (no ", name, ")");
+            return f;
+        };
+        api.devices = reinterpret_cast<lima_cuda_devices_fn>(sym("lima_cuda_plugin_devices"));
+        api.versions = reinterpret_cast<lima_cuda_versions_fn>(sym("lima_cuda_plugin_versions"));
+        api.create = reinterpret_cast<lima_cuda_create_fn>(sym("lima_cuda_plugin_create"));
+        api.free = reinterpret_cast<lima_cuda_free_fn>(sym("lima_cuda_plugin_free"));
+        api.params = reinterpret_cast<lima_cuda_params_fn>(sym("lima_cuda_plugin_params"));
+        api.train_init = reinterpret_cast<lima_cuda_train_init_fn>(sym("lima_cuda_plugin_train_init"));
+        api.state = reinterpret_cast<lima_cuda_state_fn>(sym("lima_cuda_plugin_state"));
+        api.zero_grad = reinterpret_cast<lima_cuda_zero_grad_fn>(sym("lima_cuda_plugin_zero_grad"));
+        api.forward_backward = reinterpret_cast<lima_cuda_forward_backward_fn>(sym("lima_cuda_plugin_forward_backward"));
+        api.step = reinterpret_cast<lima_cuda_step_fn>(sym("lima_cuda_plugin_step"));
+        api.logprobs = reinterpret_cast<lima_cuda_logprobs_fn>(sym("lima_cuda_plugin_logprobs"));
+        api.plan = reinterpret_cast<lima_cuda_plan_fn>(sym("lima_cuda_plugin_plan"));
+    });
+    if (!api.plan) fail(LIMA_ERR_UNSUPPORTED, g_path, " is not a complete liblima CUDA plugin");
+    return api;
 }
 
 const char *cuda_plugin_path() {

@@ -1,16 +1,119 @@
 // The contract between liblima and its CUDA backend plugin (cpp/cuda/), which liblima loads with
 // dlopen only when a CUDA device is asked for, so liblima and its JNI glue load on any machine.
-// The plugin exports C functions with these signatures; nothing C++ crosses.
+// The plugin exports C functions with these signatures; nothing C++ crosses. Every function
+// returns a lima_status and, on failure, writes a message into err (errcap bytes).
 #pragma once
+#include <vector>
+
 #include "lima/lima.h"
 
 extern "C" {
-// Fills up to cap devices, sets *count; on failure returns a lima_status and writes err.
+
+// Where each tensor of one layer starts in the flat parameter buffer. q, k, v and gate, up must be
+// adjacent (they are in liblima's layout) so that each group is one matrix product.
+typedef struct lima_cuda_layer {
+    int64_t ln1, qkv, wo, ln2, gu, wd;
+} lima_cuda_layer;
+
+typedef struct lima_cuda_model_desc {
+    lima_model_config cfg;
+    int32_t device;
+    int64_t total;      // parameters
+    int64_t emb, norm, lm_head;
+    const lima_cuda_layer *layers;
+    int32_t num_tensors;
+    const int64_t *t_offset, *t_numel;
+    const uint8_t *t_decay;
+} lima_cuda_model_desc;
+
+typedef struct lima_cuda_batch {
+    int32_t B, T;
+    const int32_t *tokens, *pos;  // (B*T)
+    int32_t num_segs;
+    const int64_t *seg_start;     // flat index of each segment's first token
+    const int32_t *seg_len;
+    int32_t max_seg_len;
+    int64_t M;                    // rows that predict a label
+    const int64_t *rows;
+    const int32_t *labels;
+} lima_cuda_batch;
+
+typedef struct lima_cuda_fb_args {
+    float inv_norm;  // 1 / targets of the optimiser step
+    float p_max;     // residual dropout at the top layer
+    int32_t dropout; // 0: eval-mode forward
+    uint64_t seed;
+    uint32_t step, micro;
+} lima_cuda_fb_args;
+
+typedef struct lima_cuda_adam_args {
+    float lr, beta1, beta2, eps, weight_decay, grad_clip;
+    int64_t t;  // step number, from 1
+} lima_cuda_adam_args;
+
 typedef int (*lima_cuda_devices_fn)(lima_device_info *out, int32_t cap, int32_t *count, char *err, int32_t errcap);
+typedef int (*lima_cuda_versions_fn)(char *out, int32_t cap);
+typedef int (*lima_cuda_create_fn)(const lima_cuda_model_desc *d, const float *params, void **ctx, char *err, int32_t errcap);
+typedef void (*lima_cuda_free_fn)(void *ctx);
+// to_device != 0: host -> device (fp32 master and its bf16 copy); else device -> host.
+typedef int (*lima_cuda_params_fn)(void *ctx, float *host, int32_t to_device, char *err, int32_t errcap);
+typedef int (*lima_cuda_train_init_fn)(void *ctx, int32_t recompute, char *err, int32_t errcap);
+// Moments and gradients (each may be NULL), in the flat layout.
+typedef int (*lima_cuda_state_fn)(void *ctx, float *m1, float *m2, float *grads, int32_t to_device, char *err, int32_t errcap);
+typedef int (*lima_cuda_zero_grad_fn)(void *ctx, char *err, int32_t errcap);
+typedef int (*lima_cuda_forward_backward_fn)(void *ctx, const lima_cuda_batch *b, const lima_cuda_fb_args *a, double *loss,
+                                              char *err, int32_t errcap);
+typedef int (*lima_cuda_step_fn)(void *ctx, const lima_cuda_adam_args *a, double *grad_norm, int32_t *clipped, char *err,
+                                 int32_t errcap);
+// out (B*T): out[rows[i] + 1] = log p(labels[i]); other entries untouched.
+typedef int (*lima_cuda_logprobs_fn)(void *ctx, const lima_cuda_batch *b, float *out, char *err, int32_t errcap);
+// Plans (and reserves) device memory for micro-batches of `tokens` tokens; refuses with
+// LIMA_ERR_OUT_OF_MEMORY and the figures when the plan exceeds the device's free memory.
+typedef int (*lima_cuda_plan_fn)(void *ctx, int64_t tokens, lima_memory_plan *out, char *err, int32_t errcap);
 }
 
 namespace lima {
-// The plugin's lima_cuda_plugin_devices, or throws LIMA_ERR_UNSUPPORTED naming what is missing.
-lima_cuda_devices_fn cuda_devices_fn();
+
+struct CudaApi {
+    lima_cuda_devices_fn devices;
+    lima_cuda_versions_fn versions;
+    lima_cuda_create_fn create;
+    lima_cuda_free_fn free;
+    lima_cuda_params_fn params;
+    lima_cuda_train_init_fn train_init;
+    lima_cuda_state_fn state;
+    lima_cuda_zero_grad_fn zero_grad;
+    lima_cuda_forward_backward_fn forward_backward;
+    lima_cuda_step_fn step;
+    lima_cuda_logprobs_fn logprobs;
+    lima_cuda_plan_fn plan;
+};
+
+// The loaded plugin's functions, or throws LIMA_ERR_UNSUPPORTED naming what is missing.
+const CudaApi &cuda_api();
 const char *cuda_plugin_path();
+// Throws a plugin call's failure (status + its message).
+void cuda_call(int status, const char *err);
+
+struct Model;
+struct Batch;
+struct Trainer;
+// Parses "cpu" (-1), "cuda" (0) or "cuda:N"; anything else is an error naming the device.
+int parse_device(const char *device);
+// Puts the model's weights on CUDA device `device` (the host copy stays as the fp32 reference).
+void cuda_attach(Model &m, int device);
+void cuda_detach(Model &m);
+// Copies the device's master weights to the host copy if training changed them.
+void cuda_sync_host(const Model &m);
+// After the host copy changed (write_tensor): copies it to the device.
+void cuda_push(Model &m);
+// A Batch in the plugin's form (the view points into the batch and these vectors).
+struct CudaBatch {
+    std::vector<int64_t> seg_start, rows;
+    std::vector<int32_t> seg_len;
+    lima_cuda_batch view{};
+    CudaBatch(const Batch &b, bool all_rows);
+};
+// out (N): log-probabilities of an eval forward on the device (the layout of lima_model_token_logprobs).
+void cuda_token_logprobs(Model &m, const Batch &b, float *out);
 }  // namespace lima

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common.hpp"
+#include "cuda_plugin.hpp"
 #include "cpu/dropout.hpp"
 #include "cpu/encoder.hpp"
 #include "cpu/matmul.hpp"
@@ -153,7 +154,16 @@ void Activations::ensure(const ModelConfig &c, long n) {
     tmp.assign(un * std::max(d, F), 0.0f);
 }
 
+int64_t activation_bytes(const ModelConfig &c, int64_t n) {
+    const int64_t L = c.num_layers, d = c.hidden_size, F = c.intermediate_size;
+    const int64_t floats = (L + 1) * n * d + 3 * L * n * d + 2 * L * n + n + 2 * L * n * c.q_dim() + L * n * c.num_heads +
+                           2 * L * n * c.kv_dim() + 3 * L * n * F + n * d + n * std::max(d, F);
+    return floats * int64_t(sizeof(float));
+}
+
 Model::Model(const ModelConfig &c) : cfg(c), layout(make_layout(c)), params(layout.total, 0.0f) {}
+
+Model::~Model() { cuda_detach(*this); }
 
 void random_init(Model &m, uint64_t seed) {
     for (size_t t = 0; t < m.layout.params.size(); ++t) {
@@ -171,6 +181,7 @@ void random_init(Model &m, uint64_t seed) {
 
 void resize_vocab(Model &m, int32_t nv) {
     LIMA_REQUIRE(m.trainers == 0, LIMA_ERR_STATE, "lima_model_resize_vocab: free the model's trainer first (its optimiser state has the old shape)");
+    cuda_sync_host(m);
     LIMA_REQUIRE(nv >= m.cfg.vocab_size, LIMA_ERR_INVALID_ARGUMENT, "lima_model_resize_vocab: new vocab size ", nv,
                  " is smaller than the current ", m.cfg.vocab_size, " (shrinking is not supported)");
     if (nv == m.cfg.vocab_size) return;
@@ -195,6 +206,11 @@ void resize_vocab(Model &m, int32_t nv) {
     m.layout = std::move(nl);
     m.params = std::move(np);
     m.acts = Activations{};
+    if (m.cuda) {  // the device copy has the old shape
+        const int dev = m.device;
+        cuda_detach(m);
+        cuda_attach(m, dev);
+    }
 }
 
 // ------------------------------------------------------------------------------------ checkpoints
@@ -279,6 +295,7 @@ Model *load_model(const std::string &dir) {
 }
 
 void save_model(const Model &m, const std::string &dir, int dtype, int64_t max_shard_bytes) {
+    cuda_sync_host(m);
     const char *st_dtype = dtype == LIMA_DTYPE_F32 ? "F32" : dtype == LIMA_DTYPE_BF16 ? "BF16" : dtype == LIMA_DTYPE_F16 ? "F16" : nullptr;
     LIMA_REQUIRE(st_dtype, LIMA_ERR_INVALID_ARGUMENT, "lima_model_save: unknown dtype ", dtype);
     LIMA_REQUIRE(max_shard_bytes >= 0, LIMA_ERR_INVALID_ARGUMENT, "lima_model_save: max_shard_bytes must be >= 0");

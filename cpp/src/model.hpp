@@ -78,7 +78,16 @@ struct Model {
     cpu::RopeTable rope;
     Activations acts;
 
+    // CUDA backend: the device context (weights on device `device`) or null on the CPU; the host
+    // params are a copy, stale after device steps until cuda_sync_host.
+    int device = -1;
+    void *cuda = nullptr;
+    bool host_stale = false;
+
     explicit Model(const ModelConfig &c);
+    ~Model();
+    Model(const Model &) = delete;
+    Model &operator=(const Model &) = delete;
     Weights weights() { return bind(cfg, layout, params.data()); }
 };
 
@@ -93,5 +102,7 @@ void forward(Model &m, const Batch &b, const DropoutKey *key, float p_max);
 void backward(Model &m, const Batch &b, const DropoutKey *key, float p_max, float *dxf, float *grads);
 
 float resid_dropout_rate(float p_max, int layer, int num_layers);
+// Bytes of the CPU backend's saved activations for n tokens (Activations::ensure).
+int64_t activation_bytes(const ModelConfig &c, int64_t n);
 
 }  // namespace lima

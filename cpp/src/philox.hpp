@@ -8,13 +8,19 @@
 #include <cmath>
 #include <cstdint>
 
+#if defined(__CUDACC__)
+#define LIMA_HD __host__ __device__
+#else
+#define LIMA_HD
+#endif
+
 namespace lima {
 
 struct Philox4 {
     uint32_t v[4];
 };
 
-inline Philox4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1) {
+LIMA_HD inline Philox4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1) {
     const uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u, W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
     for (int r = 0; r < 10; ++r) {
         const uint64_t p0 = uint64_t(M0) * c0, p1 = uint64_t(M1) * c2;
@@ -27,7 +33,7 @@ inline Philox4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3,
 }
 
 // Uniform in [0, 1) with 24 bits, exactly representable in fp32 on every backend.
-inline float u24(uint32_t x) { return float(x >> 8) * (1.0f / 16777216.0f); }
+LIMA_HD inline float u24(uint32_t x) { return float(x >> 8) * (1.0f / 16777216.0f); }
 
 // Residual-dropout stream. One Philox call covers 4 consecutive elements:
 //   key     = seed (low, high 32 bits)
@@ -39,7 +45,7 @@ struct DropoutKey {
     uint32_t micro;
 };
 
-inline uint32_t dropout_word(const DropoutKey &k, int layer, int site) {
+LIMA_HD inline uint32_t dropout_word(const DropoutKey &k, int layer, int site) {
     return (k.micro << 16) | (uint32_t(layer) << 1) | uint32_t(site);
 }
 

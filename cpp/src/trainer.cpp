@@ -7,6 +7,7 @@
 #include "common.hpp"
 #include "cpu/adamw.hpp"
 #include "cpu/classifier.hpp"
+#include "cuda_plugin.hpp"
 #include "safetensors.hpp"
 
 namespace lima {
@@ -23,9 +24,22 @@ void validate(const lima_train_config &c) {
                  c.resid_dropout);
 }
 
-Trainer::Trainer(Model *m, const lima_train_config &c)
-    : model(m), cfg(c), grads(m->layout.total, 0.0f), m1(m->layout.total, 0.0f), m2(m->layout.total, 0.0f) {
+namespace {
+constexpr int kErrCap = 2048;
+}
+
+Trainer::Trainer(Model *m, const lima_train_config &c) : model(m), cfg(c) {
     validate(c);
+    if (m->cuda) {
+        // gradients and moments live on the device; host copies only for save/load/read_grad
+        char err[kErrCap] = "";
+        cuda_call(cuda_api().train_init(m->cuda, c.recompute_activations, err, kErrCap), err);
+        cuda_call(cuda_api().zero_grad(m->cuda, err, kErrCap), err);
+    } else {
+        grads.assign(m->layout.total, 0.0f);
+        m1.assign(m->layout.total, 0.0f);
+        m2.assign(m->layout.total, 0.0f);
+    }
     ++model->trainers;
 }
 
@@ -44,6 +58,17 @@ lima_fb_result Trainer::forward_backward(const Batch &b, int64_t step_targets) {
         return r;
     }
     Model &m = *model;
+    if (m.cuda) {
+        CudaBatch cb(b, false);
+        const lima_cuda_fb_args a{float(1.0 / double(step_targets)), cfg.resid_dropout, cfg.resid_dropout > 0 ? 1 : 0,
+                                  cfg.seed, uint32_t(step), micro};
+        char err[kErrCap] = "";
+        cuda_call(cuda_api().forward_backward(m.cuda, &cb.view, &a, &r.loss_sum, err, kErrCap), err);
+        LIMA_REQUIRE(std::isfinite(r.loss_sum), LIMA_ERR_INVALID_ARGUMENT, "lima_trainer_forward_backward: the loss is not finite (",
+                     r.loss_sum, "): the weights or inputs hold NaN/inf");
+        ++micro;
+        return r;
+    }
     const DropoutKey key{cfg.seed, uint32_t(step), micro};
     const DropoutKey *kp = cfg.resid_dropout > 0 ? &key : nullptr;
     forward(m, b, kp, cfg.resid_dropout);
@@ -61,6 +86,18 @@ lima_fb_result Trainer::forward_backward(const Batch &b, int64_t step_targets) {
 
 lima_step_result Trainer::apply(float lr) {
     LIMA_REQUIRE(std::isfinite(lr) && lr >= 0, LIMA_ERR_INVALID_ARGUMENT, "lima_trainer_step: learning rate must be finite and >= 0, got ", lr);
+    if (model->cuda) {
+        const lima_cuda_adam_args a{lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay, cfg.grad_clip, int64_t(step + 1)};
+        lima_step_result r{0.0, 0, step};
+        char err[kErrCap] = "";
+        cuda_call(cuda_api().step(model->cuda, &a, &r.grad_norm, &r.clipped, err, kErrCap), err);
+        LIMA_REQUIRE(std::isfinite(r.grad_norm), LIMA_ERR_STATE, "lima_trainer_step: the gradient norm is ", r.grad_norm,
+                     "; no update was made (zero the gradients to go on)");
+        model->host_stale = true;
+        micro = 0;
+        r.step = ++step;
+        return r;
+    }
     double ss = 0.0;
     const long n = long(grads.size());
 #pragma omp parallel for schedule(static) reduction(+ : ss)
@@ -84,15 +121,42 @@ lima_step_result Trainer::apply(float lr) {
 
 // A new optimiser step starts: no gradient, micro-batch index 0 (part of the dropout key).
 void Trainer::zero_grad() {
+    if (model->cuda) {
+        char err[kErrCap] = "";
+        cuda_call(cuda_api().zero_grad(model->cuda, err, kErrCap), err);
+    }
     std::fill(grads.begin(), grads.end(), 0.0f);
     micro = 0;
 }
 
+void Trainer::read_grad(const ParamInfo &p, float *out) const {
+    if (!model->cuda) {
+        std::copy(grads.begin() + long(p.offset), grads.begin() + long(p.offset) + p.numel(), out);
+        return;
+    }
+    std::vector<float> g(model->layout.total);
+    char err[kErrCap] = "";
+    cuda_call(cuda_api().state(model->cuda, nullptr, nullptr, g.data(), 0, err, kErrCap), err);
+    std::copy(g.begin() + long(p.offset), g.begin() + long(p.offset) + p.numel(), out);
+}
+
 void Trainer::save_state(const std::string &path) const {
+    std::vector<float> dm1, dm2, dg;  // device state, copied out
+    const float *M1 = m1.data(), *M2 = m2.data(), *G = grads.data();
+    if (model->cuda) {
+        dm1.resize(model->layout.total);
+        dm2.resize(model->layout.total);
+        if (micro != 0) dg.resize(model->layout.total);
+        char err[kErrCap] = "";
+        cuda_call(cuda_api().state(model->cuda, dm1.data(), dm2.data(), micro != 0 ? dg.data() : nullptr, 0, err, kErrCap), err);
+        M1 = dm1.data();
+        M2 = dm2.data();
+        G = dg.data();
+    }
     std::vector<StWriteItem> items;
     for (const ParamInfo &p : model->layout.params) {
-        items.push_back({"exp_avg." + p.name, p.shape(), m1.data() + p.offset});
-        items.push_back({"exp_avg_sq." + p.name, p.shape(), m2.data() + p.offset});
+        items.push_back({"exp_avg." + p.name, p.shape(), M1 + p.offset});
+        items.push_back({"exp_avg_sq." + p.name, p.shape(), M2 + p.offset});
     }
     std::map<std::string, std::string> meta{{"format", "lima-adamw-1"},
                                             {"step", std::to_string(step)},
@@ -100,7 +164,7 @@ void Trainer::save_state(const std::string &path) const {
                                             {"num_params", std::to_string(model->layout.total)}};
     if (micro != 0) {
         // Mid-step gradients are part of the state, so a resume between micro-batches is exact.
-        for (const ParamInfo &p : model->layout.params) items.push_back({"grad." + p.name, p.shape(), grads.data() + p.offset});
+        for (const ParamInfo &p : model->layout.params) items.push_back({"grad." + p.name, p.shape(), G + p.offset});
     }
     st_write(path, items, "F32", meta);
 }
@@ -120,7 +184,8 @@ void Trainer::load_state(const std::string &path) {
     const int64_t nstep = number("step"), nmicro = number("micro"), np = number("num_params");
     LIMA_REQUIRE(np == int64_t(model->layout.total), LIMA_ERR_SHAPE, path, ": optimiser state is for a model of ", np,
                  " parameters, this model has ", model->layout.total);
-    std::vector<float> a(m1.size()), b(m2.size()), g(grads.size(), 0.0f);
+    const size_t total = model->layout.total;
+    std::vector<float> a(total), b(total), g(total, 0.0f);
     auto read = [&](const std::string &name, const ParamInfo &p, float *dst) {
         auto e = f.tensors.find(name);
         LIMA_REQUIRE(e != f.tensors.end(), LIMA_ERR_FORMAT, path, ": tensor ", name, " is missing");
@@ -132,9 +197,14 @@ void Trainer::load_state(const std::string &path) {
         read("exp_avg_sq." + p.name, p, b.data() + p.offset);
         if (nmicro != 0) read("grad." + p.name, p, g.data() + p.offset);
     }
-    m1.swap(a);  // only now, so a failed load leaves the trainer as it was
-    m2.swap(b);
-    grads.swap(g);
+    if (model->cuda) {  // only now, so a failed load leaves the trainer as it was
+        char err[kErrCap] = "";
+        cuda_call(cuda_api().state(model->cuda, a.data(), b.data(), g.data(), 1, err, kErrCap), err);
+    } else {
+        m1.swap(a);
+        m2.swap(b);
+        grads.swap(g);
+    }
     step = nstep;
     micro = uint32_t(nmicro);
 }

@@ -32,7 +32,15 @@ TEST(Api, NullArgumentsAreErrorsNotCrashes) {
 TEST(Api, DevicesOtherThanCpu) {
     const lima_model_config c = tiny_config();
     lima_model *m = nullptr;
-    EXPECT_LIMA_ERR(lima_model_create(&c, "cuda:0", 0, &m), LIMA_ERR_UNSUPPORTED, "CUDA backend plugin");
+    int32_t n = 0;
+    if (lima_cuda_devices(nullptr, 0, &n) != LIMA_OK) {  // no plugin, driver or device: the missing piece is named
+        const std::string why = lima_last_error();
+        EXPECT_EQ(lima_model_create(&c, "cuda:0", 0, &m), LIMA_ERR_UNSUPPORTED);
+        EXPECT_EQ(std::string(lima_last_error()), why);
+    } else {
+        EXPECT_LIMA_ERR(lima_model_create(&c, "cuda:99", 0, &m), LIMA_ERR_INVALID_ARGUMENT, "CUDA device 99 does not exist");
+    }
+    EXPECT_LIMA_ERR(lima_model_create(&c, "cuda:x", 0, &m), LIMA_ERR_INVALID_ARGUMENT, "unknown device \"cuda:x\"");
     EXPECT_LIMA_ERR(lima_model_create(&c, "tpu", 0, &m), LIMA_ERR_INVALID_ARGUMENT, "unknown device \"tpu\"");
 }
 

@@ -28,7 +28,7 @@ extern "C" {
 #endif
 
 /* Bumped on every incompatible change of this header. */
-#define LIMA_ABI_VERSION 1
+#define LIMA_ABI_VERSION 2
 
 typedef enum lima_status {
     LIMA_OK = 0,
@@ -79,6 +79,21 @@ typedef struct lima_device_info {
 LIMA_API int lima_cuda_devices(lima_device_info *out, int32_t cap, int32_t *count);
 /* The plugin file that was (or would be) loaded, "" if none was found. Static storage. */
 LIMA_API const char *lima_cuda_plugin_path(void);
+/* Library versions the CUDA plugin sees, e.g. "cuda runtime 13.0, driver 13.0, cublasLt 130100,
+ * nccl 2.28.3" (NCCL: "not found" when libnccl.so.2 cannot be loaded). */
+LIMA_API int lima_cuda_versions(char *out, int32_t cap);
+
+/* Device memory of a model (and its trainer) on a CUDA device, in bytes. */
+typedef struct lima_memory_plan {
+    int64_t weights;      /* fp32 master weights + their bf16 copy */
+    int64_t optimizer;    /* fp32 gradients + AdamW moments (0 without a trainer) */
+    int64_t activations;  /* saved activations and gradient buffers for the planned micro-batch */
+    int64_t workspace;    /* classifier chunk, cuBLASLt workspace, batch tables */
+    int64_t total;        /* the sum: what training will hold */
+    int64_t device_free;  /* free on the device before the plan */
+    int64_t device_total;
+    int64_t peak;         /* highest the backend has held so far */
+} lima_memory_plan;
 
 /* ---------------------------------------------------------------- model */
 
@@ -170,6 +185,7 @@ typedef struct lima_train_config {
     float grad_clip;          /* max global L2 norm; <= 0 disables clipping */
     float resid_dropout;      /* p at the top layer; rises linearly from 0 at layer 0. LIMA: 0.3 (0.2 small) */
     uint64_t seed;            /* dropout mask stream */
+    int32_t recompute_activations; /* CUDA: keep only each layer's input and recompute the rest in backward */
 } lima_train_config;
 
 LIMA_API void lima_train_config_init(lima_train_config *cfg);
@@ -208,6 +224,11 @@ LIMA_API int lima_trainer_read_grad(const lima_trainer *t, const char *name, flo
  * written under a temporary name and renamed. Load checks names, shapes and the model. */
 LIMA_API int lima_trainer_save_state(const lima_trainer *t, const char *path);
 LIMA_API int lima_trainer_load_state(lima_trainer *t, const char *path);
+/* Plans device memory for micro-batches of rows x seq_len tokens and reserves it, so training never
+ * runs out of memory half-way. On a CUDA device a plan that does not fit fails with
+ * LIMA_ERR_OUT_OF_MEMORY and a message with the figures; on the CPU it fills what it can (host
+ * memory, device fields 0). out may be NULL. */
+LIMA_API int lima_trainer_plan_memory(lima_trainer *t, int32_t rows, int32_t seq_len, lima_memory_plan *out);
 
 /* ---------------------------------------------------------------- generation */
 

@@ -1,0 +1,516 @@
+// The CUDA backend: one model on one device, with bf16 weights and activations, fp32 master
+// weights, gradients and AdamW moments; the same pass structure as the CPU reference (model.cpp)
+// with q/k/v and gate/up fused into one product each. Exposed to liblima as plain C functions
+// (src/cuda_plugin.hpp).
+#include <dlfcn.h>
+
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "../src/config.hpp"
+#include "../src/cpu/rope.hpp"
+#include "../src/cuda_plugin.hpp"
+#include "gemm.cuh"
+#include "kernels.cuh"
+
+namespace lima::cuda {
+
+namespace {
+
+// Per-layer saved activations (one set per layer, or one shared set with recomputation).
+struct LayerActs {
+    DevBuf<bf16> xn1, qkv, att, xn2, gu, h;
+    DevBuf<float> rstd1, lse, xmid, rstd2;
+};
+
+struct Ctx {
+    ModelConfig cfg;
+    int device = 0;
+    bool recompute = false;
+    int64_t total = 0, emb = 0, norm = 0, lm_head = 0;
+    std::vector<lima_cuda_layer> layers;
+    std::vector<AdamChunk> chunks;
+    cudaStream_t st = nullptr;
+    Gemm *gemm = nullptr;
+
+    DevBuf<float> p32, grads, m1, m2;
+    DevBuf<bf16> p16;
+    bool train = false;
+
+    // activations for up to cap tokens
+    long cap = 0;
+    DevBuf<float> resid, rstdf, dres, Dsum;
+    std::vector<LayerActs> acts;
+    DevBuf<bf16> xf, y, dy, dh, dgu, dxn, datt, dqkv, dxf;
+    // classifier chunk
+    long chunk = 0;
+    DevBuf<bf16> cx, cdl, cdx;
+    DevBuf<float> clogits, clp;
+    // batch tables
+    DevBuf<int32_t> tokens, pos, labels;
+    DevBuf<int64_t> rows;
+    DevBuf<AttnTile> tiles;
+    DevBuf<AdamChunk> dchunks;
+    DevBuf<double> dsum;
+    DevBuf<float> dscale;
+    DevBuf<float> rope_cos, rope_sin;
+    int rope_positions = 0;
+
+    int d() const { return cfg.hidden_size; }
+    int F() const { return cfg.intermediate_size; }
+    int ldqkv() const { return cfg.q_dim() + 2 * cfg.kv_dim(); }
+    ~Ctx() {
+        delete gemm;
+        if (st) cudaStreamDestroy(st);
+    }
+};
+
+void set_err(char *err, int32_t cap, const char *msg) {
+    if (err && cap > 0) std::snprintf(err, size_t(cap), "%s", msg);
+}
+
+template <typename F>
+int guard(char *err, int32_t cap, F &&f) {
+    try {
+        f();
+        return LIMA_OK;
+    } catch (const Error &e) {
+        set_err(err, cap, e.what());
+        return e.code;
+    } catch (const std::bad_alloc &) {
+        set_err(err, cap, "out of host memory");
+        return LIMA_ERR_OUT_OF_MEMORY;
+    } catch (const std::exception &e) {
+        set_err(err, cap, e.what());
+        return LIMA_ERR_INTERNAL;
+    }
+}
+
+// Bytes of the activations for n tokens and of the classifier chunk.
+struct Sizes {
+    int64_t activations, workspace;
+};
+
+long chunk_rows(const Ctx &c) {
+    // fp32 logits + bf16 dlogits per chunk: at most ~768 MiB
+    const long per_row = long(c.cfg.vocab_size) * 6;
+    return std::max<long>(64, std::min<long>(8192, (768L << 20) / per_row));
+}
+
+Sizes plan_sizes(const Ctx &c, long n) {
+    const int64_t d = c.d(), F = c.F(), L = c.cfg.num_layers, qd = c.cfg.q_dim(), ld = c.ldqkv(), H = c.cfg.num_heads;
+    const int64_t layer = n * (d * 2 + ld * 2 + qd * 2 + d * 2 + 2 * F * 2 + F * 2) + n * 4 * (1 + H + d + 1);
+    const int64_t saved = (c.recompute ? 1 : L) * layer;
+    const int64_t resid = (L + 1) * n * d * 4 + n * 4 /*rstdf*/ + n * d * 4 /*dres*/ + n * H * 4 /*Dsum*/;
+    const int64_t scratch = n * (d * 2 /*xf*/ + d * 2 * 2 /*y, dy*/ + F * 2 /*dh*/ + 2 * F * 2 /*dgu*/ + d * 2 /*dxn*/ +
+                                 qd * 2 /*datt*/ + ld * 2 /*dqkv*/ + d * 2 /*dxf*/);
+    const long ch = chunk_rows(c);
+    const int64_t cls = ch * (d * 2 * 2 + int64_t(c.cfg.vocab_size) * 6 + 4);
+    const int64_t tables = n * (4 * 2 + 8 + 4 + int64_t(sizeof(AttnTile)));
+    return {saved + resid + scratch, cls + tables + (32 << 20)};
+}
+
+void reserve(Ctx &c, long n) {
+    if (n <= c.cap) return;
+    const int64_t d = c.d(), F = c.F(), L = c.cfg.num_layers, qd = c.cfg.q_dim(), ld = c.ldqkv(), H = c.cfg.num_heads;
+    // drop the old buffers first so the new plan is measured against what is really free
+    c.acts.clear();
+    c.resid.release();
+    c.cap = 0;
+    const Sizes sz = plan_sizes(c, n);
+    size_t fr = 0, tot = 0;
+    LIMA_CUDA_CHECK(cudaMemGetInfo(&fr, &tot));
+    if (sz.activations + sz.workspace > int64_t(fr))
+        fail(LIMA_ERR_OUT_OF_MEMORY, "CUDA memory plan for micro-batches of ", n, " tokens: activations ",
+             sz.activations / 1073741824.0, " GiB + workspace ", sz.workspace / 1073741824.0, " GiB, but only ",
+             fr / 1073741824.0, " GiB of ", tot / 1073741824.0, " GiB are free after the weights",
+             c.train ? " and optimiser state" : "", c.recompute ? "" : "; enable activation recomputation or",
+             " use fewer tokens per micro-batch");
+    c.acts.resize(size_t(c.recompute ? 1 : L));
+    for (LayerActs &a : c.acts) {
+        a.xn1.alloc(size_t(n * d), "activations");
+        a.qkv.alloc(size_t(n * ld), "activations");
+        a.att.alloc(size_t(n * qd), "activations");
+        a.xn2.alloc(size_t(n * d), "activations");
+        a.gu.alloc(size_t(n * 2 * F), "activations");
+        a.h.alloc(size_t(n * F), "activations");
+        a.rstd1.alloc(size_t(n), "activations");
+        a.lse.alloc(size_t(n * H), "activations");
+        a.xmid.alloc(size_t(n * d), "activations");
+        a.rstd2.alloc(size_t(n), "activations");
+    }
+    c.resid.alloc(size_t((L + 1) * n * d), "residual stream");
+    c.rstdf.alloc(size_t(n), "activations");
+    c.dres.alloc(size_t(n * d), "gradient buffers");
+    c.Dsum.alloc(size_t(n * H), "gradient buffers");
+    c.xf.alloc(size_t(n * d), "activations");
+    c.y.alloc(size_t(n * d), "activations");
+    c.dy.alloc(size_t(n * d), "gradient buffers");
+    c.dh.alloc(size_t(n * F), "gradient buffers");
+    c.dgu.alloc(size_t(n * 2 * F), "gradient buffers");
+    c.dxn.alloc(size_t(n * d), "gradient buffers");
+    c.datt.alloc(size_t(n * qd), "gradient buffers");
+    c.dqkv.alloc(size_t(n * ld), "gradient buffers");
+    c.dxf.alloc(size_t(n * d), "gradient buffers");
+    c.chunk = chunk_rows(c);
+    c.cx.alloc(size_t(c.chunk * d), "classifier");
+    c.cdx.alloc(size_t(c.chunk * d), "classifier");
+    c.cdl.alloc(size_t(c.chunk * c.cfg.vocab_size), "classifier");
+    c.clogits.alloc(size_t(c.chunk * c.cfg.vocab_size), "classifier");
+    c.clp.alloc(size_t(c.chunk), "classifier");
+    c.tokens.alloc(size_t(n), "batch");
+    c.pos.alloc(size_t(n), "batch");
+    c.rows.alloc(size_t(n), "batch");
+    c.labels.alloc(size_t(n), "batch");
+    c.tiles.alloc(size_t(n / 64 + 2 * n / 1 / 64 + 64), "batch");
+    c.cap = n;
+}
+
+// Uploads a batch; returns the number of attention tiles.
+int upload(Ctx &c, const lima_cuda_batch &b) {
+    const long N = long(b.B) * b.T;
+    reserve(c, N);
+    LIMA_REQUIRE(b.max_seg_len <= c.cfg.max_position_embeddings, LIMA_ERR_INVALID_ARGUMENT, "batch: an example of ",
+                 b.max_seg_len, " tokens exceeds max_position_embeddings (", c.cfg.max_position_embeddings, ")");
+    for (long i = 0; i < N; ++i)
+        LIMA_REQUIRE(b.tokens[i] >= 0 && b.tokens[i] < c.cfg.vocab_size, LIMA_ERR_INVALID_ARGUMENT, "batch: token id ",
+                     b.tokens[i], " at row ", i / b.T, ", position ", i % b.T, " is outside the vocabulary [0, ",
+                     c.cfg.vocab_size, ")");
+    if (c.rope_positions < b.max_seg_len) {
+        cpu::RopeTable t;
+        t.build(c.cfg.hd(), std::max(b.max_seg_len, std::min(c.cfg.max_position_embeddings, 2048)), c.cfg.rope_theta);
+        c.rope_cos.alloc(t.cos.size(), "rotary table");
+        c.rope_sin.alloc(t.sin.size(), "rotary table");
+        LIMA_CUDA_CHECK(cudaMemcpy(c.rope_cos.p, t.cos.data(), t.cos.size() * 4, cudaMemcpyHostToDevice));
+        LIMA_CUDA_CHECK(cudaMemcpy(c.rope_sin.p, t.sin.data(), t.sin.size() * 4, cudaMemcpyHostToDevice));
+        c.rope_positions = t.max_pos;
+    }
+    std::vector<AttnTile> tiles;
+    for (int s = 0; s < b.num_segs; ++s)
+        for (int r0 = 0; r0 < b.seg_len[s]; r0 += 64) tiles.push_back({b.seg_start[s], r0, b.seg_len[s]});
+    c.tiles.ensure(tiles.size(), "batch");
+    LIMA_CUDA_CHECK(cudaMemcpyAsync(c.tokens.p, b.tokens, size_t(N) * 4, cudaMemcpyHostToDevice, c.st));
+    LIMA_CUDA_CHECK(cudaMemcpyAsync(c.pos.p, b.pos, size_t(N) * 4, cudaMemcpyHostToDevice, c.st));
+    if (b.M) {
+        LIMA_CUDA_CHECK(cudaMemcpyAsync(c.rows.p, b.rows, size_t(b.M) * 8, cudaMemcpyHostToDevice, c.st));
+        LIMA_CUDA_CHECK(cudaMemcpyAsync(c.labels.p, b.labels, size_t(b.M) * 4, cudaMemcpyHostToDevice, c.st));
+    }
+    if (!tiles.empty())
+        LIMA_CUDA_CHECK(cudaMemcpyAsync(c.tiles.p, tiles.data(), tiles.size() * sizeof(AttnTile), cudaMemcpyHostToDevice, c.st));
+    LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));  // the host vectors go out of scope
+    return int(tiles.size());
+}
+
+float dropout_rate(float p_max, int layer, int L) { return L <= 1 ? 0.0f : p_max * float(layer) / float(L - 1); }
+
+// One layer's forward from x (N, d) into a; writes x_out (N, d) unless it is null (recompute).
+void layer_forward(Ctx &c, int l, LayerActs &a, const float *x, float *x_out, long N, int ntiles, const DropoutKey *key,
+                   float p_max) {
+    const lima_cuda_layer &o = c.layers[size_t(l)];
+    const int d = c.d(), F = c.F(), qd = c.cfg.q_dim(), ld = c.ldqkv(), hd = c.cfg.hd();
+    const float p = dropout_rate(p_max, l, c.cfg.num_layers);
+    rmsnorm_forward(a.xn1.p, a.rstd1.p, x, c.p32.p + o.ln1, N, d, c.cfg.rms_norm_eps, c.st);
+    c.gemm->run(a.qkv.p, false, a.xn1.p, false, c.p16.p + o.qkv, true, int(N), ld, d, 0.0f, c.st);
+    rope(a.qkv.p, ld, c.pos.p, N, c.cfg.num_heads + c.cfg.num_kv_heads, hd, c.rope_cos.p, c.rope_sin.p, 1.0f, c.st);
+    LIMA_CUDA_CHECK(cudaMemsetAsync(a.att.p, 0, size_t(N) * qd * sizeof(bf16), c.st));
+    attention_forward(a.att.p, a.lse.p, a.qkv.p, c.tiles.p, ntiles, {N, c.cfg.num_heads, c.cfg.num_kv_heads, hd, ld}, c.st);
+    c.gemm->run(c.y.p, false, a.att.p, false, c.p16.p + o.wo, true, int(N), d, qd, 0.0f, c.st);
+    dropout_residual_forward(a.xmid.p, x, c.y.p, N * d, p, key, l, 0, c.st);
+    rmsnorm_forward(a.xn2.p, a.rstd2.p, a.xmid.p, c.p32.p + o.ln2, N, d, c.cfg.rms_norm_eps, c.st);
+    c.gemm->run(a.gu.p, false, a.xn2.p, false, c.p16.p + o.gu, true, int(N), 2 * F, d, 0.0f, c.st);
+    swiglu_forward(a.h.p, a.gu.p, N, F, c.st);
+    if (!x_out) return;
+    c.gemm->run(c.y.p, false, a.h.p, false, c.p16.p + o.wd, true, int(N), d, F, 0.0f, c.st);
+    dropout_residual_forward(x_out, a.xmid.p, c.y.p, N * d, p, key, l, 1, c.st);
+}
+
+void forward(Ctx &c, long N, int ntiles, const DropoutKey *key, float p_max) {
+    const int d = c.d(), L = c.cfg.num_layers;
+    encoder_forward(c.resid.p, c.p32.p + c.emb, c.tokens.p, N, d, c.st);
+    for (int l = 0; l < L; ++l) {
+        LayerActs &a = c.acts[c.recompute ? 0 : size_t(l)];
+        layer_forward(c, l, a, c.resid.p + size_t(l) * N * d, c.resid.p + size_t(l + 1) * N * d, N, ntiles, key, p_max);
+    }
+    rmsnorm_forward(c.xf.p, c.rstdf.p, c.resid.p + size_t(L) * N * d, c.p32.p + c.norm, N, d, c.cfg.rms_norm_eps, c.st);
+}
+
+void backward(Ctx &c, long N, int ntiles, const DropoutKey *key, float p_max) {
+    const int d = c.d(), F = c.F(), L = c.cfg.num_layers, qd = c.cfg.q_dim(), ld = c.ldqkv(), hd = c.cfg.hd();
+    float *g = c.grads.p;
+    rmsnorm_backward(c.dres.p, g + c.norm, c.dxf.p, c.resid.p + size_t(L) * N * d, c.p32.p + c.norm, c.rstdf.p, N, d, false, c.st);
+    for (int l = L - 1; l >= 0; --l) {
+        const lima_cuda_layer &o = c.layers[size_t(l)];
+        LayerActs &a = c.acts[c.recompute ? 0 : size_t(l)];
+        const float *x = c.resid.p + size_t(l) * N * d;
+        if (c.recompute) layer_forward(c, l, a, x, nullptr, N, ntiles, key, p_max);
+        const float p = dropout_rate(p_max, l, L);
+        // MLP block
+        dropout_backward(c.dy.p, c.dres.p, N * d, p, key, l, 1, c.st);
+        c.gemm->run(c.dh.p, false, c.dy.p, false, c.p16.p + o.wd, false, int(N), F, d, 0.0f, c.st);
+        c.gemm->run(g + o.wd, true, c.dy.p, true, a.h.p, false, d, F, int(N), 1.0f, c.st);
+        swiglu_backward(c.dgu.p, c.dh.p, a.gu.p, N, F, c.st);
+        c.gemm->run(c.dxn.p, false, c.dgu.p, false, c.p16.p + o.gu, false, int(N), d, 2 * F, 0.0f, c.st);
+        c.gemm->run(g + o.gu, true, c.dgu.p, true, a.xn2.p, false, 2 * F, d, int(N), 1.0f, c.st);
+        rmsnorm_backward(c.dres.p, g + o.ln2, c.dxn.p, a.xmid.p, c.p32.p + o.ln2, a.rstd2.p, N, d, true, c.st);
+        // attention block
+        dropout_backward(c.dy.p, c.dres.p, N * d, p, key, l, 0, c.st);
+        c.gemm->run(c.datt.p, false, c.dy.p, false, c.p16.p + o.wo, false, int(N), qd, d, 0.0f, c.st);
+        c.gemm->run(g + o.wo, true, c.dy.p, true, a.att.p, false, d, qd, int(N), 1.0f, c.st);
+        attention_backward(c.dqkv.p, c.Dsum.p, c.datt.p, a.att.p, a.lse.p, a.qkv.p, c.tiles.p, ntiles,
+                           {N, c.cfg.num_heads, c.cfg.num_kv_heads, hd, ld}, c.st);
+        rope(c.dqkv.p, ld, c.pos.p, N, c.cfg.num_heads + c.cfg.num_kv_heads, hd, c.rope_cos.p, c.rope_sin.p, -1.0f, c.st);
+        c.gemm->run(c.dxn.p, false, c.dqkv.p, false, c.p16.p + o.qkv, false, int(N), d, ld, 0.0f, c.st);
+        c.gemm->run(g + o.qkv, true, c.dqkv.p, true, a.xn1.p, false, ld, d, int(N), 1.0f, c.st);
+        rmsnorm_backward(c.dres.p, g + o.ln1, c.dxn.p, x, c.p32.p + o.ln1, a.rstd1.p, N, d, true, c.st);
+    }
+    encoder_backward(g + c.emb, c.dres.p, c.tokens.p, N, d, c.st);
+}
+
+Ctx *create(const lima_cuda_model_desc &d, const float *params) {
+    ModelConfig cfg(d.cfg);
+    LIMA_REQUIRE(attention_supports(cfg.hd()), LIMA_ERR_UNSUPPORTED, "the CUDA backend supports head_dim 32, 64 or 128; this model has ",
+                 cfg.hd(), " (use device \"cpu\")");
+    int n = 0;
+    LIMA_CUDA_CHECK(cudaGetDeviceCount(&n));
+    LIMA_REQUIRE(d.device >= 0 && d.device < n, LIMA_ERR_INVALID_ARGUMENT, "CUDA device ", d.device, " does not exist (",
+                 n, " found)");
+    LIMA_CUDA_CHECK(cudaSetDevice(d.device));
+    auto c = std::make_unique<Ctx>();
+    c->cfg = cfg;
+    c->device = d.device;
+    c->total = d.total;
+    c->emb = d.emb;
+    c->norm = d.norm;
+    c->lm_head = d.lm_head;
+    c->layers.assign(d.layers, d.layers + cfg.num_layers);
+    for (int t = 0; t < d.num_tensors; ++t)
+        for (int64_t s = 0; s < d.t_numel[t]; s += 16384)
+            c->chunks.push_back({d.t_offset[t] + s, int32_t(std::min<int64_t>(16384, d.t_numel[t] - s)), int32_t(d.t_decay[t])});
+    size_t fr = 0, tot = 0;
+    LIMA_CUDA_CHECK(cudaMemGetInfo(&fr, &tot));
+    const int64_t need = d.total * 6;
+    LIMA_REQUIRE(need < int64_t(fr), LIMA_ERR_OUT_OF_MEMORY, "CUDA memory plan: the weights need ", need / 1073741824.0,
+                 " GiB (fp32 master + bf16 copy) but device ", d.device, " has ", fr / 1073741824.0, " GiB free of ",
+                 tot / 1073741824.0);
+    LIMA_CUDA_CHECK(cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking));
+    c->gemm = new Gemm();
+    c->p32.alloc(size_t(d.total), "fp32 master weights");
+    c->p16.alloc(size_t(d.total), "bf16 weights");
+    c->dsum.alloc(1, "scalars");
+    c->dscale.alloc(1, "scalars");
+    LIMA_CUDA_CHECK(cudaMemcpy(c->p32.p, params, size_t(d.total) * 4, cudaMemcpyHostToDevice));
+    cast_f32_bf16(c->p16.p, c->p32.p, long(d.total), c->st);
+    LIMA_CUDA_CHECK(cudaStreamSynchronize(c->st));
+    return c.release();
+}
+
+}  // namespace
+}  // namespace lima::cuda
+
+using lima::DropoutKey;
+using lima::cuda::Ctx;
+using namespace lima::cuda;
+
+#define LIMA_EXPORT extern "C" __attribute__((visibility("default")))
+
+LIMA_EXPORT int lima_cuda_plugin_create(const lima_cuda_model_desc *d, const float *params, void **out, char *err,
+                                        int32_t errcap) {
+    return guard(err, errcap, [&] { *out = create(*d, params); });
+}
+
+LIMA_EXPORT void lima_cuda_plugin_free(void *ctx) {
+    Ctx *c = static_cast<Ctx *>(ctx);
+    if (c) cudaSetDevice(c->device);
+    delete c;
+}
+
+LIMA_EXPORT int lima_cuda_plugin_params(void *ctx, float *host, int32_t to_device, char *err, int32_t errcap) {
+    return guard(err, errcap, [&] {
+        Ctx &c = *static_cast<Ctx *>(ctx);
+        LIMA_CUDA_CHECK(cudaSetDevice(c.device));
+        LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
+        if (to_device) {
+            LIMA_CUDA_CHECK(cudaMemcpy(c.p32.p, host, size_t(c.total) * 4, cudaMemcpyHostToDevice));
+            cast_f32_bf16(c.p16.p, c.p32.p, long(c.total), c.st);
+            LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
+        } else {
+            LIMA_CUDA_CHECK(cudaMemcpy(host, c.p32.p, size_t(c.total) * 4, cudaMemcpyDeviceToHost));
+        }
+    });
+}
+
+LIMA_EXPORT int lima_cuda_plugin_train_init(void *ctx, int32_t recompute, char *err, int32_t errcap) {
+    return guard(err, errcap, [&] {
+        Ctx &c = *static_cast<Ctx *>(ctx);
+        LIMA_CUDA_CHECK(cudaSetDevice(c.device));
+        if (c.recompute != (recompute != 0)) {
+            c.recompute = recompute != 0;
+            c.acts.clear();
+            c.cap = 0;  // the next batch plans again
+        }
+        if (c.train) return;
+        size_t fr = 0, tot = 0;
+        LIMA_CUDA_CHECK(cudaMemGetInfo(&fr, &tot));
+        const int64_t need = c.total * 12;
+        LIMA_REQUIRE(need < int64_t(fr), LIMA_ERR_OUT_OF_MEMORY, "CUDA memory plan: gradients + AdamW moments need ",
+                     need / 1073741824.0, " GiB (fp32) but device ", c.device, " has ", fr / 1073741824.0,
+                     " GiB free after the weights (", tot / 1073741824.0, " GiB in all)");
+        c.grads.alloc(size_t(c.total), "gradients");
+        c.m1.alloc(size_t(c.total), "AdamW moments");
+        c.m2.alloc(size_t(c.total), "AdamW moments");
+        LIMA_CUDA_CHECK(cudaMemset(c.grads.p, 0, size_t(c.total) * 4));
+        LIMA_CUDA_CHECK(cudaMemset(c.m1.p, 0, size_t(c.total) * 4));
+        LIMA_CUDA_CHECK(cudaMemset(c.m2.p, 0, size_t(c.total) * 4));
+        c.dchunks.alloc(c.chunks.size(), "optimiser table");
+        LIMA_CUDA_CHECK(cudaMemcpy(c.dchunks.p, c.chunks.data(), c.chunks.size() * sizeof(AdamChunk), cudaMemcpyHostToDevice));
+        c.train = true;
+    });
+}
+
+LIMA_EXPORT int lima_cuda_plugin_state(void *ctx, float *m1, float *m2, float *grads, int32_t to_device, char *err,
+                                       int32_t errcap) {
+    return guard(err, errcap, [&] {
+        Ctx &c = *static_cast<Ctx *>(ctx);
+        LIMA_CUDA_CHECK(cudaSetDevice(c.device));
+        LIMA_REQUIRE(c.train, LIMA_ERR_STATE, "CUDA backend: no optimiser state (no trainer)");
+        LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
+        const size_t bytes = size_t(c.total) * 4;
+        const cudaMemcpyKind k = to_device ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost;
+        auto mv = [&](float *h, float *dv) {
+            if (!h) return;
+            LIMA_CUDA_CHECK(to_device ? cudaMemcpy(dv, h, bytes, k) : cudaMemcpy(h, dv, bytes, k));
+        };
+        mv(m1, c.m1.p);
+        mv(m2, c.m2.p);
+        mv(grads, c.grads.p);
+    });
+}
+
+LIMA_EXPORT int lima_cuda_plugin_zero_grad(void *ctx, char *err, int32_t errcap) {
+    return guard(err, errcap, [&] {
+        Ctx &c = *static_cast<Ctx *>(ctx);
+        LIMA_CUDA_CHECK(cudaSetDevice(c.device));
+        if (c.train) LIMA_CUDA_CHECK(cudaMemsetAsync(c.grads.p, 0, size_t(c.total) * 4, c.st));
+    });
+}
+
+LIMA_EXPORT int lima_cuda_plugin_forward_backward(void *ctx, const lima_cuda_batch *b, const lima_cuda_fb_args *a,
+                                                  double *loss, char *err, int32_t errcap) {
+    return guard(err, errcap, [&] {
+        Ctx &c = *static_cast<Ctx *>(ctx);
+        LIMA_CUDA_CHECK(cudaSetDevice(c.device));
+        LIMA_REQUIRE(c.train, LIMA_ERR_STATE, "CUDA backend: forward_backward without a trainer");
+        const long N = long(b->B) * b->T;
+        const int nt = upload(c, *b);
+        const DropoutKey key{a->seed, a->step, a->micro};
+        const DropoutKey *kp = a->dropout && a->p_max > 0 ? &key : nullptr;
+        forward(c, N, nt, kp, a->p_max);
+        const int d = c.d(), V = c.cfg.vocab_size;
+        LIMA_CUDA_CHECK(cudaMemsetAsync(c.dxf.p, 0, size_t(N) * d * sizeof(bf16), c.st));
+        LIMA_CUDA_CHECK(cudaMemsetAsync(c.dsum.p, 0, sizeof(double), c.st));
+        // Fused classifier, chunk by chunk: only rows that predict a target, never (N, V) at once.
+        for (long r0 = 0; r0 < b->M; r0 += c.chunk) {
+            const long n = std::min(c.chunk, long(b->M) - r0);
+            gather_rows(c.cx.p, c.xf.p, c.rows.p + r0, n, d, c.st);
+            c.gemm->run(c.clogits.p, true, c.cx.p, false, c.p16.p + c.lm_head, true, int(n), V, d, 0.0f, c.st);
+            cross_entropy(c.cdl.p, c.dsum.p, c.clogits.p, c.labels.p + r0, n, V, a->inv_norm, c.st);
+            c.gemm->run(c.cdx.p, false, c.cdl.p, false, c.p16.p + c.lm_head, false, int(n), d, V, 0.0f, c.st);
+            scatter_rows(c.dxf.p, c.cdx.p, c.rows.p + r0, n, d, c.st);
+            c.gemm->run(c.grads.p + c.lm_head, true, c.cdl.p, true, c.cx.p, false, V, d, int(n), 1.0f, c.st);
+        }
+        backward(c, N, nt, kp, a->p_max);
+        LIMA_CUDA_CHECK(cudaMemcpyAsync(loss, c.dsum.p, sizeof(double), cudaMemcpyDeviceToHost, c.st));
+        LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
+    });
+}
+
+LIMA_EXPORT int lima_cuda_plugin_step(void *ctx, const lima_cuda_adam_args *a, double *grad_norm, int32_t *clipped, char *err,
+                                      int32_t errcap) {
+    return guard(err, errcap, [&] {
+        Ctx &c = *static_cast<Ctx *>(ctx);
+        LIMA_CUDA_CHECK(cudaSetDevice(c.device));
+        LIMA_REQUIRE(c.train, LIMA_ERR_STATE, "CUDA backend: step without a trainer");
+        LIMA_CUDA_CHECK(cudaMemsetAsync(c.dsum.p, 0, sizeof(double), c.st));
+        sum_squares(c.dsum.p, c.grads.p, long(c.total), c.st);
+        double ss = 0.0;
+        LIMA_CUDA_CHECK(cudaMemcpyAsync(&ss, c.dsum.p, sizeof(double), cudaMemcpyDeviceToHost, c.st));
+        LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
+        *grad_norm = std::sqrt(ss);
+        *clipped = 0;
+        if (!std::isfinite(*grad_norm)) return;  // the caller refuses the update
+        clip_scale(c.dscale.p, c.dsum.p, a->grad_clip, c.st);
+        *clipped = a->grad_clip > 0 && *grad_norm > a->grad_clip;
+        const double bc1 = 1.0 - std::pow(double(a->beta1), double(a->t));
+        const double bc2 = 1.0 - std::pow(double(a->beta2), double(a->t));
+        const AdamArgs aa{a->lr, a->beta1, a->beta2, a->eps, a->weight_decay, float(double(a->lr) / bc1),
+                          float(std::sqrt(bc2)), c.dscale.p};
+        adamw(c.p32.p, c.p16.p, c.m1.p, c.m2.p, c.grads.p, c.dchunks.p, int(c.chunks.size()), aa, c.st);
+        LIMA_CUDA_CHECK(cudaMemsetAsync(c.grads.p, 0, size_t(c.total) * 4, c.st));
+        LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
+    });
+}
+
+LIMA_EXPORT int lima_cuda_plugin_logprobs(void *ctx, const lima_cuda_batch *b, float *out, char *err, int32_t errcap) {
+    return guard(err, errcap, [&] {
+        Ctx &c = *static_cast<Ctx *>(ctx);
+        LIMA_CUDA_CHECK(cudaSetDevice(c.device));
+        const long N = long(b->B) * b->T;
+        const int nt = upload(c, *b);
+        forward(c, N, nt, nullptr, 0.0f);
+        const int d = c.d(), V = c.cfg.vocab_size;
+        std::vector<float> lp(size_t(c.chunk));
+        for (long r0 = 0; r0 < b->M; r0 += c.chunk) {
+            const long n = std::min(c.chunk, long(b->M) - r0);
+            gather_rows(c.cx.p, c.xf.p, c.rows.p + r0, n, d, c.st);
+            c.gemm->run(c.clogits.p, true, c.cx.p, false, c.p16.p + c.lm_head, true, int(n), V, d, 0.0f, c.st);
+            label_logprobs(c.clp.p, c.clogits.p, c.labels.p + r0, n, V, c.st);
+            LIMA_CUDA_CHECK(cudaMemcpyAsync(lp.data(), c.clp.p, size_t(n) * 4, cudaMemcpyDeviceToHost, c.st));
+            LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
+            for (long i = 0; i < n; ++i) out[b->rows[r0 + i] + 1] = lp[size_t(i)];
+        }
+    });
+}
+
+LIMA_EXPORT int lima_cuda_plugin_plan(void *ctx, int64_t tokens, lima_memory_plan *out, char *err, int32_t errcap) {
+    return guard(err, errcap, [&] {
+        Ctx &c = *static_cast<Ctx *>(ctx);
+        LIMA_CUDA_CHECK(cudaSetDevice(c.device));
+        LIMA_REQUIRE(tokens > 0, LIMA_ERR_INVALID_ARGUMENT, "memory plan: tokens per micro-batch must be > 0");
+        size_t fr = 0, tot = 0;
+        LIMA_CUDA_CHECK(cudaMemGetInfo(&fr, &tot));
+        const Sizes sz = plan_sizes(c, long(tokens));
+        reserve(c, long(tokens));
+        if (out) {
+            out->weights = c.total * 6;
+            out->optimizer = c.train ? c.total * 12 : 0;
+            out->activations = sz.activations;
+            out->workspace = sz.workspace;
+            out->total = out->weights + out->optimizer + out->activations + out->workspace;
+            out->device_free = int64_t(fr);
+            out->device_total = int64_t(tot);
+            out->peak = mem_counter().peak;
+        }
+    });
+}
+
+LIMA_EXPORT int lima_cuda_plugin_versions(char *out, int32_t cap) {
+    int driver = 0, runtime = 0;
+    cudaDriverGetVersion(&driver);
+    cudaRuntimeGetVersion(&runtime);
+    // NCCL is looked up, not linked: single-GPU training does not need it.
+    std::string nccl = "not found";
+    if (void *h = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL)) {
+        using fn = int (*)(int *);
+        if (auto f = reinterpret_cast<fn>(dlsym(h, "ncclGetVersion"))) {
+            int v = 0;
+            if (f(&v) == 0) nccl = lima::cat(v / 10000, ".", (v / 100) % 100, ".", v % 100);
+        }
+        dlclose(h);
+    }
+    const std::string s = lima::cat("cuda runtime ", runtime / 1000, ".", (runtime % 1000) / 10, ", driver ", driver / 1000, ".",
+                                    (driver % 1000) / 10, ", cublasLt ", Gemm::version(), ", nccl ", nccl);
+    std::snprintf(out, size_t(cap), "%s", s.c_str());
+    return LIMA_OK;
+}

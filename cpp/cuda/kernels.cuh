@@ -1,0 +1,90 @@
+// The CUDA backend's kernel families (kernels.cu, attention.cu) behind host-side launchers, so that
+// the backend and the GPU tests call the same entry points. Activations are bf16, the residual
+// stream and every reduction fp32; each launcher enqueues on `st` and checks the launch.
+#pragma once
+#include "cuda_common.cuh"
+#include "../src/philox.hpp"
+
+namespace lima::cuda {
+
+// resid (N, d) fp32 = emb (V, d) fp32 rows of tokens
+void encoder_forward(float *resid, const float *emb, const int32_t *tokens, long N, int d, cudaStream_t st);
+// demb (V, d) += dres rows (atomic: a token may repeat)
+void encoder_backward(float *demb, const float *dres, const int32_t *tokens, long N, int d, cudaStream_t st);
+
+// out (N, d) bf16 = w * x * rstd, rstd (N) saved
+void rmsnorm_forward(bf16 *out, float *rstd, const float *x, const float *w, long N, int d, float eps, cudaStream_t st);
+// dres (N, d) (+)= dx from dout (bf16); dw (d) += sum over rows. accumulate = false overwrites dres.
+void rmsnorm_backward(float *dres, float *dw, const bf16 *dout, const float *x, const float *w, const float *rstd, long N,
+                      int d, bool accumulate, cudaStream_t st);
+
+// Rotates `heads` consecutive heads of hd starting at column 0 of each row of x (N, ld) bf16 in
+// place; cos/sin tables (positions, hd/2) fp32; sign -1 = the backward (transpose) rotation.
+void rope(bf16 *x, int ld, const int32_t *pos, long N, int heads, int hd, const float *cos, const float *sin, float sign,
+          cudaStream_t st);
+
+// out (n) = res + dropout(y) with the Philox masks of the CPU backend (key == nullptr: no dropout).
+void dropout_residual_forward(float *out, const float *res, const bf16 *y, long n, float p, const DropoutKey *key, int layer,
+                              int site, cudaStream_t st);
+// dy (n) bf16 = mask * scale * dres
+void dropout_backward(bf16 *dy, const float *dres, long n, float p, const DropoutKey *key, int layer, int site, cudaStream_t st);
+
+// h (N, F) = silu(g) * u, with gu (N, 2F) = [g | u] per row (the fused gate/up product)
+void swiglu_forward(bf16 *h, const bf16 *gu, long N, int F, cudaStream_t st);
+void swiglu_backward(bf16 *dgu, const bf16 *dh, const bf16 *gu, long N, int F, cudaStream_t st);
+
+// Cross-entropy over C rows of fp32 logits (C, V): *loss_sum += lse - logit[label]; dlogits (C, V)
+// bf16 = (softmax - onehot) * inv_norm.
+void cross_entropy(bf16 *dlogits, double *loss_sum, const float *logits, const int32_t *labels, long C, int V, float inv_norm,
+                   cudaStream_t st);
+// lp[r] = logit[label] - lse, no gradient
+void label_logprobs(float *lp, const float *logits, const int32_t *labels, long C, int V, cudaStream_t st);
+
+// dst (C, d) = src rows idx[i]  /  dst rows idx[i] = src (C, d)
+void gather_rows(bf16 *dst, const bf16 *src, const int64_t *idx, long C, int d, cudaStream_t st);
+void scatter_rows(bf16 *dst, const bf16 *src, const int64_t *idx, long C, int d, cudaStream_t st);
+
+void cast_f32_bf16(bf16 *dst, const float *src, long n, cudaStream_t st);
+void cast_bf16_f32(float *dst, const bf16 *src, long n, cudaStream_t st);
+
+// *out += sum of x^2 (double accumulation)
+void sum_squares(double *out, const float *x, long n, cudaStream_t st);
+
+// One AdamW pass over every tensor (torch.optim.AdamW arithmetic), updating the fp32 master, its
+// bf16 copy and both moments. chunks: device table of {start, len, decay} covering the params.
+struct AdamChunk {
+    int64_t start;
+    int32_t len;
+    int32_t decay;
+};
+struct AdamArgs {
+    float lr, beta1, beta2, eps, weight_decay, step_size, bc2_sqrt;
+    const float *grad_scale;  // device scalar (clipping factor)
+};
+void adamw(float *p32, bf16 *p16, float *m, float *v, const float *g, const AdamChunk *chunks, int num_chunks,
+           const AdamArgs &a, cudaStream_t st);
+// scale = (clip > 0 && norm > clip) ? clip / (norm + 1e-6) : 1, from the device sum of squares
+void clip_scale(float *scale, const double *sumsq, float clip, cudaStream_t st);
+
+// ---- attention (attention.cu): causal GQA over packed rows, flash-style (no T x T buffer).
+// qkv (N, ld) bf16: q heads at column 0, then kv heads of k, then of v (the fused QKV product).
+// Work items are (segment, 64-row tile) pairs: tiles[i] = {segment start (flat), tile row offset,
+// segment length}.
+struct AttnTile {
+    int64_t start;
+    int32_t row0, len;
+};
+struct AttnShape {
+    long N;
+    int Hq, Hkv, hd, ld;
+};
+// out (N, Hq*hd) bf16 (padding rows left as they are), lse (N, Hq) fp32 natural log-sum-exp of
+// the scaled scores.
+void attention_forward(bf16 *out, float *lse, const bf16 *qkv, const AttnTile *tiles, int num_tiles, const AttnShape &s,
+                       cudaStream_t st);
+// dqkv (N, ld) bf16 from dout (N, Hq*hd); scratch Dsum (N, Hq) fp32. Padding rows of dqkv set 0.
+void attention_backward(bf16 *dqkv, float *Dsum, const bf16 *dout, const bf16 *out, const float *lse, const bf16 *qkv,
+                        const AttnTile *tiles, int num_tiles, const AttnShape &s, cudaStream_t st);
+bool attention_supports(int hd);
+
+}  // namespace lima::cuda

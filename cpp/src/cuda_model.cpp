@@ -1,0 +1,132 @@
+// liblima's side of the CUDA backend: a model whose weights live on a CUDA device keeps its host
+// fp32 copy (the reference for save, read_tensor and the CPU generator), refreshed from the device
+// after training steps, and sends batches and optimiser calls to the plugin (cuda_plugin.hpp).
+#include <cstdlib>
+#include <cstring>
+
+#include "common.hpp"
+#include "cuda_plugin.hpp"
+#include "model.hpp"
+
+namespace lima {
+
+namespace {
+constexpr int kErrCap = 2048;
+}
+
+void cuda_call(int status, const char *err) {
+    if (status != LIMA_OK) fail(status, err);
+}
+
+int parse_device(const char *device) {
+    if (device == nullptr || std::strcmp(device, "cpu") == 0) return -1;
+    if (std::strcmp(device, "cuda") == 0) return 0;
+    if (std::strncmp(device, "cuda:", 5) == 0 && device[5] != '\0') {
+        char *end = nullptr;
+        const long n = std::strtol(device + 5, &end, 10);
+        if (*end == '\0' && n >= 0 && n < 1024) return int(n);
+    }
+    fail(LIMA_ERR_INVALID_ARGUMENT, "unknown device \"", device, "\" (expected \"cpu\", \"cuda\" or \"cuda:N\")");
+}
+
+void cuda_attach(Model &m, int device) {
+    const CudaApi &api = cuda_api();
+    {
+        lima_device_info info[16];
+        int32_t n = 0;
+        char err[kErrCap] = "";
+        cuda_call(api.devices(info, 16, &n, err, kErrCap), err);  // names a missing driver or device
+        LIMA_REQUIRE(device < n, LIMA_ERR_INVALID_ARGUMENT, "CUDA device ", device, " does not exist (", n, " found)");
+    }
+    const ModelConfig &c = m.cfg;
+    const Layout &l = m.layout;
+    auto off = [&](const std::string &n) { return int64_t(l.params[l.index.at(n)].offset); };
+    std::vector<lima_cuda_layer> layers;
+    for (int i = 0; i < c.num_layers; ++i) {
+        const std::string p = cat("model.layers.", i, ".");
+        const lima_cuda_layer L{off(p + "input_layernorm.weight"), off(p + "self_attn.q_proj.weight"),
+                                off(p + "self_attn.o_proj.weight"), off(p + "post_attention_layernorm.weight"),
+                                off(p + "mlp.gate_proj.weight"), off(p + "mlp.down_proj.weight")};
+        // the fused products need q|k|v and gate|up adjacent, as make_layout puts them
+        LIMA_REQUIRE(off(p + "self_attn.k_proj.weight") == L.qkv + int64_t(c.q_dim()) * c.hidden_size &&
+                         off(p + "self_attn.v_proj.weight") == L.qkv + int64_t(c.q_dim() + c.kv_dim()) * c.hidden_size &&
+                         off(p + "mlp.up_proj.weight") == L.gu + int64_t(c.intermediate_size) * c.hidden_size,
+                     LIMA_ERR_INTERNAL, "CUDA backend: unexpected parameter layout");
+        layers.push_back(L);
+    }
+    std::vector<int64_t> t_off, t_num;
+    std::vector<uint8_t> t_decay;
+    for (const ParamInfo &p : l.params) {
+        t_off.push_back(int64_t(p.offset));
+        t_num.push_back(p.numel());
+        t_decay.push_back(p.decay ? 1 : 0);
+    }
+    lima_cuda_model_desc d{};
+    d.cfg = c;
+    d.cfg.head_dim = c.hd();
+    d.device = device;
+    d.total = int64_t(l.total);
+    d.emb = off("model.embed_tokens.weight");
+    d.norm = off("model.norm.weight");
+    d.lm_head = c.tie_word_embeddings ? d.emb : off("lm_head.weight");
+    d.layers = layers.data();
+    d.num_tensors = int32_t(l.params.size());
+    d.t_offset = t_off.data();
+    d.t_numel = t_num.data();
+    d.t_decay = t_decay.data();
+    char err[kErrCap] = "";
+    void *ctx = nullptr;
+    cuda_call(api.create(&d, m.params.data(), &ctx, err, kErrCap), err);
+    m.cuda = ctx;
+    m.device = device;
+    m.host_stale = false;
+}
+
+void cuda_detach(Model &m) {
+    if (!m.cuda) return;
+    cuda_api().free(m.cuda);
+    m.cuda = nullptr;
+}
+
+void cuda_sync_host(const Model &m) {
+    if (!m.cuda || !m.host_stale) return;
+    char err[kErrCap] = "";
+    Model &mm = const_cast<Model &>(m);  // the host copy is a cache of the device weights
+    cuda_call(cuda_api().params(m.cuda, mm.params.data(), 0, err, kErrCap), err);
+    mm.host_stale = false;
+}
+
+void cuda_push(Model &m) {
+    if (!m.cuda) return;
+    char err[kErrCap] = "";
+    cuda_call(cuda_api().params(m.cuda, m.params.data(), 1, err, kErrCap), err);
+    m.host_stale = false;
+}
+
+CudaBatch::CudaBatch(const Batch &b, bool all_rows) {
+    for (const cpu::Segment &s : b.segs) {
+        seg_start.push_back(int64_t(s.start));
+        seg_len.push_back(int32_t(s.len));
+    }
+    const std::vector<long> &r = all_rows ? b.all_rows : b.pred_rows;
+    rows.assign(r.begin(), r.end());
+    view.B = b.B;
+    view.T = b.T;
+    view.tokens = b.tokens.data();
+    view.pos = b.pos.data();
+    view.num_segs = int32_t(seg_start.size());
+    view.seg_start = seg_start.data();
+    view.seg_len = seg_len.data();
+    view.max_seg_len = b.max_seg_len;
+    view.M = int64_t(rows.size());
+    view.rows = rows.data();
+    view.labels = all_rows ? b.all_labels.data() : b.labels.data();
+}
+
+void cuda_token_logprobs(Model &m, const Batch &b, float *out) {
+    CudaBatch cb(b, true);
+    char err[kErrCap] = "";
+    cuda_call(cuda_api().logprobs(m.cuda, &cb.view, out, err, kErrCap), err);
+}
+
+}  // namespace lima

@@ -1,0 +1,556 @@
+// The CUDA backend against the CPU reference: every kernel family on fresh random inputs (never
+// zeros; outputs poisoned first so unwritten elements show), then whole-model loss, gradients,
+// training steps and eval log-probs through the C ABI. Each test skips itself without a GPU.
+// Errors are relative L2 norms ||gpu - cpu|| / ||cpu||; bf16 operands land between 1e-3 and 1e-2.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <random>
+#include <vector>
+
+#include "../helpers.hpp"
+#include "cpu/adamw.hpp"
+#include "cpu/attention.hpp"
+#include "cpu/dropout.hpp"
+#include "cpu/rmsnorm.hpp"
+#include "cpu/rope.hpp"
+#include "cpu/swiglu.hpp"
+#include "kernels.cuh"
+
+using namespace lima;
+using namespace limatest;
+using cuda::bf16;
+
+namespace {
+
+bool have_gpu() {
+    int n = 0;
+    return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+#define NEED_GPU() \
+    if (!have_gpu()) GTEST_SKIP() << "no CUDA device"
+
+std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> d(0.0f, scale);
+    std::vector<float> v(n);
+    for (auto &x : v) x = d(rng);
+    return v;
+}
+
+double rel_err(const std::vector<float> &a, const std::vector<float> &b) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+        if (!std::isfinite(a[i])) return INFINITY;
+        num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+        den += double(b[i]) * b[i];
+    }
+    return std::sqrt(num / std::max(den, 1e-30));
+}
+
+// bf16 round trip of a host vector (what the GPU sees).
+std::vector<float> round_bf16(const std::vector<float> &v) {
+    std::vector<float> r(v.size());
+    for (size_t i = 0; i < v.size(); ++i) r[i] = __bfloat162float(__float2bfloat16(v[i]));
+    return r;
+}
+
+template <typename T>
+struct Dev {
+    T *p = nullptr;
+    size_t n = 0;
+    explicit Dev(size_t count) : n(count) {
+        EXPECT_EQ(cudaMalloc(&p, std::max<size_t>(1, n) * sizeof(T)), cudaSuccess);
+        EXPECT_EQ(cudaMemset(p, 0xFF, std::max<size_t>(1, n) * sizeof(T)), cudaSuccess);  // poison: NaN for floats/bf16
+    }
+    ~Dev() { cudaFree(p); }
+};
+
+Dev<float> *up(const std::vector<float> &v) {
+    auto *d = new Dev<float>(v.size());
+    cudaMemcpy(d->p, v.data(), v.size() * 4, cudaMemcpyHostToDevice);
+    return d;
+}
+std::unique_ptr<Dev<bf16>> up16(const std::vector<float> &v) {
+    auto d = std::make_unique<Dev<bf16>>(v.size());
+    std::vector<bf16> h(v.size());
+    for (size_t i = 0; i < v.size(); ++i) h[i] = __float2bfloat16(v[i]);
+    cudaMemcpy(d->p, h.data(), v.size() * 2, cudaMemcpyHostToDevice);
+    return d;
+}
+std::vector<float> down(const float *p, size_t n) {
+    std::vector<float> v(n);
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    cudaMemcpy(v.data(), p, n * 4, cudaMemcpyDeviceToHost);
+    return v;
+}
+std::vector<float> down16(const bf16 *p, size_t n) {
+    std::vector<bf16> h(n);
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    cudaMemcpy(h.data(), p, n * 2, cudaMemcpyDeviceToHost);
+    std::vector<float> v(n);
+    for (size_t i = 0; i < n; ++i) v[i] = __bfloat162float(h[i]);
+    return v;
+}
+
+}  // namespace
+
+TEST(CudaKernels, RmsNormForwardBackward) {
+    NEED_GPU();
+    const long N = 300;
+    const int d = 4096 + 64;
+    auto x = randn(size_t(N) * d, 1), w = randn(size_t(d), 2, 0.5f), dy = round_bf16(randn(size_t(N) * d, 3));
+    std::vector<float> out(x.size()), rstd(static_cast<size_t>(N)), dx(x.size(), 0.5f), dw(size_t(d), 0.25f);
+    cpu::rmsnorm_forward(out.data(), rstd.data(), x.data(), w.data(), N, d, 1e-6f);
+    auto dx_ref = dx, dw_ref = dw;
+    cpu::rmsnorm_backward(dx_ref.data(), dw_ref.data(), dy.data(), x.data(), w.data(), rstd.data(), N, d);
+    std::unique_ptr<Dev<float>> gx(up(x)), gw(up(w)), gdx(up(dx)), gdw(up(dw));
+    Dev<bf16> gout(x.size());
+    Dev<float> grstd(static_cast<size_t>(N));
+    auto gdy = up16(dy);
+    cuda::rmsnorm_forward(gout.p, grstd.p, gx->p, gw->p, N, d, 1e-6f, 0);
+    EXPECT_LT(rel_err(down16(gout.p, out.size()), out), 8e-3);
+    EXPECT_LT(rel_err(down(grstd.p, size_t(N)), rstd), 1e-5);
+    cuda::rmsnorm_backward(gdx->p, gdw->p, gdy->p, gx->p, gw->p, grstd.p, N, d, true, 0);
+    EXPECT_LT(rel_err(down(gdx->p, dx.size()), dx_ref), 1e-4);
+    EXPECT_LT(rel_err(down(gdw->p, dw.size()), dw_ref), 1e-4);
+}
+
+TEST(CudaKernels, RopeForwardBackward) {
+    NEED_GPU();
+    const long N = 257;
+    const int hd = 128, heads = 6, ld = heads * hd + 256;
+    auto x = round_bf16(randn(size_t(N) * ld, 4));
+    std::vector<int32_t> pos(static_cast<size_t>(N));
+    for (long n = 0; n < N; ++n) pos[size_t(n)] = int32_t((n * 7) % 200);
+    cpu::RopeTable t;
+    t.build(hd, 256, 10000.0f);
+    // CPU reference on the first heads*hd columns of each row
+    std::vector<float> ref(size_t(N) * heads * hd);
+    for (long n = 0; n < N; ++n) std::copy(x.begin() + n * ld, x.begin() + n * ld + heads * hd, ref.begin() + n * heads * hd);
+    cpu::rope_forward(ref.data(), pos.data(), N, heads, hd, t);
+    auto gx = up16(x);
+    std::unique_ptr<Dev<float>> gc(up(t.cos)), gs(up(t.sin));
+    Dev<int32_t> gp(pos.size());
+    cudaMemcpy(gp.p, pos.data(), pos.size() * 4, cudaMemcpyHostToDevice);
+    cuda::rope(gx->p, ld, gp.p, N, heads, hd, gc->p, gs->p, 1.0f, 0);
+    auto got = down16(gx->p, x.size());
+    std::vector<float> got_heads(ref.size()), tail_got, tail_ref;
+    for (long n = 0; n < N; ++n) {
+        std::copy(got.begin() + n * ld, got.begin() + n * ld + heads * hd, got_heads.begin() + n * heads * hd);
+        tail_got.insert(tail_got.end(), got.begin() + n * ld + heads * hd, got.begin() + (n + 1) * ld);
+        tail_ref.insert(tail_ref.end(), x.begin() + n * ld + heads * hd, x.begin() + (n + 1) * ld);
+    }
+    EXPECT_LT(rel_err(got_heads, ref), 8e-3);
+    EXPECT_EQ(tail_got, tail_ref);  // columns past the rotated heads untouched
+    cuda::rope(gx->p, ld, gp.p, N, heads, hd, gc->p, gs->p, -1.0f, 0);  // the inverse rotation
+    EXPECT_LT(rel_err(down16(gx->p, x.size()), x), 1.5e-2);
+}
+
+TEST(CudaKernels, DropoutDrawsTheCpuMasks) {
+    NEED_GPU();
+    const long n = 100003;
+    const float p = 0.3f;
+    const DropoutKey key{0x1234567890ULL, 17, 3};
+    auto res = randn(size_t(n), 5), y = round_bf16(randn(size_t(n), 6));
+    std::vector<float> ref = res, yc = y;
+    cpu::dropout_residual_forward(ref.data(), yc.data(), n, p, &key, 5, 1);
+    std::unique_ptr<Dev<float>> gres(up(res));
+    Dev<float> gout(static_cast<size_t>(n));
+    auto gy = up16(y);
+    cuda::dropout_residual_forward(gout.p, gres->p, gy->p, n, p, &key, 5, 1, 0);
+    auto got = down(gout.p, size_t(n));
+    long same_mask = 0, dropped = 0;
+    for (long i = 0; i < n; ++i) {
+        const bool cpu_drop = yc[size_t(i)] == 0.0f, gpu_drop = got[size_t(i)] == res[size_t(i)];
+        same_mask += cpu_drop == gpu_drop;
+        dropped += cpu_drop;
+    }
+    EXPECT_EQ(same_mask, n);  // the very same elements are dropped
+    EXPECT_NEAR(double(dropped) / n, p, 0.01);
+    EXPECT_LT(rel_err(got, ref), 1e-6);
+    // backward: the same mask on the gradient
+    auto dres = randn(size_t(n), 7);
+    std::vector<float> dref(static_cast<size_t>(n));
+    cpu::dropout_residual_backward(dref.data(), dres.data(), n, p, &key, 5, 1);
+    std::unique_ptr<Dev<float>> gd(up(dres));
+    Dev<bf16> gdy(static_cast<size_t>(n));
+    cuda::dropout_backward(gdy.p, gd->p, n, p, &key, 5, 1, 0);
+    EXPECT_LT(rel_err(down16(gdy.p, size_t(n)), dref), 5e-3);
+}
+
+TEST(CudaKernels, SwigluForwardBackward) {
+    NEED_GPU();
+    const long N = 129;
+    const int F = 688;
+    auto gu = round_bf16(randn(size_t(N) * 2 * F, 8, 2.0f)), dh = round_bf16(randn(size_t(N) * F, 9));
+    std::vector<float> g(size_t(N) * F), u(size_t(N) * F), h(size_t(N) * F), dg(h.size()), du(h.size());
+    for (long n = 0; n < N; ++n)
+        for (int j = 0; j < F; ++j) {
+            g[size_t(n * F + j)] = gu[size_t(n * 2 * F + j)];
+            u[size_t(n * F + j)] = gu[size_t(n * 2 * F + F + j)];
+        }
+    cpu::swiglu_forward(h.data(), g.data(), u.data(), N * F);
+    cpu::swiglu_backward(dg.data(), du.data(), dh.data(), g.data(), u.data(), N * F);
+    auto ggu = up16(gu), gdh = up16(dh);
+    Dev<bf16> gh(h.size()), gdgu(gu.size());
+    cuda::swiglu_forward(gh.p, ggu->p, N, F, 0);
+    cuda::swiglu_backward(gdgu.p, gdh->p, ggu->p, N, F, 0);
+    EXPECT_LT(rel_err(down16(gh.p, h.size()), h), 8e-3);
+    auto got = down16(gdgu.p, gu.size());
+    std::vector<float> got_g(h.size()), got_u(h.size());
+    for (long n = 0; n < N; ++n)
+        for (int j = 0; j < F; ++j) {
+            got_g[size_t(n * F + j)] = got[size_t(n * 2 * F + j)];
+            got_u[size_t(n * F + j)] = got[size_t(n * 2 * F + F + j)];
+        }
+    EXPECT_LT(rel_err(got_g, dg), 8e-3);
+    EXPECT_LT(rel_err(got_u, du), 8e-3);
+}
+
+TEST(CudaKernels, CrossEntropyLossAndGradient) {
+    NEED_GPU();
+    const long C = 37;
+    const int V = 32000;
+    auto logits = randn(size_t(C) * V, 10, 3.0f);
+    std::vector<int32_t> labels(static_cast<size_t>(C));
+    for (long r = 0; r < C; ++r) labels[size_t(r)] = int32_t((r * 7919) % V);
+    const float inv = 1.0f / 100.0f;
+    double loss_ref = 0;
+    std::vector<float> dref(logits.size()), lp_ref(static_cast<size_t>(C));
+    for (long r = 0; r < C; ++r) {
+        double mx = -1e30, s = 0;
+        for (int j = 0; j < V; ++j) mx = std::max(mx, double(logits[size_t(r * V + j)]));
+        for (int j = 0; j < V; ++j) s += std::exp(double(logits[size_t(r * V + j)]) - mx);
+        const double lse = mx + std::log(s);
+        loss_ref += lse - logits[size_t(r * V + labels[size_t(r)])];
+        lp_ref[size_t(r)] = float(logits[size_t(r * V + labels[size_t(r)])] - lse);
+        for (int j = 0; j < V; ++j)
+            dref[size_t(r * V + j)] = float((std::exp(logits[size_t(r * V + j)] - lse) - (j == labels[size_t(r)])) * inv);
+    }
+    std::unique_ptr<Dev<float>> gl(up(logits));
+    Dev<int32_t> glab(labels.size());
+    cudaMemcpy(glab.p, labels.data(), labels.size() * 4, cudaMemcpyHostToDevice);
+    Dev<bf16> gd(logits.size());
+    Dev<double> gsum(1);
+    Dev<float> glp(static_cast<size_t>(C));
+    cudaMemset(gsum.p, 0, sizeof(double));
+    cuda::cross_entropy(gd.p, gsum.p, gl->p, glab.p, C, V, inv, 0);
+    cuda::label_logprobs(glp.p, gl->p, glab.p, C, V, 0);
+    double loss = 0;
+    cudaDeviceSynchronize();
+    cudaMemcpy(&loss, gsum.p, sizeof(double), cudaMemcpyDeviceToHost);
+    EXPECT_NEAR(loss, loss_ref, 1e-4 * std::abs(loss_ref));
+    EXPECT_LT(rel_err(down16(gd.p, logits.size()), dref), 8e-3);
+    EXPECT_LT(rel_err(down(glp.p, size_t(C)), lp_ref), 1e-5);
+}
+
+TEST(CudaKernels, AdamWMatchesTheCpuStep) {
+    NEED_GPU();
+    const long n = 70001;
+    auto p = randn(size_t(n), 11), m = randn(size_t(n), 12, 0.01f), g = randn(size_t(n), 13, 0.1f);
+    auto v = randn(size_t(n), 14, 0.01f);
+    for (auto &x : v) x = x * x;
+    const cpu::AdamWParams a{1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.5f, 7};
+    auto p_ref = p, m_ref = m, v_ref = v;
+    cpu::adamw_update(p_ref.data(), m_ref.data(), v_ref.data(), g.data(), 40000, true, a);
+    cpu::adamw_update(p_ref.data() + 40000, m_ref.data() + 40000, v_ref.data() + 40000, g.data() + 40000, n - 40000, false, a);
+    std::unique_ptr<Dev<float>> gp(up(p)), gm(up(m)), gv(up(v)), gg(up(g)), gscale(up({0.5f}));
+    Dev<bf16> gp16(static_cast<size_t>(n));
+    std::vector<cuda::AdamChunk> chunks{{0, 16384, 1}, {16384, 16384, 1}, {32768, 40000 - 32768, 1}, {40000, int32_t(n - 40000), 0}};
+    Dev<cuda::AdamChunk> gc(chunks.size());
+    cudaMemcpy(gc.p, chunks.data(), chunks.size() * sizeof(cuda::AdamChunk), cudaMemcpyHostToDevice);
+    const double bc1 = 1.0 - std::pow(0.9, 7.0), bc2 = 1.0 - std::pow(0.95, 7.0);
+    const cuda::AdamArgs ga{a.lr, a.beta1, a.beta2, a.eps, a.weight_decay, float(a.lr / bc1), float(std::sqrt(bc2)), gscale->p};
+    cuda::adamw(gp->p, gp16.p, gm->p, gv->p, gg->p, gc.p, int(chunks.size()), ga, 0);
+    EXPECT_LT(rel_err(down(gp->p, size_t(n)), p_ref), 1e-6);
+    EXPECT_LT(rel_err(down(gm->p, size_t(n)), m_ref), 1e-6);
+    EXPECT_LT(rel_err(down(gv->p, size_t(n)), v_ref), 1e-6);
+    EXPECT_LT(rel_err(down16(gp16.p, size_t(n)), p_ref), 8e-3);
+}
+
+// Attention on packed rows: segments of odd lengths (crossing 64-row tiles), padding, GQA.
+void attention_case(int hd, int Hq, int Hkv, uint32_t seed) {
+    const int B = 2, T = 300;
+    const long N = long(B) * T;
+    std::vector<cpu::Segment> segs{{0, 1}, {1, 130}, {131, 64}, {195, 100}, {300, 300}};  // row 0 ends with 5 padding tokens
+    int max_len = 0;
+    for (auto &s : segs) max_len = std::max(max_len, s.len);
+    const int ld = (Hq + 2 * Hkv) * hd, qd = Hq * hd, kvd = Hkv * hd;
+    auto qkv = round_bf16(randn(size_t(N) * ld, seed));
+    std::vector<float> q(size_t(N) * qd), k(size_t(N) * kvd), v(size_t(N) * kvd);
+    for (long n = 0; n < N; ++n) {
+        std::copy(qkv.begin() + n * ld, qkv.begin() + n * ld + qd, q.begin() + n * qd);
+        std::copy(qkv.begin() + n * ld + qd, qkv.begin() + n * ld + qd + kvd, k.begin() + n * kvd);
+        std::copy(qkv.begin() + n * ld + qd + kvd, qkv.begin() + (n + 1) * ld, v.begin() + n * kvd);
+    }
+    std::vector<float> out(size_t(N) * qd), lse(size_t(N) * Hq);
+    cpu::attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), segs, N, Hq, Hkv, hd, max_len);
+    auto dout = round_bf16(randn(out.size(), seed + 1));
+    std::vector<float> dq(q.size()), dk(k.size()), dv(v.size());
+    cpu::attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(), v.data(), out.data(), lse.data(),
+                            segs, N, Hq, Hkv, hd, max_len);
+    std::vector<cuda::AttnTile> tiles;
+    for (auto &s : segs)
+        for (int r0 = 0; r0 < s.len; r0 += 64) tiles.push_back({int64_t(s.start), r0, s.len});
+    Dev<cuda::AttnTile> gt(tiles.size());
+    cudaMemcpy(gt.p, tiles.data(), tiles.size() * sizeof(cuda::AttnTile), cudaMemcpyHostToDevice);
+    auto gqkv = up16(qkv), gdout = up16(dout);
+    Dev<bf16> gout(out.size()), gdqkv(qkv.size());
+    Dev<float> glse(lse.size()), gD(lse.size());
+    cudaMemset(gout.p, 0, out.size() * 2);  // as the backend does: padding rows stay 0
+    const cuda::AttnShape s{N, Hq, Hkv, hd, ld};
+    cuda::attention_forward(gout.p, glse.p, gqkv->p, gt.p, int(tiles.size()), s, 0);
+    auto got_out = down16(gout.p, out.size());
+    auto got_lse = down(glse.p, lse.size());
+    // padding rows 295..299 of row 0 have no lse; compare the rest
+    std::vector<float> l_ref, l_got;
+    for (long n = 0; n < N; ++n)
+        if (n < 295 || n >= 300)
+            for (int h = 0; h < Hq; ++h) {
+                l_ref.push_back(lse[size_t(n * Hq + h)]);
+                l_got.push_back(got_lse[size_t(n * Hq + h)]);
+            }
+    EXPECT_LT(rel_err(got_out, out), 1e-2) << "hd " << hd;
+    EXPECT_LT(rel_err(l_got, l_ref), 2e-3) << "hd " << hd;
+    auto out16 = up16(got_out);
+    cuda::attention_backward(gdqkv.p, gD.p, gdout->p, out16->p, glse.p, gqkv->p, gt.p, int(tiles.size()), s, 0);
+    auto got = down16(gdqkv.p, qkv.size());
+    std::vector<float> gq(q.size()), gk(k.size()), gv(v.size());
+    for (long n = 0; n < N; ++n) {
+        std::copy(got.begin() + n * ld, got.begin() + n * ld + qd, gq.begin() + n * qd);
+        std::copy(got.begin() + n * ld + qd, got.begin() + n * ld + qd + kvd, gk.begin() + n * kvd);
+        std::copy(got.begin() + n * ld + qd + kvd, got.begin() + (n + 1) * ld, gv.begin() + n * kvd);
+    }
+    EXPECT_LT(rel_err(gq, dq), 2e-2) << "hd " << hd;
+    EXPECT_LT(rel_err(gk, dk), 2e-2) << "hd " << hd;
+    EXPECT_LT(rel_err(gv, dv), 2e-2) << "hd " << hd;
+}
+
+TEST(CudaKernels, AttentionHeadDim128Gqa) { NEED_GPU(); attention_case(128, 4, 2, 20); }
+TEST(CudaKernels, AttentionHeadDim64) { NEED_GPU(); attention_case(64, 3, 3, 30); }
+TEST(CudaKernels, AttentionHeadDim32Mqa) { NEED_GPU(); attention_case(32, 4, 1, 40); }
+
+// ------------------------------------------------------------------ whole model through the C ABI
+
+namespace {
+
+lima_model_config small_config() {
+    lima_model_config c;
+    lima_model_config_init(&c);
+    c.vocab_size = 997;
+    c.hidden_size = 256;
+    c.intermediate_size = 688;
+    c.num_layers = 3;
+    c.num_heads = 8;
+    c.num_kv_heads = 2;
+    c.head_dim = 32;
+    c.max_position_embeddings = 512;
+    c.initializer_range = 0.05f;
+    return c;
+}
+
+// Two rows of 200: row 0 packs examples of 90 and 70 then padding, row 1 one example of 200.
+void packed_batch(std::vector<int32_t> &tok, std::vector<uint8_t> &mask, std::vector<int32_t> &seg, int V, uint32_t seed) {
+    const int T = 200;
+    std::mt19937 rng(seed);
+    tok.assign(2 * T, 0);
+    mask.assign(2 * T, 0);
+    seg.assign(2 * T, 0);
+    for (int t = 0; t < 2 * T; ++t) {
+        tok[size_t(t)] = int32_t(rng() % uint32_t(V));
+        const int r = t / T, p = t % T;
+        seg[size_t(t)] = r == 1 ? 3 : p < 90 ? 1 : p < 160 ? 2 : 0;
+        mask[size_t(t)] = seg[size_t(t)] != 0 && (p % 90) > 20 ? 1 : 0;
+    }
+}
+
+struct Pair {
+    ModelPtr cpu, gpu;
+};
+
+Pair make_pair_models() {
+    const lima_model_config c = small_config();
+    lima_model *a = nullptr, *b = nullptr;
+    EXPECT_EQ(lima_model_create(&c, "cpu", 42, &a), LIMA_OK) << lima_last_error();
+    EXPECT_EQ(lima_model_create(&c, "cuda:0", 42, &b), LIMA_OK) << lima_last_error();
+    return {ModelPtr(a), ModelPtr(b)};
+}
+
+std::vector<float> read_grad(lima_trainer *t, lima_model *m, int32_t i) {
+    char name[256];
+    int64_t shape[2];
+    int32_t nd = 0;
+    EXPECT_EQ(lima_model_tensor_info(m, i, name, sizeof name, shape, &nd), LIMA_OK);
+    const int64_t n = nd == 2 ? shape[0] * shape[1] : shape[0];
+    std::vector<float> g(static_cast<size_t>(n));
+    EXPECT_EQ(lima_trainer_read_grad(t, name, g.data(), n), LIMA_OK) << lima_last_error();
+    return g;
+}
+
+}  // namespace
+
+class CudaModel : public ::testing::Test {
+protected:
+    void SetUp() override {
+        if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+        setenv("LIMA_CUDA_PLUGIN", LIMA_CUDA_PLUGIN_FILE, 1);
+    }
+};
+
+TEST_F(CudaModel, LossAndEveryGradientMatchTheCpuWithDropoutAndPacking) {
+    Pair p = make_pair_models();
+    ASSERT_TRUE(p.cpu && p.gpu);
+    lima_train_config tc;
+    lima_train_config_init(&tc);
+    tc.resid_dropout = 0.3f;
+    tc.seed = 7;
+    lima_trainer *ta = nullptr, *tb = nullptr;
+    LIMA_OK_OR_FAIL(lima_trainer_create(p.cpu.get(), &tc, &ta));
+    LIMA_OK_OR_FAIL(lima_trainer_create(p.gpu.get(), &tc, &tb));
+    TrainerPtr A(ta), Bt(tb);
+    std::vector<int32_t> tok, seg;
+    std::vector<uint8_t> mask;
+    packed_batch(tok, mask, seg, small_config().vocab_size, 1);
+    lima_batch *bb = nullptr;
+    LIMA_OK_OR_FAIL(lima_batch_create(2, 200, &bb));
+    BatchPtr batch(bb);
+    LIMA_OK_OR_FAIL(lima_batch_set(bb, tok.data(), mask.data(), seg.data()));
+    int64_t targets = 0;
+    LIMA_OK_OR_FAIL(lima_batch_num_targets(bb, &targets));
+    lima_fb_result ra{}, rb{};
+    LIMA_OK_OR_FAIL(lima_trainer_forward_backward(ta, bb, targets, &ra));
+    LIMA_OK_OR_FAIL(lima_trainer_forward_backward(tb, bb, targets, &rb));
+    EXPECT_EQ(ra.num_targets, rb.num_targets);
+    EXPECT_NEAR(rb.loss_sum / rb.num_targets, ra.loss_sum / ra.num_targets, 2e-2 * ra.loss_sum / ra.num_targets);
+    int32_t nt = 0;
+    LIMA_OK_OR_FAIL(lima_model_num_tensors(p.cpu.get(), &nt));
+    for (int32_t i = 0; i < nt; ++i) {
+        const auto ga = read_grad(ta, p.cpu.get(), i), gb = read_grad(tb, p.gpu.get(), i);
+        EXPECT_LT(rel_err(gb, ga), 6e-2) << "tensor " << i;
+    }
+}
+
+TEST_F(CudaModel, TrainingStepsFollowTheCpuLossesAndResumeExactly) {
+    Pair p = make_pair_models();
+    ASSERT_TRUE(p.cpu && p.gpu);
+    lima_train_config tc;
+    lima_train_config_init(&tc);
+    tc.resid_dropout = 0.2f;
+    lima_trainer *ta = nullptr, *tb = nullptr;
+    LIMA_OK_OR_FAIL(lima_trainer_create(p.cpu.get(), &tc, &ta));
+    LIMA_OK_OR_FAIL(lima_trainer_create(p.gpu.get(), &tc, &tb));
+    TrainerPtr A(ta), Bt(tb);
+    lima_batch *bb = nullptr;
+    LIMA_OK_OR_FAIL(lima_batch_create(2, 200, &bb));
+    BatchPtr batch(bb);
+    const std::string dir = temp_dir("cuda-resume");
+    for (int step = 0; step < 6; ++step) {
+        std::vector<int32_t> tok, seg;
+        std::vector<uint8_t> mask;
+        packed_batch(tok, mask, seg, small_config().vocab_size, 100 + uint32_t(step % 2));  // two batches, alternating
+        LIMA_OK_OR_FAIL(lima_batch_set(bb, tok.data(), mask.data(), seg.data()));
+        int64_t targets = 0;
+        LIMA_OK_OR_FAIL(lima_batch_num_targets(bb, &targets));
+        lima_fb_result ra{}, rb{};
+        LIMA_OK_OR_FAIL(lima_trainer_forward_backward(ta, bb, targets, &ra));
+        LIMA_OK_OR_FAIL(lima_trainer_forward_backward(tb, bb, targets, &rb));
+        const double la = ra.loss_sum / ra.num_targets, lb = rb.loss_sum / rb.num_targets;
+        EXPECT_NEAR(lb, la, 3e-2 * la) << "step " << step;
+        lima_step_result sa{}, sb{};
+        LIMA_OK_OR_FAIL(lima_trainer_step(ta, 1e-3f, &sa));
+        LIMA_OK_OR_FAIL(lima_trainer_step(tb, 1e-3f, &sb));
+        EXPECT_NEAR(sb.grad_norm, sa.grad_norm, 6e-2 * sa.grad_norm) << "step " << step;
+        EXPECT_EQ(sb.step, sa.step);
+    }
+    // weights after 6 steps, read back from the device
+    std::vector<float> wa(256 * 256), wb(256 * 256);
+    LIMA_OK_OR_FAIL(lima_model_read_tensor(p.cpu.get(), "model.layers.1.self_attn.o_proj.weight", wa.data(), int64_t(wa.size())));
+    LIMA_OK_OR_FAIL(lima_model_read_tensor(p.gpu.get(), "model.layers.1.self_attn.o_proj.weight", wb.data(), int64_t(wb.size())));
+    EXPECT_LT(rel_err(wb, wa), 2e-2);
+    // save model + optimiser state, load into a fresh CUDA model: the next step is identical
+    LIMA_OK_OR_FAIL(lima_model_save(p.gpu.get(), (dir + "/ckpt").c_str(), LIMA_DTYPE_F32, 0));
+    LIMA_OK_OR_FAIL(lima_trainer_save_state(tb, (dir + "/state.safetensors").c_str()));
+    lima_model *mc = nullptr;
+    LIMA_OK_OR_FAIL(lima_model_load((dir + "/ckpt").c_str(), "cuda", &mc));
+    ModelPtr C(mc);
+    lima_trainer *tcc = nullptr;
+    LIMA_OK_OR_FAIL(lima_trainer_create(mc, &tc, &tcc));
+    TrainerPtr Ct(tcc);
+    LIMA_OK_OR_FAIL(lima_trainer_load_state(tcc, (dir + "/state.safetensors").c_str()));
+    lima_fb_result r1{}, r2{};
+    LIMA_OK_OR_FAIL(lima_trainer_forward_backward(tb, bb, 10000, &r1));
+    LIMA_OK_OR_FAIL(lima_trainer_forward_backward(tcc, bb, 10000, &r2));
+    EXPECT_EQ(r1.loss_sum, r2.loss_sum);  // same weights, same dropout key: bitwise
+}
+
+TEST_F(CudaModel, EvalLogprobsMatchTheCpu) {
+    Pair p = make_pair_models();
+    ASSERT_TRUE(p.cpu && p.gpu);
+    std::vector<int32_t> tok, seg;
+    std::vector<uint8_t> mask;
+    packed_batch(tok, mask, seg, small_config().vocab_size, 3);
+    lima_batch *bb = nullptr;
+    LIMA_OK_OR_FAIL(lima_batch_create(2, 200, &bb));
+    BatchPtr batch(bb);
+    LIMA_OK_OR_FAIL(lima_batch_set(bb, tok.data(), mask.data(), seg.data()));
+    std::vector<float> a(400), b(400, 123.0f);
+    LIMA_OK_OR_FAIL(lima_model_token_logprobs(p.cpu.get(), bb, a.data(), 400));
+    LIMA_OK_OR_FAIL(lima_model_token_logprobs(p.gpu.get(), bb, b.data(), 400));
+    EXPECT_LT(rel_err(b, a), 1e-2);
+    EXPECT_EQ(b[0], 0.0f);    // first token of a segment
+    EXPECT_EQ(b[170], 0.0f);  // padding
+}
+
+TEST_F(CudaModel, MemoryPlanReportsAndRefusesWhatCannotFit) {
+    const lima_model_config c = small_config();
+    lima_model *m = nullptr;
+    LIMA_OK_OR_FAIL(lima_model_create(&c, "cuda", 1, &m));
+    ModelPtr M(m);
+    lima_train_config tc;
+    lima_train_config_init(&tc);
+    lima_trainer *t = nullptr;
+    LIMA_OK_OR_FAIL(lima_trainer_create(m, &tc, &t));
+    TrainerPtr Tp(t);
+    lima_memory_plan plan{};
+    LIMA_OK_OR_FAIL(lima_trainer_plan_memory(t, 4, 512, &plan));
+    EXPECT_GT(plan.activations, 0);
+    EXPECT_EQ(plan.total, plan.weights + plan.optimizer + plan.activations + plan.workspace);
+    EXPECT_GT(plan.device_total, plan.total);
+    EXPECT_GE(plan.peak, plan.weights);
+    EXPECT_LIMA_ERR(lima_trainer_plan_memory(t, 1 << 20, 2048, &plan), LIMA_ERR_OUT_OF_MEMORY, "GiB are free");
+    // still usable after the refusal
+    LIMA_OK_OR_FAIL(lima_trainer_plan_memory(t, 2, 256, &plan));
+}
+
+TEST_F(CudaModel, RecomputationGivesTheSameGradients) {
+    const lima_model_config c = small_config();
+    lima_model *m = nullptr;
+    LIMA_OK_OR_FAIL(lima_model_create(&c, "cuda", 5, &m));
+    ModelPtr M(m);
+    std::vector<int32_t> tok, seg;
+    std::vector<uint8_t> mask;
+    packed_batch(tok, mask, seg, c.vocab_size, 9);
+    lima_batch *bb = nullptr;
+    LIMA_OK_OR_FAIL(lima_batch_create(2, 200, &bb));
+    BatchPtr batch(bb);
+    LIMA_OK_OR_FAIL(lima_batch_set(bb, tok.data(), mask.data(), seg.data()));
+    std::vector<std::vector<float>> grads[2];
+    double loss[2];
+    for (int rc = 0; rc < 2; ++rc) {
+        lima_train_config tc;
+        lima_train_config_init(&tc);
+        tc.resid_dropout = 0.3f;
+        tc.recompute_activations = rc;
+        lima_trainer *t = nullptr;
+        LIMA_OK_OR_FAIL(lima_trainer_create(m, &tc, &t));
+        TrainerPtr Tp(t);
+        lima_fb_result r{};
+        LIMA_OK_OR_FAIL(lima_trainer_forward_backward(t, bb, 1000, &r));
+        loss[rc] = r.loss_sum;
+        for (int32_t i = 0; i < 5; ++i) grads[rc].push_back(read_grad(t, m, i));
+    }
+    EXPECT_EQ(loss[0], loss[1]);
+    for (size_t i = 0; i < grads[0].size(); ++i) EXPECT_LT(rel_err(grads[1][i], grads[0][i]), 1e-5) << i;
+}
