@@ -25,7 +25,8 @@ public final class DoctorCommand implements Callable<Integer> {
         }
         try {
             var devices = Lima.cudaDevices();
-            out.println("cuda:      " + devices.size() + " device(s); the CUDA backend lists devices but cannot train or generate yet");
+            out.println("cuda:      " + devices.size() + " device(s), " + Lima.cudaVersions() + " (training: device cuda; "
+                    + "generation still runs on the CPU)");
             for (int i = 0; i < devices.size(); i++) {
                 var d = devices.get(i);
                 out.printf("  cuda:%d   %s, compute %d.%d, %.1f GiB (%.1f GiB free), CUDA runtime %d.%d, driver %d.%d%n", i, d.name(),

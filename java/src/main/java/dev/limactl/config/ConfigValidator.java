@@ -40,6 +40,8 @@ final class ConfigValidator {
         positive(t.microBatchTokens(), "training.micro_batch_tokens");
         require(t.residDropout() >= 0 && t.residDropout() < 1, "training.resid_dropout", "must be in [0, 1), got " + t.residDropout());
         require(t.threads() >= 0, "training.threads", "must be >= 0 (0 = all cores), got " + t.threads());
+        require(t.device() != null && t.device().matches("cpu|cuda(:\\d{1,3})?"), "training.device",
+                "must be cpu, cuda or cuda:N, got " + t.device());
         require(Set.of("bf16", "f32").contains(t.saveDtype()), "training.save_dtype", "must be bf16 or f32, got \"" + t.saveDtype() + "\"");
     }
 

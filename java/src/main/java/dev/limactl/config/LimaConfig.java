@@ -40,9 +40,12 @@ public record LimaConfig(Model model, Data data, Optimizer optimizer, Training t
      * @param microBatchTokens tokens per micro-batch (rows x row length); gradients accumulate over them
      * @param residDropout     residual dropout at the top layer, from 0 at the bottom (LIMA: 0.3; 0.2 smaller)
      * @param saveDtype        dtype of the per-epoch checkpoints: bf16 or f32
+     * @param device           cpu, cuda or cuda:N (the CUDA backend plugin, bf16 with fp32 master weights)
+     * @param recomputeActivations CUDA: keep only each layer's input and recompute the rest in backward
      */
     public record Training(int epochs, @JsonProperty("batch_size") int batchSize,
                            @JsonProperty("micro_batch_tokens") int microBatchTokens,
                            @JsonProperty("resid_dropout") double residDropout, long seed, int threads,
-                           @JsonProperty("save_dtype") String saveDtype) {}
+                           @JsonProperty("save_dtype") String saveDtype, String device,
+                           @JsonProperty("recompute_activations") boolean recomputeActivations) {}
 }

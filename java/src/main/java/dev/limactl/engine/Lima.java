@@ -5,7 +5,7 @@ import dev.limactl.engine.binding.LimaNative;
 /** Library-wide facts and settings of the native engine. */
 public final class Lima {
     /** The lima.h ABI this Java code was written against. */
-    public static final int EXPECTED_ABI = 1;
+    public static final int EXPECTED_ABI = 2;
 
     private Lima() {}
 
@@ -42,6 +42,16 @@ public final class Lima {
         abiVersion();
         return LimaNative.cudaDevices(Native::check).stream().map(r -> new Device((String) r[0], (long) r[1], (long) r[2],
                 (int) r[3], (int) r[4], (int) r[5], (int) r[6])).toList();
+    }
+
+    /** Library versions the CUDA plugin sees (runtime, driver, cuBLASLt, NCCL); throws like {@link #cudaDevices()}. */
+    public static String cudaVersions() {
+        abiVersion();
+        byte[] buf = new byte[512];
+        Native.check(LimaNative.lima_cuda_versions(buf, buf.length));
+        int n = 0;
+        while (n < buf.length && buf[n] != 0) n++;
+        return new String(buf, 0, n, java.nio.charset.StandardCharsets.UTF_8);
     }
 
     /** Residual-dropout rate of layer l of L for a top rate pMax (0 at the bottom, pMax at the top). */

@@ -16,14 +16,24 @@ public final class Model implements AutoCloseable {
 
     /** Loads a Hugging Face checkpoint directory (config.json + model.safetensors or shards). */
     public static Model load(Path dir) {
+        return load(dir, "cpu");
+    }
+
+    /** Loads onto a device: "cpu", "cuda" or "cuda:N" (the CUDA backend plugin; a clear error names what is missing). */
+    public static Model load(Path dir, String device) {
         Lima.abiVersion();
         LimaNative.lima_model h = new LimaNative.lima_model();
-        Native.check(LimaNative.lima_model_load(dir.toString(), "cpu", h));
+        Native.check(LimaNative.lima_model_load(dir.toString(), device, h));
         return new Model(h);
     }
 
     /** A randomly initialised model (matrices ~ N(0, initializerRange), norm gains 1). */
     public static Model random(ModelConfig c, long seed) {
+        return random(c, seed, "cpu");
+    }
+
+    /** A randomly initialised model on a device ("cpu", "cuda", "cuda:N"). */
+    public static Model random(ModelConfig c, long seed, String device) {
         Lima.abiVersion();
         LimaNative.lima_model_config n = new LimaNative.lima_model_config();
         try {
@@ -35,7 +45,7 @@ public final class Model implements AutoCloseable {
                     .bos_token_id(c.bosTokenId()).eos_token_id(c.eosTokenId()).pad_token_id(c.padTokenId())
                     .initializer_range(c.initializerRange());
             LimaNative.lima_model h = new LimaNative.lima_model();
-            Native.check(LimaNative.lima_model_create(n, "cpu", seed, h));
+            Native.check(LimaNative.lima_model_create(n, device, seed, h));
             return new Model(h);
         } finally {
             LimaNative.release(n);

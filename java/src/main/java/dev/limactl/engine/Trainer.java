@@ -23,12 +23,42 @@ public final class Trainer implements AutoCloseable {
         try {
             LimaNative.lima_train_config_init(c);
             c.beta1(o.beta1()).beta2(o.beta2()).eps(o.eps()).weight_decay(o.weightDecay()).grad_clip(o.gradClip())
-                    .resid_dropout(o.residDropout()).seed(o.seed());
+                    .resid_dropout(o.residDropout()).seed(o.seed()).recompute_activations(o.recomputeActivations() ? 1 : 0);
             LimaNative.lima_trainer h = new LimaNative.lima_trainer();
             Native.check(LimaNative.lima_trainer_create(model.live(), c, h));
             return new Trainer(h);
         } finally {
             LimaNative.release(c);
+        }
+    }
+
+    /** Device memory of the model and this trainer for micro-batches of rows x seqLen tokens, in bytes. */
+    public record MemoryPlan(long weights, long optimizer, long activations, long workspace, long total, long deviceFree,
+                             long deviceTotal, long peak) {
+        public String describe() {
+            return String.format(java.util.Locale.ROOT,
+                    "weights %.2f GiB + optimizer %.2f GiB + activations %.2f GiB + workspace %.2f GiB = %.2f GiB "
+                            + "(device: %.1f GiB free of %.1f GiB; peak so far %.2f GiB)",
+                    g(weights), g(optimizer), g(activations), g(workspace), g(total), g(deviceFree), g(deviceTotal), g(peak));
+        }
+
+        private static double g(long b) {
+            return b / 1073741824.0;
+        }
+    }
+
+    /**
+     * Plans and reserves device memory for micro-batches of rows x seqLen tokens. On CUDA a plan that cannot fit
+     * throws (LIMA_ERR_OUT_OF_MEMORY) with the figures, before any training step.
+     */
+    public MemoryPlan planMemory(int rows, int seqLen) {
+        LimaNative.lima_memory_plan p = new LimaNative.lima_memory_plan();
+        try {
+            Native.check(LimaNative.lima_trainer_plan_memory(live(), rows, seqLen, p));
+            return new MemoryPlan(p.weights(), p.optimizer(), p.activations(), p.workspace(), p.total(), p.device_free(),
+                    p.device_total(), p.peak());
+        } finally {
+            p.close();
         }
     }
 

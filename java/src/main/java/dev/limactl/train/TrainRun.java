@@ -164,9 +164,14 @@ public final class TrainRun {
                         model.numParams(), eot, global));
                 TrainOptions opts = new TrainOptions((float) cfg.optimizer().beta1(), (float) cfg.optimizer().beta2(),
                         (float) cfg.optimizer().eps(), (float) cfg.optimizer().weightDecay(), (float) cfg.optimizer().gradClip(),
-                        (float) tc.residDropout(), tc.seed());
+                        (float) tc.residDropout(), tc.seed(), tc.recomputeActivations());
                 try (Trainer trainer = Trainer.create(model, opts)) {
                     if (state != null) trainer.loadState(state.resolve("optimizer.safetensors"));
+                    if (!tc.device().equals("cpu")) {  // refuse a plan that cannot fit before the first step
+                        int seq = cfg.data().maxTokens();
+                        Trainer.MemoryPlan mp = trainer.planMemory(Math.max(1, tc.microBatchTokens() / seq), seq);
+                        listener.onWarning("memory plan on " + tc.device() + ": " + mp.describe());
+                    }
                     Path metricsPath = runDir.resolve("metrics.jsonl");
                     keepMetricsUpTo(metricsPath, global);
                     List<Path> checkpoints = new ArrayList<>();
@@ -247,14 +252,15 @@ public final class TrainRun {
     }
 
     private Model openModel(Tokenizer tok, Path state) {
-        if (state != null) return Model.load(state.resolve("model"));
+        String device = cfg.training().device();
+        if (state != null) return Model.load(state.resolve("model"), device);
         LimaConfig.Model m = cfg.model();
-        if (m.init().equals("pretrained")) return Model.load(resolve(m.path()));
+        if (m.init().equals("pretrained")) return Model.load(resolve(m.path()), device);
         LimaConfig.Architecture a = m.architecture();
         ModelConfig mc = new ModelConfig(tok.vocabSize(), a.hiddenSize(), a.intermediateSize(), a.numLayers(), a.numHeads(),
                 a.numKvHeads(), 0, a.maxPositionEmbeddings(), 1e-6f, (float) a.ropeTheta(), false, tok.bosId(), tok.eosId(),
                 -1, 0.02f);
-        return Model.random(mc, cfg.training().seed());
+        return Model.random(mc, cfg.training().seed(), device);
     }
 
     /**

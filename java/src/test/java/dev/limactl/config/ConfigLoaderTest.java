@@ -67,6 +67,8 @@ class ConfigLoaderTest {
         expect("config key \"training.batch_size\" must be > 0, got 0", () -> ConfigLoader.preset("demo").set(List.of("training.batch_size=0")).load());
         expect("config key \"optimizer.final_lr\" must be in [0, lr]", () -> ConfigLoader.preset("demo").set(List.of("optimizer.final_lr=1")).load());
         expect("config key \"training.resid_dropout\"", () -> ConfigLoader.preset("demo").set(List.of("training.resid_dropout=1.5")).load());
+        expect("config key \"training.device\"", () -> ConfigLoader.preset("demo").set(List.of("training.device=gpu0")).load());
+        assertEquals("cuda:1", ConfigLoader.preset("demo").set(List.of("training.device=cuda:1")).load().training().device());
         expect("config key \"training.epochs\"", () -> ConfigLoader.preset("demo").set(List.of("training.epochs=many")).load());
         expect("config key \"model.path\" is required", () -> ConfigLoader.preset("lima-7b").set(List.of("data.train=x")).load());
         expect("\"optimizer\" must be a mapping", () -> ConfigLoader.preset(null).set(List.of("optimizer=3")));

@@ -101,6 +101,7 @@ public final class LimaNative {
         public native float grad_clip(); public native lima_train_config grad_clip(float v);
         public native float resid_dropout(); public native lima_train_config resid_dropout(float v);
         public native @Cast("uint64_t") long seed(); public native lima_train_config seed(long v);
+        public native int recompute_activations(); public native lima_train_config recompute_activations(int v);
     }
 
     /** {@code lima_fb_result}. */
@@ -264,6 +265,32 @@ public final class LimaNative {
     public static String cudaPluginPath() {
         return lima_cuda_plugin_path().getString();
     }
+
+    public static native int lima_cuda_versions(@Cast("char*") byte[] out, int cap);
+
+    /** {@code lima_memory_plan}. */
+    public static class lima_memory_plan extends Pointer {
+        static {
+            Loader.load();
+        }
+
+        public lima_memory_plan() {
+            allocate();
+        }
+
+        private native void allocate();
+
+        @org.bytedeco.javacpp.annotation.MemberGetter public native @Cast("int64_t") long weights();
+        @org.bytedeco.javacpp.annotation.MemberGetter public native @Cast("int64_t") long optimizer();
+        @org.bytedeco.javacpp.annotation.MemberGetter public native @Cast("int64_t") long activations();
+        @org.bytedeco.javacpp.annotation.MemberGetter public native @Cast("int64_t") long workspace();
+        @org.bytedeco.javacpp.annotation.MemberGetter public native @Cast("int64_t") long total();
+        @org.bytedeco.javacpp.annotation.MemberGetter public native @Cast("int64_t") long device_free();
+        @org.bytedeco.javacpp.annotation.MemberGetter public native @Cast("int64_t") long device_total();
+        @org.bytedeco.javacpp.annotation.MemberGetter public native @Cast("int64_t") long peak();
+    }
+
+    public static native int lima_trainer_plan_memory(lima_trainer t, int rows, int seqLen, lima_memory_plan out);
 
     /** {@code lima_sampling}. */
     public static class lima_sampling extends Pointer {

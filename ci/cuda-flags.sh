@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Prints the CMake flags for the CUDA backend plugin on this machine: -DLIMA_CUDA=OFF without nvcc;
+# with nvcc, -DLIMA_CUDA=ON plus, when the toolkit lacks cuBLASLt (build machines with only the
+# compiler), LIMA_CUBLAS_ROOT from the pip wheel nvidia-cublas (installed here if missing).
+set -uo pipefail
+if ! command -v nvcc >/dev/null 2>&1; then echo "-DLIMA_CUDA=OFF"; exit 0; fi
+toolkit=$(dirname "$(readlink -f "$(command -v nvcc)")")/..
+if [ -f "$toolkit/include/cublasLt.h" ] || [ -f /usr/local/cuda/include/cublasLt.h ]; then echo "-DLIMA_CUDA=ON"; exit 0; fi
+root() { python3 -c 'import nvidia, os; [print(p + "/cu13") for p in nvidia.__path__ if os.path.exists(p + "/cu13/include/cublasLt.h")]' 2>/dev/null | head -1; }
+r=$(root)
+if [ -z "$r" ]; then
+  python3 -m pip install -q nvidia-cublas >&2 || true
+  r=$(root)
+fi
+if [ -z "$r" ]; then
+  echo "ci/cuda-flags.sh: nvcc found but no cuBLASLt (pip install nvidia-cublas failed): the CUDA plugin is NOT built" >&2
+  echo "-DLIMA_CUDA=OFF"
+  exit 0
+fi
+echo "-DLIMA_CUDA=ON -DLIMA_CUBLAS_ROOT=$r"
