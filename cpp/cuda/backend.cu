@@ -164,7 +164,7 @@ void reserve(Ctx &c, long n) {
     c.pos.alloc(size_t(n), "batch");
     c.rows.alloc(size_t(n), "batch");
     c.labels.alloc(size_t(n), "batch");
-    c.tiles.alloc(size_t(n / 64 + 2 * n / 1 / 64 + 64), "batch");
+    c.tiles.alloc(size_t(n / 64 + 64), "batch");  // grown by upload() when a batch has more segments
     c.cap = n;
 }
 

@@ -102,38 +102,37 @@ __global__ void rope_k(bf16 *x, int ld, const int32_t *pos, long N, int heads, i
     v[i + h2] = __float2bfloat16(b * c + a * s);
 }
 
-// One thread per 4 elements: one Philox call, the CPU backend's counter layout (philox.hpp).
+// The residual-dropout mask of 4 consecutive elements g*4..g*4+3: one Philox call with the CPU
+// backend's counter layout (philox.hpp). apply(j, v) is v kept and scaled, 0, or v when off.
+struct Mask4 {
+    Philox4 r;
+    float p, scale;
+    bool on;
+    __device__ Mask4(long g, float p_, const DropoutKey &key, uint32_t word, bool on_) : r{{0, 0, 0, 0}}, p(p_), on(on_) {
+        if (on) r = philox4x32_10(uint32_t(uint64_t(g)), uint32_t(uint64_t(g) >> 32), key.step, word, uint32_t(key.seed),
+                                  uint32_t(key.seed >> 32));
+        scale = on ? 1.0f / (1.0f - p) : 1.0f;
+    }
+    __device__ float apply(int j, float v) const { return on ? (u24(r.v[j]) >= p ? v * scale : 0.0f) : v; }
+};
+
+// One thread per 4 elements.
 __global__ void dropout_residual_forward_k(float *out, const float *res, const bf16 *y, long n, float p, DropoutKey key,
                                            uint32_t word, bool on) {
     const long g = long(blockIdx.x) * blockDim.x + threadIdx.x;
     if (g * 4 >= n) return;
-    Philox4 r{{0, 0, 0, 0}};
-    if (on) r = philox4x32_10(uint32_t(uint64_t(g)), uint32_t(uint64_t(g) >> 32), key.step, word, uint32_t(key.seed),
-                              uint32_t(key.seed >> 32));
-    const float scale = on ? 1.0f / (1.0f - p) : 1.0f;
-    for (int j = 0; j < 4; ++j) {
+    const Mask4 mask(g, p, key, word, on);
+    for (int j = 0; j < 4 && g * 4 + j < n; ++j) {
         const long e = g * 4 + j;
-        if (e >= n) break;
-        float v = __bfloat162float(y[e]);
-        if (on) v = u24(r.v[j]) >= p ? v * scale : 0.0f;
-        out[e] = res[e] + v;
+        out[e] = res[e] + mask.apply(j, __bfloat162float(y[e]));
     }
 }
 
 __global__ void dropout_backward_k(bf16 *dy, const float *dres, long n, float p, DropoutKey key, uint32_t word, bool on) {
     const long g = long(blockIdx.x) * blockDim.x + threadIdx.x;
     if (g * 4 >= n) return;
-    Philox4 r{{0, 0, 0, 0}};
-    if (on) r = philox4x32_10(uint32_t(uint64_t(g)), uint32_t(uint64_t(g) >> 32), key.step, word, uint32_t(key.seed),
-                              uint32_t(key.seed >> 32));
-    const float scale = on ? 1.0f / (1.0f - p) : 1.0f;
-    for (int j = 0; j < 4; ++j) {
-        const long e = g * 4 + j;
-        if (e >= n) break;
-        float v = dres[e];
-        if (on) v = u24(r.v[j]) >= p ? v * scale : 0.0f;
-        dy[e] = __float2bfloat16(v);
-    }
+    const Mask4 mask(g, p, key, word, on);
+    for (int j = 0; j < 4 && g * 4 + j < n; ++j) dy[g * 4 + j] = __float2bfloat16(mask.apply(j, dres[g * 4 + j]));
 }
 
 __global__ void swiglu_forward_k(bf16 *h, const bf16 *gu, long N, int F) {

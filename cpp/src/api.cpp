@@ -481,10 +481,7 @@ int lima_cuda_devices(lima_device_info *out, int32_t cap, int32_t *count) {
     return guarded([&] {
         need(count, "lima_cuda_devices", "count");
         LIMA_REQUIRE(cap >= 0 && (cap == 0 || out), LIMA_ERR_INVALID_ARGUMENT, "lima_cuda_devices: out is NULL or cap < 0");
-        lima_cuda_devices_fn fn = lima::cuda_api().devices;
-        char err[1024] = {0};
-        const int st = fn(out, cap, count, err, int32_t(sizeof err));
-        if (st != LIMA_OK) lima::fail(st, err);
+        lima::cuda_run(lima::cuda_api().devices, out, cap, count);
     });
 }
 
@@ -505,8 +502,7 @@ int lima_trainer_plan_memory(lima_trainer *t, int32_t rows, int32_t seq_len, lim
         lima::Model &m = *t->t->model;
         lima_memory_plan p{};
         if (m.cuda) {
-            char err[2048] = "";
-            lima::cuda_call(lima::cuda_api().plan(m.cuda, int64_t(rows) * seq_len, &p, err, sizeof err), err);
+            lima::cuda_run(lima::cuda_api().plan, m.cuda, int64_t(rows) * seq_len, &p);
         } else {
             const int64_t total = int64_t(m.layout.total);
             p.weights = total * 4;

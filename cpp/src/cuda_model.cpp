@@ -10,10 +10,6 @@
 
 namespace lima {
 
-namespace {
-constexpr int kErrCap = 2048;
-}
-
 void cuda_call(int status, const char *err) {
     if (status != LIMA_OK) fail(status, err);
 }
@@ -34,8 +30,7 @@ void cuda_attach(Model &m, int device) {
     {
         lima_device_info info[16];
         int32_t n = 0;
-        char err[kErrCap] = "";
-        cuda_call(api.devices(info, 16, &n, err, kErrCap), err);  // names a missing driver or device
+        cuda_run(api.devices, info, 16, &n);  // names a missing driver or device
         LIMA_REQUIRE(device < n, LIMA_ERR_INVALID_ARGUMENT, "CUDA device ", device, " does not exist (", n, " found)");
     }
     const ModelConfig &c = m.cfg;
@@ -74,9 +69,8 @@ void cuda_attach(Model &m, int device) {
     d.t_offset = t_off.data();
     d.t_numel = t_num.data();
     d.t_decay = t_decay.data();
-    char err[kErrCap] = "";
     void *ctx = nullptr;
-    cuda_call(api.create(&d, m.params.data(), &ctx, err, kErrCap), err);
+    cuda_run(api.create, &d, static_cast<const float *>(m.params.data()), &ctx);
     m.cuda = ctx;
     m.device = device;
     m.host_stale = false;
@@ -90,16 +84,14 @@ void cuda_detach(Model &m) {
 
 void cuda_sync_host(const Model &m) {
     if (!m.cuda || !m.host_stale) return;
-    char err[kErrCap] = "";
     Model &mm = const_cast<Model &>(m);  // the host copy is a cache of the device weights
-    cuda_call(cuda_api().params(m.cuda, mm.params.data(), 0, err, kErrCap), err);
+    cuda_run(cuda_api().params, m.cuda, mm.params.data(), 0);
     mm.host_stale = false;
 }
 
 void cuda_push(Model &m) {
     if (!m.cuda) return;
-    char err[kErrCap] = "";
-    cuda_call(cuda_api().params(m.cuda, m.params.data(), 1, err, kErrCap), err);
+    cuda_run(cuda_api().params, m.cuda, m.params.data(), 1);
     m.host_stale = false;
 }
 
@@ -125,8 +117,7 @@ CudaBatch::CudaBatch(const Batch &b, bool all_rows) {
 
 void cuda_token_logprobs(Model &m, const Batch &b, float *out) {
     CudaBatch cb(b, true);
-    char err[kErrCap] = "";
-    cuda_call(cuda_api().logprobs(m.cuda, &cb.view, out, err, kErrCap), err);
+    cuda_run(cuda_api().logprobs, m.cuda, &cb.view, out);
 }
 
 }  // namespace lima

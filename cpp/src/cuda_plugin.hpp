@@ -94,6 +94,12 @@ const CudaApi &cuda_api();
 const char *cuda_plugin_path();
 // Throws a plugin call's failure (status + its message).
 void cuda_call(int status, const char *err);
+// Calls a plugin function with an error buffer appended to its arguments; throws on failure.
+template <typename F, typename... A>
+void cuda_run(F fn, A... args) {
+    char err[2048] = "";
+    cuda_call(fn(args..., err, int32_t(sizeof err)), err);
+}
 
 struct Model;
 struct Batch;

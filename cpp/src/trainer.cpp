@@ -24,17 +24,12 @@ void validate(const lima_train_config &c) {
                  c.resid_dropout);
 }
 
-namespace {
-constexpr int kErrCap = 2048;
-}
-
 Trainer::Trainer(Model *m, const lima_train_config &c) : model(m), cfg(c) {
     validate(c);
     if (m->cuda) {
         // gradients and moments live on the device; host copies only for save/load/read_grad
-        char err[kErrCap] = "";
-        cuda_call(cuda_api().train_init(m->cuda, c.recompute_activations, err, kErrCap), err);
-        cuda_call(cuda_api().zero_grad(m->cuda, err, kErrCap), err);
+        cuda_run(cuda_api().train_init, m->cuda, c.recompute_activations);
+        cuda_run(cuda_api().zero_grad, m->cuda);
     } else {
         grads.assign(m->layout.total, 0.0f);
         m1.assign(m->layout.total, 0.0f);
@@ -62,8 +57,7 @@ lima_fb_result Trainer::forward_backward(const Batch &b, int64_t step_targets) {
         CudaBatch cb(b, false);
         const lima_cuda_fb_args a{float(1.0 / double(step_targets)), cfg.resid_dropout, cfg.resid_dropout > 0 ? 1 : 0,
                                   cfg.seed, uint32_t(step), micro};
-        char err[kErrCap] = "";
-        cuda_call(cuda_api().forward_backward(m.cuda, &cb.view, &a, &r.loss_sum, err, kErrCap), err);
+        cuda_run(cuda_api().forward_backward, m.cuda, &cb.view, &a, &r.loss_sum);
         LIMA_REQUIRE(std::isfinite(r.loss_sum), LIMA_ERR_INVALID_ARGUMENT, "lima_trainer_forward_backward: the loss is not finite (",
                      r.loss_sum, "): the weights or inputs hold NaN/inf");
         ++micro;
@@ -89,8 +83,7 @@ lima_step_result Trainer::apply(float lr) {
     if (model->cuda) {
         const lima_cuda_adam_args a{lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay, cfg.grad_clip, int64_t(step + 1)};
         lima_step_result r{0.0, 0, step};
-        char err[kErrCap] = "";
-        cuda_call(cuda_api().step(model->cuda, &a, &r.grad_norm, &r.clipped, err, kErrCap), err);
+        cuda_run(cuda_api().step, model->cuda, &a, &r.grad_norm, &r.clipped);
         LIMA_REQUIRE(std::isfinite(r.grad_norm), LIMA_ERR_STATE, "lima_trainer_step: the gradient norm is ", r.grad_norm,
                      "; no update was made (zero the gradients to go on)");
         model->host_stale = true;
@@ -122,8 +115,7 @@ lima_step_result Trainer::apply(float lr) {
 // A new optimiser step starts: no gradient, micro-batch index 0 (part of the dropout key).
 void Trainer::zero_grad() {
     if (model->cuda) {
-        char err[kErrCap] = "";
-        cuda_call(cuda_api().zero_grad(model->cuda, err, kErrCap), err);
+        cuda_run(cuda_api().zero_grad, model->cuda);
     }
     std::fill(grads.begin(), grads.end(), 0.0f);
     micro = 0;
@@ -135,8 +127,7 @@ void Trainer::read_grad(const ParamInfo &p, float *out) const {
         return;
     }
     std::vector<float> g(model->layout.total);
-    char err[kErrCap] = "";
-    cuda_call(cuda_api().state(model->cuda, nullptr, nullptr, g.data(), 0, err, kErrCap), err);
+    cuda_run(cuda_api().state, model->cuda, nullptr, nullptr, g.data(), 0);
     std::copy(g.begin() + long(p.offset), g.begin() + long(p.offset) + p.numel(), out);
 }
 
@@ -147,8 +138,7 @@ void Trainer::save_state(const std::string &path) const {
         dm1.resize(model->layout.total);
         dm2.resize(model->layout.total);
         if (micro != 0) dg.resize(model->layout.total);
-        char err[kErrCap] = "";
-        cuda_call(cuda_api().state(model->cuda, dm1.data(), dm2.data(), micro != 0 ? dg.data() : nullptr, 0, err, kErrCap), err);
+        cuda_run(cuda_api().state, model->cuda, dm1.data(), dm2.data(), micro != 0 ? dg.data() : nullptr, 0);
         M1 = dm1.data();
         M2 = dm2.data();
         G = dg.data();
@@ -198,8 +188,7 @@ void Trainer::load_state(const std::string &path) {
         if (nmicro != 0) read("grad." + p.name, p, g.data() + p.offset);
     }
     if (model->cuda) {  // only now, so a failed load leaves the trainer as it was
-        char err[kErrCap] = "";
-        cuda_call(cuda_api().state(model->cuda, a.data(), b.data(), g.data(), 1, err, kErrCap), err);
+        cuda_run(cuda_api().state, model->cuda, a.data(), b.data(), g.data(), 1);
     } else {
         m1.swap(a);
         m2.swap(b);
