@@ -62,6 +62,30 @@ TEST(Api, CudaDevicesAreListedOrTheMissingPieceIsNamed) {
     EXPECT_LIMA_ERR(lima_cuda_devices(nullptr, 4, &n), LIMA_ERR_INVALID_ARGUMENT, "out is NULL");
 }
 
+TEST(Api, MemoryPlanOnTheCpuAndItsBadArguments) {
+    const lima_model_config c = tiny_config();
+    lima_model *m = nullptr;
+    LIMA_OK_OR_FAIL(lima_model_create(&c, "cpu", 0, &m));
+    ModelPtr M(m);
+    lima_train_config tc;
+    lima_train_config_init(&tc);
+    lima_trainer *t = nullptr;
+    LIMA_OK_OR_FAIL(lima_trainer_create(m, &tc, &t));
+    TrainerPtr T(t);
+    int64_t np = 0;
+    LIMA_OK_OR_FAIL(lima_model_num_params(m, &np));
+    lima_memory_plan small{}, big{};
+    LIMA_OK_OR_FAIL(lima_trainer_plan_memory(t, 1, 16, &small));
+    LIMA_OK_OR_FAIL(lima_trainer_plan_memory(t, 4, 16, &big));
+    EXPECT_EQ(small.weights, np * 4);
+    EXPECT_EQ(small.optimizer, np * 12);
+    EXPECT_EQ(big.activations, 4 * small.activations);  // linear in the tokens
+    EXPECT_EQ(big.total, big.weights + big.optimizer + big.activations + big.workspace);
+    EXPECT_LIMA_ERR(lima_trainer_plan_memory(t, 0, 16, &small), LIMA_ERR_INVALID_ARGUMENT, "rows (0)");
+    EXPECT_LIMA_ERR(lima_trainer_plan_memory(nullptr, 1, 16, &small), LIMA_ERR_INVALID_ARGUMENT, "trainer is NULL");
+    EXPECT_LIMA_ERR(lima_cuda_versions(nullptr, 10), LIMA_ERR_INVALID_ARGUMENT, "out is NULL");
+}
+
 TEST(Api, InvalidModelConfigNamesTheField) {
     auto expect_bad = [](void (*edit)(lima_model_config &), const char *needle) {
         lima_model_config c = tiny_config();

@@ -524,6 +524,13 @@ TEST_F(CudaModel, MemoryPlanReportsAndRefusesWhatCannotFit) {
     LIMA_OK_OR_FAIL(lima_trainer_plan_memory(t, 2, 256, &plan));
 }
 
+TEST_F(CudaModel, UnsupportedHeadDimIsRefusedClearly) {
+    lima_model_config c = small_config();
+    c.head_dim = 48;
+    lima_model *m = nullptr;
+    EXPECT_LIMA_ERR(lima_model_create(&c, "cuda", 1, &m), LIMA_ERR_UNSUPPORTED, "head_dim 32, 64 or 128");
+}
+
 TEST_F(CudaModel, RecomputationGivesTheSameGradients) {
     const lima_model_config c = small_config();
     lima_model *m = nullptr;
