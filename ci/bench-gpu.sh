@@ -5,8 +5,11 @@
 #   (a) LLaMA-125M shape: d 768, 12 layers, 12 heads, ffn 2048, vocab 32000, 16 x 2048 tokens
 #   (b) LLaMA-7B shape, 8 layers: d 4096, 32 heads, ffn 11008, vocab 32000, 4 x 2048 tokens
 #   (c) shape (a) with LIMA-like lengths (100..2048): liblima packed vs one example per row
-# Logs and JSON lines go to ${OUT:-build-gpu/out}; a table is printed last.
-# usage: bash ci/bench-gpu.sh [tests|bench|all]   (default all)
+# and the decoding benchmark: prompt 512, 256 new tokens, LIMA's sampling, batch 1 and 32, shapes
+# (a) and (b), liblima-cuda against HF generate (dynamic and static cache), with the GPU's measured
+# copy bandwidth for the batch-1 limit (every weight read once per token).
+# Logs and JSON lines go to ${OUT:-build-gpu/out}; tables are printed last.
+# usage: bash ci/bench-gpu.sh [tests|bench|generate|all]   (default all)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
@@ -28,17 +31,18 @@ if ! [ -x build-gpu/cpp/lima_cuda_tests ]; then
   cmake --build build-gpu -j 16 > "$out/build.log" 2>&1 || { grep -E "error" -A3 "$out/build.log" | head -60; exit 1; }
 fi
 status=0
-if [ "$what" != bench ]; then
+if [ "$what" = all ] || [ "$what" = tests ]; then
   ./build-gpu/cpp/lima_cuda_tests 2>&1 | tee "$out/gpu-tests.log" | grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|rel|error|Expected|Which|actual|tensor|step|hd" | head -80
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 fi
-if [ "$what" != tests ]; then
+run() { echo "$*" >&2; timeout 300 "$@" 2>>"$out/bench.err" | tail -1 | sed "s/^{/{\"case\": \"$case\", /" | tee -a "$jsonl"; }
+if [ "$what" = all ] || [ "$what" = bench ]; then
+  jsonl=$out/bench.jsonl
   B=./build-gpu/cpp/lima_bench_train
   P="python3 cpp/bench/peer_train_torch_cuda.py"
   A="--hidden 768 --layers 12 --heads 12 --ffn 2048 --vocab 32000 --batch 16 --seq 2048"
   S="--hidden 4096 --layers 8 --heads 32 --ffn 11008 --vocab 32000 --batch 4 --seq 2048"
-  run() { echo "$*" >&2; timeout 300 "$@" 2>>"$out/bench.err" | tail -1 | sed "s/^{/{\"case\": \"$case\", /" | tee -a "$out/bench.jsonl"; }
-  : > "$out/bench.jsonl"
+  : > "$jsonl"
   case=a; run $B $A --cuda 1 --steps 10 --warmup 3
   case=b; run $B $S --cuda 1 --steps 6 --warmup 2
   case=b-recompute; run $B $S --cuda 1 --steps 6 --warmup 2 --recompute 1
@@ -55,6 +59,41 @@ rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
 print(f"{'case':<12} {'impl':<16} {'tokens/s':>10} {'MFU':>6} {'peak GiB':>9} {'loss':>7}")
 for r in rows:
     print(f"{r['case']:<12} {r['impl']:<16} {r['tokens_per_s']:>10.0f} {r['mfu']*100:>5.1f}% {r.get('peak_gib', 0):>9.1f} {r['final_loss']:>7.3f}")
+PY
+fi
+if [ "$what" = all ] || [ "$what" = generate ]; then
+  jsonl=$out/generate.jsonl
+  : > "$jsonl"
+  G=./build-gpu/cpp/lima_bench_generate
+  P="python3 cpp/bench/peer_generate_torch_cuda.py"
+  A="--hidden 768 --layers 12 --heads 12 --ffn 2048 --vocab 32000"
+  S="--hidden 4096 --layers 8 --heads 32 --ffn 11008 --vocab 32000"
+  case=hbm; run $P --bandwidth 1
+  for shape in a b; do
+    if [ $shape = a ]; then X=$A; else X=$S; fi
+    for b in 1 32; do
+      case=$shape-b$b
+      run $G $X --batch $b --prompt 512 --new 256 --cuda 1 --sample 1
+      run $P $X --batch $b --prompt 512 --new 256 --sample 1
+      run $P $X --batch $b --prompt 512 --new 256 --sample 1 --static 1
+    done
+  done
+  python3 - "$jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
+bw = next((r["hbm_gb_per_s"] for r in rows if r["case"] == "hbm"), None)
+print(f"device copy bandwidth: {bw} GB/s" if bw else "device copy bandwidth: not measured")
+print(f"{'case':<8} {'impl':<18} {'prefill s':>9} {'decode tok/s':>13} {'vs best HF':>10} {'of bw limit':>11}")
+for r in rows:
+    if r["case"] == "hbm":
+        continue
+    hf = max((x["decode_tokens_per_s"] for x in rows if x["case"] == r["case"] and x["impl"].startswith("hf")), default=0)
+    ratio = f"{r['decode_tokens_per_s'] / hf:.1f}x" if hf and r["impl"].startswith("liblima") else ""
+    lim = ""
+    if bw and r["batch"] == 1 and "weight_bytes" in r:
+        limit = bw * 1e9 / r["weight_bytes"]
+        lim = f"{100 * r['decode_tokens_per_s'] / limit:.0f}% of {limit:.0f}"
+    print(f"{r['case']:<8} {r['impl']:<18} {r['prefill_s']:>9.3f} {r['decode_tokens_per_s']:>13,.1f} {ratio:>10} {lim:>11}")
 PY
 fi
 exit $status

@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
 # Prints the CMake flags for the CUDA backend plugin on this machine: -DLIMA_CUDA=OFF without nvcc;
-# with nvcc, -DLIMA_CUDA=ON plus, when the toolkit lacks cuBLASLt (build machines with only the
-# compiler), LIMA_CUBLAS_ROOT from the pip wheel nvidia-cublas (installed here if missing).
+# with nvcc ($NVCC, else the one on PATH), -DLIMA_CUDA=ON plus, when its toolkit lacks cuBLASLt
+# (build machines with only the compiler), LIMA_CUBLAS_ROOT from the pip wheel nvidia-cublas
+# (CUDA 13; installed here if missing).
 set -uo pipefail
-if ! command -v nvcc >/dev/null 2>&1; then echo "-DLIMA_CUDA=OFF"; exit 0; fi
-toolkit=$(dirname "$(readlink -f "$(command -v nvcc)")")/..
-if [ -f "$toolkit/include/cublasLt.h" ] || [ -f /usr/local/cuda/include/cublasLt.h ]; then echo "-DLIMA_CUDA=ON"; exit 0; fi
+nvcc_bin=${NVCC:-$(command -v nvcc 2>/dev/null || true)}
+if [ -z "$nvcc_bin" ] || [ ! -x "$nvcc_bin" ]; then echo "-DLIMA_CUDA=OFF"; exit 0; fi
+toolkit=$(dirname "$(readlink -f "$nvcc_bin")")/..
+if [ -f "$toolkit/include/cublasLt.h" ]; then echo "-DLIMA_CUDA=ON"; exit 0; fi
+major=$("$nvcc_bin" --version | sed -n 's/.*release \([0-9][0-9]*\)\..*/\1/p')
+if [ "$major" != 13 ]; then
+  echo "ci/cuda-flags.sh: CUDA $major toolkit at $toolkit has no cuBLASLt: the CUDA plugin is NOT built for it" >&2
+  echo "-DLIMA_CUDA=OFF"
+  exit 0
+fi
 root() { python3 -c 'import nvidia, os; [print(p + "/cu13") for p in nvidia.__path__ if os.path.exists(p + "/cu13/include/cublasLt.h")]' 2>/dev/null | head -1; }
 r=$(root)
 if [ -z "$r" ]; then

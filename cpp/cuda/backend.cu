@@ -9,84 +9,12 @@
 #include <memory>
 #include <vector>
 
-#include "../src/config.hpp"
 #include "../src/cpu/rope.hpp"
-#include "../src/cuda_plugin.hpp"
-#include "gemm.cuh"
-#include "kernels.cuh"
+#include "context.cuh"
 
 namespace lima::cuda {
 
 namespace {
-
-// Per-layer saved activations (one set per layer, or one shared set with recomputation).
-struct LayerActs {
-    DevBuf<bf16> xn1, qkv, att, xn2, gu, h;
-    DevBuf<float> rstd1, lse, xmid, rstd2;
-};
-
-struct Ctx {
-    ModelConfig cfg;
-    int device = 0;
-    bool recompute = false;
-    int64_t total = 0, emb = 0, norm = 0, lm_head = 0;
-    std::vector<lima_cuda_layer> layers;
-    std::vector<AdamChunk> chunks;
-    cudaStream_t st = nullptr;
-    Gemm *gemm = nullptr;
-
-    DevBuf<float> p32, grads, m1, m2;
-    DevBuf<bf16> p16;
-    bool train = false;
-
-    // activations for up to cap tokens
-    long cap = 0;
-    DevBuf<float> resid, rstdf, dres, Dsum;
-    std::vector<LayerActs> acts;
-    DevBuf<bf16> xf, y, dy, dh, dgu, dxn, datt, dqkv, dxf;
-    // classifier chunk
-    long chunk = 0;
-    DevBuf<bf16> cx, cdl, cdx;
-    DevBuf<float> clogits, clp;
-    // batch tables
-    DevBuf<int32_t> tokens, pos, labels;
-    DevBuf<int64_t> rows;
-    DevBuf<AttnTile> tiles;
-    DevBuf<AdamChunk> dchunks;
-    DevBuf<double> dsum;
-    DevBuf<float> dscale;
-    DevBuf<float> rope_cos, rope_sin;
-    int rope_positions = 0;
-
-    int d() const { return cfg.hidden_size; }
-    int F() const { return cfg.intermediate_size; }
-    int ldqkv() const { return cfg.q_dim() + 2 * cfg.kv_dim(); }
-    ~Ctx() {
-        delete gemm;
-        if (st) cudaStreamDestroy(st);
-    }
-};
-
-void set_err(char *err, int32_t cap, const char *msg) {
-    if (err && cap > 0) std::snprintf(err, size_t(cap), "%s", msg);
-}
-
-template <typename F>
-int guard(char *err, int32_t cap, F &&f) {
-    try {
-        f();
-        return LIMA_OK;
-    } catch (const Error &e) {
-        set_err(err, cap, e.what());
-        return e.code;
-    } catch (const std::bad_alloc &) {
-        set_err(err, cap, "out of host memory");
-        return LIMA_ERR_OUT_OF_MEMORY;
-    } catch (const std::exception &e) {
-        set_err(err, cap, e.what());
-        return LIMA_ERR_INTERNAL;
-    }
-}
 
 // Bytes of the activations for n tokens and of the classifier chunk.
 struct Sizes {
@@ -168,6 +96,21 @@ void reserve(Ctx &c, long n) {
     c.cap = n;
 }
 
+}  // namespace
+
+void ensure_rope(Ctx &c, int positions) {
+    if (c.rope_positions >= positions) return;
+    cpu::RopeTable t;
+    t.build(c.cfg.hd(), std::max(positions, std::min(c.cfg.max_position_embeddings, 2048)), c.cfg.rope_theta);
+    c.rope_cos.alloc(t.cos.size(), "rotary table");
+    c.rope_sin.alloc(t.sin.size(), "rotary table");
+    LIMA_CUDA_CHECK(cudaMemcpy(c.rope_cos.p, t.cos.data(), t.cos.size() * 4, cudaMemcpyHostToDevice));
+    LIMA_CUDA_CHECK(cudaMemcpy(c.rope_sin.p, t.sin.data(), t.sin.size() * 4, cudaMemcpyHostToDevice));
+    c.rope_positions = t.max_pos;
+}
+
+namespace {
+
 // Uploads a batch; returns the number of attention tiles.
 int upload(Ctx &c, const lima_cuda_batch &b) {
     const long N = long(b.B) * b.T;
@@ -178,15 +121,7 @@ int upload(Ctx &c, const lima_cuda_batch &b) {
         LIMA_REQUIRE(b.tokens[i] >= 0 && b.tokens[i] < c.cfg.vocab_size, LIMA_ERR_INVALID_ARGUMENT, "batch: token id ",
                      b.tokens[i], " at row ", i / b.T, ", position ", i % b.T, " is outside the vocabulary [0, ",
                      c.cfg.vocab_size, ")");
-    if (c.rope_positions < b.max_seg_len) {
-        cpu::RopeTable t;
-        t.build(c.cfg.hd(), std::max(b.max_seg_len, std::min(c.cfg.max_position_embeddings, 2048)), c.cfg.rope_theta);
-        c.rope_cos.alloc(t.cos.size(), "rotary table");
-        c.rope_sin.alloc(t.sin.size(), "rotary table");
-        LIMA_CUDA_CHECK(cudaMemcpy(c.rope_cos.p, t.cos.data(), t.cos.size() * 4, cudaMemcpyHostToDevice));
-        LIMA_CUDA_CHECK(cudaMemcpy(c.rope_sin.p, t.sin.data(), t.sin.size() * 4, cudaMemcpyHostToDevice));
-        c.rope_positions = t.max_pos;
-    }
+    ensure_rope(c, b.max_seg_len);
     std::vector<AttnTile> tiles;
     for (int s = 0; s < b.num_segs; ++s)
         for (int r0 = 0; r0 < b.seg_len[s]; r0 += 64) tiles.push_back({b.seg_start[s], r0, b.seg_len[s]});

@@ -416,7 +416,6 @@ int lima_generator_create(lima_model *m, int32_t max_rows, int32_t max_len, lima
         need(m, "lima_generator_create", "model");
         need(out, "lima_generator_create", "out");
         auto g = std::make_unique<lima_generator>();
-        lima::cuda_sync_host(*m->m);  // decoding runs on the CPU copy of the weights (CUDA decode: not yet)
         g->g = std::make_unique<lima::Generator>(m->m.get(), max_rows, max_len);
         *out = g.release();
     });
@@ -427,7 +426,6 @@ void lima_generator_free(lima_generator *g) { delete g; }
 int lima_generator_start(lima_generator *g, int32_t rows, const int32_t *tokens, const int32_t *lengths, const uint64_t *seeds) {
     return guarded([&] {
         need(g, "lima_generator_start", "generator");
-        lima::cuda_sync_host(*g->g->model);
         g->g->start(rows, tokens, lengths, seeds);
     });
 }
@@ -445,9 +443,8 @@ int lima_generator_logits(const lima_generator *g, float *out, int64_t n) {
     return guarded([&] {
         need(g, "lima_generator_logits", "generator");
         need(out, "lima_generator_logits", "out");
-        LIMA_REQUIRE(size_t(n) == g->g->logits.size(), LIMA_ERR_SHAPE, "lima_generator_logits: out has ", n,
-                     " floats, (rows, V) needs ", g->g->logits.size());
-        std::memcpy(out, g->g->logits.data(), sizeof(float) * size_t(n));
+        LIMA_REQUIRE(n >= 0, LIMA_ERR_SHAPE, "lima_generator_logits: out has ", n, " floats");
+        g->g->read_logits(out, size_t(n));
     });
 }
 
@@ -486,6 +483,23 @@ int lima_cuda_devices(lima_device_info *out, int32_t cap, int32_t *count) {
 }
 
 const char *lima_cuda_plugin_path(void) { return lima::cuda_plugin_path(); }
+
+int lima_cuda_driver_version(int32_t *version) {
+    return guarded([&] {
+        need(version, "lima_cuda_driver_version", "version");
+        *version = lima::cuda_driver_version();
+    });
+}
+
+int lima_cuda_plugin_select(const char *const *paths, int32_t n, int32_t *chosen) {
+    return guarded([&] {
+        LIMA_REQUIRE(paths && n > 0, LIMA_ERR_INVALID_ARGUMENT, "lima_cuda_plugin_select: no plugin files given");
+        for (int32_t i = 0; i < n; ++i)
+            LIMA_REQUIRE(paths[i] && paths[i][0], LIMA_ERR_INVALID_ARGUMENT, "lima_cuda_plugin_select: path ", i, " is empty");
+        const int i = lima::cuda_plugin_select(paths, n);
+        if (chosen) *chosen = i;
+    });
+}
 
 int lima_cuda_versions(char *out, int32_t cap) {
     return guarded([&] {

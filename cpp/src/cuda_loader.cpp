@@ -1,6 +1,10 @@
+// Finds and loads the CUDA backend plugin (liblima_cuda<major>.so) with dlopen, so liblima itself
+// never links CUDA: the Java side may choose the file (lima_cuda_plugin_select, from the builds its
+// jar carries), else $LIMA_CUDA_PLUGIN, then next to liblima, then the loader's search path.
 #include <dlfcn.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -9,7 +13,7 @@
 #include "cuda_plugin.hpp"
 
 #ifndef LIMA_CUDA_PLUGIN_NAMES
-// Newest CUDA major first: the Java side and the loader pick the build matching the installed runtime.
+// Newest CUDA major first.
 #define LIMA_CUDA_PLUGIN_NAMES "liblima_cuda13.so", "liblima_cuda12.so"
 #endif
 
@@ -17,7 +21,8 @@ namespace lima {
 
 namespace {
 
-std::once_flag g_once;
+std::mutex g_mu;
+bool g_searched = false;
 void *g_handle = nullptr;
 std::string g_path, g_error;
 
@@ -31,7 +36,25 @@ std::string own_dir() {
     return ".";
 }
 
-void load() {
+// Tries the files in order; returns the index of the one loaded, or -1 with each failure in `why`.
+int try_load(const std::vector<std::string> &tries, std::string &why) {
+    for (size_t i = 0; i < tries.size(); ++i) {
+        void *h = dlopen(tries[i].c_str(), RTLD_NOW | RTLD_LOCAL);
+        if (h) {
+            g_handle = h;
+            g_path = tries[i];
+            return int(i);
+        }
+        const char *e = dlerror();  // names the file already
+        why += cat("\n  ", e ? std::string(e) : tries[i] + ": not found");
+    }
+    return -1;
+}
+
+// Under g_mu: the default search, once, unless a plugin was selected.
+void search() {
+    if (g_handle || g_searched) return;
+    g_searched = true;
     std::vector<std::string> tries;
     if (const char *env = std::getenv("LIMA_CUDA_PLUGIN")) tries.push_back(env);
     for (const char *name : {LIMA_CUDA_PLUGIN_NAMES}) {
@@ -39,52 +62,79 @@ void load() {
         tries.push_back(name);
     }
     std::string why;
-    for (const auto &t : tries) {
-        void *h = dlopen(t.c_str(), RTLD_NOW | RTLD_LOCAL);
-        if (h) {
-            g_handle = h;
-            g_path = t;
-            return;
-        }
-        const char *e = dlerror();  // names the file already
-        why += cat("\n  ", e ? std::string(e) : t + ": not found");
-    }
-    g_error = cat("the CUDA backend plugin is not available (build it with cmake -DLIMA_CUDA=ON); tried:", why);
+    if (try_load(tries, why) < 0)
+        g_error = cat("the CUDA backend plugin is not available (build it with cmake -DLIMA_CUDA=ON); tried:", why);
 }
 
 }  // namespace
 
 const CudaApi &cuda_api() {
     static CudaApi api{};
-    static std::once_flag resolved;
-    std::call_once(g_once, load);
+    std::lock_guard<std::mutex> lock(g_mu);
+    search();
     if (!g_handle) fail(LIMA_ERR_UNSUPPORTED, g_error);
-    std::call_once(resolved, [] {
-        auto sym = [](const char *name) {
-            void *f = dlsym(g_handle, name);
-            if (!f) fail(LIMA_ERR_UNSUPPORTED, g_path, " is not a liblima CUDA plugin of this version (no ", name, ")");
-            return f;
-        };
-        api.devices = reinterpret_cast<lima_cuda_devices_fn>(sym("lima_cuda_plugin_devices"));
-        api.versions = reinterpret_cast<lima_cuda_versions_fn>(sym("lima_cuda_plugin_versions"));
-        api.create = reinterpret_cast<lima_cuda_create_fn>(sym("lima_cuda_plugin_create"));
-        api.free = reinterpret_cast<lima_cuda_free_fn>(sym("lima_cuda_plugin_free"));
-        api.params = reinterpret_cast<lima_cuda_params_fn>(sym("lima_cuda_plugin_params"));
-        api.train_init = reinterpret_cast<lima_cuda_train_init_fn>(sym("lima_cuda_plugin_train_init"));
-        api.state = reinterpret_cast<lima_cuda_state_fn>(sym("lima_cuda_plugin_state"));
-        api.zero_grad = reinterpret_cast<lima_cuda_zero_grad_fn>(sym("lima_cuda_plugin_zero_grad"));
-        api.forward_backward = reinterpret_cast<lima_cuda_forward_backward_fn>(sym("lima_cuda_plugin_forward_backward"));
-        api.step = reinterpret_cast<lima_cuda_step_fn>(sym("lima_cuda_plugin_step"));
-        api.logprobs = reinterpret_cast<lima_cuda_logprobs_fn>(sym("lima_cuda_plugin_logprobs"));
-        api.plan = reinterpret_cast<lima_cuda_plan_fn>(sym("lima_cuda_plugin_plan"));
-    });
-    if (!api.plan) fail(LIMA_ERR_UNSUPPORTED, g_path, " is not a complete liblima CUDA plugin");
+    if (api.plan) return api;
+    auto sym = [](const char *name) {
+        void *f = dlsym(g_handle, name);
+        if (!f) fail(LIMA_ERR_UNSUPPORTED, g_path, " is not a liblima CUDA plugin of this version (no ", name, ")");
+        return f;
+    };
+    CudaApi a{};
+    a.devices = reinterpret_cast<lima_cuda_devices_fn>(sym("lima_cuda_plugin_devices"));
+    a.versions = reinterpret_cast<lima_cuda_versions_fn>(sym("lima_cuda_plugin_versions"));
+    a.create = reinterpret_cast<lima_cuda_create_fn>(sym("lima_cuda_plugin_create"));
+    a.free = reinterpret_cast<lima_cuda_free_fn>(sym("lima_cuda_plugin_free"));
+    a.params = reinterpret_cast<lima_cuda_params_fn>(sym("lima_cuda_plugin_params"));
+    a.train_init = reinterpret_cast<lima_cuda_train_init_fn>(sym("lima_cuda_plugin_train_init"));
+    a.state = reinterpret_cast<lima_cuda_state_fn>(sym("lima_cuda_plugin_state"));
+    a.zero_grad = reinterpret_cast<lima_cuda_zero_grad_fn>(sym("lima_cuda_plugin_zero_grad"));
+    a.forward_backward = reinterpret_cast<lima_cuda_forward_backward_fn>(sym("lima_cuda_plugin_forward_backward"));
+    a.step = reinterpret_cast<lima_cuda_step_fn>(sym("lima_cuda_plugin_step"));
+    a.logprobs = reinterpret_cast<lima_cuda_logprobs_fn>(sym("lima_cuda_plugin_logprobs"));
+    a.gen_create = reinterpret_cast<lima_cuda_gen_create_fn>(sym("lima_cuda_plugin_gen_create"));
+    a.gen_free = reinterpret_cast<lima_cuda_gen_free_fn>(sym("lima_cuda_plugin_gen_free"));
+    a.gen_start = reinterpret_cast<lima_cuda_gen_start_fn>(sym("lima_cuda_plugin_gen_start"));
+    a.gen_step = reinterpret_cast<lima_cuda_gen_step_fn>(sym("lima_cuda_plugin_gen_step"));
+    a.gen_logits = reinterpret_cast<lima_cuda_gen_logits_fn>(sym("lima_cuda_plugin_gen_logits"));
+    a.plan = reinterpret_cast<lima_cuda_plan_fn>(sym("lima_cuda_plugin_plan"));  // last: marks `api` complete
+    api = a;
     return api;
 }
 
 const char *cuda_plugin_path() {
-    std::call_once(g_once, load);
+    std::lock_guard<std::mutex> lock(g_mu);
+    search();
     return g_path.c_str();
+}
+
+int cuda_plugin_select(const char *const *paths, int n) {
+    std::lock_guard<std::mutex> lock(g_mu);
+    std::vector<std::string> tries(paths, paths + n);
+    if (g_handle) {
+        for (int i = 0; i < n; ++i)
+            if (tries[size_t(i)] == g_path) return i;
+        fail(LIMA_ERR_STATE, "lima_cuda_plugin_select: the CUDA plugin ", g_path, " is already in use");
+    }
+    std::string why;
+    const int i = try_load(tries, why);
+    if (i < 0) fail(LIMA_ERR_UNSUPPORTED, "none of the CUDA plugins could be loaded:", why);
+    return i;
+}
+
+int cuda_driver_version() {
+    // The driver API's entry point, looked up so that liblima does not link libcuda.
+    void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        const char *e = dlerror();
+        fail(LIMA_ERR_UNSUPPORTED, "no NVIDIA driver: ", e ? e : "libcuda.so.1 not found");
+    }
+    using fn = int (*)(int *);
+    auto f = reinterpret_cast<fn>(dlsym(h, "cuDriverGetVersion"));
+    int v = 0;
+    const int rc = f ? f(&v) : -1;
+    dlclose(h);
+    LIMA_REQUIRE(rc == 0, LIMA_ERR_UNSUPPORTED, "the NVIDIA driver (libcuda.so.1) did not report its version (error ", rc, ")");
+    return v;
 }
 
 }  // namespace lima

@@ -70,6 +70,21 @@ typedef int (*lima_cuda_logprobs_fn)(void *ctx, const lima_cuda_batch *b, float 
 // Plans (and reserves) device memory for micro-batches of `tokens` tokens; refuses with
 // LIMA_ERR_OUT_OF_MEMORY and the figures when the plan exceeds the device's free memory.
 typedef int (*lima_cuda_plan_fn)(void *ctx, int64_t tokens, lima_memory_plan *out, char *err, int32_t errcap);
+
+// Decoding on the device (the CUDA side of lima_generator): a bf16 KV cache of max_rows rows of
+// max_len tokens, next-token logits and sampling state kept on the device. Arguments are checked by
+// liblima (generate.cpp) before these calls.
+typedef int (*lima_cuda_gen_create_fn)(void *ctx, int32_t max_rows, int32_t max_len, void **gen, char *err, int32_t errcap);
+typedef void (*lima_cuda_gen_free_fn)(void *gen);
+// Prefills `rows` prompts (tokens concatenated; lengths (rows)); seeds (rows) key each row's draws.
+typedef int (*lima_cuda_gen_start_fn)(void *gen, int32_t rows, const int32_t *tokens, const int32_t *lengths,
+                                      const uint64_t *seeds, char *err, int32_t errcap);
+// Samples each active row's next token from its logits on the device (active NULL: all rows), appends
+// it and runs it through the model; out (rows): the token, -1 for inactive rows.
+typedef int (*lima_cuda_gen_step_fn)(void *gen, const lima_sampling *s, const uint8_t *active, int32_t *out, char *err,
+                                     int32_t errcap);
+// out (rows, V): the current next-token logits.
+typedef int (*lima_cuda_gen_logits_fn)(void *gen, float *out, char *err, int32_t errcap);
 }
 
 namespace lima {
@@ -86,12 +101,21 @@ struct CudaApi {
     lima_cuda_forward_backward_fn forward_backward;
     lima_cuda_step_fn step;
     lima_cuda_logprobs_fn logprobs;
+    lima_cuda_gen_create_fn gen_create;
+    lima_cuda_gen_free_fn gen_free;
+    lima_cuda_gen_start_fn gen_start;
+    lima_cuda_gen_step_fn gen_step;
+    lima_cuda_gen_logits_fn gen_logits;
     lima_cuda_plan_fn plan;
 };
 
 // The loaded plugin's functions, or throws LIMA_ERR_UNSUPPORTED naming what is missing.
 const CudaApi &cuda_api();
 const char *cuda_plugin_path();
+// Loads the first of paths that loads, unless a plugin is loaded already (then: its index, or an error).
+int cuda_plugin_select(const char *const *paths, int n);
+// cuDriverGetVersion of the installed driver, or throws LIMA_ERR_UNSUPPORTED.
+int cuda_driver_version();
 // Throws a plugin call's failure (status + its message).
 void cuda_call(int status, const char *err);
 // Calls a plugin function with an error buffer appended to its arguments; throws on failure.

@@ -13,6 +13,7 @@
 #include "cpu/rope.hpp"
 #include "cpu/sampling.hpp"
 #include "cpu/swiglu.hpp"
+#include "cuda_plugin.hpp"
 
 namespace lima {
 
@@ -22,9 +23,27 @@ Generator::Generator(Model *m, int mr, int ml) : model(m), max_rows(mr), max_len
                  ") must be > 0");
     LIMA_REQUIRE(ml <= c.max_position_embeddings, LIMA_ERR_INVALID_ARGUMENT, "lima_generator_create: max_len ", ml,
                  " exceeds max_position_embeddings (", c.max_position_embeddings, ")");
+    if (m->cuda) {
+        cuda_run(cuda_api().gen_create, m->cuda, int32_t(mr), int32_t(ml), &cuda);
+        return;
+    }
     const size_t per = size_t(c.num_layers) * size_t(mr) * size_t(ml) * size_t(c.kv_dim());
     k.assign(per, 0.0f);
     v.assign(per, 0.0f);
+}
+
+Generator::~Generator() {
+    if (cuda) cuda_api().gen_free(cuda);
+}
+
+void Generator::read_logits(float *out, size_t n) const {
+    const size_t need = size_t(rows) * size_t(model->cfg.vocab_size);
+    LIMA_REQUIRE(rows > 0, LIMA_ERR_STATE, "lima_generator_logits: call lima_generator_start first");
+    LIMA_REQUIRE(n == need, LIMA_ERR_SHAPE, "lima_generator_logits: out has ", n, " floats, (rows, V) needs ", need);
+    if (cuda)
+        cuda_run(cuda_api().gen_logits, cuda, out);
+    else
+        std::memcpy(out, logits.data(), sizeof(float) * n);
 }
 
 namespace {
@@ -163,11 +182,18 @@ void Generator::start(int n, const int32_t *tokens, const int32_t *lengths, cons
     toks.assign(size_t(n), {});
     prompt_len.assign(size_t(n), 0);
     seeds.assign(size_t(n), 0);
-    logits.assign(size_t(n) * size_t(model->cfg.vocab_size), 0.0f);
+    if (!cuda) logits.assign(size_t(n) * size_t(model->cfg.vocab_size), 0.0f);
     for (int r = 0; r < n; ++r) {
         toks[size_t(r)].assign(chunks[size_t(r)].tokens, chunks[size_t(r)].tokens + lengths[r]);
         len[size_t(r)] = prompt_len[size_t(r)] = lengths[r];
         seeds[size_t(r)] = sd ? sd[r] : uint64_t(r);
+    }
+    if (cuda) {
+        for (long i = 0; i < at; ++i)
+            LIMA_REQUIRE(tokens[i] >= 0 && tokens[i] < model->cfg.vocab_size, LIMA_ERR_INVALID_ARGUMENT, "generator: token id ",
+                         tokens[i], " at index ", i, " of the prompts is outside the vocabulary [0, ", model->cfg.vocab_size, ")");
+        cuda_run(cuda_api().gen_start, cuda, int32_t(n), tokens, lengths, seeds.data());
+        return;
     }
     infer(*this, chunks);
 }
@@ -179,6 +205,19 @@ void Generator::step(const lima_sampling &s, const uint8_t *active, int32_t *out
     const int V = model->cfg.vocab_size;
     std::vector<Chunk> chunks;
     std::vector<int32_t> next(size_t(rows), -1);
+    if (cuda) {
+        for (int r = 0; r < rows; ++r)
+            LIMA_REQUIRE(!(active == nullptr || active[r]) || len[size_t(r)] < max_len, LIMA_ERR_STATE, "lima_generator_step: row ",
+                         r, " is full (max_len ", max_len, ")");
+        cuda_run(cuda_api().gen_step, cuda, &s, active, next.data());
+        for (int r = 0; r < rows; ++r)
+            if (next[size_t(r)] >= 0) {
+                toks[size_t(r)].push_back(next[size_t(r)]);
+                len[size_t(r)]++;
+            }
+        std::copy(next.begin(), next.end(), out);
+        return;
+    }
     std::vector<uint8_t> pen(static_cast<size_t>(V));
     for (int r = 0; r < rows; ++r) {
         if (active && !active[r]) continue;

@@ -35,6 +35,14 @@ LIMA_HD inline Philox4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint
 // Uniform in [0, 1) with 24 bits, exactly representable in fp32 on every backend.
 LIMA_HD inline float u24(uint32_t x) { return float(x >> 8) * (1.0f / 16777216.0f); }
 
+// Sampling stream: the uniform draw, 53 bits in [0, 1), for the token at position `counter` of a
+// generated row keyed by `seed`, so a row samples the same tokens whatever else is in the batch.
+LIMA_HD inline double sample_uniform(uint64_t seed, uint64_t counter) {
+    const Philox4 r = philox4x32_10(uint32_t(counter), uint32_t(counter >> 32), 0x5A3Fu, 0x7E57u, uint32_t(seed),
+                                    uint32_t(seed >> 32));
+    return (double(r.v[0] >> 5) * 67108864.0 + double(r.v[1] >> 6)) / 9007199254740992.0;
+}
+
 // Residual-dropout stream. One Philox call covers 4 consecutive elements:
 //   key     = seed (low, high 32 bits)
 //   counter = (element / 4 low, element / 4 high, optimiser step, micro << 16 | layer << 1 | site)

@@ -141,4 +141,29 @@ inline TrainerPtr make_trainer(lima_model *m, const lima_train_config &c) {
     return TrainerPtr(t);
 }
 
+struct GenDel { void operator()(lima_generator *g) const { lima_generator_free(g); } };
+using GenPtr = std::unique_ptr<lima_generator, GenDel>;
+
+inline GenPtr make_gen(lima_model *m, int rows, int len) {
+    lima_generator *g = nullptr;
+    EXPECT_EQ(lima_generator_create(m, rows, len, &g), LIMA_OK) << lima_last_error();
+    return GenPtr(g);
+}
+
+inline lima_sampling greedy() {
+    lima_sampling s;
+    lima_sampling_init(&s);
+    s.temperature = 0.0f;
+    s.repetition_penalty = 1.0f;
+    return s;
+}
+
+// Full-forward next-token logits after `tokens`.
+inline std::vector<float> full_logits(lima_model *m, const std::vector<int32_t> &tokens, int V) {
+    BatchPtr b = make_batch(1, int(tokens.size()), tokens, {}, {});
+    std::vector<float> all(tokens.size() * size_t(V));
+    EXPECT_EQ(lima_model_logits(m, b.get(), all.data(), int64_t(all.size())), LIMA_OK) << lima_last_error();
+    return std::vector<float>(all.end() - V, all.end());
+}
+
 }  // namespace limatest

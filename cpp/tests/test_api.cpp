@@ -62,6 +62,37 @@ TEST(Api, CudaDevicesAreListedOrTheMissingPieceIsNamed) {
     EXPECT_LIMA_ERR(lima_cuda_devices(nullptr, 4, &n), LIMA_ERR_INVALID_ARGUMENT, "out is NULL");
 }
 
+TEST(Api, CudaPluginSelectionTriesEachFileAndNamesWhyNoneLoads) {
+    const std::filesystem::path dir = std::filesystem::temp_directory_path() / "lima_plugin_select";
+    std::filesystem::create_directories(dir);
+    const std::string missing = (dir / "liblima_cuda99.so").string(), junk = (dir / "liblima_cuda98.so").string();
+    std::FILE *f = std::fopen(junk.c_str(), "w");
+    ASSERT_TRUE(f);
+    std::fputs("not a shared library", f);
+    std::fclose(f);
+    const char *paths[] = {missing.c_str(), junk.c_str()};
+    int32_t chosen = -7;
+    EXPECT_LIMA_ERR(lima_cuda_plugin_select(paths, 2, &chosen), LIMA_ERR_UNSUPPORTED, "liblima_cuda99.so");
+    EXPECT_NE(std::string(lima_last_error()).find("liblima_cuda98.so"), std::string::npos) << lima_last_error();
+    EXPECT_EQ(chosen, -7);
+    EXPECT_LIMA_ERR(lima_cuda_plugin_select(nullptr, 0, &chosen), LIMA_ERR_INVALID_ARGUMENT, "no plugin files");
+    const char *empty[] = {""};
+    EXPECT_LIMA_ERR(lima_cuda_plugin_select(empty, 1, &chosen), LIMA_ERR_INVALID_ARGUMENT, "path 0 is empty");
+    std::filesystem::remove_all(dir);
+}
+
+TEST(Api, CudaDriverVersionOrNoDriverSaidPlainly) {
+    int32_t v = -1;
+    const int st = lima_cuda_driver_version(&v);
+    if (st == LIMA_OK) {
+        EXPECT_GE(v, 11000);  // CUDA 11.0 or newer, as 1000 * major + 10 * minor
+    } else {
+        EXPECT_EQ(st, LIMA_ERR_UNSUPPORTED);
+        EXPECT_NE(std::string(lima_last_error()).find("NVIDIA driver"), std::string::npos) << lima_last_error();
+    }
+    EXPECT_LIMA_ERR(lima_cuda_driver_version(nullptr), LIMA_ERR_INVALID_ARGUMENT, "version");
+}
+
 TEST(Api, MemoryPlanOnTheCpuAndItsBadArguments) {
     const lima_model_config c = tiny_config();
     lima_model *m = nullptr;

@@ -28,7 +28,7 @@ extern "C" {
 #endif
 
 /* Bumped on every incompatible change of this header. */
-#define LIMA_ABI_VERSION 2
+#define LIMA_ABI_VERSION 3
 
 typedef enum lima_status {
     LIMA_OK = 0,
@@ -79,6 +79,14 @@ typedef struct lima_device_info {
 LIMA_API int lima_cuda_devices(lima_device_info *out, int32_t cap, int32_t *count);
 /* The plugin file that was (or would be) loaded, "" if none was found. Static storage. */
 LIMA_API const char *lima_cuda_plugin_path(void);
+/* The CUDA version the installed NVIDIA driver supports (e.g. 13000 for 13.0), read from
+ * libcuda.so.1 without loading the plugin. LIMA_ERR_UNSUPPORTED when no driver can be loaded. */
+LIMA_API int lima_cuda_driver_version(int32_t *version);
+/* Chooses the CUDA plugin before its first use: tries the n files in order and keeps the first that
+ * loads (its CUDA runtime and cuBLASLt found); *chosen = its index. Fails with
+ * LIMA_ERR_UNSUPPORTED listing each file's loader error when none loads (the default search above
+ * still applies later), and with LIMA_ERR_STATE when another plugin file is already in use. */
+LIMA_API int lima_cuda_plugin_select(const char *const *paths, int32_t n, int32_t *chosen);
 /* Library versions the CUDA plugin sees, e.g. "cuda runtime 13.0, driver 13.0, cublasLt 130100,
  * nccl 2.28.3" (NCCL: "not found" when libnccl.so.2 cannot be loaded). */
 LIMA_API int lima_cuda_versions(char *out, int32_t cap);

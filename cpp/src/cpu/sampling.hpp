@@ -54,9 +54,7 @@ inline int32_t sample_token(const float *logits, int V, const lima_sampling &s, 
     }
     double kz = 0;
     for (size_t i = 0; i < keep; ++i) kz += p[size_t(order[i])];
-    const Philox4 r = philox4x32_10(uint32_t(counter), uint32_t(counter >> 32), 0x5A3Fu, 0x7E57u, uint32_t(seed),
-                                    uint32_t(seed >> 32));
-    const double u = (double(r.v[0] >> 5) * 67108864.0 + double(r.v[1] >> 6)) / 9007199254740992.0;  // 53 bits
+    const double u = sample_uniform(seed, counter);
     double cum = 0;
     int32_t pick = order[keep - 1];
     for (size_t i = 0; i < keep; ++i) {

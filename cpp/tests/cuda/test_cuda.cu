@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "../helpers.hpp"
+#include "gpu_test.hpp"
 #include "cpu/adamw.hpp"
 #include "cpu/attention.hpp"
 #include "cpu/dropout.hpp"
@@ -24,10 +25,6 @@ using cuda::bf16;
 
 namespace {
 
-bool have_gpu() {
-    int n = 0;
-    return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
 #define NEED_GPU() \
     if (!have_gpu()) GTEST_SKIP() << "no CUDA device"
 
@@ -335,21 +332,6 @@ TEST(CudaKernels, AttentionHeadDim32Mqa) { NEED_GPU(); attention_case(32, 4, 1, 
 // ------------------------------------------------------------------ whole model through the C ABI
 
 namespace {
-
-lima_model_config small_config() {
-    lima_model_config c;
-    lima_model_config_init(&c);
-    c.vocab_size = 997;
-    c.hidden_size = 256;
-    c.intermediate_size = 688;
-    c.num_layers = 3;
-    c.num_heads = 8;
-    c.num_kv_heads = 2;
-    c.head_dim = 32;
-    c.max_position_embeddings = 512;
-    c.initializer_range = 0.05f;
-    return c;
-}
 
 // Two rows of 200: row 0 packs examples of 90 and 70 then padding, row 1 one example of 200.
 void packed_batch(std::vector<int32_t> &tok, std::vector<uint8_t> &mask, std::vector<int32_t> &seg, int V, uint32_t seed) {

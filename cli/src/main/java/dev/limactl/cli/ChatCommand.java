@@ -22,6 +22,8 @@ import picocli.CommandLine.Option;
 public final class ChatCommand implements Callable<Integer> {
     @Option(names = {"-m", "--model"}, required = true, description = "LIMA-format checkpoint directory.") Path model;
 
+    @Option(names = "--device", defaultValue = "cpu", description = "cpu, cuda or cuda:N: where decoding runs (default ${DEFAULT-VALUE}).") String device;
+
     @Option(names = "--context", defaultValue = "4096", description = "Context length cap (default ${DEFAULT-VALUE}).") int context;
 
     @Option(names = "--tokenizer", description = "Tokenizer (default: the model directory's).") Path tokenizer;
@@ -34,7 +36,7 @@ public final class ChatCommand implements Callable<Integer> {
     public Integer call() throws Exception {
         PrintWriter out = spec.commandLine().getOut();
         BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
-        try (ModelDir md = new ModelDir(model, tokenizer, context)) {
+        try (ModelDir md = new ModelDir(model, tokenizer, context, device)) {
             List<Turn> history = new ArrayList<>();
             long turn = 0;
             while (true) {

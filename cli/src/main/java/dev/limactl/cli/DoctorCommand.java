@@ -24,9 +24,12 @@ public final class DoctorCommand implements Callable<Integer> {
             return ExitCodes.UNEXPECTED_STATE;
         }
         try {
+            var sel = dev.limactl.engine.CudaPlugins.select();
+            out.println("plugin:    bundled CUDA builds " + sel.bundled() + "; " + sel.note()
+                    + (sel.plugin() != null ? " (" + sel.plugin() + ")" : ""));
             var devices = Lima.cudaDevices();
-            out.println("cuda:      " + devices.size() + " device(s), " + Lima.cudaVersions() + " (training: device cuda; "
-                    + "generation still runs on the CPU)");
+            out.println("cuda:      " + devices.size() + " device(s), " + Lima.cudaVersions()
+                    + " (training.device=cuda; generate, chat and serve: --device cuda)");
             for (int i = 0; i < devices.size(); i++) {
                 var d = devices.get(i);
                 out.printf("  cuda:%d   %s, compute %d.%d, %.1f GiB (%.1f GiB free), CUDA runtime %d.%d, driver %d.%d%n", i, d.name(),

@@ -20,6 +20,8 @@ import picocli.CommandLine.Option;
 public final class GenerateCommand implements Callable<Integer> {
     @Option(names = {"-m", "--model"}, required = true, description = "LIMA-format checkpoint directory.") Path model;
 
+    @Option(names = "--device", defaultValue = "cpu", description = "cpu, cuda or cuda:N: where decoding runs (default ${DEFAULT-VALUE}).") String device;
+
     @Option(names = "--prompts", required = true, description = "Examples (.arrow or .jsonl).") Path prompts;
 
     @Option(names = "--out", required = true, description = "Output JSONL (appended).") Path out;
@@ -42,7 +44,7 @@ public final class GenerateCommand implements Callable<Integer> {
         PrintWriter err = spec.commandLine().getErr();
         boolean quiet = LimactlCommand.quiet(spec.commandLine());
         List<Example> examples = ExampleFiles.read(prompts, "test");
-        try (ModelDir md = new ModelDir(model, tokenizer, context)) {
+        try (ModelDir md = new ModelDir(model, tokenizer, context, device)) {
             AnswerFile.Stats st = AnswerFile.write(md.generator, model.toString(), examples, out, samples, sampling.sampling(),
                     sampling.maxNewTokens, sampling.seed, batch, m -> { if (!quiet || m.startsWith("resuming")) err.println(m); });
             spec.commandLine().getOut().printf("%d answers written to %s (%d generated tokens)%n", st.answered(), out, st.generatedTokens());

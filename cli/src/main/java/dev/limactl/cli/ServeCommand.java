@@ -16,6 +16,8 @@ import picocli.CommandLine.Option;
 public final class ServeCommand implements Callable<Integer> {
     @Option(names = {"-m", "--model"}, required = true, description = "LIMA-format checkpoint directory.") Path model;
 
+    @Option(names = "--device", defaultValue = "cpu", description = "cpu, cuda or cuda:N: where decoding runs (default ${DEFAULT-VALUE}).") String device;
+
     @Option(names = "--port", defaultValue = "8000", description = "Default ${DEFAULT-VALUE}; 0 picks a free port.") int port;
 
     @Option(names = "--host", defaultValue = "127.0.0.1", description = "Bind address (default ${DEFAULT-VALUE}).") String host;
@@ -35,7 +37,7 @@ public final class ServeCommand implements Callable<Integer> {
     public Integer call() throws Exception {
         PrintWriter out = spec.commandLine().getOut();
         String key = apiKey != null ? apiKey : System.getenv("LIMACTL_API_KEY");
-        try (ModelDir md = new ModelDir(model, null, context);
+        try (ModelDir md = new ModelDir(model, null, context, device);
              OpenAiServer server = new OpenAiServer(md.generator, name != null ? name : model.getFileName().toString(), host, port, key,
                      maxBatch)) {
             server.start();

@@ -5,7 +5,7 @@ import dev.limactl.engine.binding.LimaNative;
 /** Library-wide facts and settings of the native engine. */
 public final class Lima {
     /** The lima.h ABI this Java code was written against. */
-    public static final int EXPECTED_ABI = 2;
+    public static final int EXPECTED_ABI = 3;
 
     private Lima() {}
 
@@ -39,14 +39,14 @@ public final class Lima {
 
     /** CUDA devices; throws LimaException saying which of plugin, driver or device is missing. */
     public static java.util.List<Device> cudaDevices() {
-        abiVersion();
+        CudaPlugins.select();
         return LimaNative.cudaDevices(Native::check).stream().map(r -> new Device((String) r[0], (long) r[1], (long) r[2],
                 (int) r[3], (int) r[4], (int) r[5], (int) r[6])).toList();
     }
 
     /** Library versions the CUDA plugin sees (runtime, driver, cuBLASLt, NCCL); throws like {@link #cudaDevices()}. */
     public static String cudaVersions() {
-        abiVersion();
+        CudaPlugins.select();
         byte[] buf = new byte[512];
         Native.check(LimaNative.lima_cuda_versions(buf, buf.length));
         int n = 0;

@@ -22,6 +22,7 @@ public final class Model implements AutoCloseable {
     /** Loads onto a device: "cpu", "cuda" or "cuda:N" (the CUDA backend plugin; a clear error names what is missing). */
     public static Model load(Path dir, String device) {
         Lima.abiVersion();
+        CudaPlugins.prepare(device);
         LimaNative.lima_model h = new LimaNative.lima_model();
         Native.check(LimaNative.lima_model_load(dir.toString(), device, h));
         return new Model(h);
@@ -44,6 +45,7 @@ public final class Model implements AutoCloseable {
                     .rope_theta(c.ropeTheta()).tie_word_embeddings(c.tieWordEmbeddings() ? 1 : 0)
                     .bos_token_id(c.bosTokenId()).eos_token_id(c.eosTokenId()).pad_token_id(c.padTokenId())
                     .initializer_range(c.initializerRange());
+            CudaPlugins.prepare(device);
             LimaNative.lima_model h = new LimaNative.lima_model();
             Native.check(LimaNative.lima_model_create(n, device, seed, h));
             return new Model(h);

@@ -14,10 +14,15 @@ public final class ModelDir implements AutoCloseable {
     public final Generator generator;
 
     public ModelDir(Path dir, Path tokenizerPath, int contextLength) {
+        this(dir, tokenizerPath, contextLength, "cpu");
+    }
+
+    /** Opens the model on a device: "cpu", "cuda" or "cuda:N" (decoding then runs on that GPU). */
+    public ModelDir(Path dir, Path tokenizerPath, int contextLength, String device) {
         Tokenizer tok = Tokenizer.open(tokenizerPath != null ? tokenizerPath : dir);
         Model m;
         try {
-            m = Model.load(dir);
+            m = Model.load(dir, device);
         } catch (RuntimeException e) {
             tok.close();
             throw e;

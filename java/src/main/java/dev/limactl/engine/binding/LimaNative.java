@@ -3,6 +3,7 @@ package dev.limactl.engine.binding;
 import org.bytedeco.javacpp.BytePointer;
 import org.bytedeco.javacpp.Loader;
 import org.bytedeco.javacpp.Pointer;
+import org.bytedeco.javacpp.PointerPointer;
 import org.bytedeco.javacpp.annotation.ByPtrPtr;
 import org.bytedeco.javacpp.annotation.Cast;
 import org.bytedeco.javacpp.annotation.Const;
@@ -267,6 +268,27 @@ public final class LimaNative {
     }
 
     public static native int lima_cuda_versions(@Cast("char*") byte[] out, int cap);
+
+    public static native int lima_cuda_driver_version(int[] version);
+
+    public static native int lima_cuda_plugin_select(@Cast("const char*const*") PointerPointer<?> paths, int n, int[] chosen);
+
+    /** Loads the first of the plugin files that loads; returns its index, a native error throws through check. */
+    public static int cudaPluginSelect(java.util.List<String> paths, java.util.function.IntConsumer check) {
+        try (PointerPointer<BytePointer> pp = new PointerPointer<>(paths.toArray(new String[0]))) {
+            int[] chosen = {-1};
+            check.accept(lima_cuda_plugin_select(pp, paths.size(), chosen));
+            return chosen[0];
+        }
+    }
+
+    /**
+     * The CUDA plugin built for CUDA {@code major} that this jar carries, extracted to JavaCPP's cache
+     * beside liblima, or null when the jar has none for that major.
+     */
+    public static java.io.File bundledCudaPlugin(int major) throws java.io.IOException {
+        return Loader.cacheResource(LimaNative.class, Loader.getPlatform() + "/liblima_cuda" + major + ".so");
+    }
 
     /** {@code lima_memory_plan}. */
     public static class lima_memory_plan extends Pointer {
