@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <set>
 
 #include "context.cuh"
 
@@ -322,7 +323,7 @@ struct Gen {
     uint8_t *host_active = nullptr;
     int32_t *host_next = nullptr;
     std::map<std::pair<int, bool>, cudaGraphExec_t> graphs_by_shape;  // (rows, greedy)
-    std::map<std::pair<int, bool>, int> eager_steps;
+    std::set<std::pair<int, bool>> warmed;                            // shapes that ran one eager step
     const float *graph_rope = nullptr;  // the rotary table the graphs point at (training may regrow it)
 
     ~Gen() {
@@ -443,7 +444,7 @@ void enqueue_step(Gen &g, bool greedy) {
 void run_step(Gen &g, bool greedy) {
     Ctx &c = *g.c;
     const auto key = std::make_pair(g.rows, greedy);
-    if (!g.graphs || g.eager_steps[key]++ < 1) {
+    if (!g.graphs || g.warmed.insert(key).second) {
         enqueue_step(g, greedy);
         return;
     }

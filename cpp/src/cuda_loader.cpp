@@ -3,6 +3,7 @@
 // jar carries), else $LIMA_CUDA_PLUGIN, then next to liblima, then the loader's search path.
 #include <dlfcn.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -70,10 +71,12 @@ void search() {
 
 const CudaApi &cuda_api() {
     static CudaApi api{};
+    static std::atomic<bool> ready{false};  // every decode step comes here: no lock once resolved
+    if (ready.load(std::memory_order_acquire)) return api;
     std::lock_guard<std::mutex> lock(g_mu);
+    if (ready.load(std::memory_order_relaxed)) return api;
     search();
     if (!g_handle) fail(LIMA_ERR_UNSUPPORTED, g_error);
-    if (api.plan) return api;
     auto sym = [](const char *name) {
         void *f = dlsym(g_handle, name);
         if (!f) fail(LIMA_ERR_UNSUPPORTED, g_path, " is not a liblima CUDA plugin of this version (no ", name, ")");
@@ -96,8 +99,9 @@ const CudaApi &cuda_api() {
     a.gen_start = reinterpret_cast<lima_cuda_gen_start_fn>(sym("lima_cuda_plugin_gen_start"));
     a.gen_step = reinterpret_cast<lima_cuda_gen_step_fn>(sym("lima_cuda_plugin_gen_step"));
     a.gen_logits = reinterpret_cast<lima_cuda_gen_logits_fn>(sym("lima_cuda_plugin_gen_logits"));
-    a.plan = reinterpret_cast<lima_cuda_plan_fn>(sym("lima_cuda_plugin_plan"));  // last: marks `api` complete
+    a.plan = reinterpret_cast<lima_cuda_plan_fn>(sym("lima_cuda_plugin_plan"));
     api = a;
+    ready.store(true, std::memory_order_release);
     return api;
 }
 

@@ -70,8 +70,6 @@ void infer(Generator &g, const std::vector<Chunk> &chunks) {
             tok[size_t(at)] = ch.tokens[i];
             pos[size_t(at)] = ch.pos0 + i;
             row[size_t(at)] = ch.row;
-            LIMA_REQUIRE(tok[size_t(at)] >= 0 && tok[size_t(at)] < c.vocab_size, LIMA_ERR_INVALID_ARGUMENT, "generator: token id ",
-                         tok[size_t(at)], " of row ", ch.row, " is outside the vocabulary [0, ", c.vocab_size, ")");
         }
     if (m.rope.max_pos < g.max_len || m.rope.half != hd / 2) m.rope.build(hd, std::max(g.max_len, 2048), c.rope_theta);
     Weights w = m.weights();
@@ -174,6 +172,10 @@ void Generator::start(int n, const int32_t *tokens, const int32_t *lengths, cons
     for (int r = 0; r < n; ++r) {
         LIMA_REQUIRE(lengths[r] >= 1 && lengths[r] < max_len, LIMA_ERR_INVALID_ARGUMENT, "lima_generator_start: prompt ", r,
                      " has ", lengths[r], " tokens; it must have 1 to max_len - 1 (", max_len - 1, ")");
+        for (int i = 0; i < lengths[r]; ++i)
+            LIMA_REQUIRE(tokens[at + i] >= 0 && tokens[at + i] < model->cfg.vocab_size, LIMA_ERR_INVALID_ARGUMENT,
+                         "generator: token id ", tokens[at + i], " of row ", r, " is outside the vocabulary [0, ",
+                         model->cfg.vocab_size, ")");
         chunks.push_back({r, 0, lengths[r], tokens + at});
         at += lengths[r];
     }
@@ -188,53 +190,42 @@ void Generator::start(int n, const int32_t *tokens, const int32_t *lengths, cons
         len[size_t(r)] = prompt_len[size_t(r)] = lengths[r];
         seeds[size_t(r)] = sd ? sd[r] : uint64_t(r);
     }
-    if (cuda) {
-        for (long i = 0; i < at; ++i)
-            LIMA_REQUIRE(tokens[i] >= 0 && tokens[i] < model->cfg.vocab_size, LIMA_ERR_INVALID_ARGUMENT, "generator: token id ",
-                         tokens[i], " at index ", i, " of the prompts is outside the vocabulary [0, ", model->cfg.vocab_size, ")");
+    if (cuda)
         cuda_run(cuda_api().gen_start, cuda, int32_t(n), tokens, lengths, seeds.data());
-        return;
-    }
-    infer(*this, chunks);
+    else
+        infer(*this, chunks);
 }
 
 void Generator::step(const lima_sampling &s, const uint8_t *active, int32_t *out) {
     LIMA_REQUIRE(rows > 0, LIMA_ERR_STATE, "lima_generator_step: call lima_generator_start first");
     LIMA_REQUIRE(std::isfinite(s.temperature) && s.top_p > 0 && s.top_p <= 1 && s.top_k >= 0 && s.repetition_penalty > 0,
                  LIMA_ERR_INVALID_ARGUMENT, "lima_generator_step: sampling needs temperature finite, top_p in (0, 1], top_k >= 0, repetition_penalty > 0");
+    for (int r = 0; r < rows; ++r)
+        LIMA_REQUIRE((active && !active[r]) || len[size_t(r)] < max_len, LIMA_ERR_STATE, "lima_generator_step: row ", r,
+                     " is full (max_len ", max_len, ")");
     const int V = model->cfg.vocab_size;
-    std::vector<Chunk> chunks;
     std::vector<int32_t> next(size_t(rows), -1);
     if (cuda) {
-        for (int r = 0; r < rows; ++r)
-            LIMA_REQUIRE(!(active == nullptr || active[r]) || len[size_t(r)] < max_len, LIMA_ERR_STATE, "lima_generator_step: row ",
-                         r, " is full (max_len ", max_len, ")");
-        cuda_run(cuda_api().gen_step, cuda, &s, active, next.data());
-        for (int r = 0; r < rows; ++r)
-            if (next[size_t(r)] >= 0) {
-                toks[size_t(r)].push_back(next[size_t(r)]);
-                len[size_t(r)]++;
-            }
-        std::copy(next.begin(), next.end(), out);
-        return;
+        cuda_run(cuda_api().gen_step, cuda, &s, active, next.data());  // samples and runs the tokens on the device
+    } else {
+        std::vector<uint8_t> pen(static_cast<size_t>(V));
+        for (int r = 0; r < rows; ++r) {
+            if (active && !active[r]) continue;
+            std::fill(pen.begin(), pen.end(), 0);
+            const auto &t = toks[size_t(r)];
+            for (size_t i = s.penalty_scope == 1 ? 0 : size_t(prompt_len[size_t(r)]); i < t.size(); ++i) pen[size_t(t[i])] = 1;
+            next[size_t(r)] = cpu::sample_token(logits.data() + size_t(r) * size_t(V), V, s, pen.data(), seeds[size_t(r)],
+                                                uint64_t(len[size_t(r)]), nullptr);
+        }
     }
-    std::vector<uint8_t> pen(static_cast<size_t>(V));
-    for (int r = 0; r < rows; ++r) {
-        if (active && !active[r]) continue;
-        LIMA_REQUIRE(len[size_t(r)] < max_len, LIMA_ERR_STATE, "lima_generator_step: row ", r, " is full (max_len ", max_len, ")");
-        std::fill(pen.begin(), pen.end(), 0);
-        const auto &t = toks[size_t(r)];
-        for (size_t i = s.penalty_scope == 1 ? 0 : size_t(prompt_len[size_t(r)]); i < t.size(); ++i) pen[size_t(t[i])] = 1;
-        next[size_t(r)] = cpu::sample_token(logits.data() + size_t(r) * size_t(V), V, s, pen.data(), seeds[size_t(r)],
-                                            uint64_t(len[size_t(r)]), nullptr);
-    }
+    std::vector<Chunk> chunks;
     for (int r = 0; r < rows; ++r) {
         if (next[size_t(r)] < 0) continue;
         toks[size_t(r)].push_back(next[size_t(r)]);
         chunks.push_back({r, len[size_t(r)], 1, &toks[size_t(r)].back()});
         len[size_t(r)]++;
     }
-    if (!chunks.empty()) infer(*this, chunks);
+    if (!cuda && !chunks.empty()) infer(*this, chunks);
     std::copy(next.begin(), next.end(), out);
 }
 

@@ -395,10 +395,9 @@ TEST_F(CudaModel, LossAndEveryGradientMatchTheCpuWithDropoutAndPacking) {
     std::vector<int32_t> tok, seg;
     std::vector<uint8_t> mask;
     packed_batch(tok, mask, seg, small_config().vocab_size, 1);
-    lima_batch *bb = nullptr;
-    LIMA_OK_OR_FAIL(lima_batch_create(2, 200, &bb));
-    BatchPtr batch(bb);
-    LIMA_OK_OR_FAIL(lima_batch_set(bb, tok.data(), mask.data(), seg.data()));
+    BatchPtr batch = make_batch(2, 200, tok, mask, seg);
+    ASSERT_TRUE(batch);
+    lima_batch *bb = batch.get();
     int64_t targets = 0;
     LIMA_OK_OR_FAIL(lima_batch_num_targets(bb, &targets));
     lima_fb_result ra{}, rb{};
@@ -473,10 +472,9 @@ TEST_F(CudaModel, EvalLogprobsMatchTheCpu) {
     std::vector<int32_t> tok, seg;
     std::vector<uint8_t> mask;
     packed_batch(tok, mask, seg, small_config().vocab_size, 3);
-    lima_batch *bb = nullptr;
-    LIMA_OK_OR_FAIL(lima_batch_create(2, 200, &bb));
-    BatchPtr batch(bb);
-    LIMA_OK_OR_FAIL(lima_batch_set(bb, tok.data(), mask.data(), seg.data()));
+    BatchPtr batch = make_batch(2, 200, tok, mask, seg);
+    ASSERT_TRUE(batch);
+    lima_batch *bb = batch.get();
     std::vector<float> a(400), b(400, 123.0f);
     LIMA_OK_OR_FAIL(lima_model_token_logprobs(p.cpu.get(), bb, a.data(), 400));
     LIMA_OK_OR_FAIL(lima_model_token_logprobs(p.gpu.get(), bb, b.data(), 400));
@@ -521,10 +519,9 @@ TEST_F(CudaModel, RecomputationGivesTheSameGradients) {
     std::vector<int32_t> tok, seg;
     std::vector<uint8_t> mask;
     packed_batch(tok, mask, seg, c.vocab_size, 9);
-    lima_batch *bb = nullptr;
-    LIMA_OK_OR_FAIL(lima_batch_create(2, 200, &bb));
-    BatchPtr batch(bb);
-    LIMA_OK_OR_FAIL(lima_batch_set(bb, tok.data(), mask.data(), seg.data()));
+    BatchPtr batch = make_batch(2, 200, tok, mask, seg);
+    ASSERT_TRUE(batch);
+    lima_batch *bb = batch.get();
     std::vector<std::vector<float>> grads[2];
     double loss[2];
     for (int rc = 0; rc < 2; ++rc) {
