@@ -5,14 +5,10 @@
 #include <cstring>
 
 #include "common.hpp"
-#include "cpu/attention.hpp"
 #include "cpu/classifier.hpp"
 #include "cpu/encoder.hpp"
-#include "cpu/matmul.hpp"
 #include "cpu/rmsnorm.hpp"
-#include "cpu/rope.hpp"
 #include "cpu/sampling.hpp"
-#include "cpu/swiglu.hpp"
 #include "cuda_plugin.hpp"
 
 namespace lima {
@@ -53,98 +49,50 @@ struct Chunk {
     const int32_t *tokens;
 };
 
-// Forward of new tokens (a chunk per row, starting at pos0) through the model, extending the KV
-// cache, and the logits after each chunk's last token into g.logits[row].
+// Forward of new tokens (a chunk per row, starting at pos0) through the model's one layer body,
+// extending the KV cache, and the logits after each chunk's last token into g.logits[row]. Whole
+// prompts from position 0 attend within themselves (prefill); later tokens read the cache.
 void infer(Generator &g, const std::vector<Chunk> &chunks) {
     Model &m = *g.model;
     const ModelConfig &c = m.cfg;
     const int d = c.hidden_size, F = c.intermediate_size, hd = c.hd(), qd = c.q_dim(), kvd = c.kv_dim();
-    const int Hq = c.num_heads, group = c.num_heads / c.num_kv_heads;
     long N = 0;
     for (const Chunk &ch : chunks) N += ch.n;
     const size_t n_tok = static_cast<size_t>(N);
     std::vector<int32_t> tok(n_tok), pos(n_tok), row(n_tok);
+    std::vector<cpu::Segment> segs;
+    bool prefill = true;
+    int longest = 0;
     long at = 0;
-    for (const Chunk &ch : chunks)
+    for (const Chunk &ch : chunks) {
+        prefill = prefill && ch.pos0 == 0;
+        longest = std::max(longest, ch.n);
+        segs.push_back({at, ch.n});
         for (int i = 0; i < ch.n; ++i, ++at) {
             tok[size_t(at)] = ch.tokens[i];
             pos[size_t(at)] = ch.pos0 + i;
             row[size_t(at)] = ch.row;
         }
+    }
     if (m.rope.max_pos < g.max_len || m.rope.half != hd / 2) m.rope.build(hd, std::max(g.max_len, 2048), c.rope_theta);
     Weights w = m.weights();
-    std::vector<float> x(size_t(N) * d), xn(size_t(N) * d), rstd(n_tok), q(size_t(N) * qd), kk(size_t(N) * kvd),
-        vv(size_t(N) * kvd), att(size_t(N) * qd), tmp(size_t(N) * d), gg(size_t(N) * F), uu(size_t(N) * F), hh(size_t(N) * F);
-    cpu::encoder_forward(x.data(), w.emb, tok.data(), N, d);
-    bool prefill = true;
-    int longest = 0;
-    std::vector<cpu::Segment> segs;
-    long start = 0;
-    for (const Chunk &ch : chunks) {
-        prefill = prefill && ch.pos0 == 0;
-        longest = std::max(longest, ch.n);
-        segs.push_back({start, ch.n});
-        start += ch.n;
-    }
-    std::vector<float> lse(prefill ? size_t(N) * size_t(Hq) : 0);
-    const float scale = 1.0f / std::sqrt(float(hd));
+    // one set of layer buffers, reused by every layer
+    std::vector<float> x(n_tok * d), xn1(n_tok * d), rstd1(n_tok), q(n_tok * qd), k(n_tok * kvd), v(n_tok * kvd),
+        att(n_tok * qd), lse(prefill ? n_tok * size_t(c.num_heads) : 0), xn2(n_tok * d), rstd2(n_tok), gg(n_tok * F),
+        uu(n_tok * F), hh(n_tok * F), tmp(n_tok * size_t(std::max(d, F)));
+    const LayerBuffers buf{xn1.data(), rstd1.data(), q.data(), k.data(), v.data(), att.data(), lse.data(),
+                           xn2.data(), rstd2.data(), gg.data(), uu.data(), hh.data(), tmp.data()};
+    LayerAttention la;
+    la.segs = prefill ? &segs : nullptr;
+    la.max_seg_len = longest;
+    la.row = row.data();
+    la.max_len = g.max_len;
     const size_t layer_stride = size_t(g.max_rows) * size_t(g.max_len) * size_t(kvd);
+    cpu::encoder_forward(x.data(), w.emb, tok.data(), N, d);
     for (int l = 0; l < c.num_layers; ++l) {
-        const LayerWeights &lw = w.layers[size_t(l)];
-        float *K = g.k.data() + size_t(l) * layer_stride, *Vc = g.v.data() + size_t(l) * layer_stride;
-        cpu::rmsnorm_forward(xn.data(), rstd.data(), x.data(), lw.ln1, N, d, c.rms_norm_eps);
-        cpu::matmul_forward(q.data(), xn.data(), lw.wq, int(N), d, qd);
-        cpu::matmul_forward(kk.data(), xn.data(), lw.wk, int(N), d, kvd);
-        cpu::matmul_forward(vv.data(), xn.data(), lw.wv, int(N), d, kvd);
-        cpu::rope_forward(q.data(), pos.data(), N, Hq, hd, m.rope);
-        cpu::rope_forward(kk.data(), pos.data(), N, c.num_kv_heads, hd, m.rope);
-        for (long t = 0; t < N; ++t) {
-            const size_t off = (size_t(row[size_t(t)]) * size_t(g.max_len) + size_t(pos[size_t(t)])) * size_t(kvd);
-            std::memcpy(K + off, kk.data() + size_t(t) * kvd, sizeof(float) * size_t(kvd));
-            std::memcpy(Vc + off, vv.data() + size_t(t) * kvd, sizeof(float) * size_t(kvd));
-        }
-        if (prefill) {
-            // Whole prompts from position 0: causal self-attention within each, the tiled kernel of training.
-            cpu::attention_forward(att.data(), lse.data(), q.data(), kk.data(), vv.data(), segs, N, Hq, c.num_kv_heads, hd, longest);
-        } else {
-    #pragma omp parallel
-            {
-                std::vector<float> sc(size_t(g.max_len));
-    #pragma omp for schedule(dynamic)
-                for (long it = 0; it < N * Hq; ++it) {
-                    const long t = it / Hq;
-                    const int h = int(it % Hq), kh = h / group, p = pos[size_t(t)];
-                    const float *qv = q.data() + size_t(t) * qd + size_t(h) * hd;
-                    const float *Kr = K + size_t(row[size_t(t)]) * size_t(g.max_len) * size_t(kvd) + size_t(kh) * hd;
-                    const float *Vr = Vc + size_t(row[size_t(t)]) * size_t(g.max_len) * size_t(kvd) + size_t(kh) * hd;
-                    float mx = -INFINITY;
-                    for (int j = 0; j <= p; ++j) {
-                        const float *kj = Kr + size_t(j) * kvd;
-                        float dot = 0.0f;
-                        for (int e = 0; e < hd; ++e) dot += qv[e] * kj[e];
-                        sc[size_t(j)] = dot * scale;
-                        mx = std::max(mx, sc[size_t(j)]);
-                    }
-                    float z = 0.0f;
-                    for (int j = 0; j <= p; ++j) z += (sc[size_t(j)] = std::exp(sc[size_t(j)] - mx));
-                    float *o = att.data() + size_t(t) * qd + size_t(h) * hd;
-                    std::fill(o, o + hd, 0.0f);
-                    for (int j = 0; j <= p; ++j) {
-                        const float pj = sc[size_t(j)] / z;
-                        const float *vj = Vr + size_t(j) * kvd;
-                        for (int e = 0; e < hd; ++e) o[e] += pj * vj[e];
-                    }
-                }
-            }
-        }
-        cpu::matmul_forward(tmp.data(), att.data(), lw.wo, int(N), qd, d);
-        for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
-        cpu::rmsnorm_forward(xn.data(), rstd.data(), x.data(), lw.ln2, N, d, c.rms_norm_eps);
-        cpu::matmul_forward(gg.data(), xn.data(), lw.wg, int(N), d, F);
-        cpu::matmul_forward(uu.data(), xn.data(), lw.wu, int(N), d, F);
-        cpu::swiglu_forward(hh.data(), gg.data(), uu.data(), N * F);
-        cpu::matmul_forward(tmp.data(), hh.data(), lw.wd, int(N), F, d);
-        for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
+        la.k_cache = g.k.data() + size_t(l) * layer_stride;
+        la.v_cache = g.v.data() + size_t(l) * layer_stride;
+        layer_forward(c, w.layers[size_t(l)], m.rope, buf, x.data(), x.data(), x.data(), pos.data(), N, la, nullptr, 0.0f, l);
     }
     // Final norm and LM head for each chunk's last token only.
     std::vector<float> last(chunks.size() * size_t(d)), lr(chunks.size());

@@ -130,34 +130,45 @@ void batch_fill(Batch &b, const int32_t *tokens, const uint8_t *mask, const int3
 
 // ------------------------------------------------------------------------------------ model
 
+std::vector<ActivationEntry> activation_table(const ModelConfig &c) {
+    const int64_t L = c.num_layers, d = c.hidden_size, F = c.intermediate_size;
+    return {{"resid", &Activations::resid, (L + 1) * d},
+            {"xn1", &Activations::xn1, L * d},
+            {"xn2", &Activations::xn2, L * d},
+            {"x_mid", &Activations::x_mid, L * d},
+            {"rstd1", &Activations::rstd1, L},
+            {"rstd2", &Activations::rstd2, L},
+            {"rstdf", &Activations::rstdf, 1},
+            {"q", &Activations::q, L * c.q_dim()},
+            {"att", &Activations::att, L * c.q_dim()},
+            {"lse", &Activations::lse, L * c.num_heads},
+            {"k", &Activations::k, L * c.kv_dim()},
+            {"v", &Activations::v, L * c.kv_dim()},
+            {"g", &Activations::g, L * F},
+            {"u", &Activations::u, L * F},
+            {"h", &Activations::h, L * F},
+            {"xf", &Activations::xf, d},
+            {"tmp", &Activations::tmp, std::max(d, F)}};
+}
+
 void Activations::ensure(const ModelConfig &c, long n) {
     if (n <= N) return;
     N = n;
-    const size_t L = size_t(c.num_layers), d = size_t(c.hidden_size), F = size_t(c.intermediate_size);
-    const size_t un = size_t(n);
-    resid.assign((L + 1) * un * d, 0.0f);
-    xn1.assign(L * un * d, 0.0f);
-    xn2.assign(L * un * d, 0.0f);
-    x_mid.assign(L * un * d, 0.0f);
-    rstd1.assign(L * un, 0.0f);
-    rstd2.assign(L * un, 0.0f);
-    rstdf.assign(un, 0.0f);
-    q.assign(L * un * size_t(c.q_dim()), 0.0f);
-    att.assign(L * un * size_t(c.q_dim()), 0.0f);
-    lse.assign(L * un * size_t(c.num_heads), 0.0f);
-    k.assign(L * un * size_t(c.kv_dim()), 0.0f);
-    v.assign(L * un * size_t(c.kv_dim()), 0.0f);
-    g.assign(L * un * F, 0.0f);
-    u.assign(L * un * F, 0.0f);
-    h.assign(L * un * F, 0.0f);
-    xf.assign(un * d, 0.0f);
-    tmp.assign(un * std::max(d, F), 0.0f);
+    for (const ActivationEntry &e : activation_table(c)) (this->*e.buf).assign(size_t(e.per_token) * size_t(n), 0.0f);
+}
+
+LayerBuffers Activations::layer(const ModelConfig &c, int l, long tokens) {
+    const size_t n = size_t(tokens), L = size_t(l), d = size_t(c.hidden_size), F = size_t(c.intermediate_size);
+    const size_t qd = size_t(c.q_dim()), kvd = size_t(c.kv_dim());
+    return {xn1.data() + L * n * d, rstd1.data() + L * n, q.data() + L * n * qd, k.data() + L * n * kvd,
+            v.data() + L * n * kvd, att.data() + L * n * qd, lse.data() + L * n * size_t(c.num_heads),
+            xn2.data() + L * n * d, rstd2.data() + L * n, g.data() + L * n * F, u.data() + L * n * F,
+            h.data() + L * n * F, tmp.data()};
 }
 
 int64_t activation_bytes(const ModelConfig &c, int64_t n) {
-    const int64_t L = c.num_layers, d = c.hidden_size, F = c.intermediate_size;
-    const int64_t floats = (L + 1) * n * d + 3 * L * n * d + 2 * L * n + n + 2 * L * n * c.q_dim() + L * n * c.num_heads +
-                           2 * L * n * c.kv_dim() + 3 * L * n * F + n * d + n * std::max(d, F);
+    int64_t floats = 0;
+    for (const ActivationEntry &e : activation_table(c)) floats += e.per_token * n;
     return floats * int64_t(sizeof(float));
 }
 
@@ -339,15 +350,41 @@ void save_model(const Model &m, const std::string &dir, int dtype, int64_t max_s
 
 // ------------------------------------------------------------------------------------ passes
 
-float resid_dropout_rate(float p_max, int layer, int num_layers) {
-    if (num_layers <= 1) return 0.0f;
-    return p_max * float(layer) / float(num_layers - 1);
+void layer_forward(const ModelConfig &c, const LayerWeights &w, const cpu::RopeTable &rope, const LayerBuffers &a,
+                   const float *x, float *x_mid, float *x_out, const int32_t *pos, long N, const LayerAttention &att,
+                   const DropoutKey *key, float p, int layer) {
+    const int d = c.hidden_size, F = c.intermediate_size, hd = c.hd(), qd = c.q_dim(), kvd = c.kv_dim();
+    const int Hq = c.num_heads, Hkv = c.num_kv_heads;
+    const long Nd = N * d;
+    // attention block
+    cpu::rmsnorm_forward(a.xn1, a.rstd1, x, w.ln1, N, d, c.rms_norm_eps);
+    cpu::matmul_forward(a.q, a.xn1, w.wq, int(N), d, qd);
+    cpu::matmul_forward(a.k, a.xn1, w.wk, int(N), d, kvd);
+    cpu::matmul_forward(a.v, a.xn1, w.wv, int(N), d, kvd);
+    cpu::rope_forward(a.q, pos, N, Hq, hd, rope);
+    cpu::rope_forward(a.k, pos, N, Hkv, hd, rope);
+    if (att.k_cache) cpu::kv_cache_store(att.k_cache, att.v_cache, a.k, a.v, att.row, pos, N, kvd, att.max_len);
+    if (att.segs)
+        cpu::attention_forward(a.att, a.lse, a.q, a.k, a.v, *att.segs, N, Hq, Hkv, hd, att.max_seg_len);
+    else
+        cpu::decode_attention(a.att, a.q, att.k_cache, att.v_cache, att.row, pos, N, Hq, Hkv, hd, att.max_len);
+    cpu::matmul_forward(a.tmp, a.att, w.wo, int(N), qd, d);
+    if (x_mid != x) std::memcpy(x_mid, x, size_t(Nd) * sizeof(float));
+    cpu::dropout_residual_forward(x_mid, a.tmp, Nd, p, key, layer, 0);
+    // MLP block
+    cpu::rmsnorm_forward(a.xn2, a.rstd2, x_mid, w.ln2, N, d, c.rms_norm_eps);
+    cpu::matmul_forward(a.g, a.xn2, w.wg, int(N), d, F);
+    cpu::matmul_forward(a.u, a.xn2, w.wu, int(N), d, F);
+    cpu::swiglu_forward(a.h, a.g, a.u, N * F);
+    cpu::matmul_forward(a.tmp, a.h, w.wd, int(N), F, d);
+    if (x_out != x_mid) std::memcpy(x_out, x_mid, size_t(Nd) * sizeof(float));
+    cpu::dropout_residual_forward(x_out, a.tmp, Nd, p, key, layer, 1);
 }
 
 void forward(Model &m, const Batch &b, const DropoutKey *key, float p_max) {
     const ModelConfig &c = m.cfg;
     const long N = b.N();
-    const int d = c.hidden_size, F = c.intermediate_size, hd = c.hd(), qd = c.q_dim(), kvd = c.kv_dim();
+    const int d = c.hidden_size, hd = c.hd();
     for (long n = 0; n < N; ++n)
         LIMA_REQUIRE(b.tokens[size_t(n)] >= 0 && b.tokens[size_t(n)] < c.vocab_size, LIMA_ERR_INVALID_ARGUMENT, "batch: token id ",
                      b.tokens[size_t(n)], " at row ", n / b.T, ", position ", n % b.T, " is outside the vocabulary [0, ",
@@ -360,34 +397,14 @@ void forward(Model &m, const Batch &b, const DropoutKey *key, float p_max) {
     a.ensure(c, N);
     Weights w = m.weights();
     const size_t Nd = size_t(N) * d;
+    LayerAttention att;
+    att.segs = &b.segs;
+    att.max_seg_len = b.max_seg_len;
     cpu::encoder_forward(a.resid.data(), w.emb, b.tokens.data(), N, d);
     for (int l = 0; l < c.num_layers; ++l) {
-        const LayerWeights &lw = w.layers[size_t(l)];
-        const float p = resid_dropout_rate(p_max, l, c.num_layers);
-        float *x = a.resid.data() + size_t(l) * Nd, *xnext = x + Nd;
-        float *xn1 = a.xn1.data() + size_t(l) * Nd, *xmid = a.x_mid.data() + size_t(l) * Nd;
-        float *xn2 = a.xn2.data() + size_t(l) * Nd;
-        float *q = a.q.data() + size_t(l) * N * qd, *att = a.att.data() + size_t(l) * N * qd;
-        float *k = a.k.data() + size_t(l) * N * kvd, *v = a.v.data() + size_t(l) * N * kvd;
-        float *g = a.g.data() + size_t(l) * N * F, *u = a.u.data() + size_t(l) * N * F, *h = a.h.data() + size_t(l) * N * F;
-        cpu::rmsnorm_forward(xn1, a.rstd1.data() + size_t(l) * N, x, lw.ln1, N, d, c.rms_norm_eps);
-        cpu::matmul_forward(q, xn1, lw.wq, int(N), d, qd);
-        cpu::matmul_forward(k, xn1, lw.wk, int(N), d, kvd);
-        cpu::matmul_forward(v, xn1, lw.wv, int(N), d, kvd);
-        cpu::rope_forward(q, b.pos.data(), N, c.num_heads, hd, m.rope);
-        cpu::rope_forward(k, b.pos.data(), N, c.num_kv_heads, hd, m.rope);
-        cpu::attention_forward(att, a.lse.data() + size_t(l) * N * c.num_heads, q, k, v, b.segs, N, c.num_heads,
-                               c.num_kv_heads, hd, b.max_seg_len);
-        cpu::matmul_forward(a.tmp.data(), att, lw.wo, int(N), qd, d);
-        std::memcpy(xmid, x, Nd * sizeof(float));
-        cpu::dropout_residual_forward(xmid, a.tmp.data(), long(Nd), p, key, l, 0);
-        cpu::rmsnorm_forward(xn2, a.rstd2.data() + size_t(l) * N, xmid, lw.ln2, N, d, c.rms_norm_eps);
-        cpu::matmul_forward(g, xn2, lw.wg, int(N), d, F);
-        cpu::matmul_forward(u, xn2, lw.wu, int(N), d, F);
-        cpu::swiglu_forward(h, g, u, N * F);
-        cpu::matmul_forward(a.tmp.data(), h, lw.wd, int(N), F, d);
-        std::memcpy(xnext, xmid, Nd * sizeof(float));
-        cpu::dropout_residual_forward(xnext, a.tmp.data(), long(Nd), p, key, l, 1);
+        float *x = a.resid.data() + size_t(l) * Nd;
+        layer_forward(c, w.layers[size_t(l)], m.rope, a.layer(c, l, N), x, a.x_mid.data() + size_t(l) * Nd, x + Nd,
+                      b.pos.data(), N, att, key, resid_dropout_rate(p_max, l, c.num_layers), l);
     }
     cpu::rmsnorm_forward(a.xf.data(), a.rstdf.data(), a.resid.data() + size_t(c.num_layers) * Nd, w.norm, N, d,
                          c.rms_norm_eps);
@@ -406,32 +423,29 @@ void backward(Model &m, const Batch &b, const DropoutKey *key, float p_max, floa
     cpu::rmsnorm_backward(dres.data(), gw.norm, dxf, a.resid.data() + size_t(c.num_layers) * Nd, w.norm, a.rstdf.data(), N, d);
     for (int l = c.num_layers - 1; l >= 0; --l) {
         const LayerWeights &lw = w.layers[size_t(l)], &lg = gw.layers[size_t(l)];
+        const LayerBuffers s = a.layer(c, l, N);
         const float p = resid_dropout_rate(p_max, l, c.num_layers);
-        const float *x = a.resid.data() + size_t(l) * Nd, *xn1 = a.xn1.data() + size_t(l) * Nd;
-        const float *xmid = a.x_mid.data() + size_t(l) * Nd, *xn2 = a.xn2.data() + size_t(l) * Nd;
-        const float *q = a.q.data() + size_t(l) * N * qd, *att = a.att.data() + size_t(l) * N * qd;
-        const float *k = a.k.data() + size_t(l) * N * kvd, *v = a.v.data() + size_t(l) * N * kvd;
-        const float *g = a.g.data() + size_t(l) * N * F, *u = a.u.data() + size_t(l) * N * F;
-        const float *h = a.h.data() + size_t(l) * N * F;
+        const float *x = a.resid.data() + size_t(l) * Nd, *xmid = a.x_mid.data() + size_t(l) * Nd;
+        const float *xn1 = s.xn1, *xn2 = s.xn2, *q = s.q, *att = s.att, *k = s.k, *v = s.v, *g = s.g, *u = s.u, *h = s.h;
         // MLP block: x_next = x_mid + dropout(down(swiglu(gate(xn2), up(xn2))))
         cpu::dropout_residual_backward(dy.data(), dres.data(), long(Nd), p, key, l, 1);
         cpu::matmul_backward(dh.data(), lg.wd, dy.data(), h, lw.wd, int(N), F, d, false);
         cpu::swiglu_backward(dg.data(), du.data(), dh.data(), g, u, N * F);
         cpu::matmul_backward(dxn.data(), lg.wg, dg.data(), xn2, lw.wg, int(N), d, F, false);
         cpu::matmul_backward(dxn.data(), lg.wu, du.data(), xn2, lw.wu, int(N), d, F, true);
-        cpu::rmsnorm_backward(dres.data(), lg.ln2, dxn.data(), xmid, lw.ln2, a.rstd2.data() + size_t(l) * N, N, d);
+        cpu::rmsnorm_backward(dres.data(), lg.ln2, dxn.data(), xmid, lw.ln2, s.rstd2, N, d);
         // Attention block: x_mid = x + dropout(o_proj(attention(rope(q), rope(k), v)))
         cpu::dropout_residual_backward(dy.data(), dres.data(), long(Nd), p, key, l, 0);
         cpu::matmul_backward(datt.data(), lg.wo, dy.data(), att, lw.wo, int(N), qd, d, false);
         cpu::attention_backward(dq.data(), dk.data(), dv.data(), datt.data(), q, k, v, att,
-                                a.lse.data() + size_t(l) * N * c.num_heads, b.segs, N, c.num_heads, c.num_kv_heads, hd,
+                                s.lse, b.segs, N, c.num_heads, c.num_kv_heads, hd,
                                 b.max_seg_len);
         cpu::rope_backward(dq.data(), b.pos.data(), N, c.num_heads, hd, m.rope);
         cpu::rope_backward(dk.data(), b.pos.data(), N, c.num_kv_heads, hd, m.rope);
         cpu::matmul_backward(dxn.data(), lg.wq, dq.data(), xn1, lw.wq, int(N), d, qd, false);
         cpu::matmul_backward(dxn.data(), lg.wk, dk.data(), xn1, lw.wk, int(N), d, kvd, true);
         cpu::matmul_backward(dxn.data(), lg.wv, dv.data(), xn1, lw.wv, int(N), d, kvd, true);
-        cpu::rmsnorm_backward(dres.data(), lg.ln1, dxn.data(), x, lw.ln1, a.rstd1.data() + size_t(l) * N, N, d);
+        cpu::rmsnorm_backward(dres.data(), lg.ln1, dxn.data(), x, lw.ln1, s.rstd1, N, d);
     }
     cpu::encoder_backward(gw.emb, dres.data(), b.tokens.data(), N, d);
 }

@@ -55,7 +55,38 @@ struct Batch {
 };
 void batch_fill(Batch &b, const int32_t *tokens, const uint8_t *mask, const int32_t *seg);
 
-// Saved activations of one forward, reused between calls of the same or smaller size.
+// One layer's buffers for N tokens: per-layer slices of Activations in training, scratch reused by
+// every layer in decoding.
+struct LayerBuffers {
+    float *xn1, *rstd1;      // (N, d), (N) attention-norm output and its 1/rms
+    float *q, *k, *v;        // (N, q_dim), (N, kv_dim) x2, after rope
+    float *att, *lse;        // (N, q_dim) attention output, (N, Hq) its log-sum-exp (packed attention only)
+    float *xn2, *rstd2;      // (N, d), (N) MLP-norm output and its 1/rms
+    float *g, *u, *h;        // (N, ffn) gate, up, silu(gate) * up
+    float *tmp;              // (N, max(d, ffn)) scratch: a projection before it joins the residual
+};
+
+// How a layer's attention runs. Packed: causal attention within each segment of segs (training
+// rows, or prefill of whole prompts). With a cache (k_cache non-null), the layer's keys and values
+// are also stored at (row[t], pos[t]); without segs, attention reads the cache (one decode step).
+struct LayerAttention {
+    const std::vector<cpu::Segment> *segs = nullptr;
+    int max_seg_len = 0;
+    float *k_cache = nullptr, *v_cache = nullptr;  // (rows, max_len, kv_dim) of this layer
+    const int32_t *row = nullptr;
+    int max_len = 0;
+};
+
+// The LLaMA layer of the CPU backend, written once for training, eval, prefill and decode:
+//   x_mid = x + dropout(o_proj(attention(rope(q), rope(k), v)))   of rmsnorm(x)
+//   x_out = x_mid + dropout(down(silu(gate) * up))                of rmsnorm(x_mid)
+// x_mid and x_out may alias x (in-place decoding). key == nullptr: no dropout (p is ignored).
+void layer_forward(const ModelConfig &c, const LayerWeights &w, const cpu::RopeTable &rope, const LayerBuffers &a,
+                   const float *x, float *x_mid, float *x_out, const int32_t *pos, long N, const LayerAttention &att,
+                   const DropoutKey *key, float p, int layer);
+
+// Saved activations of one forward, reused between calls of the same or smaller size. Sized and
+// allocated from one table (activation_table), which the memory plan sums.
 struct Activations {
     long N = 0;
     std::vector<float> resid;                     // (L+1, N, d) residual stream entering each layer, then final
@@ -65,9 +96,19 @@ struct Activations {
     std::vector<float> k, v;                      // (L, N, kv_dim)
     std::vector<float> g, u, h;                   // (L, N, ffn)
     std::vector<float> xf;                        // (N, d) final normed
-    std::vector<float> tmp;                       // (N, d) scratch
+    std::vector<float> tmp;                       // (N, max(d, ffn)) scratch
     void ensure(const ModelConfig &c, long N);
+    // Layer l's slices for a forward of n tokens (n <= N).
+    LayerBuffers layer(const ModelConfig &c, int l, long n);
 };
+
+// One row of the activation table: a buffer and its floats per token.
+struct ActivationEntry {
+    const char *name;
+    std::vector<float> Activations::*buf;
+    int64_t per_token;
+};
+std::vector<ActivationEntry> activation_table(const ModelConfig &c);
 
 struct Model {
     ModelConfig cfg;
@@ -101,8 +142,7 @@ void forward(Model &m, const Batch &b, const DropoutKey *key, float p_max);
 // Backward from dxf (N, d) into grads (flat, the layout of params). Needs the matching forward.
 void backward(Model &m, const Batch &b, const DropoutKey *key, float p_max, float *dxf, float *grads);
 
-float resid_dropout_rate(float p_max, int layer, int num_layers);
-// Bytes of the CPU backend's saved activations for n tokens (Activations::ensure).
+// Bytes of the CPU backend's saved activations for n tokens: the sum of activation_table.
 int64_t activation_bytes(const ModelConfig &c, int64_t n);
 
 }  // namespace lima

@@ -53,6 +53,12 @@ struct DropoutKey {
     uint32_t micro;
 };
 
+// LIMA's residual-dropout rate of layer `layer` of `num_layers`: 0 at the bottom layer rising
+// linearly to p_max at the top. The one definition both backends use.
+LIMA_HD inline float resid_dropout_rate(float p_max, int layer, int num_layers) {
+    return num_layers <= 1 ? 0.0f : p_max * float(layer) / float(num_layers - 1);
+}
+
 LIMA_HD inline uint32_t dropout_word(const DropoutKey &k, int layer, int site) {
     return (k.micro << 16) | (uint32_t(layer) << 1) | uint32_t(site);
 }

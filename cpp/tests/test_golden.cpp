@@ -102,3 +102,59 @@ TEST_P(GoldenGenerate, GreedyDecodingEqualsTransformersGenerate) {
 INSTANTIATE_TEST_SUITE_P(HfLlama, GoldenGenerate, ::testing::Values("gqa_odd", "tied"));
 
 }  // namespace
+
+namespace {
+
+// Ten optimiser steps of LIMA's recipe (AdamW 0.9/0.95, weight decay 0.1 on matrices, linear decay,
+// clipping at a norm some steps exceed, dropout off) against transformers + torch.optim.AdamW:
+// cpp/tests/golden/make_trajectory.py wrote the batches, losses, gradient norms and final weights.
+TEST(GoldenTrajectory, TenAdamWStepsMatchTransformersAndTorchAdamW) {
+    const std::string dir = data_dir() + "/golden/gqa_odd";
+    lima_model *raw = nullptr;
+    LIMA_OK_OR_FAIL(lima_model_load(dir.c_str(), "cpu", &raw));
+    ModelPtr m(raw);
+    const lima::StFile g = lima::st_open(dir + ".trajectory.safetensors");
+    lima_train_config tc;
+    lima_train_config_init(&tc);
+    tc.beta1 = 0.9f;
+    tc.beta2 = 0.95f;
+    tc.eps = 1e-8f;
+    tc.weight_decay = 0.1f;
+    tc.resid_dropout = 0.0f;
+    tc.grad_clip = golden(g, "grad_clip")[0];
+    TrainerPtr t = make_trainer(m.get(), tc);
+    const auto loss = golden(g, "loss"), norm = golden(g, "grad_norm"), lr = golden(g, "lr");
+    int clipped = 0;
+    for (size_t s = 0; s < loss.size(); ++s) {
+        const std::string p = "step" + std::to_string(s) + ".";
+        const auto &shape = g.tensors.at(p + "input_ids").shape;
+        const auto ids = golden(g, p + "input_ids"), attn = golden(g, p + "attention_mask"), lm = golden(g, p + "loss_mask");
+        std::vector<int32_t> tok(ids.size()), seg(ids.size());
+        std::vector<uint8_t> mask(ids.size());
+        for (size_t i = 0; i < ids.size(); ++i) {
+            tok[i] = int32_t(ids[i]);
+            seg[i] = attn[i] > 0 ? 1 : 0;
+            mask[i] = attn[i] > 0 && lm[i] > 0;
+        }
+        BatchPtr b = make_batch(int(shape[0]), int(shape[1]), tok, mask, seg);
+        int64_t targets = 0;
+        LIMA_OK_OR_FAIL(lima_batch_num_targets(b.get(), &targets));
+        lima_fb_result fb{};
+        LIMA_OK_OR_FAIL(lima_trainer_forward_backward(t.get(), b.get(), targets, &fb));
+        lima_step_result st{};
+        LIMA_OK_OR_FAIL(lima_trainer_step(t.get(), lr[s], &st));
+        EXPECT_NEAR(fb.loss_sum / double(fb.num_targets), loss[s], 1e-5 * loss[s]) << "loss of step " << s;
+        EXPECT_NEAR(st.grad_norm, norm[s], 1e-5 * norm[s]) << "grad norm of step " << s;
+        EXPECT_EQ(st.clipped, norm[s] > tc.grad_clip) << "clipping of step " << s;
+        clipped += st.clipped;
+    }
+    EXPECT_GT(clipped, 0);
+    EXPECT_LT(clipped, int(loss.size()));
+    for (const std::string &name : tensor_names(m.get())) {
+        std::vector<float> w(g.tensors.at("final." + name).numel());
+        LIMA_OK_OR_FAIL(lima_model_read_tensor(m.get(), name.c_str(), w.data(), int64_t(w.size())));
+        EXPECT_LT(rel_max_err(w, golden(g, "final." + name)), 1e-5) << name;
+    }
+}
+
+}  // namespace

@@ -92,3 +92,84 @@ TEST(Dtype, F16RoundTripsNormalsSubnormalsAndSpecials) {
 }
 
 }  // namespace
+
+// ---- layer pieces that the training forward and decoding share
+
+#include "cpu/attention.hpp"
+#include "model.hpp"
+
+namespace {
+
+std::vector<float> random_vec(size_t n, uint32_t stream) {
+    std::vector<float> v(n);
+    for (size_t i = 0; i < n; ++i) v[i] = lima::init_normal(99, stream, i, 1.0f);
+    return v;
+}
+
+TEST(DecodeAttention, EqualsThePackedKernelOnEachPositionOfACachedRow) {
+    // Two cached rows of different lengths, GQA 6 q heads over 2 kv heads, hd 8: decoding the token at
+    // position p against the cache must equal causal packed attention over the row's first p+1 tokens.
+    const int Hq = 6, Hkv = 2, hd = 8, max_len = 20, kvd = Hkv * hd;
+    const int lens[2] = {13, 7};
+    for (int r = 0; r < 2; ++r) {
+        const int L = lens[r];
+        const auto q = random_vec(size_t(L) * Hq * hd, 1 + r), k = random_vec(size_t(L) * kvd, 3 + r),
+                   v = random_vec(size_t(L) * kvd, 5 + r);
+        std::vector<float> want(q.size()), lse(size_t(L) * Hq);
+        lima::cpu::attention_forward(want.data(), lse.data(), q.data(), k.data(), v.data(), {{0, L}}, L, Hq, Hkv, hd, L);
+        std::vector<float> kc(size_t(2) * max_len * kvd, NAN), vc(kc.size(), NAN);  // other row: poisoned
+        std::vector<int32_t> rows(static_cast<size_t>(L), r), pos(static_cast<size_t>(L));
+        for (int t = 0; t < L; ++t) pos[size_t(t)] = t;
+        std::fill(kc.begin() + long(r) * max_len * kvd, kc.begin() + long(r + 1) * max_len * kvd, 0.0f);
+        std::fill(vc.begin() + long(r) * max_len * kvd, vc.begin() + long(r + 1) * max_len * kvd, 0.0f);
+        lima::cpu::kv_cache_store(kc.data(), vc.data(), k.data(), v.data(), rows.data(), pos.data(), L, kvd, max_len);
+        std::vector<float> got(q.size(), NAN);
+        lima::cpu::decode_attention(got.data(), q.data(), kc.data(), vc.data(), rows.data(), pos.data(), L, Hq, Hkv, hd,
+                                    max_len);
+        for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 2e-5f) << "row " << r << " element " << i;
+    }
+}
+
+TEST(ResidualAdd, AddsAndDropoutWithoutAKeyIsTheSameAdd) {
+    auto res = random_vec(1000, 7), y = random_vec(1000, 8);
+    auto a = res, b = res, y2 = y;
+    lima::cpu::residual_add(a.data(), y.data(), 1000);
+    lima::cpu::dropout_residual_forward(b.data(), y2.data(), 1000, 0.3f, nullptr, 2, 0);
+    for (size_t i = 0; i < a.size(); ++i) {
+        EXPECT_EQ(a[i], res[i] + y[i]);
+        EXPECT_EQ(b[i], a[i]);
+    }
+}
+
+TEST(MemoryPlan, PlannedActivationBytesEqualWhatTheForwardAllocates) {
+    struct Shape {
+        int L, d, F, Hq, Hkv, hd;
+        long n;
+    };
+    for (const Shape s : {Shape{2, 16, 24, 4, 2, 4, 64}, Shape{3, 45, 48, 9, 3, 6, 11}, Shape{1, 32, 100, 4, 1, 8, 257},
+                          Shape{4, 64, 40, 8, 8, 8, 1}}) {
+        lima_model_config raw;
+        lima_model_config_init(&raw);
+        raw.num_layers = s.L;
+        raw.hidden_size = s.d;
+        raw.intermediate_size = s.F;
+        raw.num_heads = s.Hq;
+        raw.num_kv_heads = s.Hkv;
+        raw.head_dim = s.hd;
+        const lima::ModelConfig c(raw);
+        lima::Activations a;
+        a.ensure(c, s.n);
+        int64_t held = 0;
+        for (const auto &e : lima::activation_table(c)) held += int64_t((a.*e.buf).size() * sizeof(float));
+        const std::vector<float> *all[] = {&a.resid, &a.xn1, &a.xn2, &a.x_mid, &a.rstd1, &a.rstd2, &a.rstdf, &a.q, &a.att,
+                                           &a.lse, &a.k, &a.v, &a.g, &a.u, &a.h, &a.xf, &a.tmp};
+        for (const auto *v : all) EXPECT_FALSE(v->empty()) << "a buffer of Activations is missing from the table";
+        EXPECT_EQ(lima::activation_bytes(c, s.n), held) << "L " << s.L << " n " << s.n;
+        // the layer slices of the last layer end inside their buffers
+        const lima::LayerBuffers last = a.layer(c, s.L - 1, s.n);
+        EXPECT_LE(last.h + s.n * s.F, a.h.data() + a.h.size());
+        EXPECT_LE(last.lse + s.n * s.Hq, a.lse.data() + a.lse.size());
+    }
+}
+
+}  // namespace

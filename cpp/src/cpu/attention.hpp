@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -116,6 +117,56 @@ inline void attention_backward(float *dq, float *dk, float *dv, const float *dou
                 }
             }
         }
+    }
+}
+
+// Decoding against a KV cache: out (N, Hq, hd) for N query tokens, token t in cache row row[t] at
+// position pos[t], attending to positions [0, pos[t]] of that row of kc, vc (rows, max_len, Hkv, hd)
+// (its own key and value already stored). One (token, head) per work item; exact softmax.
+inline void decode_attention(float *out, const float *q, const float *kc, const float *vc, const int32_t *row,
+                             const int32_t *pos, long N, int Hq, int Hkv, int hd, int max_len) {
+    const int group = Hq / Hkv, ldq = Hq * hd, ldk = Hkv * hd;
+    const float scale = 1.0f / std::sqrt(float(hd));
+#pragma omp parallel
+    {
+        std::vector<float> scores(static_cast<size_t>(max_len));
+        float *sc = scores.data();
+#pragma omp for schedule(dynamic)
+        for (long it = 0; it < N * Hq; ++it) {
+            const long t = it / Hq;
+            const int h = int(it % Hq), kh = h / group, p = pos[t];
+            const float *qv = q + size_t(t) * ldq + size_t(h) * hd;
+            const float *K = kc + size_t(row[t]) * size_t(max_len) * size_t(ldk) + size_t(kh) * hd;
+            const float *V = vc + size_t(row[t]) * size_t(max_len) * size_t(ldk) + size_t(kh) * hd;
+            float mx = -INFINITY;
+            for (int j = 0; j <= p; ++j) {
+                const float *kj = K + size_t(j) * ldk;
+                float dot = 0.0f;
+                for (int e = 0; e < hd; ++e) dot += qv[e] * kj[e];
+                sc[j] = dot * scale;
+                mx = std::max(mx, sc[j]);
+            }
+            float z = 0.0f;
+            for (int j = 0; j <= p; ++j) z += (sc[j] = std::exp(sc[j] - mx));
+            float *o = out + size_t(t) * ldq + size_t(h) * hd;
+            std::fill(o, o + hd, 0.0f);
+            for (int j = 0; j <= p; ++j) {
+                const float pj = sc[j] / z;
+                const float *vj = V + size_t(j) * ldk;
+                for (int e = 0; e < hd; ++e) o[e] += pj * vj[e];
+            }
+        }
+    }
+}
+
+// Stores the keys and values of N tokens (rows of k, v (N, kvd)) into the cache of one layer,
+// kc, vc (rows, max_len, kvd), at (row[t], pos[t]).
+inline void kv_cache_store(float *kc, float *vc, const float *k, const float *v, const int32_t *row, const int32_t *pos,
+                           long N, int kvd, int max_len) {
+    for (long t = 0; t < N; ++t) {
+        const size_t off = (size_t(row[t]) * size_t(max_len) + size_t(pos[t])) * size_t(kvd);
+        std::memcpy(kc + off, k + size_t(t) * kvd, sizeof(float) * size_t(kvd));
+        std::memcpy(vc + off, v + size_t(t) * kvd, sizeof(float) * size_t(kvd));
     }
 }
 

@@ -26,11 +26,16 @@ inline void dropout_mask_apply(float *y, long n, float p, const DropoutKey &key,
     }
 }
 
+// res (n) += y (n): the residual connection without dropout (eval, prefill, decode).
+inline void residual_add(float *res, const float *y, long n) {
+#pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < n; ++i) res[i] += y[i];
+}
+
 // res (n) += y (n), after dropout of y in place (so y holds the dropped values afterwards).
 inline void dropout_residual_forward(float *res, float *y, long n, float p, const DropoutKey *key, int layer, int site) {
     if (key) dropout_mask_apply(y, n, p, *key, layer, site);
-#pragma omp parallel for simd schedule(static)
-    for (long i = 0; i < n; ++i) res[i] += y[i];
+    residual_add(res, y, n);
 }
 
 // dy (n) = mask * scale * dres  (dres passes through to the residual unchanged)
