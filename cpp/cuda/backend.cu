@@ -16,7 +16,7 @@ namespace lima::cuda {
 
 namespace {
 
-// Bytes of the activations for n tokens and of the classifier chunk.
+// Bytes of the activations for n tokens and of the workspace (classifier chunk, batch tables).
 struct Sizes {
     int64_t activations, workspace;
 };
@@ -27,25 +27,84 @@ long chunk_rows(const Ctx &c) {
     return std::max<long>(64, std::min<long>(8192, (768L << 20) / per_row));
 }
 
-Sizes plan_sizes(const Ctx &c, long n) {
+// Margin for what the plan cannot list: cuBLASLt's workspace (allocated with the model) and the
+// allocator's rounding.
+constexpr int64_t kPlanMargin = 32 << 20;
+
+// The one table of training buffers for micro-batches of n tokens: v(buffer, elements, what,
+// workspace) for each. reserve() allocates from it and plan_sizes() sums it, so they cannot drift.
+template <typename Visit>
+void activation_table(Ctx &c, long n, Visit &&v) {
     const int64_t d = c.d(), F = c.F(), L = c.cfg.num_layers, qd = c.cfg.q_dim(), ld = c.ldqkv(), H = c.cfg.num_heads;
-    const int64_t layer = n * (d * 2 + ld * 2 + qd * 2 + d * 2 + 2 * F * 2 + F * 2) + n * 4 * (1 + H + d + 1);
-    const int64_t saved = (c.recompute ? 1 : L) * layer;
-    const int64_t resid = (L + 1) * n * d * 4 + n * 4 /*rstdf*/ + n * d * 4 /*dres*/ + n * H * 4 /*Dsum*/;
-    const int64_t scratch = n * (d * 2 /*xf*/ + d * 2 * 2 /*y, dy*/ + F * 2 /*dh*/ + 2 * F * 2 /*dgu*/ + d * 2 /*dxn*/ +
-                                 qd * 2 /*datt*/ + ld * 2 /*dqkv*/ + d * 2 /*dxf*/);
-    const long ch = chunk_rows(c);
-    const int64_t cls = ch * (d * 2 * 2 + int64_t(c.cfg.vocab_size) * 6 + 4);
-    const int64_t tables = n * (4 * 2 + 8 + 4 + int64_t(sizeof(AttnTile)));
-    return {saved + resid + scratch, cls + tables + (32 << 20)};
+    const size_t saved = size_t(c.recompute ? 1 : L);
+    if (c.acts.size() != saved) {
+        c.acts.clear();
+        c.acts.resize(saved);
+        c.cap = 0;
+    }
+    for (LayerActs &a : c.acts) {
+        v(a.xn1, n * d, "activations", false);
+        v(a.qkv, n * ld, "activations", false);
+        v(a.att, n * qd, "activations", false);
+        v(a.xn2, n * d, "activations", false);
+        v(a.gu, n * 2 * F, "activations", false);
+        v(a.h, n * F, "activations", false);
+        v(a.rstd1, n, "activations", false);
+        v(a.lse, n * H, "activations", false);
+        v(a.xmid, n * d, "activations", false);
+        v(a.rstd2, n, "activations", false);
+    }
+    v(c.resid, (L + 1) * n * d, "residual stream", false);
+    v(c.rstdf, n, "activations", false);
+    v(c.dres, n * d, "gradient buffers", false);
+    v(c.Dsum, n * H, "gradient buffers", false);
+    v(c.xf, n * d, "activations", false);
+    v(c.y, n * d, "activations", false);
+    v(c.dy, n * d, "gradient buffers", false);
+    v(c.dh, n * F, "gradient buffers", false);
+    v(c.dgu, n * 2 * F, "gradient buffers", false);
+    v(c.dxn, n * d, "gradient buffers", false);
+    v(c.datt, n * qd, "gradient buffers", false);
+    v(c.dqkv, n * ld, "gradient buffers", false);
+    v(c.dxf, n * d, "gradient buffers", false);
+    const int64_t ch = chunk_rows(c), V = c.cfg.vocab_size;
+    v(c.cx, ch * d, "classifier", true);
+    v(c.cdx, ch * d, "classifier", true);
+    v(c.cdl, ch * V, "classifier", true);
+    v(c.clogits, ch * V, "classifier", true);
+    v(c.clp, ch, "classifier", true);
+    v(c.tokens, n, "batch", true);
+    v(c.pos, n, "batch", true);
+    v(c.rows, n, "batch", true);
+    v(c.labels, n, "batch", true);
+    v(c.tiles, n / 64 + 64, "batch", true);  // grown by upload() when a batch has more segments
+}
+
+Sizes plan_sizes(Ctx &c, long n) {
+    Sizes s{0, kPlanMargin};
+    activation_table(c, n, [&](auto &buf, int64_t count, const char *, bool workspace) {
+        (workspace ? s.workspace : s.activations) += count * int64_t(sizeof(*buf.p));
+    });
+    return s;
+}
+
+}  // namespace
+
+int64_t training_buffers_held(Ctx &c) {
+    int64_t held = 0;
+    activation_table(c, c.cap, [&](auto &buf, int64_t, const char *, bool) { held += int64_t(buf.n * sizeof(*buf.p)); });
+    return held;
+}
+
+int64_t training_buffers_planned(Ctx &c, long n) {
+    const Sizes s = plan_sizes(c, n);
+    return s.activations + s.workspace - kPlanMargin;
 }
 
 void reserve(Ctx &c, long n) {
     if (n <= c.cap) return;
-    const int64_t d = c.d(), F = c.F(), L = c.cfg.num_layers, qd = c.cfg.q_dim(), ld = c.ldqkv(), H = c.cfg.num_heads;
     // drop the old buffers first so the new plan is measured against what is really free
-    c.acts.clear();
-    c.resid.release();
+    activation_table(c, c.cap, [](auto &buf, int64_t, const char *, bool) { buf.release(); });
     c.cap = 0;
     const Sizes sz = plan_sizes(c, n);
     size_t fr = 0, tot = 0;
@@ -56,47 +115,10 @@ void reserve(Ctx &c, long n) {
              fr / 1073741824.0, " GiB of ", tot / 1073741824.0, " GiB are free after the weights",
              c.train ? " and optimiser state" : "", c.recompute ? "" : "; enable activation recomputation or",
              " use fewer tokens per micro-batch");
-    c.acts.resize(size_t(c.recompute ? 1 : L));
-    for (LayerActs &a : c.acts) {
-        a.xn1.alloc(size_t(n * d), "activations");
-        a.qkv.alloc(size_t(n * ld), "activations");
-        a.att.alloc(size_t(n * qd), "activations");
-        a.xn2.alloc(size_t(n * d), "activations");
-        a.gu.alloc(size_t(n * 2 * F), "activations");
-        a.h.alloc(size_t(n * F), "activations");
-        a.rstd1.alloc(size_t(n), "activations");
-        a.lse.alloc(size_t(n * H), "activations");
-        a.xmid.alloc(size_t(n * d), "activations");
-        a.rstd2.alloc(size_t(n), "activations");
-    }
-    c.resid.alloc(size_t((L + 1) * n * d), "residual stream");
-    c.rstdf.alloc(size_t(n), "activations");
-    c.dres.alloc(size_t(n * d), "gradient buffers");
-    c.Dsum.alloc(size_t(n * H), "gradient buffers");
-    c.xf.alloc(size_t(n * d), "activations");
-    c.y.alloc(size_t(n * d), "activations");
-    c.dy.alloc(size_t(n * d), "gradient buffers");
-    c.dh.alloc(size_t(n * F), "gradient buffers");
-    c.dgu.alloc(size_t(n * 2 * F), "gradient buffers");
-    c.dxn.alloc(size_t(n * d), "gradient buffers");
-    c.datt.alloc(size_t(n * qd), "gradient buffers");
-    c.dqkv.alloc(size_t(n * ld), "gradient buffers");
-    c.dxf.alloc(size_t(n * d), "gradient buffers");
+    activation_table(c, n, [](auto &buf, int64_t count, const char *what, bool) { buf.alloc(size_t(count), what); });
     c.chunk = chunk_rows(c);
-    c.cx.alloc(size_t(c.chunk * d), "classifier");
-    c.cdx.alloc(size_t(c.chunk * d), "classifier");
-    c.cdl.alloc(size_t(c.chunk * c.cfg.vocab_size), "classifier");
-    c.clogits.alloc(size_t(c.chunk * c.cfg.vocab_size), "classifier");
-    c.clp.alloc(size_t(c.chunk), "classifier");
-    c.tokens.alloc(size_t(n), "batch");
-    c.pos.alloc(size_t(n), "batch");
-    c.rows.alloc(size_t(n), "batch");
-    c.labels.alloc(size_t(n), "batch");
-    c.tiles.alloc(size_t(n / 64 + 64), "batch");  // grown by upload() when a batch has more segments
     c.cap = n;
 }
-
-}  // namespace
 
 void ensure_rope(Ctx &c, int positions) {
     if (c.rope_positions >= positions) return;
@@ -138,27 +160,51 @@ int upload(Ctx &c, const lima_cuda_batch &b) {
     return int(tiles.size());
 }
 
-float dropout_rate(float p_max, int layer, int L) { return L <= 1 ? 0.0f : p_max * float(layer) / float(L - 1); }
+}  // namespace
 
-// One layer's forward from x (N, d) into a; writes x_out (N, d) unless it is null (recompute).
-void layer_forward(Ctx &c, int l, LayerActs &a, const float *x, float *x_out, long N, int ntiles, const DropoutKey *key,
-                   float p_max) {
+void layer_forward(Ctx &c, int l, const LayerBufs &a, const float *x, float *x_mid, float *x_out, bf16 *y, const int32_t *pos,
+                   long N, const LayerAttention &att, const DropoutKey *key, float p_max) {
     const lima_cuda_layer &o = c.layers[size_t(l)];
     const int d = c.d(), F = c.F(), qd = c.cfg.q_dim(), ld = c.ldqkv(), hd = c.cfg.hd();
-    const float p = dropout_rate(p_max, l, c.cfg.num_layers);
-    rmsnorm_forward(a.xn1.p, a.rstd1.p, x, c.p32.p + o.ln1, N, d, c.cfg.rms_norm_eps, c.st);
-    c.gemm->run(a.qkv.p, false, a.xn1.p, false, c.p16.p + o.qkv, true, int(N), ld, d, 0.0f, c.st);
-    rope(a.qkv.p, ld, c.pos.p, N, c.cfg.num_heads + c.cfg.num_kv_heads, hd, c.rope_cos.p, c.rope_sin.p, 1.0f, c.st);
-    LIMA_CUDA_CHECK(cudaMemsetAsync(a.att.p, 0, size_t(N) * qd * sizeof(bf16), c.st));
-    attention_forward(a.att.p, a.lse.p, a.qkv.p, c.tiles.p, ntiles, {N, c.cfg.num_heads, c.cfg.num_kv_heads, hd, ld}, c.st);
-    c.gemm->run(c.y.p, false, a.att.p, false, c.p16.p + o.wo, true, int(N), d, qd, 0.0f, c.st);
-    dropout_residual_forward(a.xmid.p, x, c.y.p, N * d, p, key, l, 0, c.st);
-    rmsnorm_forward(a.xn2.p, a.rstd2.p, a.xmid.p, c.p32.p + o.ln2, N, d, c.cfg.rms_norm_eps, c.st);
-    c.gemm->run(a.gu.p, false, a.xn2.p, false, c.p16.p + o.gu, true, int(N), 2 * F, d, 0.0f, c.st);
-    swiglu_forward(a.h.p, a.gu.p, N, F, c.st);
+    const int Hq = c.cfg.num_heads, Hkv = c.cfg.num_kv_heads;
+    const float p = resid_dropout_rate(p_max, l, c.cfg.num_layers);
+    auto residual = [&](float *out, const float *res, int site) {
+        if (key)
+            dropout_residual_forward(out, res, y, N * d, p, key, l, site, c.st);
+        else
+            residual_add(out, res, y, N * d, c.st);
+    };
+    // attention block
+    rmsnorm_forward(a.xn1, a.rstd1, x, c.p32.p + o.ln1, N, d, c.cfg.rms_norm_eps, c.st);
+    c.gemm->run(a.qkv, false, a.xn1, false, c.p16.p + o.qkv, true, int(N), ld, d, 0.0f, c.st);
+    rope_forward(a.qkv, ld, pos, N, Hq + Hkv, hd, c.rope_cos.p, c.rope_sin.p, c.st);
+    if (att.k_cache)
+        kv_cache_store(att.k_cache, att.v_cache, a.qkv, ld, qd, Hkv * hd, att.row, pos, att.active, N, att.max_len, c.st);
+    if (att.tiles) {
+        LIMA_CUDA_CHECK(cudaMemsetAsync(a.att, 0, size_t(N) * qd * sizeof(bf16), c.st));
+        attention_forward(a.att, a.lse, a.qkv, att.tiles, att.num_tiles, {N, Hq, Hkv, hd, ld}, c.st);
+    } else {
+        decode_attention(a.att, att.part_o, att.part_ml, a.qkv, ld, att.k_cache, att.v_cache, pos, att.active, int(N), Hq, Hkv,
+                         hd, att.max_len, c.st);
+    }
+    c.gemm->run(y, false, a.att, false, c.p16.p + o.wo, true, int(N), d, qd, 0.0f, c.st);
+    residual(x_mid, x, 0);
+    // MLP block
+    rmsnorm_forward(a.xn2, a.rstd2, x_mid, c.p32.p + o.ln2, N, d, c.cfg.rms_norm_eps, c.st);
+    c.gemm->run(a.gu, false, a.xn2, false, c.p16.p + o.gu, true, int(N), 2 * F, d, 0.0f, c.st);
+    swiglu_forward(a.h, a.gu, N, F, c.st);
     if (!x_out) return;
-    c.gemm->run(c.y.p, false, a.h.p, false, c.p16.p + o.wd, true, int(N), d, F, 0.0f, c.st);
-    dropout_residual_forward(x_out, a.xmid.p, c.y.p, N * d, p, key, l, 1, c.st);
+    c.gemm->run(y, false, a.h, false, c.p16.p + o.wd, true, int(N), d, F, 0.0f, c.st);
+    residual(x_out, x_mid, 1);
+}
+
+namespace {
+
+LayerAttention packed(const Ctx &c, int ntiles) {
+    LayerAttention att;
+    att.tiles = c.tiles.p;
+    att.num_tiles = ntiles;
+    return att;
 }
 
 void forward(Ctx &c, long N, int ntiles, const DropoutKey *key, float p_max) {
@@ -166,7 +212,8 @@ void forward(Ctx &c, long N, int ntiles, const DropoutKey *key, float p_max) {
     encoder_forward(c.resid.p, c.p32.p + c.emb, c.tokens.p, N, d, c.st);
     for (int l = 0; l < L; ++l) {
         LayerActs &a = c.acts[c.recompute ? 0 : size_t(l)];
-        layer_forward(c, l, a, c.resid.p + size_t(l) * N * d, c.resid.p + size_t(l + 1) * N * d, N, ntiles, key, p_max);
+        layer_forward(c, l, a.bufs(), c.resid.p + size_t(l) * N * d, a.xmid.p, c.resid.p + size_t(l + 1) * N * d, c.y.p,
+                      c.pos.p, N, packed(c, ntiles), key, p_max);
     }
     rmsnorm_forward(c.xf.p, c.rstdf.p, c.resid.p + size_t(L) * N * d, c.p32.p + c.norm, N, d, c.cfg.rms_norm_eps, c.st);
 }
@@ -179,10 +226,10 @@ void backward(Ctx &c, long N, int ntiles, const DropoutKey *key, float p_max) {
         const lima_cuda_layer &o = c.layers[size_t(l)];
         LayerActs &a = c.acts[c.recompute ? 0 : size_t(l)];
         const float *x = c.resid.p + size_t(l) * N * d;
-        if (c.recompute) layer_forward(c, l, a, x, nullptr, N, ntiles, key, p_max);
-        const float p = dropout_rate(p_max, l, L);
+        if (c.recompute) layer_forward(c, l, a.bufs(), x, a.xmid.p, nullptr, c.y.p, c.pos.p, N, packed(c, ntiles), key, p_max);
+        const float p = resid_dropout_rate(p_max, l, L);
         // MLP block
-        dropout_backward(c.dy.p, c.dres.p, N * d, p, key, l, 1, c.st);
+        dropout_residual_backward(c.dy.p, c.dres.p, N * d, p, key, l, 1, c.st);
         c.gemm->run(c.dh.p, false, c.dy.p, false, c.p16.p + o.wd, false, int(N), F, d, 0.0f, c.st);
         c.gemm->run(g + o.wd, true, c.dy.p, true, a.h.p, false, d, F, int(N), 1.0f, c.st);
         swiglu_backward(c.dgu.p, c.dh.p, a.gu.p, N, F, c.st);
@@ -190,12 +237,12 @@ void backward(Ctx &c, long N, int ntiles, const DropoutKey *key, float p_max) {
         c.gemm->run(g + o.gu, true, c.dgu.p, true, a.xn2.p, false, 2 * F, d, int(N), 1.0f, c.st);
         rmsnorm_backward(c.dres.p, g + o.ln2, c.dxn.p, a.xmid.p, c.p32.p + o.ln2, a.rstd2.p, N, d, true, c.st);
         // attention block
-        dropout_backward(c.dy.p, c.dres.p, N * d, p, key, l, 0, c.st);
+        dropout_residual_backward(c.dy.p, c.dres.p, N * d, p, key, l, 0, c.st);
         c.gemm->run(c.datt.p, false, c.dy.p, false, c.p16.p + o.wo, false, int(N), qd, d, 0.0f, c.st);
         c.gemm->run(g + o.wo, true, c.dy.p, true, a.att.p, false, d, qd, int(N), 1.0f, c.st);
         attention_backward(c.dqkv.p, c.Dsum.p, c.datt.p, a.att.p, a.lse.p, a.qkv.p, c.tiles.p, ntiles,
                            {N, c.cfg.num_heads, c.cfg.num_kv_heads, hd, ld}, c.st);
-        rope(c.dqkv.p, ld, c.pos.p, N, c.cfg.num_heads + c.cfg.num_kv_heads, hd, c.rope_cos.p, c.rope_sin.p, -1.0f, c.st);
+        rope_backward(c.dqkv.p, ld, c.pos.p, N, c.cfg.num_heads + c.cfg.num_kv_heads, hd, c.rope_cos.p, c.rope_sin.p, c.st);
         c.gemm->run(c.dxn.p, false, c.dqkv.p, false, c.p16.p + o.qkv, false, int(N), d, ld, 0.0f, c.st);
         c.gemm->run(g + o.qkv, true, c.dqkv.p, true, a.xn1.p, false, ld, d, int(N), 1.0f, c.st);
         rmsnorm_backward(c.dres.p, g + o.ln1, c.dxn.p, x, c.p32.p + o.ln1, a.rstd1.p, N, d, true, c.st);
@@ -230,7 +277,7 @@ Ctx *create(const lima_cuda_model_desc &d, const float *params) {
                  " GiB (fp32 master + bf16 copy) but device ", d.device, " has ", fr / 1073741824.0, " GiB free of ",
                  tot / 1073741824.0);
     LIMA_CUDA_CHECK(cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking));
-    c->gemm = new Gemm();
+    c->gemm = std::make_unique<Gemm>();
     c->p32.alloc(size_t(d.total), "fp32 master weights");
     c->p16.alloc(size_t(d.total), "bf16 weights");
     c->dsum.alloc(1, "scalars");
@@ -381,7 +428,7 @@ LIMA_EXPORT int lima_cuda_plugin_step(void *ctx, const lima_cuda_adam_args *a, d
         const double bc2 = 1.0 - std::pow(double(a->beta2), double(a->t));
         const AdamArgs aa{a->lr, a->beta1, a->beta2, a->eps, a->weight_decay, float(double(a->lr) / bc1),
                           float(std::sqrt(bc2)), c.dscale.p};
-        adamw(c.p32.p, c.p16.p, c.m1.p, c.m2.p, c.grads.p, c.dchunks.p, int(c.chunks.size()), aa, c.st);
+        adamw_update(c.p32.p, c.p16.p, c.m1.p, c.m2.p, c.grads.p, c.dchunks.p, int(c.chunks.size()), aa, c.st);
         LIMA_CUDA_CHECK(cudaMemsetAsync(c.grads.p, 0, size_t(c.total) * 4, c.st));
         LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
     });

@@ -22,8 +22,15 @@ using bf16 = __nv_bfloat16;
                          #call, " failed: ", cudaGetErrorString(e_), " (", __FILE__, ":", __LINE__, ")");        \
     } while (0)
 
-// After a kernel launch: launch-configuration errors surface here, faults at the next sync.
-#define LIMA_CUDA_LAUNCHED(what) LIMA_CUDA_CHECK(cudaPeekAtLastError())
+// After a kernel launch: launch-configuration errors surface here, named by the kernel; faults
+// surface at the next sync.
+#define LIMA_CUDA_LAUNCHED(what)                                                                                 \
+    do {                                                                                                         \
+        const cudaError_t e_ = cudaPeekAtLastError();                                                            \
+        if (e_ != cudaSuccess)                                                                                   \
+            ::lima::fail(e_ == cudaErrorMemoryAllocation ? LIMA_ERR_OUT_OF_MEMORY : LIMA_ERR_INTERNAL, "CUDA: kernel ", \
+                         (what), " failed to launch: ", cudaGetErrorString(e_), " (", __FILE__, ":", __LINE__, ")");    \
+    } while (0)
 
 #define LIMA_CUBLAS_CHECK(call)                                                                            \
     do {                                                                                                   \

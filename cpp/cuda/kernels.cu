@@ -128,7 +128,7 @@ __global__ void dropout_residual_forward_k(float *out, const float *res, const b
     }
 }
 
-__global__ void dropout_backward_k(bf16 *dy, const float *dres, long n, float p, DropoutKey key, uint32_t word, bool on) {
+__global__ void dropout_residual_backward_k(bf16 *dy, const float *dres, long n, float p, DropoutKey key, uint32_t word, bool on) {
     const long g = long(blockIdx.x) * blockDim.x + threadIdx.x;
     if (g * 4 >= n) return;
     const Mask4 mask(g, p, key, word, on);
@@ -240,7 +240,7 @@ __global__ void clip_scale_k(float *scale, const double *sumsq, float clip) {
     *scale = (clip > 0.0f && norm > double(clip)) ? float(double(clip) / (norm + 1e-6)) : 1.0f;
 }
 
-__global__ void adamw_k(float *p32, bf16 *p16, float *m, float *v, const float *g, const AdamChunk *chunks, AdamArgs a) {
+__global__ void adamw_update_k(float *p32, bf16 *p16, float *m, float *v, const float *g, const AdamChunk *chunks, AdamArgs a) {
     const AdamChunk c = chunks[blockIdx.x];
     const float gs = *a.grad_scale;
     const float shrink = c.decay ? 1.0f - a.lr * a.weight_decay : 1.0f;
@@ -256,6 +256,12 @@ __global__ void adamw_k(float *p32, bf16 *p16, float *m, float *v, const float *
         p32[i] = pi;
         p16[i] = __float2bfloat16(pi);
     }
+}
+
+// out (n) = res + y; grid-stride
+__global__ void residual_add_k(float *out, const float *res, const bf16 *y, long n) {
+    for (long i = long(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += long(gridDim.x) * blockDim.x)
+        out[i] = res[i] + __bfloat162float(y[i]);
 }
 
 int grid_for(long n, int threads, int cap = 65535 * 8) { return int(std::min<long>(cap, (n + threads - 1) / threads)); }
@@ -294,12 +300,24 @@ void rmsnorm_backward(float *dres, float *dw, const bf16 *dout, const float *x, 
     LIMA_CUDA_LAUNCHED("rmsnorm_backward");
 }
 
-void rope(bf16 *x, int ld, const int32_t *pos, long N, int heads, int hd, const float *cos, const float *sin, float sign,
-          cudaStream_t st) {
+namespace {
+void rope_apply(bf16 *x, int ld, const int32_t *pos, long N, int heads, int hd, const float *cos, const float *sin, float sign,
+                cudaStream_t st) {
     const long total = N * heads * (hd / 2);
     if (total == 0) return;
     rope_k<<<ceil_div(total, 256), 256, 0, st>>>(x, ld, pos, N, heads, hd, cos, sin, sign);
-    LIMA_CUDA_LAUNCHED("rope");
+    LIMA_CUDA_LAUNCHED(sign > 0 ? "rope_forward" : "rope_backward");
+}
+}  // namespace
+
+void rope_forward(bf16 *x, int ld, const int32_t *pos, long N, int heads, int hd, const float *cos, const float *sin,
+                  cudaStream_t st) {
+    rope_apply(x, ld, pos, N, heads, hd, cos, sin, 1.0f, st);
+}
+
+void rope_backward(bf16 *dx, int ld, const int32_t *pos, long N, int heads, int hd, const float *cos, const float *sin,
+                   cudaStream_t st) {
+    rope_apply(dx, ld, pos, N, heads, hd, cos, sin, -1.0f, st);
 }
 
 void dropout_residual_forward(float *out, const float *res, const bf16 *y, long n, float p, const DropoutKey *key, int layer,
@@ -311,12 +329,19 @@ void dropout_residual_forward(float *out, const float *res, const bf16 *y, long 
     LIMA_CUDA_LAUNCHED("dropout_residual_forward");
 }
 
-void dropout_backward(bf16 *dy, const float *dres, long n, float p, const DropoutKey *key, int layer, int site, cudaStream_t st) {
+void residual_add(float *out, const float *res, const bf16 *y, long n, cudaStream_t st) {
+    if (n == 0) return;
+    residual_add_k<<<grid_for(n, 256), 256, 0, st>>>(out, res, y, n);
+    LIMA_CUDA_LAUNCHED("residual_add");
+}
+
+void dropout_residual_backward(bf16 *dy, const float *dres, long n, float p, const DropoutKey *key, int layer, int site,
+                               cudaStream_t st) {
     if (n == 0) return;
     const bool on = key && p > 0.0f;
     const DropoutKey k = key ? *key : DropoutKey{0, 0, 0};
-    dropout_backward_k<<<ceil_div((n + 3) / 4, 256), 256, 0, st>>>(dy, dres, n, p, k, dropout_word(k, layer, site), on);
-    LIMA_CUDA_LAUNCHED("dropout_backward");
+    dropout_residual_backward_k<<<ceil_div((n + 3) / 4, 256), 256, 0, st>>>(dy, dres, n, p, k, dropout_word(k, layer, site), on);
+    LIMA_CUDA_LAUNCHED("dropout_residual_backward");
 }
 
 void swiglu_forward(bf16 *h, const bf16 *gu, long N, int F, cudaStream_t st) {
@@ -379,11 +404,11 @@ void clip_scale(float *scale, const double *sumsq, float clip, cudaStream_t st) 
     LIMA_CUDA_LAUNCHED("clip_scale");
 }
 
-void adamw(float *p32, bf16 *p16, float *m, float *v, const float *g, const AdamChunk *chunks, int num_chunks,
-           const AdamArgs &a, cudaStream_t st) {
+void adamw_update(float *p32, bf16 *p16, float *m, float *v, const float *g, const AdamChunk *chunks, int num_chunks,
+                  const AdamArgs &a, cudaStream_t st) {
     if (num_chunks == 0) return;
-    adamw_k<<<unsigned(num_chunks), 256, 0, st>>>(p32, p16, m, v, g, chunks, a);
-    LIMA_CUDA_LAUNCHED("adamw");
+    adamw_update_k<<<unsigned(num_chunks), 256, 0, st>>>(p32, p16, m, v, g, chunks, a);
+    LIMA_CUDA_LAUNCHED("adamw_update");
 }
 
 }  // namespace lima::cuda

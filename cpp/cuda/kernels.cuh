@@ -19,15 +19,20 @@ void rmsnorm_backward(float *dres, float *dw, const bf16 *dout, const float *x, 
                       int d, bool accumulate, cudaStream_t st);
 
 // Rotates `heads` consecutive heads of hd starting at column 0 of each row of x (N, ld) bf16 in
-// place; cos/sin tables (positions, hd/2) fp32; sign -1 = the backward (transpose) rotation.
-void rope(bf16 *x, int ld, const int32_t *pos, long N, int heads, int hd, const float *cos, const float *sin, float sign,
-          cudaStream_t st);
+// place; cos/sin tables (positions, hd/2) fp32. The backward applies the transpose rotation to dx.
+void rope_forward(bf16 *x, int ld, const int32_t *pos, long N, int heads, int hd, const float *cos, const float *sin,
+                  cudaStream_t st);
+void rope_backward(bf16 *dx, int ld, const int32_t *pos, long N, int heads, int hd, const float *cos, const float *sin,
+                   cudaStream_t st);
 
+// out (n) = res + y: the residual connection without dropout (eval, prefill, decode). out may be res.
+void residual_add(float *out, const float *res, const bf16 *y, long n, cudaStream_t st);
 // out (n) = res + dropout(y) with the Philox masks of the CPU backend (key == nullptr: no dropout).
 void dropout_residual_forward(float *out, const float *res, const bf16 *y, long n, float p, const DropoutKey *key, int layer,
                               int site, cudaStream_t st);
 // dy (n) bf16 = mask * scale * dres
-void dropout_backward(bf16 *dy, const float *dres, long n, float p, const DropoutKey *key, int layer, int site, cudaStream_t st);
+void dropout_residual_backward(bf16 *dy, const float *dres, long n, float p, const DropoutKey *key, int layer, int site,
+                               cudaStream_t st);
 
 // h (N, F) = silu(g) * u, with gu (N, 2F) = [g | u] per row (the fused gate/up product)
 void swiglu_forward(bf16 *h, const bf16 *gu, long N, int F, cudaStream_t st);
@@ -61,8 +66,8 @@ struct AdamArgs {
     float lr, beta1, beta2, eps, weight_decay, step_size, bc2_sqrt;
     const float *grad_scale;  // device scalar (clipping factor)
 };
-void adamw(float *p32, bf16 *p16, float *m, float *v, const float *g, const AdamChunk *chunks, int num_chunks,
-           const AdamArgs &a, cudaStream_t st);
+void adamw_update(float *p32, bf16 *p16, float *m, float *v, const float *g, const AdamChunk *chunks, int num_chunks,
+                  const AdamArgs &a, cudaStream_t st);
 // scale = (clip > 0 && norm > clip) ? clip / (norm + 1e-6) : 1, from the device sum of squares
 void clip_scale(float *scale, const double *sumsq, float clip, cudaStream_t st);
 
@@ -86,5 +91,22 @@ void attention_forward(bf16 *out, float *lse, const bf16 *qkv, const AttnTile *t
 void attention_backward(bf16 *dqkv, float *Dsum, const bf16 *dout, const bf16 *out, const float *lse, const bf16 *qkv,
                         const AttnTile *tiles, int num_tiles, const AttnShape &s, cudaStream_t st);
 bool attention_supports(int hd);
+
+// ---- KV cache and decode attention (kv_cache.cu), the decoding side of cpu/attention.hpp.
+// Caches are (rows, max_len, kvd) bf16 per layer; keys after rope.
+// Copies the k and v columns of qkv (N, ld; k at column qd, v at qd + kvd) into kc/vc at
+// (row[t], pos[t]); row == nullptr: token t is row t. Rows whose active flag is 0 are skipped
+// (active may be null).
+void kv_cache_store(bf16 *kc, bf16 *vc, const bf16 *qkv, int ld, int qd, int kvd, const int32_t *row, const int32_t *pos,
+                    const uint8_t *active, long N, int max_len, cudaStream_t st);
+// Cache positions per block of the split-cache decode attention, and the spans a cache of max_len has.
+constexpr int kDecodeSpan = 256;
+inline int decode_spans(int max_len) { return (max_len + kDecodeSpan - 1) / kDecodeSpan; }
+// out (rows, Hq*hd) bf16: row t's query (qkv row t, one token at pos[t]) against positions
+// [0, pos[t]] of cache row t, in spans merged at the end; inactive rows get zeros. part_o
+// (rows, Hq, spans, hd) and part_ml (rows, Hq, spans, 2) are scratch.
+void decode_attention(bf16 *out, float *part_o, float *part_ml, const bf16 *qkv, int ld, const bf16 *kc, const bf16 *vc,
+                      const int32_t *pos, const uint8_t *active, int rows, int Hq, int Hkv, int hd, int max_len,
+                      cudaStream_t st);
 
 }  // namespace lima::cuda

@@ -23,76 +23,6 @@ using namespace lima;
 using namespace limatest;
 using cuda::bf16;
 
-namespace {
-
-#define NEED_GPU() \
-    if (!have_gpu()) GTEST_SKIP() << "no CUDA device"
-
-std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
-    std::mt19937 rng(seed);
-    std::normal_distribution<float> d(0.0f, scale);
-    std::vector<float> v(n);
-    for (auto &x : v) x = d(rng);
-    return v;
-}
-
-double rel_err(const std::vector<float> &a, const std::vector<float> &b) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < a.size(); ++i) {
-        if (!std::isfinite(a[i])) return INFINITY;
-        num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
-        den += double(b[i]) * b[i];
-    }
-    return std::sqrt(num / std::max(den, 1e-30));
-}
-
-// bf16 round trip of a host vector (what the GPU sees).
-std::vector<float> round_bf16(const std::vector<float> &v) {
-    std::vector<float> r(v.size());
-    for (size_t i = 0; i < v.size(); ++i) r[i] = __bfloat162float(__float2bfloat16(v[i]));
-    return r;
-}
-
-template <typename T>
-struct Dev {
-    T *p = nullptr;
-    size_t n = 0;
-    explicit Dev(size_t count) : n(count) {
-        EXPECT_EQ(cudaMalloc(&p, std::max<size_t>(1, n) * sizeof(T)), cudaSuccess);
-        EXPECT_EQ(cudaMemset(p, 0xFF, std::max<size_t>(1, n) * sizeof(T)), cudaSuccess);  // poison: NaN for floats/bf16
-    }
-    ~Dev() { cudaFree(p); }
-};
-
-Dev<float> *up(const std::vector<float> &v) {
-    auto *d = new Dev<float>(v.size());
-    cudaMemcpy(d->p, v.data(), v.size() * 4, cudaMemcpyHostToDevice);
-    return d;
-}
-std::unique_ptr<Dev<bf16>> up16(const std::vector<float> &v) {
-    auto d = std::make_unique<Dev<bf16>>(v.size());
-    std::vector<bf16> h(v.size());
-    for (size_t i = 0; i < v.size(); ++i) h[i] = __float2bfloat16(v[i]);
-    cudaMemcpy(d->p, h.data(), v.size() * 2, cudaMemcpyHostToDevice);
-    return d;
-}
-std::vector<float> down(const float *p, size_t n) {
-    std::vector<float> v(n);
-    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    cudaMemcpy(v.data(), p, n * 4, cudaMemcpyDeviceToHost);
-    return v;
-}
-std::vector<float> down16(const bf16 *p, size_t n) {
-    std::vector<bf16> h(n);
-    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    cudaMemcpy(h.data(), p, n * 2, cudaMemcpyDeviceToHost);
-    std::vector<float> v(n);
-    for (size_t i = 0; i < n; ++i) v[i] = __bfloat162float(h[i]);
-    return v;
-}
-
-}  // namespace
-
 TEST(CudaKernels, RmsNormForwardBackward) {
     NEED_GPU();
     const long N = 300;
@@ -131,7 +61,7 @@ TEST(CudaKernels, RopeForwardBackward) {
     std::unique_ptr<Dev<float>> gc(up(t.cos)), gs(up(t.sin));
     Dev<int32_t> gp(pos.size());
     cudaMemcpy(gp.p, pos.data(), pos.size() * 4, cudaMemcpyHostToDevice);
-    cuda::rope(gx->p, ld, gp.p, N, heads, hd, gc->p, gs->p, 1.0f, 0);
+    cuda::rope_forward(gx->p, ld, gp.p, N, heads, hd, gc->p, gs->p, 0);
     auto got = down16(gx->p, x.size());
     std::vector<float> got_heads(ref.size()), tail_got, tail_ref;
     for (long n = 0; n < N; ++n) {
@@ -141,7 +71,7 @@ TEST(CudaKernels, RopeForwardBackward) {
     }
     EXPECT_LT(rel_err(got_heads, ref), 8e-3);
     EXPECT_EQ(tail_got, tail_ref);  // columns past the rotated heads untouched
-    cuda::rope(gx->p, ld, gp.p, N, heads, hd, gc->p, gs->p, -1.0f, 0);  // the inverse rotation
+    cuda::rope_backward(gx->p, ld, gp.p, N, heads, hd, gc->p, gs->p, 0);  // the inverse rotation
     EXPECT_LT(rel_err(down16(gx->p, x.size()), x), 1.5e-2);
 }
 
@@ -173,7 +103,7 @@ TEST(CudaKernels, DropoutDrawsTheCpuMasks) {
     cpu::dropout_residual_backward(dref.data(), dres.data(), n, p, &key, 5, 1);
     std::unique_ptr<Dev<float>> gd(up(dres));
     Dev<bf16> gdy(static_cast<size_t>(n));
-    cuda::dropout_backward(gdy.p, gd->p, n, p, &key, 5, 1, 0);
+    cuda::dropout_residual_backward(gdy.p, gd->p, n, p, &key, 5, 1, 0);
     EXPECT_LT(rel_err(down16(gdy.p, size_t(n)), dref), 5e-3);
 }
 
@@ -260,7 +190,7 @@ TEST(CudaKernels, AdamWMatchesTheCpuStep) {
     cudaMemcpy(gc.p, chunks.data(), chunks.size() * sizeof(cuda::AdamChunk), cudaMemcpyHostToDevice);
     const double bc1 = 1.0 - std::pow(0.9, 7.0), bc2 = 1.0 - std::pow(0.95, 7.0);
     const cuda::AdamArgs ga{a.lr, a.beta1, a.beta2, a.eps, a.weight_decay, float(a.lr / bc1), float(std::sqrt(bc2)), gscale->p};
-    cuda::adamw(gp->p, gp16.p, gm->p, gv->p, gg->p, gc.p, int(chunks.size()), ga, 0);
+    cuda::adamw_update(gp->p, gp16.p, gm->p, gv->p, gg->p, gc.p, int(chunks.size()), ga, 0);
     EXPECT_LT(rel_err(down(gp->p, size_t(n)), p_ref), 1e-6);
     EXPECT_LT(rel_err(down(gm->p, size_t(n)), m_ref), 1e-6);
     EXPECT_LT(rel_err(down(gv->p, size_t(n)), v_ref), 1e-6);

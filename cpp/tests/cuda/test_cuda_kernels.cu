@@ -1,0 +1,271 @@
+// Every CUDA kernel family that the whole-model tests used to cover only end to end, against its
+// named CPU kernel: encoder, row gather/scatter, residual add, grad norm and clipping, KV-cache
+// store, decode attention and the samplers; and the training memory plan against what the backend
+// allocates. Each test skips itself without a GPU.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "context.cuh"
+#include "cpu/attention.hpp"
+#include "cpu/dropout.hpp"
+#include "cpu/encoder.hpp"
+#include "cpu/sampling.hpp"
+#include "gpu_test.hpp"
+#include "kernels.cuh"
+#include "sampling.cuh"
+
+using namespace lima;
+using namespace limatest;
+
+namespace {
+
+template <typename T>
+Dev<T> upload(const std::vector<T> &v) {
+    Dev<T> d(v.size());
+    cudaMemcpy(d.p, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice);
+    return d;
+}
+
+template <typename T>
+std::vector<T> download(const T *p, size_t n) {
+    std::vector<T> v(n);
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    cudaMemcpy(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost);
+    return v;
+}
+
+}  // namespace
+
+TEST(CudaKernels, EncoderForwardAndBackwardWithRepeatedTokens) {
+    NEED_GPU();
+    const int V = 97, d = 300;
+    const long N = 500;
+    const auto emb = randn(size_t(V) * d, 21), dx = randn(size_t(N) * d, 22);
+    std::vector<int32_t> tok(static_cast<size_t>(N));
+    for (long n = 0; n < N; ++n) tok[size_t(n)] = int32_t((n * 7) % V);  // every token repeats
+    std::vector<float> x_ref(size_t(N) * d), demb_ref(emb.size(), 0.0f);
+    cpu::encoder_forward(x_ref.data(), emb.data(), tok.data(), N, d);
+    cpu::encoder_backward(demb_ref.data(), dx.data(), tok.data(), N, d);
+    std::unique_ptr<Dev<float>> gemb(up(emb)), gdx(up(dx)), gdemb(up(std::vector<float>(emb.size(), 0.0f)));
+    Dev<float> gx(x_ref.size());
+    Dev<int32_t> gtok = upload(tok);
+    cuda::encoder_forward(gx.p, gemb->p, gtok.p, N, d, 0);
+    cuda::encoder_backward(gdemb->p, gdx->p, gtok.p, N, d, 0);
+    EXPECT_EQ(download(gx.p, x_ref.size()), x_ref);  // a copy: exact
+    EXPECT_LT(rel_err(down(gdemb->p, emb.size()), demb_ref), 1e-6);
+}
+
+TEST(CudaKernels, GatherAndScatterRowsRoundTrip) {
+    NEED_GPU();
+    const int d = 136;
+    const long N = 257, C = 40;
+    const auto src = round_bf16(randn(size_t(N) * d, 23));
+    std::vector<int64_t> idx(static_cast<size_t>(C));
+    for (long i = 0; i < C; ++i) idx[size_t(i)] = (i * 37 + 5) % N;  // distinct rows, shuffled
+    auto gsrc = up16(src);
+    Dev<int64_t> gidx = upload(idx);
+    Dev<bf16> rows(size_t(C) * d), back(size_t(N) * d);
+    cudaMemset(back.p, 0, back.n * sizeof(bf16));
+    cuda::gather_rows(rows.p, gsrc->p, gidx.p, C, d, 0);
+    cuda::scatter_rows(back.p, rows.p, gidx.p, C, d, 0);
+    const auto got = down16(rows.p, size_t(C) * d), scattered = down16(back.p, size_t(N) * d);
+    for (long i = 0; i < C; ++i)
+        for (int e = 0; e < d; ++e) {
+            ASSERT_EQ(got[size_t(i) * d + e], src[size_t(idx[size_t(i)]) * d + e]);
+            ASSERT_EQ(scattered[size_t(idx[size_t(i)]) * d + e], src[size_t(idx[size_t(i)]) * d + e]);
+        }
+}
+
+TEST(CudaKernels, ResidualAddEqualsTheCpuAdd) {
+    NEED_GPU();
+    const long n = 100003;
+    const auto res = randn(size_t(n), 24), y = round_bf16(randn(size_t(n), 25));
+    auto want = res;
+    cpu::residual_add(want.data(), y.data(), n);
+    std::unique_ptr<Dev<float>> gres(up(res));
+    auto gy = up16(y);
+    cuda::residual_add(gres->p, gres->p, gy->p, n, 0);  // in place, as decoding uses it
+    EXPECT_LT(rel_err(down(gres->p, size_t(n)), want), 1e-7);
+}
+
+TEST(CudaKernels, GradNormAndClippingScaleFollowTorch) {
+    NEED_GPU();
+    const long n = 3000017;
+    const auto g = randn(size_t(n), 26, 0.01f);
+    double ss = 0.0;
+    for (float x : g) ss += double(x) * x;
+    std::unique_ptr<Dev<float>> gg(up(g));
+    Dev<double> sum(1);
+    Dev<float> scale(1);
+    for (const float clip : {0.0f, float(std::sqrt(ss) * 2), float(std::sqrt(ss) / 3)}) {
+        cudaMemset(sum.p, 0, sizeof(double));
+        cuda::sum_squares(sum.p, gg->p, n, 0);
+        cuda::clip_scale(scale.p, sum.p, clip, 0);
+        const double got = download(sum.p, 1)[0];
+        EXPECT_NEAR(got, ss, 1e-9 * ss);
+        const float want = clip > 0 && std::sqrt(ss) > clip ? float(clip / (std::sqrt(ss) + 1e-6)) : 1.0f;
+        EXPECT_NEAR(download(scale.p, 1)[0], want, 1e-6f * want) << "clip " << clip;
+    }
+}
+
+// Two cache rows, GQA: tokens stored through kv_cache_store (prefill layout: row per token) are
+// where cpu::kv_cache_store puts them, and one decode step per row equals cpu::decode_attention.
+void decode_case(int hd, int Hq, int Hkv) {
+    const int max_len = 300, rows = 2, qd = Hq * hd, kvd = Hkv * hd, ld = qd + 2 * kvd;
+    const int lens[rows] = {290, 257};  // cross a 256-position span
+    long N = 0;
+    for (int L : lens) N += L;
+    const auto qkv = round_bf16(randn(size_t(N) * ld, 27 + uint32_t(hd)));
+    std::vector<int32_t> row(static_cast<size_t>(N)), pos(static_cast<size_t>(N));
+    std::vector<float> k(size_t(N) * kvd), v(size_t(N) * kvd);
+    long at = 0;
+    for (int r = 0; r < rows; ++r)
+        for (int t = 0; t < lens[r]; ++t, ++at) {
+            row[size_t(at)] = r;
+            pos[size_t(at)] = t;
+            std::copy(qkv.begin() + at * ld + qd, qkv.begin() + at * ld + qd + kvd, k.begin() + at * kvd);
+            std::copy(qkv.begin() + at * ld + qd + kvd, qkv.begin() + (at + 1) * ld, v.begin() + at * kvd);
+        }
+    std::vector<float> kc(size_t(rows) * max_len * kvd, 0.0f), vc(kc.size(), 0.0f);
+    cpu::kv_cache_store(kc.data(), vc.data(), k.data(), v.data(), row.data(), pos.data(), N, kvd, max_len);
+    auto gqkv = up16(qkv);
+    Dev<int32_t> grow = upload(row), gpos = upload(pos);
+    Dev<bf16> gkc(kc.size()), gvc(vc.size());
+    cudaMemset(gkc.p, 0, gkc.n * sizeof(bf16));
+    cudaMemset(gvc.p, 0, gvc.n * sizeof(bf16));
+    cuda::kv_cache_store(gkc.p, gvc.p, gqkv->p, ld, qd, kvd, grow.p, gpos.p, nullptr, N, max_len, 0);
+    EXPECT_EQ(down16(gkc.p, kc.size()), kc);  // bf16 inputs stored unchanged
+    EXPECT_EQ(down16(gvc.p, vc.size()), vc);
+    // The last token of each row as its decode step: queries from its qkv row.
+    std::vector<float> q(size_t(rows) * qd);
+    std::vector<int32_t> last_pos(rows), rows_id(rows);
+    std::vector<float> step_qkv(size_t(rows) * ld);
+    at = 0;
+    for (int r = 0; r < rows; ++r) {
+        at += lens[r];
+        last_pos[size_t(r)] = lens[r] - 1;
+        rows_id[size_t(r)] = r;
+        std::copy(qkv.begin() + (at - 1) * ld, qkv.begin() + at * ld, step_qkv.begin() + long(r) * ld);
+        std::copy(qkv.begin() + (at - 1) * ld, qkv.begin() + (at - 1) * ld + qd, q.begin() + long(r) * qd);
+    }
+    std::vector<float> want(size_t(rows) * qd);
+    cpu::decode_attention(want.data(), q.data(), kc.data(), vc.data(), rows_id.data(), last_pos.data(), rows, Hq, Hkv, hd,
+                          max_len);
+    auto gstep = up16(step_qkv);
+    Dev<int32_t> glast = upload(last_pos);
+    const std::vector<uint8_t> act{1, 1};
+    Dev<uint8_t> gact = upload(act);
+    const int spans = cuda::decode_spans(max_len);
+    Dev<float> part_o(size_t(rows) * Hq * spans * hd), part_ml(size_t(rows) * Hq * spans * 2);
+    Dev<bf16> out(want.size());
+    cuda::decode_attention(out.p, part_o.p, part_ml.p, gstep->p, ld, gkc.p, gvc.p, glast.p, gact.p, rows, Hq, Hkv, hd, max_len,
+                           0);
+    EXPECT_LT(rel_err(down16(out.p, want.size()), want), 8e-3) << "hd " << hd;
+}
+
+TEST(CudaKernels, KvCacheStoreAndDecodeAttentionHeadDim128Gqa) { NEED_GPU(); decode_case(128, 8, 2); }
+TEST(CudaKernels, KvCacheStoreAndDecodeAttentionHeadDim64) { NEED_GPU(); decode_case(64, 4, 4); }
+TEST(CudaKernels, KvCacheStoreAndDecodeAttentionHeadDim32Mqa) { NEED_GPU(); decode_case(32, 6, 1); }
+
+// The samplers on fixed logits against cpu::sample_token with the same flags, seeds and counters.
+TEST(CudaKernels, GreedyAndNucleusSamplersPickTheCpuTokens) {
+    NEED_GPU();
+    const int rows = 5, V = 1031;
+    auto logits = randn(size_t(rows) * V, 28, 3.0f);
+    logits[size_t(2) * V + 17] = logits[size_t(2) * V + 400] = 50.0f;  // a tie: the lower id wins
+    std::vector<uint8_t> flags(size_t(rows) * V, 0);
+    for (int r = 0; r < rows; ++r)
+        for (int i = 0; i < 40; ++i) flags[size_t(r) * V + size_t((i * 13 + r) % V)] = uint8_t(i % 2 ? 1 : 2);
+    const std::vector<uint8_t> active{1, 1, 1, 0, 1};
+    const std::vector<int32_t> len{3, 9, 1, 4, 600};
+    const std::vector<uint64_t> seeds{11, 12, 13, 14, 15};
+    std::unique_ptr<Dev<float>> glog(up(logits));
+    Dev<uint8_t> gact = upload(active);
+    Dev<uint64_t> gseeds = upload(seeds);
+    for (int scope = 0; scope < 2; ++scope)
+        for (const float temperature : {0.0f, 0.7f, 1.3f}) {
+            lima_sampling s;
+            lima_sampling_init(&s);
+            s.temperature = temperature;
+            s.penalty_scope = scope;
+            s.top_k = scope ? 50 : 0;
+            const cuda::StepParams sp{temperature > 0 ? temperature : 1.0f, s.top_p, s.repetition_penalty, s.top_k,
+                                      uint8_t(scope ? 3 : 2)};
+            Dev<cuda::StepParams> gsp = upload(std::vector<cuda::StepParams>{sp});
+            Dev<uint8_t> gflags = upload(flags);
+            Dev<int32_t> next(rows), tok(rows), pos(rows), glen = upload(len);
+            const cuda::DecodeRows dr{next.p, tok.p, pos.p, glen.p, gflags.p, gact.p};
+            Dev<float> keys(size_t(rows) * V), skeys(size_t(rows) * V);
+            Dev<int32_t> ids(size_t(rows) * V), sids(size_t(rows) * V);
+            std::vector<int32_t> offsets(rows + 1);
+            for (int r = 0; r <= rows; ++r) offsets[size_t(r)] = r * V;
+            Dev<int32_t> goff = upload(offsets);
+            cuda::SortSpace space{keys.p, skeys.p, ids.p, sids.p, goff.p, nullptr, 0};
+            space.tmp_bytes = cuda::nucleus_sort_bytes(space, rows, V, 0);
+            Dev<uint8_t> tmp(std::max<size_t>(space.tmp_bytes, 1));
+            space.tmp = tmp.p;
+            if (temperature > 0)
+                cuda::sample_nucleus(dr, glog->p, gseeds.p, gsp.p, space, rows, V, 0);
+            else
+                cuda::sample_greedy(dr, glog->p, gsp.p, rows, V, 0);
+            const auto got = download(next.p, rows), new_len = download(glen.p, rows);
+            const auto new_flags = download(gflags.p, flags.size());
+            for (int r = 0; r < rows; ++r) {
+                if (!active[size_t(r)]) {
+                    EXPECT_EQ(got[size_t(r)], -1);
+                    EXPECT_EQ(new_len[size_t(r)], len[size_t(r)]);
+                    continue;
+                }
+                std::vector<uint8_t> pen(static_cast<size_t>(V));
+                for (int v = 0; v < V; ++v) pen[size_t(v)] = (flags[size_t(r) * V + v] & sp.penalty_bits) != 0;
+                const int32_t want = cpu::sample_token(logits.data() + size_t(r) * V, V, s, pen.data(), seeds[size_t(r)],
+                                                       uint64_t(len[size_t(r)]), nullptr);
+                EXPECT_EQ(got[size_t(r)], want) << "row " << r << " temperature " << temperature << " scope " << scope;
+                EXPECT_EQ(new_len[size_t(r)], len[size_t(r)] + 1);
+                EXPECT_TRUE(new_flags[size_t(r) * V + size_t(got[size_t(r)])] & 2) << "the pick is marked generated";
+            }
+            if (temperature == 0) EXPECT_EQ(got[2], 17);
+        }
+}
+
+TEST(CudaKernels, MarkPromptTokensAndCopyActiveRows) {
+    NEED_GPU();
+    const int rows = 3, V = 50;
+    const std::vector<int32_t> tokens{4, 9, 4, 49, 0}, row{0, 0, 1, 2, 2};
+    Dev<uint8_t> flags(size_t(rows) * V);
+    cudaMemset(flags.p, 0, flags.n);
+    Dev<int32_t> gt = upload(tokens), gr = upload(row);
+    cuda::mark_prompt_tokens(flags.p, gt.p, gr.p, long(tokens.size()), V, 0);
+    const auto f = download(flags.p, flags.n);
+    for (int r = 0; r < rows; ++r)
+        for (int v = 0; v < V; ++v) {
+            bool want = false;
+            for (size_t i = 0; i < tokens.size(); ++i) want = want || (row[i] == r && tokens[i] == v);
+            EXPECT_EQ(f[size_t(r) * V + v], want ? 1 : 0) << r << "," << v;
+        }
+    const auto src = randn(size_t(rows) * V, 29), dst0 = randn(size_t(rows) * V, 30);
+    std::unique_ptr<Dev<float>> gsrc(up(src)), gdst(up(dst0));
+    Dev<uint8_t> act = upload(std::vector<uint8_t>{1, 0, 1});
+    cuda::copy_active_rows(gdst->p, gsrc->p, act.p, rows, V, 0);
+    const auto got = down(gdst->p, src.size());
+    for (int r = 0; r < rows; ++r)
+        for (int v = 0; v < V; ++v)
+            EXPECT_EQ(got[size_t(r) * V + v], r == 1 ? dst0[size_t(r) * V + v] : src[size_t(r) * V + v]);
+}
+
+TEST(CudaKernels, TrainingMemoryPlanEqualsWhatIsAllocated) {
+    NEED_GPU();
+    cuda::Ctx c;
+    c.cfg = ModelConfig(small_config());
+    for (const bool recompute : {false, true})
+        for (const long n : {1L, 200L, 4096L}) {
+            c.recompute = recompute;
+            cuda::reserve(c, n);
+            EXPECT_EQ(cuda::training_buffers_held(c), cuda::training_buffers_planned(c, n))
+                << "tokens " << n << " recompute " << recompute;
+        }
+}
