@@ -73,8 +73,9 @@ extern "C" {
 int lima_abi_version(void) { return LIMA_ABI_VERSION; }
 
 const char *lima_version_string(void) {
-    static const std::string v = std::string("liblima 0.1.0 (abi ") + std::to_string(LIMA_ABI_VERSION) +
-                                 "; backends: cpu; BLAS: " + openblas_get_config() + ")";
+    thread_local std::string v;
+    v = std::string("liblima 0.1.0 (abi ") + std::to_string(LIMA_ABI_VERSION) + "; backends: cpu, " +
+        lima::cuda_backend_summary() + "; BLAS: " + openblas_get_config() + ")";
     return v.c_str();
 }
 

@@ -64,7 +64,7 @@ void search() {
     }
     std::string why;
     if (try_load(tries, why) < 0)
-        g_error = cat("the CUDA backend plugin is not available (build it with cmake -DLIMA_CUDA=ON); tried:", why);
+        g_error = cat("no CUDA backend plugin found (build one with cmake -DLIMA_CUDA=ON); tried:", why);
 }
 
 }  // namespace
@@ -109,6 +109,14 @@ const char *cuda_plugin_path() {
     std::lock_guard<std::mutex> lock(g_mu);
     search();
     return g_path.c_str();
+}
+
+std::string cuda_backend_summary() {
+    std::lock_guard<std::mutex> lock(g_mu);
+    search();
+    if (g_handle) return cat("cuda (", g_path, ")");
+    const auto colon = g_error.find(';');  // the reason without the list of files tried
+    return cat("cuda unavailable: ", g_error.substr(0, colon));
 }
 
 int cuda_plugin_select(const char *const *paths, int n) {

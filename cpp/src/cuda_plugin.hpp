@@ -3,6 +3,7 @@
 // The plugin exports C functions with these signatures; nothing C++ crosses. Every function
 // returns a lima_status and, on failure, writes a message into err (errcap bytes).
 #pragma once
+#include <string>
 #include <vector>
 
 #include "lima/lima.h"
@@ -112,6 +113,8 @@ struct CudaApi {
 // The loaded plugin's functions, or throws LIMA_ERR_UNSUPPORTED naming what is missing.
 const CudaApi &cuda_api();
 const char *cuda_plugin_path();
+// "cuda (FILE)" when the plugin loads, else "cuda unavailable: REASON" (runs the default search).
+std::string cuda_backend_summary();
 // Loads the first of paths that loads, unless a plugin is loaded already (then: its index, or an error).
 int cuda_plugin_select(const char *const *paths, int n);
 // cuDriverGetVersion of the installed driver, or throws LIMA_ERR_UNSUPPORTED.

@@ -12,6 +12,12 @@ namespace {
 TEST(Api, VersionAndStatusNames) {
     EXPECT_EQ(lima_abi_version(), LIMA_ABI_VERSION);
     EXPECT_NE(std::string(lima_version_string()).find("liblima"), std::string::npos);
+    // The backends this process can use: the CUDA plugin named when it loads, else why not.
+    const std::string v = lima_version_string(), plugin = lima_cuda_plugin_path();
+    if (plugin.empty())
+        EXPECT_NE(v.find("backends: cpu, cuda unavailable: "), std::string::npos) << v;
+    else
+        EXPECT_NE(v.find("backends: cpu, cuda (" + plugin + ")"), std::string::npos) << v;
     EXPECT_STREQ(lima_status_name(LIMA_ERR_FORMAT), "LIMA_ERR_FORMAT");
     EXPECT_STREQ(lima_status_name(1234), "LIMA_ERR_UNKNOWN");
     EXPECT_EQ(lima_set_num_threads(1), LIMA_OK);

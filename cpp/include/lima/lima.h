@@ -11,6 +11,14 @@
  *  - Tensor names and layouts are Hugging Face LlamaForCausalLM's ("model.layers.0.mlp.up_proj.weight",
  *    Linear weights stored (out_features, in_features)).
  *  - Handles are not thread-safe: one thread at a time per model/trainer.
+ *
+ * A model on a CUDA device ("cuda[:N]") keeps its weights there and a host fp32 copy that is
+ * brought up to date (a device-to-host copy) before any call that reads it. On the device:
+ * training (forward/backward, step, plan), lima_model_token_logprobs, and generation
+ * (lima_generator_*). On the host copy, synced first: lima_model_logits (the CPU reference
+ * forward), lima_model_read_tensor, lima_model_save, lima_trainer_read_grad and
+ * lima_trainer_save_state (gradients and moments copied down). lima_model_write_tensor,
+ * lima_model_resize_vocab and lima_trainer_load_state change the host copy and push it back.
  */
 #ifndef LIMA_LIMA_H
 #define LIMA_LIMA_H
@@ -51,7 +59,10 @@ typedef enum lima_dtype {
 /* ---------------------------------------------------------------- library */
 
 LIMA_API int lima_abi_version(void);
-/* Version of the library build, e.g. "0.1.0 (cpu; openblas 0.3.21)". Static storage. */
+/* Version of the library and the backends available in this process, e.g. "liblima 0.1.0 (abi 3;
+ * backends: cpu, cuda (/path/liblima_cuda13.so); BLAS: ...)" or "... cpu, cuda unavailable: REASON
+ * ...". Runs the CUDA plugin's default search if no plugin was selected yet (so select first, see
+ * lima_cuda_plugin_select). Valid until the next call on this thread. */
 LIMA_API const char *lima_version_string(void);
 /* Message of the last failing call on this thread ("" if none). Valid until the next call. */
 LIMA_API const char *lima_last_error(void);

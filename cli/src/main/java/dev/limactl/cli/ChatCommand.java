@@ -20,13 +20,10 @@ import picocli.CommandLine.Option;
         description = {"Talk with a model in the terminal: multi-turn, history kept, answers streamed.",
                 "Commands: /reset forgets the conversation, /exit (or end of input) quits."})
 public final class ChatCommand implements Callable<Integer> {
-    @Option(names = {"-m", "--model"}, required = true, description = "LIMA-format checkpoint directory.") Path model;
+    @Mixin ModelOptions modelOptions;
 
-    @Option(names = "--device", defaultValue = "cpu", description = "cpu, cuda or cuda:N: where decoding runs (default ${DEFAULT-VALUE}).") String device;
 
-    @Option(names = "--context", defaultValue = "4096", description = "Context length cap (default ${DEFAULT-VALUE}).") int context;
 
-    @Option(names = "--tokenizer", description = "Tokenizer (default: the model directory's).") Path tokenizer;
 
     @Mixin SamplingOptions sampling;
 
@@ -36,7 +33,7 @@ public final class ChatCommand implements Callable<Integer> {
     public Integer call() throws Exception {
         PrintWriter out = spec.commandLine().getOut();
         BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
-        try (ModelDir md = new ModelDir(model, tokenizer, context, device)) {
+        try (ModelDir md = modelOptions.open()) {
             List<Turn> history = new ArrayList<>();
             long turn = 0;
             while (true) {

@@ -1,6 +1,8 @@
 package dev.limactl.cli;
 
-/** limactl's exit codes. */
+import dev.limactl.engine.LimaStatus;
+
+/** limactl's exit codes, and the one mapping of native statuses to them. */
 public final class ExitCodes {
     public static final int OK = 0;
     /** A failure not caused by the input (I/O error while writing, ...). */
@@ -15,4 +17,19 @@ public final class ExitCodes {
     public static final int INTERRUPTED = 130;
 
     private ExitCodes() {}
+
+    /**
+     * The exit code of a failed liblima call: the caller's input (arguments, files, shapes, a request
+     * this machine cannot serve) is 2; out of memory and I/O are 1 (not the input's fault); a call in
+     * the wrong state is 3; an internal error is 4.
+     */
+    public static int of(LimaStatus status) {
+        return switch (status) {
+            case OK -> OK;
+            case INVALID_ARGUMENT, FORMAT, SHAPE, UNSUPPORTED -> INVALID_INPUT;
+            case OUT_OF_MEMORY, IO -> GENERIC;
+            case STATE -> UNEXPECTED_STATE;
+            case INTERNAL -> INTERNAL;
+        };
+    }
 }

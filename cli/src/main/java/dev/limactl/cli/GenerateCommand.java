@@ -18,9 +18,8 @@ import picocli.CommandLine.Option;
                 "and append JSONL lines {id, sample, prompt, response, finish, ...} to --out. Rerunning continues",
                 "where a killed run stopped: (id, sample) pairs already in --out are skipped."})
 public final class GenerateCommand implements Callable<Integer> {
-    @Option(names = {"-m", "--model"}, required = true, description = "LIMA-format checkpoint directory.") Path model;
+    @Mixin ModelOptions modelOptions;
 
-    @Option(names = "--device", defaultValue = "cpu", description = "cpu, cuda or cuda:N: where decoding runs (default ${DEFAULT-VALUE}).") String device;
 
     @Option(names = "--prompts", required = true, description = "Examples (.arrow or .jsonl).") Path prompts;
 
@@ -30,9 +29,7 @@ public final class GenerateCommand implements Callable<Integer> {
 
     @Option(names = "--batch", defaultValue = "8", description = "Prompts decoded together (default ${DEFAULT-VALUE}).") int batch;
 
-    @Option(names = "--context", defaultValue = "4096", description = "Context length cap (default ${DEFAULT-VALUE}).") int context;
 
-    @Option(names = "--tokenizer", description = "Tokenizer (default: the model directory's).") Path tokenizer;
 
     @Mixin SamplingOptions sampling;
 
@@ -44,8 +41,8 @@ public final class GenerateCommand implements Callable<Integer> {
         PrintWriter err = spec.commandLine().getErr();
         boolean quiet = LimactlCommand.quiet(spec.commandLine());
         List<Example> examples = ExampleFiles.read(prompts, "test");
-        try (ModelDir md = new ModelDir(model, tokenizer, context, device)) {
-            AnswerFile.Stats st = AnswerFile.write(md.generator, model.toString(), examples, out, samples, sampling.sampling(),
+        try (ModelDir md = modelOptions.open()) {
+            AnswerFile.Stats st = AnswerFile.write(md.generator, modelOptions.model.toString(), examples, out, samples, sampling.sampling(),
                     sampling.maxNewTokens, sampling.seed, batch, m -> { if (!quiet || m.startsWith("resuming")) err.println(m); });
             spec.commandLine().getOut().printf("%d answers written to %s (%d generated tokens)%n", st.answered(), out, st.generatedTokens());
         }

@@ -47,10 +47,7 @@ public final class Main {
 
     static int exitCode(Throwable e) {
         if (e instanceof Reported) return exitCode(e.getCause());
-        if (e instanceof LimaException l) {
-            return l.isInputError() ? ExitCodes.INVALID_INPUT
-                    : l.statusName().equals("LIMA_ERR_STATE") ? ExitCodes.UNEXPECTED_STATE : ExitCodes.INTERNAL;
-        }
+        if (e instanceof LimaException l) return ExitCodes.of(l.status());
         if (e instanceof ConfigException || e instanceof DataFormatException || e instanceof TokenizerException
                 || e instanceof IllegalArgumentException || e instanceof CommandLine.ParameterException) {
             return ExitCodes.INVALID_INPUT;

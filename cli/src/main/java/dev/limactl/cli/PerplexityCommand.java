@@ -12,19 +12,16 @@ import java.util.Map;
 import java.util.concurrent.Callable;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 @Command(name = "perplexity", mixinStandardHelpOptions = true,
         description = "Mean response-token negative log-likelihood and perplexity of a model on a data file.")
 public final class PerplexityCommand implements Callable<Integer> {
-    @Option(names = {"-m", "--model"}, required = true, description = "Checkpoint directory (with its tokenizer).")
-    Path model;
+    @Mixin ModelOptions modelOptions;
 
     @Option(names = {"-d", "--data"}, required = true, description = "Examples, .arrow or .jsonl.")
     Path data;
-
-    @Option(names = "--tokenizer", description = "Tokenizer (default: the model directory's).")
-    Path tokenizer;
 
     @Option(names = "--max-tokens", defaultValue = "2048", description = "Trim examples to this many tokens (default ${DEFAULT-VALUE}).")
     int maxTokens;
@@ -37,11 +34,11 @@ public final class PerplexityCommand implements Callable<Integer> {
     @Override
     public Integer call() throws Exception {
         PrintWriter out = spec.commandLine().getOut();
-        try (ModelDir md = new ModelDir(model, tokenizer, maxTokens)) {
+        try (ModelDir md = modelOptions.open()) {
             Perplexity p = Perplexity.of(md.model, new ChatFormat(md.tokenizer, md.eotId, maxTokens), ExampleFiles.read(data, "dev"), 8192);
             if (json) {
                 Map<String, Object> r = new LinkedHashMap<>();
-                r.put("model", model.toString());
+                r.put("model", modelOptions.model.toString());
                 r.put("data", data.toString());
                 r.put("examples", p.examples());
                 r.put("tokens", p.tokens());

@@ -8,15 +8,15 @@ import java.util.concurrent.Callable;
 import java.util.concurrent.CountDownLatch;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 @Command(name = "serve", mixinStandardHelpOptions = true,
         description = {"Serve a model over the OpenAI chat-completions protocol (/v1/chat/completions, /v1/models),",
                 "plain and streaming (SSE). Loopback only unless --host says otherwise; Ctrl-C stops it."})
 public final class ServeCommand implements Callable<Integer> {
-    @Option(names = {"-m", "--model"}, required = true, description = "LIMA-format checkpoint directory.") Path model;
+    @Mixin ModelOptions modelOptions;
 
-    @Option(names = "--device", defaultValue = "cpu", description = "cpu, cuda or cuda:N: where decoding runs (default ${DEFAULT-VALUE}).") String device;
 
     @Option(names = "--port", defaultValue = "8000", description = "Default ${DEFAULT-VALUE}; 0 picks a free port.") int port;
 
@@ -29,7 +29,6 @@ public final class ServeCommand implements Callable<Integer> {
 
     @Option(names = "--max-batch", defaultValue = "16", description = "Requests decoded together (default ${DEFAULT-VALUE}).") int maxBatch;
 
-    @Option(names = "--context", defaultValue = "4096", description = "Context length cap (default ${DEFAULT-VALUE}).") int context;
 
     @CommandLine.Spec CommandLine.Model.CommandSpec spec;
 
@@ -37,11 +36,11 @@ public final class ServeCommand implements Callable<Integer> {
     public Integer call() throws Exception {
         PrintWriter out = spec.commandLine().getOut();
         String key = apiKey != null ? apiKey : System.getenv("LIMACTL_API_KEY");
-        try (ModelDir md = new ModelDir(model, null, context, device);
-             OpenAiServer server = new OpenAiServer(md.generator, name != null ? name : model.getFileName().toString(), host, port, key,
+        try (ModelDir md = modelOptions.open();
+             OpenAiServer server = new OpenAiServer(md.generator, name != null ? name : modelOptions.model.getFileName().toString(), host, port, key,
                      maxBatch)) {
             server.start();
-            out.printf("serving %s on http://%s:%d/v1 (OpenAI chat completions)%s%n", model, host, server.port(),
+            out.printf("serving %s on http://%s:%d/v1 (OpenAI chat completions)%s%n", modelOptions.model, host, server.port(),
                     key == null ? "" : "; API key required");
             CountDownLatch stop = new CountDownLatch(1);
             Runtime.getRuntime().addShutdownHook(new Thread(stop::countDown));

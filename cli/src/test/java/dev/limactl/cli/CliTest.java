@@ -139,6 +139,31 @@ class CliTest {
         assertEquals(0, again.code(), again.err());
         assertTrue(again.err().contains("resuming: 7 answers already in"), again.err());
         assertEquals(lines, Files.readAllLines(out));  // same seeds: the redone answers are the same
+        // A CUDA device on a machine without one is a request this machine cannot serve: exit 2 and
+        // the reason, no stack trace.
+        org.junit.jupiter.api.Assumptions.assumeTrue(dev.limactl.engine.CudaPlugins.select().driverVersion() == 0, "has a GPU");
+        Run cuda = limactl("generate", "-m", ck.toString(), "--prompts", devFile.toString(), "--out", dir.resolve("c.jsonl").toString(),
+                "--device", "cuda");
+        assertEquals(ExitCodes.INVALID_INPUT, cuda.code(), cuda.err());
+        assertTrue(cuda.err().contains("NVIDIA driver") || cuda.err().contains("CUDA"), cuda.err());
+        assertTrue(!cuda.err().contains("\tat "), cuda.err());
+    }
+
+    @Test
+    void nativeStatusesMapToTheDocumentedExitCodes() {
+        for (dev.limactl.engine.LimaStatus s : dev.limactl.engine.LimaStatus.values()) {
+            int want = switch (s) {
+                case OK -> 0;
+                case INVALID_ARGUMENT, FORMAT, SHAPE, UNSUPPORTED -> 2;
+                case IO, OUT_OF_MEMORY -> 1;
+                case STATE -> 3;
+                case INTERNAL -> 4;
+            };
+            assertEquals(want, ExitCodes.of(s), s.toString());
+            if (s != dev.limactl.engine.LimaStatus.OK) {
+                assertEquals(want, Main.exitCode(new dev.limactl.engine.LimaException(s, "x")), s.toString());
+            }
+        }
     }
 
     @Test

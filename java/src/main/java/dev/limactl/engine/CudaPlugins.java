@@ -53,7 +53,7 @@ public final class CudaPlugins {
                     files.add(f.getPath());
                 }
             } catch (IOException e) {
-                throw new LimaException(2, "LIMA_ERR_IO", "cannot extract the bundled CUDA plugin for CUDA " + major + ": " + e);
+                throw new LimaException(LimaStatus.IO, "cannot extract the bundled CUDA plugin for CUDA " + major + ": " + e);
             }
         }
         int[] driver = {0};

@@ -13,15 +13,23 @@ public final class Lima {
     public static int abiVersion() {
         int abi = LimaNative.lima_abi_version();
         if (abi != EXPECTED_ABI) {
-            throw new LimaException(8, "LIMA_ERR_INTERNAL",
+            throw new LimaException(LimaStatus.INTERNAL,
                     "liblima ABI " + abi + " does not match the Java binding's " + EXPECTED_ABI + ": rebuild both");
         }
         return abi;
     }
 
+    /**
+     * liblima's version and the backends this process can use. The CUDA plugin is chosen first (as
+     * before the first CUDA model), so the native string names the plugin that would run; when the
+     * jar's choice found none, its reason (no driver, no bundled build) replaces liblima's.
+     */
     public static String version() {
         abiVersion();
-        return LimaNative.versionString();
+        CudaPlugins.Selection sel = CudaPlugins.select();
+        String v = LimaNative.versionString();
+        if (sel.plugin() != null || System.getenv("LIMA_CUDA_PLUGIN") != null) return v;
+        return v.replaceFirst("cuda unavailable: [^;]*", java.util.regex.Matcher.quoteReplacement("cuda unavailable: " + sel.note()));
     }
 
     /** Threads of the CPU backend (OpenMP + BLAS); n <= 0 restores the default. */

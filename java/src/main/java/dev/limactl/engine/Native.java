@@ -8,7 +8,7 @@ final class Native {
 
     static void check(int status) {
         if (status != 0) {
-            throw new LimaException(status, LimaNative.statusName(status), LimaNative.lastError());
+            throw new LimaException(LimaStatus.of(status), LimaNative.lastError());
         }
     }
 }

@@ -60,18 +60,35 @@ class EngineTest {
     @Test
     void nativeErrorsBecomeExceptionsWithTheNativeMessage() throws Exception {
         LimaException e = assertThrows(LimaException.class, () -> Model.load(dir.resolve("missing")));
-        assertEquals("LIMA_ERR_IO", e.statusName());
+        assertEquals(LimaStatus.IO, e.status());
         assertTrue(e.getMessage().contains("does not exist"), e.getMessage());
         Files.createDirectories(dir.resolve("bad"));
         Files.writeString(dir.resolve("bad/config.json"), "{\"vocab_size\": 3");
         e = assertThrows(LimaException.class, () -> Model.load(dir.resolve("bad")));
-        assertEquals("LIMA_ERR_FORMAT", e.statusName());
-        assertTrue(e.isInputError());
+        assertEquals(LimaStatus.FORMAT, e.status());
         try (Model m = Model.random(tiny(), 1)) {
             Batch b = new Batch(1, 3).set(new int[] {1, 2, 31}, new byte[] {0, 1, 1}, null);
             e = assertThrows(LimaException.class, () -> m.tokenLogprobs(b));
             assertTrue(e.getMessage().contains("outside the vocabulary"), e.getMessage());
             b.close();
         }
+    }
+
+    @Test
+    void everyNativeStatusHasItsConstantWithTheNativeName() {
+        for (LimaStatus s : LimaStatus.values()) {
+            assertEquals(s.nativeName(), dev.limactl.engine.binding.LimaNative.statusName(s.code()), s.toString());
+            assertEquals(s, LimaStatus.of(s.code()));
+        }
+        // the code after the last constant is unknown to liblima too: the enum is complete
+        int next = LimaStatus.values().length;
+        assertEquals("LIMA_ERR_UNKNOWN", dev.limactl.engine.binding.LimaNative.statusName(next));
+        assertThrows(IllegalStateException.class, () -> LimaStatus.of(next));
+    }
+
+    @Test
+    void versionNamesTheBackendsOfThisProcess() {
+        String v = Lima.version();
+        assertTrue(v.contains("backends: cpu, cuda"), v);
     }
 }

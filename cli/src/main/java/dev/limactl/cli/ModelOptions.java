@@ -1,0 +1,25 @@
+package dev.limactl.cli;
+
+import dev.limactl.generate.ModelDir;
+import java.nio.file.Path;
+import picocli.CommandLine.Option;
+
+/** The model flags shared by generate, chat, serve and perplexity. */
+final class ModelOptions {
+    @Option(names = {"-m", "--model"}, required = true, description = "LIMA-format checkpoint directory.")
+    Path model;
+
+    @Option(names = "--device", defaultValue = "cpu", description = "cpu, cuda or cuda:N: where the model runs (default ${DEFAULT-VALUE}).")
+    String device;
+
+    @Option(names = "--context", defaultValue = "4096", description = "Context length cap (default ${DEFAULT-VALUE}).")
+    int context;
+
+    @Option(names = "--tokenizer", description = "Tokenizer (default: the model directory's).")
+    Path tokenizer;
+
+    /** Opens the checkpoint with its tokenizer and EOT token on the chosen device. */
+    ModelDir open() {
+        return new ModelDir(model, tokenizer, context, device);
+    }
+}
