@@ -1,7 +1,7 @@
 package dev.limactl.cli;
 
 import dev.limactl.data.Turn;
-import dev.limactl.generate.Generator;
+import dev.limactl.generate.Answerer;
 import dev.limactl.generate.ModelDir;
 import java.io.BufferedReader;
 import java.io.InputStreamReader;
@@ -50,7 +50,7 @@ public final class ChatCommand implements Callable<Integer> {
                 history.add(new Turn(Turn.USER, line));
                 out.print("lima> ");
                 out.flush();
-                Generator.Answer a = md.generator.stream(new Generator.Request(history, sampling.sampling(), sampling.maxNewTokens,
+                Answerer.Answer a = md.answerer.stream(new Answerer.Request(history, sampling.sampling(), sampling.maxNewTokens,
                         List.of(), sampling.seed + turn++), text -> {
                             out.print(text);
                             out.flush();

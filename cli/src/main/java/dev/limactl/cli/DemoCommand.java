@@ -5,7 +5,7 @@ import dev.limactl.data.Example;
 import dev.limactl.data.ExampleFiles;
 import dev.limactl.data.Turn;
 import dev.limactl.engine.Sampling;
-import dev.limactl.generate.Generator;
+import dev.limactl.generate.Answerer;
 import dev.limactl.generate.ModelDir;
 import dev.limactl.train.TrainRun;
 import java.io.PrintWriter;
@@ -55,7 +55,7 @@ public final class DemoCommand implements Callable<Integer> {
         List<Turn> prompt = List.of(devSet.get(0).turns().get(0));
         long t0 = System.nanoTime();
         try (ModelDir md = new ModelDir(checkpoint, null, 1024)) {
-            Generator.Answer a = md.generator.generate(new Generator.Request(prompt, Sampling.lima(), 120, List.of(), 42));
+            Answerer.Answer a = md.answerer.generate(new Answerer.Request(prompt, Sampling.lima(), 120, List.of(), 42));
             double secs = (System.nanoTime() - t0) / 1e9;
             out.printf("%nprompt (dev): %s%nanswer (%s, LIMA sampling, %d tokens, %.1f tokens/s):%n%s%n",
                     prompt.get(0).text(), checkpoint.getFileName(), a.generatedTokens(), a.generatedTokens() / secs, a.text());

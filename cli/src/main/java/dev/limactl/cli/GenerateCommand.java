@@ -42,7 +42,7 @@ public final class GenerateCommand implements Callable<Integer> {
         boolean quiet = LimactlCommand.quiet(spec.commandLine());
         List<Example> examples = ExampleFiles.read(prompts, "test");
         try (ModelDir md = modelOptions.open()) {
-            AnswerFile.Stats st = AnswerFile.write(md.generator, modelOptions.model.toString(), examples, out, samples, sampling.sampling(),
+            AnswerFile.Stats st = AnswerFile.write(md.answerer, modelOptions.model.toString(), examples, out, samples, sampling.sampling(),
                     sampling.maxNewTokens, sampling.seed, batch, m -> { if (!quiet || m.startsWith("resuming")) err.println(m); });
             spec.commandLine().getOut().printf("%d answers written to %s (%d generated tokens)%n", st.answered(), out, st.generatedTokens());
         }

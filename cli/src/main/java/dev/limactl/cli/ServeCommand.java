@@ -37,7 +37,7 @@ public final class ServeCommand implements Callable<Integer> {
         PrintWriter out = spec.commandLine().getOut();
         String key = apiKey != null ? apiKey : System.getenv("LIMACTL_API_KEY");
         try (ModelDir md = modelOptions.open();
-             OpenAiServer server = new OpenAiServer(md.generator, name != null ? name : modelOptions.model.getFileName().toString(), host, port, key,
+             OpenAiServer server = new OpenAiServer(md.answerer, name != null ? name : modelOptions.model.getFileName().toString(), host, port, key,
                      maxBatch)) {
             server.start();
             out.printf("serving %s on http://%s:%d/v1 (OpenAI chat completions)%s%n", modelOptions.model, host, server.port(),

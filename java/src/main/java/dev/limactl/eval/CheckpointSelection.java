@@ -8,7 +8,7 @@ import dev.limactl.data.AtomicFiles;
 import dev.limactl.data.Example;
 import dev.limactl.data.Turn;
 import dev.limactl.engine.Sampling;
-import dev.limactl.generate.Generator;
+import dev.limactl.generate.Answerer;
 import dev.limactl.generate.ModelDir;
 import dev.limactl.train.Perplexity;
 import java.awt.Color;
@@ -48,18 +48,18 @@ public final class CheckpointSelection {
             Path ck = runDir.resolve("checkpoints").resolve(String.format("epoch-%02d", e));
             if (!Files.isDirectory(ck)) throw new IllegalArgumentException("run " + runDir + " has no checkpoint for epoch " + e + " (" + ck + ")");
             try (ModelDir md = new ModelDir(ck, null, 4096)) {
-                List<Generator.Request> reqs = new ArrayList<>();
+                List<Answerer.Request> reqs = new ArrayList<>();
                 List<String> ids = new ArrayList<>();
                 for (Example x : dev) {
                     List<Turn> conv = new ArrayList<>(x.turns());
                     while (!conv.isEmpty() && conv.get(conv.size() - 1).role().equals(Turn.ASSISTANT)) conv.remove(conv.size() - 1);
                     for (int k = 0; k < samples; k++) {
-                        reqs.add(new Generator.Request(conv, sampling, maxNewTokens, List.of(), x.id().hashCode() * 31L + k));
+                        reqs.add(new Answerer.Request(conv, sampling, maxNewTokens, List.of(), x.id().hashCode() * 31L + k));
                         ids.add(x.id() + "#" + k);
                     }
                 }
-                List<Generator.Answer> answers = new ArrayList<>();
-                for (int i = 0; i < reqs.size(); i += 8) answers.addAll(md.generator.generate(reqs.subList(i, Math.min(reqs.size(), i + 8)), (a, b) -> { }));
+                List<Answerer.Answer> answers = new ArrayList<>();
+                for (int i = 0; i < reqs.size(); i += 8) answers.addAll(md.answerer.generate(reqs.subList(i, Math.min(reqs.size(), i + 8)), (a, b) -> { }));
                 Map<String, List<Responses.Item>> byId = new LinkedHashMap<>();
                 for (int i = 0; i < reqs.size(); i++) {
                     String id = ids.get(i).substring(0, ids.get(i).lastIndexOf('#'));

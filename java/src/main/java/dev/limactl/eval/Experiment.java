@@ -99,7 +99,7 @@ public final class Experiment {
             // 3. answer the test prompts K times
             Path answers = dir.resolve("answers.jsonl");
             try (ModelDir md = new ModelDir(last, null, 4096)) {
-                AnswerFile.write(md.generator, v.name(), test, answers, g.samples(), Sampling.lima(), g.maxNewTokens(), 42, 8,
+                AnswerFile.write(md.answerer, v.name(), test, answers, g.samples(), Sampling.lima(), g.maxNewTokens(), 42, 8,
                         m -> progress.accept(v.name() + ": " + m));
             }
             // 4. judge

@@ -30,7 +30,7 @@ public final class AnswerFile {
 
     private AnswerFile() {}
 
-    public static Stats write(Generator g, String modelName, List<Example> examples, Path out, int samples, Sampling sampling,
+    public static Stats write(Answerer g, String modelName, List<Example> examples, Path out, int samples, Sampling sampling,
                               int maxNewTokens, long seed, int batch, Consumer<String> progress) {
         ObjectMapper json = new ObjectMapper();
         Set<String> done = new HashSet<>();
@@ -63,15 +63,15 @@ public final class AnswerFile {
         try (BufferedWriter w = Files.newBufferedWriter(out, StandardCharsets.UTF_8, StandardOpenOption.CREATE, StandardOpenOption.APPEND)) {
             for (int from = 0; from < jobs.size(); from += batch) {
                 List<Job> chunk = jobs.subList(from, Math.min(jobs.size(), from + batch));
-                List<Generator.Request> reqs = new ArrayList<>();
+                List<Answerer.Request> reqs = new ArrayList<>();
                 for (Job j : chunk) {
-                    reqs.add(new Generator.Request(j.conversation(), sampling, maxNewTokens, List.of(),
+                    reqs.add(new Answerer.Request(j.conversation(), sampling, maxNewTokens, List.of(),
                             seed * 1_000_003L + j.example().id().hashCode() * 31L + j.sample()));
                 }
-                List<Generator.Answer> answers = g.generate(reqs, (i, t) -> { });
+                List<Answerer.Answer> answers = g.generate(reqs, (i, t) -> { });
                 for (int i = 0; i < chunk.size(); i++) {
                     Job j = chunk.get(i);
-                    Generator.Answer a = answers.get(i);
+                    Answerer.Answer a = answers.get(i);
                     ObjectNode o = json.createObjectNode();
                     o.put("id", j.example().id()).put("sample", j.sample()).put("source", j.example().source())
                             .put("prompt", j.conversation().get(j.conversation().size() - 1).text()).put("response", a.text())

@@ -11,7 +11,7 @@ public final class ModelDir implements AutoCloseable {
     public final Model model;
     public final Tokenizer tokenizer;
     public final int eotId;
-    public final Generator generator;
+    public final Answerer answerer;
 
     public ModelDir(Path dir, Path tokenizerPath, int contextLength) {
         this(dir, tokenizerPath, contextLength, "cpu");
@@ -43,7 +43,7 @@ public final class ModelDir implements AutoCloseable {
                     + "): this needs a LIMA-format checkpoint (made by limactl train)");
         }
         this.eotId = eot;
-        this.generator = new Generator(m, tok, eot, contextLength);
+        this.answerer = new Answerer(m, tok, eot, contextLength);
     }
 
     @Override

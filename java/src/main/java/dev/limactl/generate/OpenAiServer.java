@@ -24,7 +24,7 @@ import java.util.concurrent.TimeUnit;
 import java.util.function.Consumer;
 
 /**
- * An OpenAI-compatible HTTP server over a {@link Generator}: {@code GET /v1/models} and
+ * An OpenAI-compatible HTTP server over a {@link Answerer}: {@code GET /v1/models} and
  * {@code POST /v1/chat/completions} (plain JSON, or server-sent events with "stream": true), so
  * OpenAI SDKs and evaluation tools that take a base URL can use the model. Requests that arrive
  * together with the same sampling settings are decoded as one batch by a single worker (the model is
@@ -34,9 +34,9 @@ import java.util.function.Consumer;
 public final class OpenAiServer implements AutoCloseable {
     private static final ObjectMapper JSON = new ObjectMapper();
 
-    private record Pending(Generator.Request request, Consumer<String> onText, CompletableFuture<Generator.Answer> done) {}
+    private record Pending(Answerer.Request request, Consumer<String> onText, CompletableFuture<Answerer.Answer> done) {}
 
-    private final Generator generator;
+    private final Answerer answerer;
     private final String modelName, apiKey;
     private final int maxBatch;
     private final HttpServer http;
@@ -45,8 +45,8 @@ public final class OpenAiServer implements AutoCloseable {
     private volatile boolean running = true;
 
     /** apiKey null: no authentication. host: "127.0.0.1" by default in the CLI. */
-    public OpenAiServer(Generator generator, String modelName, String host, int port, String apiKey, int maxBatch) throws IOException {
-        this.generator = generator;
+    public OpenAiServer(Answerer answerer, String modelName, String host, int port, String apiKey, int maxBatch) throws IOException {
+        this.answerer = answerer;
         this.modelName = modelName;
         this.apiKey = apiKey;
         this.maxBatch = maxBatch;
@@ -95,8 +95,8 @@ public final class OpenAiServer implements AutoCloseable {
                 return;
             }
             try {
-                List<Generator.Request> reqs = batch.stream().map(Pending::request).toList();
-                List<Generator.Answer> answers = generator.generate(reqs, (i, text) -> batch.get(i).onText().accept(text));
+                List<Answerer.Request> reqs = batch.stream().map(Pending::request).toList();
+                List<Answerer.Answer> answers = answerer.generate(reqs, (i, text) -> batch.get(i).onText().accept(text));
                 for (int i = 0; i < batch.size(); i++) batch.get(i).done().complete(answers.get(i));
             } catch (RuntimeException e) {
                 batch.forEach(p -> p.done().completeExceptionally(e));
@@ -139,7 +139,7 @@ public final class OpenAiServer implements AutoCloseable {
             error(ex, 400, "invalid_request_error", "request body is not valid JSON: " + e.getMessage(), null);
             return;
         }
-        Generator.Request req;
+        Answerer.Request req;
         try {
             req = parse(body);
         } catch (BadRequest e) {
@@ -157,7 +157,7 @@ public final class OpenAiServer implements AutoCloseable {
         }
         Pending p = new Pending(req, t -> { }, new CompletableFuture<>());
         queue.add(p);
-        Generator.Answer a;
+        Answerer.Answer a;
         try {
             a = p.done().get();
         } catch (Exception e) {
@@ -175,7 +175,7 @@ public final class OpenAiServer implements AutoCloseable {
         send(ex, 200, o);
     }
 
-    private void stream(HttpExchange ex, Generator.Request req, String id, long created) throws IOException {
+    private void stream(HttpExchange ex, Answerer.Request req, String id, long created) throws IOException {
         ex.getResponseHeaders().set("Content-Type", "text/event-stream; charset=utf-8");
         ex.getResponseHeaders().set("Cache-Control", "no-cache");
         ex.sendResponseHeaders(200, 0);
@@ -198,7 +198,7 @@ public final class OpenAiServer implements AutoCloseable {
         }, new CompletableFuture<>());
         queue.add(p);
         try {
-            Generator.Answer a = p.done().get();
+            Answerer.Answer a = p.done().get();
             event.accept(chunk(id, created, JSON.createObjectNode(), finishReason(a)));
             os.write("data: [DONE]\n\n".getBytes(StandardCharsets.UTF_8));
         } catch (Exception e) {
@@ -220,7 +220,7 @@ public final class OpenAiServer implements AutoCloseable {
         return o;
     }
 
-    private static String finishReason(Generator.Answer a) {
+    private static String finishReason(Answerer.Answer a) {
         return a.finish().equals("length") ? "length" : "stop";
     }
 
@@ -233,8 +233,8 @@ public final class OpenAiServer implements AutoCloseable {
         }
     }
 
-    /** OpenAI request -> Generator request. System messages are prepended to the next user turn (LIMA has no system role). */
-    private Generator.Request parse(JsonNode b) {
+    /** OpenAI request -> Answerer request. System messages are prepended to the next user turn (LIMA has no system role). */
+    private Answerer.Request parse(JsonNode b) {
         JsonNode msgs = b.get("messages");
         if (msgs == null || !msgs.isArray() || msgs.isEmpty()) throw new BadRequest("messages", "\"messages\" must be a non-empty array");
         List<Turn> turns = new ArrayList<>();
@@ -280,7 +280,7 @@ public final class OpenAiServer implements AutoCloseable {
             else throw new BadRequest("stop", "stop must be a string or an array of strings");
         }
         long seed = b.has("seed") ? b.get("seed").asLong() : System.nanoTime();
-        return new Generator.Request(turns, new Sampling(temperature, topP, topK, penalty, false), maxTokens, stop, seed);
+        return new Answerer.Request(turns, new Sampling(temperature, topP, topK, penalty, false), maxTokens, stop, seed);
     }
 
     private static String contentOf(JsonNode c, int i) {

@@ -10,7 +10,7 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.sun.net.httpserver.HttpServer;
 import dev.limactl.engine.Model;
 import dev.limactl.engine.ModelConfig;
-import dev.limactl.generate.Generator;
+import dev.limactl.generate.Answerer;
 import dev.limactl.generate.OpenAiServer;
 import dev.limactl.tokenizer.Tokenizer;
 import java.io.OutputStream;
@@ -234,7 +234,7 @@ class EvaluationTest {
     void endToEndWithLimactlServeAsTheJudge() throws Exception {
         try (Tokenizer tok = Tokenizer.open(Path.of("src/main/resources/dev/limactl/demo/tokenizer.model"));
              Model m = Model.random(ModelConfig.llama(1025, 32, 64, 2, 4, 2, 1024), 9);
-             OpenAiServer s = new OpenAiServer(new Generator(m, tok, 1024, 1024), "tiny", "127.0.0.1", 0, null, 8)) {
+             OpenAiServer s = new OpenAiServer(new Answerer(m, tok, 1024, 1024), "tiny", "127.0.0.1", 0, null, 8)) {
             s.start();
             Responses r = write("sys", line("a", 0, "How do I store coffee?", "In a jar."), line("b", 0, "What is a shot?", "Espresso."));
             Judge j = new Judge(new Judge.Config("http://127.0.0.1:" + s.port() + "/v1", "tiny", null, Duration.ofSeconds(60), 1,

@@ -35,7 +35,7 @@ class OpenAiServerTest {
     static void start() throws Exception {
         tok = Tokenizer.open(Path.of("src/main/resources/dev/limactl/demo/tokenizer.model"));
         model = Model.random(ModelConfig.llama(1025, 32, 64, 2, 4, 2, 512), 3);
-        server = new OpenAiServer(new Generator(model, tok, 1024, 512), "tiny-lima", "127.0.0.1", 0, "sekret", 8);
+        server = new OpenAiServer(new Answerer(model, tok, 1024, 512), "tiny-lima", "127.0.0.1", 0, "sekret", 8);
         server.start();
     }
 

@@ -2,7 +2,7 @@ package dev.limactl.generate;
 
 import dev.limactl.chat.ChatFormat;
 import dev.limactl.data.Turn;
-import dev.limactl.engine.Decoder;
+import dev.limactl.engine.Generator;
 import dev.limactl.engine.Model;
 import dev.limactl.engine.Sampling;
 import dev.limactl.tokenizer.Tokenizer;
@@ -15,7 +15,7 @@ import java.util.function.Consumer;
  * chat format (BOS, utterances ended by EOT), then tokens are drawn until EOT or EOS, a stop string,
  * or maxNewTokens (LIMA: 2048). Several conversations decode together as one batch.
  */
-public final class Generator {
+public final class Answerer {
     /** What a request asks for; seed makes the samples reproducible. */
     public record Request(List<Turn> conversation, Sampling sampling, int maxNewTokens, List<String> stop, long seed) {
         public Request {
@@ -35,7 +35,7 @@ public final class Generator {
     private final ChatFormat format;
     private final int contextLength;
 
-    public Generator(Model model, Tokenizer tokenizer, int eotId, int contextLength) {
+    public Answerer(Model model, Tokenizer tokenizer, int eotId, int contextLength) {
         this.model = model;
         this.tokenizer = tokenizer;
         this.format = new ChatFormat(tokenizer, eotId, Integer.MAX_VALUE);
@@ -71,25 +71,26 @@ public final class Generator {
             budget = Math.max(budget, requests.get(i).maxNewTokens());
         }
         int maxLen = Math.min(contextLength, longest + budget + 1);
-        List<List<Integer>> out = new ArrayList<>();
-        String[] text = new String[n], emitted = new String[n];
-        String[] finish = new String[n];
+        TextStream[] out = new TextStream[n];
+        String[] text = new String[n], finish = new String[n];
         boolean[] active = new boolean[n];
         for (int i = 0; i < n; i++) {
-            out.add(new ArrayList<>());
-            text[i] = "";
-            emitted[i] = "";
+            out[i] = new TextStream(tokenizer);
             active[i] = true;
         }
-        try (Decoder d = new Decoder(model, n, maxLen)) {
-            d.start(prompts, seeds);
+        int longestStop = 0;
+        for (Request q : requests) {
+            for (String st : q.stop()) longestStop = Math.max(longestStop, st.length());
+        }
+        try (Generator g = new Generator(model, n, maxLen)) {
+            g.start(prompts, seeds);
             Sampling s = requests.get(0).sampling();
             for (Request q : requests) {
                 if (!q.sampling().equals(s)) throw new IllegalArgumentException("a batch shares one sampling setting");
             }
             int remaining = n;
             while (remaining > 0) {
-                int[] tok = d.step(s, active);
+                int[] tok = g.step(s, active);
                 for (int i = 0; i < n; i++) {
                     if (!active[i]) continue;
                     Request q = requests.get(i);
@@ -98,30 +99,28 @@ public final class Generator {
                     if (t == format.eotId()) reason = "eot";
                     else if (t == tokenizer.eosId()) reason = "eos";
                     else {
-                        out.get(i).add(t);
-                        String full = tokenizer.decode(out.get(i).stream().mapToInt(Integer::intValue).toArray());
-                        for (String st : q.stop()) {
-                            int at = full.indexOf(st);
-                            if (at >= 0) {
-                                full = full.substring(0, at);
-                                reason = "stop";
-                                break;
-                            }
+                        int before = out[i].stableLength();
+                        String piece = out[i].add(t);
+                        // a stop string can only end in the new piece: search from where it could start
+                        int cut = piece.isEmpty() ? -1 : firstStop(out[i], q.stop(), Math.max(0, before - longestStop));
+                        if (cut >= 0) {
+                            reason = "stop";
+                            String all = out[i].finish();
+                            text[i] = all.substring(0, cut);
+                            if (cut > before) listener.onText(i, text[i].substring(before));
+                        } else if (!piece.isEmpty()) {
+                            listener.onText(i, piece);
                         }
-                        // A character split over byte-fallback tokens decodes to U+FFFD until its last byte
-                        // arrives: hold that tail back so streamed pieces concatenate to the final text.
-                        String stable = full;
-                        while (stable.endsWith("\uFFFD")) stable = stable.substring(0, stable.length() - 1);
-                        if (stable.length() > emitted[i].length() && stable.startsWith(emitted[i])) {
-                            listener.onText(i, stable.substring(emitted[i].length()));
-                            emitted[i] = stable;
-                        }
-                        text[i] = full;
-                        if (reason == null && (out.get(i).size() >= q.maxNewTokens() || prompts[i].length + out.get(i).size() + 1 >= maxLen)) {
+                        if (reason == null && (out[i].tokens() >= q.maxNewTokens() || prompts[i].length + out[i].tokens() + 1 >= maxLen)) {
                             reason = "length";
                         }
                     }
                     if (reason != null) {
+                        if (text[i] == null) {
+                            text[i] = out[i].finish();  // with a tail that never became stable, as it is
+                            int shown = out[i].stableLength();
+                            if (text[i].length() > shown) listener.onText(i, text[i].substring(shown));
+                        }
                         finish[i] = reason;
                         active[i] = false;
                         remaining--;
@@ -130,12 +129,17 @@ public final class Generator {
             }
         }
         List<Answer> answers = new ArrayList<>();
-        for (int i = 0; i < n; i++) {
-            if (text[i].length() > emitted[i].length() && text[i].startsWith(emitted[i])) {
-                listener.onText(i, text[i].substring(emitted[i].length()));  // an unresolved tail, as it is
-            }
-        }
-        for (int i = 0; i < n; i++) answers.add(new Answer(text[i], prompts[i].length, out.get(i).size(), finish[i]));
+        for (int i = 0; i < n; i++) answers.add(new Answer(text[i], prompts[i].length, out[i].tokens(), finish[i]));
         return answers;
+    }
+
+    /** Where the earliest stop string found at or after `from` starts in text, or -1. */
+    private static int firstStop(TextStream text, List<String> stops, int from) {
+        int best = -1;
+        for (String st : stops) {
+            int at = text.indexOf(st, from);
+            if (at >= 0 && (best < 0 || at < best)) best = at;
+        }
+        return best;
     }
 }

@@ -6,13 +6,13 @@ import dev.limactl.engine.binding.LimaNative;
  * A KV-cache decoder over a {@link Model} (lima_generator): start rows of prompt tokens, then step;
  * sampling happens in the backend and only token ids come back.
  */
-public final class Decoder implements AutoCloseable {
+public final class Generator implements AutoCloseable {
     private LimaNative.lima_generator handle = new LimaNative.lima_generator();
     private final LimaNative.lima_sampling native_ = new LimaNative.lima_sampling();
     private final int maxRows, maxLen, vocab;
     private int rows;
 
-    public Decoder(Model model, int maxRows, int maxLen) {
+    public Generator(Model model, int maxRows, int maxLen) {
         Native.check(LimaNative.lima_generator_create(model.live(), maxRows, maxLen, handle));
         this.maxRows = maxRows;
         this.maxLen = maxLen;

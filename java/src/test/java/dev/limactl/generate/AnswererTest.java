@@ -5,7 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.limactl.data.Turn;
-import dev.limactl.engine.Decoder;
+import dev.limactl.engine.Generator;
 import dev.limactl.engine.Model;
 import dev.limactl.engine.ModelConfig;
 import dev.limactl.engine.Sampling;
@@ -17,7 +17,7 @@ import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 
-class GeneratorTest {
+class AnswererTest {
     static Tokenizer tok;
     static Model model;
     static final int EOT = 1024;
@@ -40,14 +40,14 @@ class GeneratorTest {
 
     @Test
     void greedyAnswerIsTheDecodersArgmaxChainDecodedToText() {
-        Generator g = new Generator(model, tok, EOT, 256);
-        Generator.Answer a = g.generate(new Generator.Request(ask("How should I store coffee?"), Sampling.greedy(), 20, List.of(), 1));
+        Answerer g = new Answerer(model, tok, EOT, 256);
+        Answerer.Answer a = g.generate(new Answerer.Request(ask("How should I store coffee?"), Sampling.greedy(), 20, List.of(), 1));
         assertEquals("length", a.finish());
         assertEquals(20, a.generatedTokens());
         int[] prompt = new dev.limactl.chat.ChatFormat(tok, EOT, 1 << 20).prompt(ask("How should I store coffee?"));
         assertEquals(prompt.length, a.promptTokens());
         List<Integer> ids = new ArrayList<>();
-        try (Decoder d = new Decoder(model, 1, 64)) {
+        try (Generator d = new Generator(model, 1, 64)) {
             d.start(new int[][] {prompt}, new long[] {1});
             for (int i = 0; i < 20; i++) ids.add(d.step(Sampling.greedy(), null)[0]);
         }
@@ -57,26 +57,26 @@ class GeneratorTest {
 
     @Test
     void streamingDeliversTheSameTextInPiecesAndBatchesMatchSingleRequests() {
-        Generator g = new Generator(model, tok, EOT, 256);
-        Generator.Request r1 = new Generator.Request(ask("Why grind fresh?"), Sampling.lima(), 15, List.of(), 7);
-        Generator.Request r2 = new Generator.Request(ask("What is a ristretto, and how short is it?"), Sampling.lima(), 25, List.of(), 8);
+        Answerer g = new Answerer(model, tok, EOT, 256);
+        Answerer.Request r1 = new Answerer.Request(ask("Why grind fresh?"), Sampling.lima(), 15, List.of(), 7);
+        Answerer.Request r2 = new Answerer.Request(ask("What is a ristretto, and how short is it?"), Sampling.lima(), 25, List.of(), 8);
         StringBuilder sb = new StringBuilder();
-        Generator.Answer streamed = g.stream(r1, sb::append);
+        Answerer.Answer streamed = g.stream(r1, sb::append);
         assertEquals(streamed.text(), sb.toString());
-        List<Generator.Answer> both = g.generate(List.of(r1, r2), (i, t) -> { });
+        List<Answerer.Answer> both = g.generate(List.of(r1, r2), (i, t) -> { });
         assertEquals(streamed, both.get(0));
         assertEquals(g.generate(r2), both.get(1));
     }
 
     @Test
     void stopStringsEndTheAnswerAndBadRequestsAreRejected() {
-        Generator g = new Generator(model, tok, EOT, 256);
-        Generator.Answer free = g.generate(new Generator.Request(ask("Tell me."), Sampling.greedy(), 30, List.of(), 1));
+        Answerer g = new Answerer(model, tok, EOT, 256);
+        Answerer.Answer free = g.generate(new Answerer.Request(ask("Tell me."), Sampling.greedy(), 30, List.of(), 1));
         String stop = free.text().substring(Math.min(3, free.text().length() - 1), Math.min(5, free.text().length()));
-        Generator.Answer cut = g.generate(new Generator.Request(ask("Tell me."), Sampling.greedy(), 30, List.of(stop), 1));
+        Answerer.Answer cut = g.generate(new Answerer.Request(ask("Tell me."), Sampling.greedy(), 30, List.of(stop), 1));
         assertEquals("stop", cut.finish());
         assertTrue(free.text().startsWith(cut.text()) && !cut.text().contains(stop), cut.text());
-        assertThrows(IllegalArgumentException.class, () -> new Generator.Request(
+        assertThrows(IllegalArgumentException.class, () -> new Answerer.Request(
                 List.of(new Turn(Turn.USER, "a"), new Turn(Turn.ASSISTANT, "b")), Sampling.lima(), 5, List.of(), 1));
         assertThrows(IllegalArgumentException.class, () -> new Sampling(0.7f, 0f, 0, 1.2f, false));
     }
