@@ -1,9 +1,9 @@
 package dev.limactl.generate;
 
 import dev.limactl.chat.ChatFormat;
+import dev.limactl.chat.Checkpoint;
 import dev.limactl.engine.Model;
 import dev.limactl.tokenizer.Tokenizer;
-import dev.limactl.train.TrainRun;
 import java.nio.file.Path;
 
 /** A LIMA-format checkpoint directory opened for generation: model, tokenizer and the EOT id. */
@@ -29,14 +29,13 @@ public final class ModelDir implements AutoCloseable {
         }
         this.model = m;
         this.tokenizer = tok;
-        int recorded;
+        int eot;
         try {
-            recorded = TrainRun.checkpointEotId(dir);
+            eot = Checkpoint.read(dir).map(c -> c.eotWithin(m.config().vocabSize(), dir)).orElse(ChatFormat.eotIdFor(tok));
         } catch (RuntimeException e) {
             close();
             throw e;
         }
-        int eot = recorded >= 0 ? recorded : ChatFormat.eotIdFor(tok);
         if (eot >= m.config().vocabSize()) {
             close();
             throw new IllegalArgumentException(dir + " has no EOT token (vocabulary " + m.config().vocabSize()

@@ -1,0 +1,158 @@
+package dev.limactl.train;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.limactl.chat.Checkpoint;
+import dev.limactl.data.AtomicFiles;
+import dev.limactl.engine.Dtype;
+import dev.limactl.engine.Model;
+import dev.limactl.engine.Trainer;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.List;
+import java.util.stream.Stream;
+
+/**
+ * The files of a run directory (see {@link TrainRun}): the resolved config, the metrics, the epoch
+ * checkpoints and the resumable state, which is written beside the old one and swapped in so that a
+ * crash at any moment leaves one complete state.
+ */
+final class RunDirectory {
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    /** Where a resume continues from: epoch, step within it, optimiser steps taken. */
+    record Position(int epoch, int stepInEpoch, long globalStep) {
+        static final Position START = new Position(1, 0, 0);
+    }
+
+    final Path dir;
+
+    RunDirectory(Path dir) {
+        this.dir = dir;
+    }
+
+    Path config() {
+        return dir.resolve("config.yaml");
+    }
+
+    Path metrics() {
+        return dir.resolve("metrics.jsonl");
+    }
+
+    /** The complete saved state (state, or state.old if a crash hit the swap), or null if none. */
+    Path state() {
+        for (String name : List.of("state", "state.old")) {
+            Path p = dir.resolve(name);
+            if (Files.exists(p.resolve("trainer.json"))) return p;
+        }
+        return null;
+    }
+
+    static Position position(Path state) {
+        JsonNode pos = readJson(state.resolve("trainer.json"));
+        return new Position(pos.get("epoch").asInt(), pos.get("step_in_epoch").asInt(), pos.get("global_step").asLong());
+    }
+
+    /** Writes state.tmp, then swaps it in for state (state.old is the fallback if a crash hits the swap). */
+    Path saveState(Model model, Trainer trainer, int eot, Position next) {
+        Path tmp = dir.resolve("state.tmp"), cur = dir.resolve("state"), old = dir.resolve("state.old");
+        deleteTree(tmp);
+        mkdirs(tmp);
+        model.save(tmp.resolve("model"), Dtype.F32);
+        Checkpoint.lima(eot, next.epoch(), next.globalStep()).write(tmp.resolve("model"));
+        trainer.saveState(tmp.resolve("optimizer.safetensors"));
+        ObjectNode pos = JSON.createObjectNode().put("epoch", next.epoch()).put("step_in_epoch", next.stepInEpoch())
+                .put("global_step", next.globalStep());
+        AtomicFiles.writeString(tmp.resolve("trainer.json"), pos.toString());
+        deleteTree(old);
+        try {
+            if (Files.exists(cur)) Files.move(cur, old, StandardCopyOption.ATOMIC_MOVE);
+            Files.move(tmp, cur, StandardCopyOption.ATOMIC_MOVE);
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot save state in " + dir + ": " + e.getMessage(), e);
+        }
+        deleteTree(old);
+        return cur;
+    }
+
+    /** checkpoints/epoch-NN: the Hugging Face checkpoint, its tokenizer and limactl.json. */
+    Path saveCheckpoint(Model model, Dtype dtype, Path tokenizer, int eot, int epoch, long step) {
+        Path ck = dir.resolve("checkpoints").resolve(String.format("epoch-%02d", epoch));
+        model.save(ck, dtype);
+        copy(tokenizer, ck.resolve(tokenizer.getFileName().toString().endsWith(".json") ? "tokenizer.json" : "tokenizer.model"));
+        Checkpoint.lima(eot, epoch, step).write(ck);
+        return ck;
+    }
+
+    /** After a crash between a metrics line and the next state save, drop the lines the resume will redo. */
+    void keepMetricsUpTo(long step) {
+        Path metrics = metrics();
+        if (!Files.exists(metrics)) return;
+        try {
+            List<String> keep = new ArrayList<>();
+            for (String line : Files.readAllLines(metrics)) {
+                if (!line.isBlank() && JSON.readTree(line).path("step").asLong() <= step) keep.add(line);
+            }
+            AtomicFiles.writeString(metrics, keep.isEmpty() ? "" : String.join("\n", keep) + "\n");
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot read " + metrics + ": " + e.getMessage(), e);
+        }
+    }
+
+    /** "embedded:demo/x" names a resource shipped in the jar; it is copied into the run directory. */
+    Path resolve(String path) {
+        if (!path.startsWith("embedded:")) return Path.of(path);
+        String res = path.substring("embedded:".length());
+        Path dst = dir.resolve("embedded").resolve(res);
+        if (!Files.exists(dst)) {
+            try (InputStream in = RunDirectory.class.getResourceAsStream("/dev/limactl/" + res)) {
+                if (in == null) throw new RunStateException("no embedded resource " + res);
+                mkdirs(dst.getParent());
+                Files.copy(in, dst);
+            } catch (IOException e) {
+                throw new UncheckedIOException("cannot extract " + res + ": " + e.getMessage(), e);
+            }
+        }
+        return dst;
+    }
+
+    static JsonNode readJson(Path p) {
+        try {
+            return JSON.readTree(p.toFile());
+        } catch (IOException e) {
+            throw new RunStateException("cannot read " + p + ": " + e.getMessage());
+        }
+    }
+
+    static void mkdirs(Path p) {
+        try {
+            Files.createDirectories(p);
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot create " + p + ": " + e.getMessage(), e);
+        }
+    }
+
+    private static void copy(Path from, Path to) {
+        try {
+            Files.copy(from, to, StandardCopyOption.REPLACE_EXISTING);
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot copy " + from + " to " + to + ": " + e.getMessage(), e);
+        }
+    }
+
+    private static void deleteTree(Path p) {
+        if (!Files.exists(p)) return;
+        try (Stream<Path> s = Files.walk(p)) {
+            for (Path q : s.sorted(Comparator.reverseOrder()).toList()) Files.delete(q);
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot delete " + p + ": " + e.getMessage(), e);
+        }
+    }
+}
