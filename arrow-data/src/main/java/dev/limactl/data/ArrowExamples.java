@@ -13,7 +13,6 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import org.apache.arrow.memory.BufferAllocator;
-import org.apache.arrow.memory.RootAllocator;
 import org.apache.arrow.vector.VarCharVector;
 import org.apache.arrow.vector.VectorSchemaRoot;
 import org.apache.arrow.vector.complex.ListVector;
@@ -33,7 +32,7 @@ public final class ArrowExamples {
     public static void write(Path path, List<Example> examples) {
         try {
             AtomicFiles.replace(path, tmp -> {
-                try (BufferAllocator alloc = new RootAllocator();
+                try (BufferAllocator alloc = ArrowMemory.allocator();
                      VectorSchemaRoot root = VectorSchemaRoot.create(ExampleSchema.schema(), alloc);
                      FileChannel ch = FileChannel.open(tmp, StandardOpenOption.CREATE, StandardOpenOption.TRUNCATE_EXISTING,
                              StandardOpenOption.WRITE);
@@ -109,7 +108,7 @@ public final class ArrowExamples {
     /** Reads every example of an Arrow IPC file; errors name the file and the row. */
     public static List<Example> read(Path path) {
         List<Example> out = new ArrayList<>();
-        try (BufferAllocator alloc = new RootAllocator();
+        try (BufferAllocator alloc = ArrowMemory.allocator();
              FileChannel ch = FileChannel.open(path, StandardOpenOption.READ);
              ArrowFileReader reader = new ArrowFileReader(ch, alloc)) {
             VectorSchemaRoot root = reader.getVectorSchemaRoot();
@@ -128,7 +127,7 @@ public final class ArrowExamples {
         } catch (NoSuchFileException e) {
             throw new DataFormatException("data file " + path + " does not exist", e);
         } catch (IOException | RuntimeException e) {
-            if (e instanceof DataFormatException d) throw d;
+            if (e instanceof DataFormatException || e instanceof ArrowMemory.NotOpened) throw (RuntimeException) e;
             throw new DataFormatException(path + ": not a readable Arrow IPC file: " + e.getMessage(), e);
         }
         return out;

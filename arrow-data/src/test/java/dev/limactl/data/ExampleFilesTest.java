@@ -102,4 +102,26 @@ class ExampleFilesTest {
                 () -> new Example("x", "s", "train", List.of(new Turn(Turn.ASSISTANT, "a")), Map.of()));
         assertTrue(e.getMessage().contains("turn 0 is \"assistant\""), e.getMessage());
     }
+
+    /** Reads an Arrow file in a JVM started without Arrow's --add-opens and prints what happens. */
+    public static void main(String[] args) {
+        try {
+            ArrowExamples.read(Path.of(args[0]));
+            System.out.println("read");
+        } catch (RuntimeException e) {
+            System.out.println(e.getClass().getSimpleName() + ": " + e.getMessage());
+        }
+    }
+
+    @Test
+    void withoutArrowsAddOpensTheErrorNamesTheFlagNotTheFile() throws Exception {
+        Path p = dir.resolve("ok.arrow");
+        ArrowExamples.write(p, sample(3));
+        String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
+        Process proc = new ProcessBuilder(java, "-cp", System.getProperty("java.class.path"), ExampleFilesTest.class.getName(),
+                p.toString()).redirectErrorStream(true).start();
+        String out = new String(proc.getInputStream().readAllBytes());
+        assertEquals(0, proc.waitFor(), out);
+        assertTrue(out.contains("--add-opens=java.base/java.nio=ALL-UNNAMED") && !out.contains("not a readable"), out);
+    }
 }

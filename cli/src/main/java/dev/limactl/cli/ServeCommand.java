@@ -1,7 +1,7 @@
 package dev.limactl.cli;
 
 import dev.limactl.generate.ModelDir;
-import dev.limactl.generate.OpenAiServer;
+import dev.limactl.serve.OpenAiServer;
 import java.io.PrintWriter;
 import java.nio.file.Path;
 import java.util.concurrent.Callable;

@@ -20,13 +20,31 @@ class ArchitectureTest {
 
     static final ArchRule layers = layeredArchitecture().consideringOnlyDependenciesInLayers()
             .layer("cli").definedBy("dev.limactl.cli..")
-            .layer("engine").definedBy("dev.limactl.engine..", "dev.limactl.config..", "dev.limactl.tokenizer..", "dev.limactl.generate..", "dev.limactl.eval..",
-                    "dev.limactl.chat..", "dev.limactl.train..")
-            .layer("data").definedBy("dev.limactl.data..")
+            .layer("apps").definedBy("dev.limactl.eval..", "dev.limactl.serve..")
+            .layer("run").definedBy("dev.limactl.train..", "dev.limactl.generate..")
+            .layer("formats").definedBy("dev.limactl.tokenizer..", "dev.limactl.chat..", "dev.limactl.checkpoint..", "dev.limactl.config..")
+            .layer("engine").definedBy("dev.limactl.engine..")
+            .layer("curate").definedBy("dev.limactl.data.curate..")
+            .layer("data").definedBy("dev.limactl.data")
             .whereLayer("cli").mayNotBeAccessedByAnyLayer()
-            .whereLayer("engine").mayOnlyBeAccessedByLayers("cli")
-            .whereLayer("data").mayOnlyBeAccessedByLayers("engine", "cli")
-            .as("cli -> java (engine) -> arrow-data, nothing depends on cli");
+            .whereLayer("apps").mayOnlyBeAccessedByLayers("cli")
+            .whereLayer("run").mayOnlyBeAccessedByLayers("apps", "cli")
+            .whereLayer("formats").mayOnlyBeAccessedByLayers("run", "apps", "cli")
+            .whereLayer("engine").mayOnlyBeAccessedByLayers("formats", "run", "apps", "cli")
+            .whereLayer("curate").mayOnlyBeAccessedByLayers("apps", "cli")
+            .whereLayer("data").mayOnlyBeAccessedByLayers("curate", "formats", "run", "apps", "cli")
+            .as("cli -> eval, serve -> train, generate -> tokenizer, chat, checkpoint, config -> engine; curation and the"
+                    + " data layer below; nothing depends on cli");
+
+    static final String[] LEAN = {"dev.limactl.engine..", "dev.limactl.tokenizer..", "dev.limactl.chat..", "dev.limactl.checkpoint..",
+            "dev.limactl.config..", "dev.limactl.train..", "dev.limactl.generate..", "dev.limactl.data"};
+
+    static final ArchRule leanEngine = noClasses().that().resideInAnyPackage(LEAN)
+            .should().dependOnClassesThat().resideInAnyPackage("org.jfree..", "org.apache.commons.math3..", "com.sun.net.httpserver..",
+                    "org.jsoup..", "org.apache.commons.csv..", "org.slf4j.simple..", "dev.limactl.eval..", "dev.limactl.serve..",
+                    "dev.limactl.data.curate..")
+            .as("the engine a service embeds (limactl-engine, limactl-arrow-data) needs no charts, HTTP server, judge,"
+                    + " HTML/CSV libraries or logging binding");
 
     static final ArchRule javacppOnlyInTheBinding = noClasses().that().resideOutsideOfPackage("dev.limactl.engine.binding..")
             .should().dependOnClassesThat().resideInAPackage("org.bytedeco..")
@@ -45,7 +63,8 @@ class ArchitectureTest {
 
     @Test
     void everyModuleIsImported() {
-        for (String pkg : new String[] {"dev.limactl.cli", "dev.limactl.engine.binding", "dev.limactl.train", "dev.limactl.data"}) {
+        for (String pkg : new String[] {"dev.limactl.cli", "dev.limactl.engine.binding", "dev.limactl.train", "dev.limactl.data",
+                "dev.limactl.data.curate", "dev.limactl.eval", "dev.limactl.serve", "dev.limactl.checkpoint"}) {
             org.junit.jupiter.api.Assertions.assertTrue(CLASSES.stream().anyMatch(c -> c.getPackageName().equals(pkg)),
                     "no classes of " + pkg + " imported: the rules would pass vacuously");
         }
@@ -54,6 +73,11 @@ class ArchitectureTest {
     @Test
     void layersFollowTheDesign() {
         layers.check(CLASSES);
+    }
+
+    @Test
+    void theEngineStaysLean() {
+        leanEngine.check(CLASSES);
     }
 
     @Test

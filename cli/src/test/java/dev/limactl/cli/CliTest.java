@@ -197,7 +197,7 @@ class CliTest {
         assertEquals(0, limactl("-q", "generate", "-m", ck.toString(), "--prompts", devFile.toString(), "--out", base.toString(),
                 "--max-new-tokens", "8", "--seed", "9").code());
         try (dev.limactl.generate.ModelDir md = new dev.limactl.generate.ModelDir(ck, null, 2048);
-             dev.limactl.generate.OpenAiServer judge = new dev.limactl.generate.OpenAiServer(md.answerer, "demo-judge", "127.0.0.1", 0, null, 8)) {
+             dev.limactl.serve.OpenAiServer judge = new dev.limactl.serve.OpenAiServer(md.answerer, "demo-judge", "127.0.0.1", 0, null, 8)) {
             judge.start();
             String url = "http://127.0.0.1:" + judge.port() + "/v1";
             Path out = dir.resolve("eval");
@@ -253,7 +253,7 @@ class CliTest {
                 "test: " + judgeRun.resolve("embedded/demo/dev.jsonl"), "samples: 2", "max_new_tokens: 4", "variants:",
                 "  - {name: stackexchange, recipe: se.yaml}", "  - {name: super-ni, recipe: ni.yaml}", ""));
         try (dev.limactl.generate.ModelDir md = new dev.limactl.generate.ModelDir(judgeRun.resolve("checkpoints/epoch-02"), null, 2048);
-             dev.limactl.generate.OpenAiServer judge = new dev.limactl.generate.OpenAiServer(md.answerer, "demo-judge", "127.0.0.1", 0, null, 8)) {
+             dev.limactl.serve.OpenAiServer judge = new dev.limactl.serve.OpenAiServer(md.answerer, "demo-judge", "127.0.0.1", 0, null, 8)) {
             judge.start();
             String url = "http://127.0.0.1:" + judge.port() + "/v1";
             Path out = dir.resolve("exp");

@@ -1,7 +1,7 @@
 package dev.limactl.generate;
 
 import dev.limactl.chat.ChatFormat;
-import dev.limactl.chat.Checkpoint;
+import dev.limactl.checkpoint.Checkpoint;
 import dev.limactl.engine.Model;
 import dev.limactl.tokenizer.Tokenizer;
 import java.nio.file.Path;

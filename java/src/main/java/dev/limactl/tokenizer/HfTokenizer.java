@@ -21,8 +21,9 @@ public final class HfTokenizer implements Tokenizer {
     }
 
     public static HfTokenizer open(Path file) {
+        NativeTokenizers.prepare();
         try {
-            return new HfTokenizer(HuggingFaceTokenizer.newInstance(file, Map.of("addSpecialTokens", "false")), vocabSize(file));
+            return new HfTokenizer(HuggingFaceTokenizer.newInstance(file, Map.of("addSpecialTokens", "false", "truncation", "false", "padding", "false")), vocabSize(file));
         } catch (IOException | RuntimeException e) {
             throw new TokenizerException("cannot load tokenizer " + file + ": " + e.getMessage(), e);
         }

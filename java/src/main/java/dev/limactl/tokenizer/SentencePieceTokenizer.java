@@ -24,6 +24,7 @@ public final class SentencePieceTokenizer implements Tokenizer {
     }
 
     public static SentencePieceTokenizer open(Path file) {
+        NativeTokenizers.prepare();
         try {
             return fromBytes(Files.readAllBytes(file), file.toString());
         } catch (IOException e) {

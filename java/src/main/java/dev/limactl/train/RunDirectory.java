@@ -3,7 +3,7 @@ package dev.limactl.train;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
-import dev.limactl.chat.Checkpoint;
+import dev.limactl.checkpoint.Checkpoint;
 import dev.limactl.data.AtomicFiles;
 import dev.limactl.engine.Dtype;
 import dev.limactl.engine.Model;

@@ -3,7 +3,7 @@ package dev.limactl.train;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.limactl.chat.ChatFormat;
-import dev.limactl.chat.Checkpoint;
+import dev.limactl.checkpoint.Checkpoint;
 import dev.limactl.config.ConfigException;
 import dev.limactl.config.ConfigLoader;
 import dev.limactl.config.LimaConfig;

@@ -1,4 +1,4 @@
-package dev.limactl.chat;
+package dev.limactl.checkpoint;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;

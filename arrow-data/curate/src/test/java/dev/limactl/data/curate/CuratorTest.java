@@ -24,7 +24,7 @@ import org.junit.jupiter.api.io.TempDir;
 
 /** The pipeline on the real samples in ../shared/data. */
 class CuratorTest {
-    static final Path SHARED = Path.of("../../shared/data");
+    static final Path SHARED = Path.of("../../../shared/data");
     @TempDir Path dir;
 
     static Curator.Result run(String preset) {

@@ -1,4 +1,4 @@
-package dev.limactl.generate;
+package dev.limactl.serve;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
@@ -8,6 +8,7 @@ import com.sun.net.httpserver.HttpExchange;
 import com.sun.net.httpserver.HttpServer;
 import dev.limactl.data.Turn;
 import dev.limactl.engine.Sampling;
+import dev.limactl.generate.Answerer;
 import java.io.IOException;
 import java.io.OutputStream;
 import java.net.InetSocketAddress;

@@ -1,4 +1,4 @@
-package dev.limactl.generate;
+package dev.limactl.serve;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -7,6 +7,7 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.limactl.engine.Model;
 import dev.limactl.engine.ModelConfig;
+import dev.limactl.generate.Answerer;
 import dev.limactl.tokenizer.Tokenizer;
 import java.net.URI;
 import java.net.http.HttpClient;
@@ -33,7 +34,7 @@ class OpenAiServerTest {
 
     @BeforeAll
     static void start() throws Exception {
-        tok = Tokenizer.open(Path.of("src/main/resources/dev/limactl/demo/tokenizer.model"));
+        tok = Tokenizer.open(Path.of("../src/main/resources/dev/limactl/demo/tokenizer.model"));
         model = Model.random(ModelConfig.llama(1025, 32, 64, 2, 4, 2, 512), 3);
         server = new OpenAiServer(new Answerer(model, tok, 1024, 512), "tiny-lima", "127.0.0.1", 0, "sekret", 8);
         server.start();

@@ -19,7 +19,7 @@ import org.junit.jupiter.api.io.TempDir;
 
 /** On the real coffee.stackexchange.com dump in ../shared/data. */
 class StackExchangeSourceTest {
-    static final Path COFFEE = Path.of("../../shared/data/stackexchange/coffee.stackexchange.com/Posts.xml");
+    static final Path COFFEE = Path.of("../../../shared/data/stackexchange/coffee.stackexchange.com/Posts.xml");
 
     static Map<String, String> bodies() {
         Map<String, String> out = new HashMap<>();

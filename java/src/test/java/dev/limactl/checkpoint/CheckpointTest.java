@@ -1,4 +1,4 @@
-package dev.limactl.chat;
+package dev.limactl.checkpoint;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;

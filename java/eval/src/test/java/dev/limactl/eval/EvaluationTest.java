@@ -11,7 +11,7 @@ import com.sun.net.httpserver.HttpServer;
 import dev.limactl.engine.Model;
 import dev.limactl.engine.ModelConfig;
 import dev.limactl.generate.Answerer;
-import dev.limactl.generate.OpenAiServer;
+import dev.limactl.serve.OpenAiServer;
 import dev.limactl.tokenizer.Tokenizer;
 import java.io.OutputStream;
 import java.net.InetSocketAddress;
@@ -136,7 +136,7 @@ class EvaluationTest {
 
     @Test
     void theShippedAblationGridAndItsRecipesAreValidAndCurate() {
-        Path grid = Path.of("../cli/examples/ablations/grid.yaml");
+        Path grid = Path.of("../../cli/examples/ablations/grid.yaml");
         Experiment.Grid g = Experiment.load(grid);
         assertEquals(3, g.variants().size());
         assertTrue(Files.exists(grid.getParent().resolve(g.test())));
@@ -232,7 +232,7 @@ class EvaluationTest {
 
     @Test
     void endToEndWithLimactlServeAsTheJudge() throws Exception {
-        try (Tokenizer tok = Tokenizer.open(Path.of("src/main/resources/dev/limactl/demo/tokenizer.model"));
+        try (Tokenizer tok = Tokenizer.open(Path.of("../src/main/resources/dev/limactl/demo/tokenizer.model"));
              Model m = Model.random(ModelConfig.llama(1025, 32, 64, 2, 4, 2, 1024), 9);
              OpenAiServer s = new OpenAiServer(new Answerer(m, tok, 1024, 1024), "tiny", "127.0.0.1", 0, null, 8)) {
             s.start();
