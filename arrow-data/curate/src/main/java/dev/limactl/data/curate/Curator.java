@@ -41,16 +41,16 @@ public final class Curator {
     private static final ObjectMapper JSON = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
 
     private final Recipe recipe;
-    private final Path base;
     private final Consumer<String> progress;
     private final List<Rejection> rejected = new ArrayList<>();
     private final List<String> notes = new ArrayList<>();
+    private final Recipe.Context context;
 
     /** base: the directory relative paths of the recipe resolve against. */
     public Curator(Recipe recipe, Path base, Consumer<String> progress) {
         this.recipe = recipe;
-        this.base = base;
         this.progress = progress;
+        this.context = new Recipe.Context(base, "skip".equals(recipe.onError()), rejected::add, notes::add, progress);
     }
 
     public Result run() {
@@ -59,16 +59,7 @@ public final class Curator {
         for (int i = 0; i < recipe.sources().size(); i++) {
             Recipe.Source src = recipe.sources().get(i);
             Random rnd = new Random(MinHash.hash(recipe.seed() + "/source/" + i));  // decorrelated per block
-            List<Example> got = switch (src.type()) {
-                case "stackexchange" -> stackExchange(src, rnd);
-                case "wikihow" -> wikiHow(src, rnd);
-                case "writingprompts" -> writingPrompts(src);
-                case "super-ni" -> superNi(src, rnd);
-                case "manual" -> ManualSource.read(path(src.path()), src.split());
-                case "jsonl" -> JsonlExamples.read(path(src.path()), src.split()).stream()
-                        .map(e -> new Example(e.id(), e.source(), src.split(), e.turns(), e.provenance())).toList();
-                default -> throw new IllegalStateException(src.type());
-            };
+            List<Example> got = src.sample(context, rnd);
             if (src.count() != null && got.size() < src.count()) {
                 notes.add(src.type() + " (" + src.path() + "): asked for " + src.count() + " examples, found " + got.size());
             }
@@ -78,178 +69,6 @@ public final class Curator {
         dedupAndDecontaminate(splits);
         splits.values().removeIf(List::isEmpty);
         return new Result(splits, rejected, notes);
-    }
-
-    private Path path(String p) {
-        Path q = Path.of(p);
-        return q.isAbsolute() ? q : base.resolve(q).normalize();
-    }
-
-    private boolean skipBad() {
-        return "skip".equals(recipe.onError());
-    }
-
-    // ------------------------------------------------------------------ sources
-
-    private List<Example> stackExchange(Recipe.Source s, Random rnd) {
-        Path root = path(s.path());
-        List<Path> exchanges;
-        try (Stream<Path> st = Files.list(root)) {
-            exchanges = st.filter(Files::isDirectory).sorted().toList();
-        } catch (IOException e) {
-            throw new DataFormatException("StackExchange folder " + root + " cannot be listed: " + e.getMessage(), e);
-        }
-        if (exchanges.isEmpty()) throw new DataFormatException("StackExchange folder " + root + " holds no exchange folders");
-        List<String> stem = s.stemExchanges() != null ? s.stemExchanges() : StemExchanges.PAPER;
-        TextFilters f = new TextFilters(s.firstPerson() != null ? s.firstPerson() : Recipe.FIRST_PERSON,
-                s.references() != null ? s.references() : Recipe.REFERENCES);
-        StackExchangeSource.Options o = new StackExchangeSource.Options(orElse(s.minAnswerScore(), 10), orElse(s.minAnswerChars(), 1200),
-                orElse(s.maxAnswerChars(), 4096), s.requireQuestionTitle() == null || s.requireQuestionTitle(), f,
-                orElse(s.maxCandidates(), 10_000));
-        Map<String, Map<String, List<StackExchangeSource.Candidate>>> groups = new TreeMap<>();
-        for (Path ex : exchanges) {
-            String name = ex.getFileName().toString();
-            List<StackExchangeSource.Candidate> c = StackExchangeSource.read(name, StackExchangeSource.postsFile(ex), o, rejected::add);
-            String group = stem.contains(shortName(name)) ? "stem" : "other";
-            groups.computeIfAbsent(group, k -> new TreeMap<>()).put(name, new ArrayList<>(c));
-            progress.accept("stackexchange " + name + " (" + group + "): " + c.size() + " candidates");
-        }
-        Map<String, Integer> want = s.groups() != null ? s.groups() : Map.of("stem", 200, "other", 200);
-        for (String g : want.keySet()) {
-            if (!g.equals("stem") && !g.equals("other")) throw new DataFormatException("stackexchange groups must be stem and other, got " + g);
-        }
-        double temperature = s.temperature() == null ? 3.0 : s.temperature();
-        double bodyP = s.promptBodyProbability() == null ? 0.5 : s.promptBodyProbability();
-        List<Example> out = new ArrayList<>();
-        for (String g : List.of("stem", "other")) {
-            int n = want.getOrDefault(g, 0);
-            for (StackExchangeSource.Candidate c : sampleByTemperature(groups.getOrDefault(g, Map.of()), n, temperature, rnd)) {
-                boolean useBody = !c.questionMarkdown().isBlank() && rnd.nextDouble() < bodyP;
-                Map<String, String> prov = new LinkedHashMap<>();
-                prov.put("exchange", c.exchange());
-                prov.put("group", g);
-                prov.put("question_id", Long.toString(c.questionId()));
-                prov.put("answer_id", Long.toString(c.answerId()));
-                prov.put("question_score", Integer.toString(c.questionScore()));
-                prov.put("answer_score", Integer.toString(c.answerScore()));
-                prov.put("prompt_from", useBody ? "body" : "title");
-                prov.put("url", c.url());
-                prov.put("license", "CC BY-SA");
-                out.add(Example.of("se-" + shortName(c.exchange()) + "-" + c.questionId(), "stackexchange", s.split(),
-                        useBody ? c.questionMarkdown() : c.title(), c.answerMarkdown(), prov));
-            }
-        }
-        return out;
-    }
-
-    /**
-     * LIMA's sampling over exchanges: each draw picks exchange e with probability proportional to
-     * size_e^(1/T) among those with candidates left, and takes its best remaining question.
-     */
-    static <T> List<T> sampleByTemperature(Map<String, List<T>> byExchange, int n, double temperature, Random rnd) {
-        Map<String, Integer> size = new TreeMap<>();
-        Map<String, Integer> next = new TreeMap<>();
-        byExchange.forEach((k, v) -> {
-            size.put(k, v.size());
-            next.put(k, 0);
-        });
-        List<T> out = new ArrayList<>();
-        while (out.size() < n) {
-            double total = 0;
-            for (var e : size.entrySet()) if (next.get(e.getKey()) < e.getValue()) total += Math.pow(e.getValue(), 1.0 / temperature);
-            if (total == 0) break;
-            double x = rnd.nextDouble() * total;
-            String pick = null;
-            for (var e : size.entrySet()) {
-                if (next.get(e.getKey()) >= e.getValue()) continue;
-                pick = e.getKey();
-                x -= Math.pow(e.getValue(), 1.0 / temperature);
-                if (x < 0) break;
-            }
-            int i = next.get(pick);
-            out.add(byExchange.get(pick).get(i));
-            next.put(pick, i + 1);
-        }
-        return out;
-    }
-
-    private List<Example> wikiHow(Recipe.Source s, Random rnd) {
-        List<WikiHowSource.Article> all = WikiHowSource.read(path(s.path()), skipBad(), rejected::add);
-        Map<String, List<WikiHowSource.Article>> byCat = new TreeMap<>();
-        for (WikiHowSource.Article a : all) byCat.computeIfAbsent(a.category(), k -> new ArrayList<>()).add(a);
-        if (byCat.keySet().equals(java.util.Set.of(""))) {
-            notes.add("wikihow (" + s.path() + "): no category column, so articles are sampled uniformly instead of category first");
-        }
-        for (List<WikiHowSource.Article> l : byCat.values()) Collections.shuffle(l, rnd);
-        List<String> cats = new ArrayList<>(byCat.keySet());
-        List<Example> out = new ArrayList<>();
-        int n = s.countOr(200);
-        while (out.size() < n && !cats.isEmpty()) {
-            String c = cats.get(rnd.nextInt(cats.size()));  // a category first, then an article of it
-            List<WikiHowSource.Article> l = byCat.get(c);
-            WikiHowSource.Article a = l.remove(l.size() - 1);
-            if (l.isEmpty()) cats.remove(c);
-            Map<String, String> prov = new LinkedHashMap<>();
-            prov.put("title", a.title());
-            if (!a.category().isEmpty()) prov.put("category", a.category());
-            prov.put("license", "CC BY-NC-SA 3.0");
-            out.add(Example.of("wikihow-" + slug(a.title()), "wikihow", s.split(), WikiHowSource.prompt(a.title()), a.body(), prov));
-        }
-        return out;
-    }
-
-    private List<Example> writingPrompts(Recipe.Source s) {
-        List<WritingPromptsSource.Pair> pairs = WritingPromptsSource.read(path(s.path()), skipBad(), rejected::add);
-        if (s.selection() != null) {
-            Path sel = path(s.selection());
-            List<String> ids;
-            try {
-                ids = Files.readAllLines(sel).stream().map(String::strip).filter(l -> !l.isEmpty() && !l.startsWith("#")).toList();
-            } catch (IOException e) {
-                throw new DataFormatException("selection file " + sel + " cannot be read: " + e.getMessage(), e);
-            }
-            Map<String, WritingPromptsSource.Pair> byId = new LinkedHashMap<>();
-            pairs.forEach(p -> byId.put(p.id(), p));
-            List<WritingPromptsSource.Pair> chosen = new ArrayList<>();
-            for (String id : ids) {
-                WritingPromptsSource.Pair p = byId.get(id);
-                if (p == null) throw new DataFormatException(sel + ": id " + id + " is not in " + s.path());
-                chosen.add(p);
-            }
-            for (WritingPromptsSource.Pair p : pairs) {
-                if (!ids.contains(p.id())) rejected.add(new Rejection("writingprompts", p.id(), "not-selected", "not in " + sel.getFileName()));
-            }
-            pairs = chosen;
-        }
-        List<Example> out = new ArrayList<>();
-        for (WritingPromptsSource.Pair p : pairs.subList(0, Math.min(pairs.size(), s.countOr(150)))) {
-            Map<String, String> prov = new LinkedHashMap<>();
-            prov.put("row_id", p.id());
-            if (p.score() != null) prov.put("score", p.score().toString());
-            prov.put("license", "Reddit, research use");
-            out.add(Example.of("wp-" + p.id(), "writingprompts", s.split(), p.prompt(), p.story(), prov));
-        }
-        return out;
-    }
-
-    private List<Example> superNi(Recipe.Source s, Random rnd) {
-        List<SuperNiSource.Task> tasks = new ArrayList<>(SuperNiSource.read(path(s.path())));
-        if (s.categories() != null) {
-            tasks.removeIf(t -> t.categories().stream().noneMatch(c -> s.categories().stream().anyMatch(c::equalsIgnoreCase)));
-        }
-        tasks.removeIf(t -> t.instances().isEmpty());
-        Collections.shuffle(tasks, rnd);
-        List<Example> out = new ArrayList<>();
-        for (SuperNiSource.Task t : tasks.subList(0, Math.min(tasks.size(), s.countOr(50)))) {
-            SuperNiSource.Instance in = t.instances().get(rnd.nextInt(t.instances().size()));
-            Map<String, String> prov = new LinkedHashMap<>();
-            prov.put("task", t.name());
-            prov.put("instance_id", in.id());
-            prov.put("categories", String.join(",", t.categories()));
-            prov.put("license", "Apache-2.0");
-            out.add(Example.of("superni-" + in.id(), "super-ni", s.split(), t.definition() + "\n\n" + in.input(), in.output(), prov));
-        }
-        return out;
     }
 
     // ------------------------------------------------------------------ dedup
@@ -390,11 +209,4 @@ public final class Curator {
         return exchange.replaceFirst("\\.stackexchange\\.com$", "").replaceFirst("\\.com$", "");
     }
 
-    private static String slug(String s) {
-        return s.toLowerCase(Locale.ROOT).replaceAll("[^a-z0-9]+", "-").replaceAll("(^-|-$)", "");
-    }
-
-    private static int orElse(Integer v, int d) {
-        return v == null ? d : v;
-    }
 }

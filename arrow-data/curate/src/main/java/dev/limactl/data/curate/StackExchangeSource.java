@@ -1,6 +1,9 @@
 package dev.limactl.data.curate;
 
 import dev.limactl.data.DataFormatException;
+import dev.limactl.data.Example;
+import org.apache.commons.compress.archivers.sevenz.SevenZArchiveEntry;
+import org.apache.commons.compress.archivers.sevenz.SevenZFile;
 import java.io.BufferedInputStream;
 import java.io.IOException;
 import java.io.InputStream;
@@ -10,16 +13,18 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.HashMap;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import java.util.Random;
+import java.util.TreeMap;
 import java.util.function.Consumer;
+import java.util.stream.Stream;
 import javax.xml.stream.XMLInputFactory;
 import javax.xml.stream.XMLStreamConstants;
 import javax.xml.stream.XMLStreamException;
 import javax.xml.stream.XMLStreamReader;
-import org.apache.commons.compress.archivers.sevenz.SevenZArchiveEntry;
-import org.apache.commons.compress.archivers.sevenz.SevenZFile;
 
 /**
  * One StackExchange exchange from its data dump: {@code Posts.xml} in a folder, or the {@code .7z}
@@ -234,5 +239,82 @@ public final class StackExchangeSource {
 
     private static int intAttr(Map<String, String> a, String key, Path file, int line) {
         return Math.toIntExact(longAttr(a, key, file, line));
+    }
+
+    /** The examples of a stackexchange block (see Recipe.StackExchange). */
+    static List<Example> sample(Recipe.StackExchange s, Recipe.Context ctx, Random rnd) {
+        Path root = ctx.path(s.path());
+        List<Path> exchanges;
+        try (Stream<Path> st = Files.list(root)) {
+            exchanges = st.filter(Files::isDirectory).sorted().toList();
+        } catch (IOException e) {
+            throw new DataFormatException("StackExchange folder " + root + " cannot be listed: " + e.getMessage(), e);
+        }
+        if (exchanges.isEmpty()) throw new DataFormatException("StackExchange folder " + root + " holds no exchange folders");
+        List<String> stem = s.stemExchanges();
+        Options o = new Options(s.minAnswerScore(), s.minAnswerChars(), s.maxAnswerChars(), s.requireQuestionTitle(),
+                new TextFilters(s.firstPerson(), s.references()), s.maxCandidates());
+        Map<String, Map<String, List<Candidate>>> groups = new TreeMap<>();
+        for (Path ex : exchanges) {
+            String name = ex.getFileName().toString();
+            List<Candidate> c = read(name, postsFile(ex), o, ctx.rejected());
+            String group = stem.contains(Curator.shortName(name)) ? "stem" : "other";
+            groups.computeIfAbsent(group, k -> new TreeMap<>()).put(name, new ArrayList<>(c));
+            ctx.progress().accept("stackexchange " + name + " (" + group + "): " + c.size() + " candidates");
+        }
+        Map<String, Integer> want = s.groups();
+        double temperature = s.temperature(), bodyP = s.promptBodyProbability();
+        List<Example> out = new ArrayList<>();
+        for (String g : List.of("stem", "other")) {
+            int n = want.getOrDefault(g, 0);
+            for (Candidate c : sampleByTemperature(groups.getOrDefault(g, Map.of()), n, temperature, rnd)) {
+                boolean useBody = !c.questionMarkdown().isBlank() && rnd.nextDouble() < bodyP;
+                Map<String, String> prov = new LinkedHashMap<>();
+                prov.put("exchange", c.exchange());
+                prov.put("group", g);
+                prov.put("question_id", Long.toString(c.questionId()));
+                prov.put("answer_id", Long.toString(c.answerId()));
+                prov.put("question_score", Integer.toString(c.questionScore()));
+                prov.put("answer_score", Integer.toString(c.answerScore()));
+                prov.put("prompt_from", useBody ? "body" : "title");
+                prov.put("url", c.url());
+                prov.put("license", "CC BY-SA");
+                out.add(Example.of("se-" + Curator.shortName(c.exchange()) + "-" + c.questionId(), "stackexchange", s.split(),
+                        useBody ? c.questionMarkdown() : c.title(), c.answerMarkdown(), prov));
+            }
+        }
+        return out;
+    }
+
+
+    /**
+     * LIMA's sampling over exchanges: each draw picks exchange e with probability proportional to
+     * size_e^(1/T) among those with candidates left, and takes its best remaining question.
+     */
+    static <T> List<T> sampleByTemperature(Map<String, List<T>> byExchange, int n, double temperature, Random rnd) {
+        Map<String, Integer> size = new TreeMap<>();
+        Map<String, Integer> next = new TreeMap<>();
+        byExchange.forEach((k, v) -> {
+            size.put(k, v.size());
+            next.put(k, 0);
+        });
+        List<T> out = new ArrayList<>();
+        while (out.size() < n) {
+            double total = 0;
+            for (var e : size.entrySet()) if (next.get(e.getKey()) < e.getValue()) total += Math.pow(e.getValue(), 1.0 / temperature);
+            if (total == 0) break;
+            double x = rnd.nextDouble() * total;
+            String pick = null;
+            for (var e : size.entrySet()) {
+                if (next.get(e.getKey()) >= e.getValue()) continue;
+                pick = e.getKey();
+                x -= Math.pow(e.getValue(), 1.0 / temperature);
+                if (x < 0) break;
+            }
+            int i = next.get(pick);
+            out.add(byExchange.get(pick).get(i));
+            next.put(pick, i + 1);
+        }
+        return out;
     }
 }

@@ -4,11 +4,16 @@ import com.fasterxml.jackson.core.json.JsonReadFeature;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.json.JsonMapper;
 import dev.limactl.data.DataFormatException;
+import dev.limactl.data.Example;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.Collections;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
+import java.util.Random;
 import java.util.stream.Stream;
 
 /**
@@ -51,6 +56,27 @@ public final class SuperNiSource {
                 inst.add(new Instance(i.path("id").asText(), i.path("input").asText("").strip(), o.asText().strip()));
             }
             out.add(new Task(name, cats, def, inst));
+        }
+        return out;
+    }
+
+    /** The examples of a super-ni block: one random instance of each of `count` random tasks. */
+    static List<Example> sample(Recipe.SuperNi s, Recipe.Context ctx, Random rnd) {
+        List<Task> tasks = new ArrayList<>(read(ctx.path(s.path())));
+        if (s.categories() != null) {
+            tasks.removeIf(t -> t.categories().stream().noneMatch(c -> s.categories().stream().anyMatch(c::equalsIgnoreCase)));
+        }
+        tasks.removeIf(t -> t.instances().isEmpty());
+        Collections.shuffle(tasks, rnd);
+        List<Example> out = new ArrayList<>();
+        for (Task t : tasks.subList(0, Math.min(tasks.size(), s.count()))) {
+            Instance in = t.instances().get(rnd.nextInt(t.instances().size()));
+            Map<String, String> prov = new LinkedHashMap<>();
+            prov.put("task", t.name());
+            prov.put("instance_id", in.id());
+            prov.put("categories", String.join(",", t.categories()));
+            prov.put("license", "Apache-2.0");
+            out.add(Example.of("superni-" + in.id(), "super-ni", s.split(), t.definition() + "\n\n" + in.input(), in.output(), prov));
         }
         return out;
     }

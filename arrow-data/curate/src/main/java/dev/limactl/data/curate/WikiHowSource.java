@@ -1,13 +1,17 @@
 package dev.limactl.data.curate;
 
 import dev.limactl.data.DataFormatException;
+import dev.limactl.data.Example;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import java.util.Random;
 import java.util.Set;
+import java.util.TreeMap;
 import java.util.function.Consumer;
 
 /**
@@ -71,5 +75,36 @@ public final class WikiHowSource {
     static String clean(String p) {
         return p.replaceAll("\\[\\[(?:Image|File):[^\\]]*\\]\\]", "").replaceAll("https?://\\S+", "")
                 .replaceAll("[ \\t]+", " ").replaceAll("\\s*\\n\\s*", "\n").strip();
+    }
+
+    /** The examples of a wikihow block: a category first, then an article of it. */
+    static List<Example> sample(Recipe.WikiHow s, Recipe.Context ctx, Random rnd) {
+        List<Article> all = read(ctx.path(s.path()), ctx.skipBadRecords(), ctx.rejected());
+        Map<String, List<Article>> byCat = new TreeMap<>();
+        for (Article a : all) byCat.computeIfAbsent(a.category(), k -> new ArrayList<>()).add(a);
+        if (byCat.keySet().equals(java.util.Set.of(""))) {
+            ctx.note().accept("wikihow (" + s.path() + "): no category column, so articles are sampled uniformly instead of category first");
+        }
+        for (List<Article> l : byCat.values()) Collections.shuffle(l, rnd);
+        List<String> cats = new ArrayList<>(byCat.keySet());
+        List<Example> out = new ArrayList<>();
+        int n = s.count();
+        while (out.size() < n && !cats.isEmpty()) {
+            String c = cats.get(rnd.nextInt(cats.size()));  // a category first, then an article of it
+            List<Article> l = byCat.get(c);
+            Article a = l.remove(l.size() - 1);
+            if (l.isEmpty()) cats.remove(c);
+            Map<String, String> prov = new LinkedHashMap<>();
+            prov.put("title", a.title());
+            if (!a.category().isEmpty()) prov.put("category", a.category());
+            prov.put("license", "CC BY-NC-SA 3.0");
+            out.add(Example.of("wikihow-" + slug(a.title()), "wikihow", s.split(), prompt(a.title()), a.body(), prov));
+        }
+        return out;
+    }
+
+
+    private static String slug(String s) {
+        return s.toLowerCase(Locale.ROOT).replaceAll("[^a-z0-9]+", "-").replaceAll("(^-|-$)", "");
     }
 }

@@ -1,10 +1,15 @@
 package dev.limactl.data.curate;
 
 import dev.limactl.data.DataFormatException;
+import dev.limactl.data.Example;
+import java.io.IOException;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Comparator;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.function.Consumer;
 
 /**
@@ -55,5 +60,40 @@ public final class WritingPromptsSource {
     /** Strips leading tags such as "[ WP ]", "[ FF ] [ MP ]". */
     public static String stripTags(String prompt) {
         return prompt.replaceAll("^(\\s*\\[\\s*[A-Za-z]{2,3}\\s*\\]\\s*)+", "").strip();
+    }
+
+    /** The examples of a writingprompts block, narrowed to its selection file when it has one. */
+    static List<Example> sample(Recipe.WritingPrompts s, Recipe.Context ctx) {
+        List<Pair> pairs = read(ctx.path(s.path()), ctx.skipBadRecords(), ctx.rejected());
+        if (s.selection() != null) {
+            Path sel = ctx.path(s.selection());
+            List<String> ids;
+            try {
+                ids = Files.readAllLines(sel).stream().map(String::strip).filter(l -> !l.isEmpty() && !l.startsWith("#")).toList();
+            } catch (IOException e) {
+                throw new DataFormatException("selection file " + sel + " cannot be read: " + e.getMessage(), e);
+            }
+            Map<String, Pair> byId = new LinkedHashMap<>();
+            pairs.forEach(p -> byId.put(p.id(), p));
+            List<Pair> chosen = new ArrayList<>();
+            for (String id : ids) {
+                Pair p = byId.get(id);
+                if (p == null) throw new DataFormatException(sel + ": id " + id + " is not in " + s.path());
+                chosen.add(p);
+            }
+            for (Pair p : pairs) {
+                if (!ids.contains(p.id())) ctx.rejected().accept(new Rejection("writingprompts", p.id(), "not-selected", "not in " + sel.getFileName()));
+            }
+            pairs = chosen;
+        }
+        List<Example> out = new ArrayList<>();
+        for (Pair p : pairs.subList(0, Math.min(pairs.size(), s.count()))) {
+            Map<String, String> prov = new LinkedHashMap<>();
+            prov.put("row_id", p.id());
+            if (p.score() != null) prov.put("score", p.score().toString());
+            prov.put("license", "Reddit, research use");
+            out.add(Example.of("wp-" + p.id(), "writingprompts", s.split(), p.prompt(), p.story(), prov));
+        }
+        return out;
     }
 }

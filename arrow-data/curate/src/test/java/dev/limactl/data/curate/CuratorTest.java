@@ -117,7 +117,7 @@ class CuratorTest {
         int draws = 0;
         Random rnd = new Random(2024);
         for (int trial = 0; trial < 400; trial++) {  // 5 draws each: no exchange runs out
-            for (int x : Curator.sampleByTemperature(ex, 5, 3.0, rnd)) {
+            for (int x : StackExchangeSource.sampleByTemperature(ex, 5, 3.0, rnd)) {
                 counts.merge(x, 1, Integer::sum);
                 draws++;
             }
@@ -129,7 +129,7 @@ class CuratorTest {
             assertEquals(p[i], got, 5 * sd, "exchange " + i);
         }
         // Exhausted exchanges drop out and the rest are drawn.
-        assertEquals(1133, Curator.sampleByTemperature(ex, 5000, 3.0, new Random(1)).size());
+        assertEquals(1133, StackExchangeSource.sampleByTemperature(ex, 5000, 3.0, new Random(1)).size());
     }
 
     @Test
@@ -157,7 +157,7 @@ class CuratorTest {
                 () -> Recipe.parse("seed: 1\nsources:\n  - {type: reddit, split: train, path: x}\n", "r.yaml"));
         assertTrue(e.getMessage().contains("r.yaml: sources[0]: type must be one of"), e.getMessage());
         e = assertThrows(DataFormatException.class, () -> Recipe.parse("seed: 1\nsauces: []\n", "r.yaml"));
-        assertTrue(e.getMessage().contains("r.yaml: key \"sauces\""), e.getMessage());
+        assertTrue(e.getMessage().contains("r.yaml: top level: unknown key \"sauces\" for a recipe (it takes: "), e.getMessage());
         Path csv = dir.resolve("wh.csv");
         Files.writeString(csv, "title,heading,paragraph\nHow to X,Step.,\"unclosed quote\nHow to Y,Step,text\n");
         Recipe r = Recipe.parse("seed: 1\nsources:\n  - {type: wikihow, split: train, path: wh.csv}\n", "t");
@@ -178,5 +178,43 @@ class CuratorTest {
         Recipe missing = Recipe.parse("seed: 1\nsources:\n  - {type: stackexchange, split: train, path: nowhere}\n", "t");
         e = assertThrows(DataFormatException.class, () -> new Curator(missing, dir, m -> { }).run());
         assertTrue(e.getMessage().contains("nowhere cannot be listed"), e.getMessage());
+    }
+
+    @Test
+    void eachSourceTypeTakesOnlyItsOwnKeysAndHoldsThePapersDefaults() {
+        // a StackExchange key put on a wikihow block is an error naming the key, the block and its keys
+        DataFormatException e = assertThrows(DataFormatException.class, () -> Recipe.parse(
+                "seed: 1\nsources:\n  - {type: stackexchange, split: train, path: se}\n  - {type: wikihow, split: train, path: w.csv,"
+                        + " min_answer_score: 5}\n", "r.yaml"));
+        assertTrue(e.getMessage().startsWith("r.yaml: sources[1]: unknown key \"min_answer_score\" for a wikihow source block (it takes: type,"),
+                e.getMessage());
+        assertTrue(!e.getMessage().contains("dev.limactl") && !e.getMessage().contains("class "), e.getMessage());
+        e = assertThrows(DataFormatException.class, () -> Recipe.parse("seed: 1\nsources:\n  - {split: train, path: x}\n", "r.yaml"));
+        assertTrue(e.getMessage().contains("sources[0]: type must be one of [stackexchange, wikihow, writingprompts, super-ni, manual, jsonl]"
+                + " (missing)"), e.getMessage());
+        e = assertThrows(DataFormatException.class, () -> Recipe.parse(
+                "seed: 1\nsources:\n  - {type: stackexchange, split: train, path: se, groups: {stem: 5, maths: 3}}\n", "r.yaml"));
+        assertTrue(e.getMessage().contains("sources[0] (stackexchange): groups must be stem and other, got \"maths\""), e.getMessage());
+        e = assertThrows(DataFormatException.class, () -> Recipe.parse(
+                "seed: 1\nsources:\n  - {type: stackexchange, split: train, path: se, temperature: 0}\n", "r.yaml"));
+        assertTrue(e.getMessage().contains("temperature must be > 0"), e.getMessage());
+        e = assertThrows(DataFormatException.class, () -> Recipe.parse(
+                "seed: 1\nsources:\n  - {type: wikihow, split: train, path: w.csv, count: many}\n", "r.yaml"));
+        assertTrue(e.getMessage().startsWith("r.yaml: sources[0].count: "), e.getMessage());
+        // the paper's values where a recipe says nothing
+        Recipe r = Recipe.parse("seed: 1\nsources:\n  - {type: stackexchange, split: train, path: se}\n"
+                + "  - {type: wikihow, split: train, path: w.csv}\n  - {type: writingprompts, split: train, path: wp.csv}\n"
+                + "  - {type: super-ni, split: train, path: ni}\n", "r.yaml");
+        Recipe.StackExchange se = (Recipe.StackExchange) r.sources().get(0);
+        assertEquals(java.util.Map.of("stem", 200, "other", 200), se.groups());
+        assertEquals(3.0, se.temperature());
+        assertEquals(10, se.minAnswerScore());
+        assertEquals(1200, se.minAnswerChars());
+        assertEquals(4096, se.maxAnswerChars());
+        assertEquals(Recipe.FIRST_PERSON, se.firstPerson());
+        assertEquals(200, r.sources().get(1).count());
+        assertEquals(150, r.sources().get(2).count());
+        assertEquals(50, r.sources().get(3).count());
+        assertEquals(List.of("stackexchange", "wikihow", "writingprompts", "super-ni"), r.sources().stream().map(Recipe.Source::type).toList());
     }
 }
