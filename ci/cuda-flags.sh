@@ -2,7 +2,7 @@
 # Prints the CMake flags for the CUDA backend plugin on this machine: -DLIMA_CUDA=OFF without nvcc;
 # with nvcc ($NVCC, else the one on PATH), -DLIMA_CUDA=ON plus, when its toolkit lacks cuBLASLt
 # (build machines with only the compiler), LIMA_CUBLAS_ROOT from the pip wheel nvidia-cublas
-# (CUDA 13; installed here if missing).
+# (CUDA 13), which ci/setup.sh installs. Prints only: it installs nothing.
 set -uo pipefail
 nvcc_bin=${NVCC:-$(command -v nvcc 2>/dev/null || true)}
 if [ -z "$nvcc_bin" ] || [ ! -x "$nvcc_bin" ]; then echo "-DLIMA_CUDA=OFF"; exit 0; fi
@@ -17,11 +17,7 @@ fi
 root() { python3 -c 'import nvidia, os; [print(p + "/cu13") for p in nvidia.__path__ if os.path.exists(p + "/cu13/include/cublasLt.h")]' 2>/dev/null | head -1; }
 r=$(root)
 if [ -z "$r" ]; then
-  python3 -m pip install -q nvidia-cublas >&2 || true
-  r=$(root)
-fi
-if [ -z "$r" ]; then
-  echo "ci/cuda-flags.sh: nvcc found but no cuBLASLt (pip install nvidia-cublas failed): the CUDA plugin is NOT built" >&2
+  echo "ci/cuda-flags.sh: nvcc found but no cuBLASLt (run ci/setup.sh, which installs the nvidia-cublas wheel): the CUDA plugin is NOT built" >&2
   echo "-DLIMA_CUDA=OFF"
   exit 0
 fi

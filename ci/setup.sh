@@ -14,3 +14,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
 fi
+
+# The CUDA plugin's cuBLASLt where a CUDA 13 compiler has none beside it (build machines with only
+# nvcc): the pip wheel nvidia-cublas, which ci/cuda-flags.sh then points CMake at.
+nvcc_bin=$(command -v nvcc 2>/dev/null || true)
+if [ -n "$nvcc_bin" ] && [ ! -f "$(dirname "$(readlink -f "$nvcc_bin")")/../include/cublasLt.h" ] &&
+   ! python3 -c 'import nvidia, os, sys; sys.exit(0 if any(os.path.exists(p + "/cu13/include/cublasLt.h") for p in nvidia.__path__) else 1)' 2>/dev/null; then
+  echo "ci/setup.sh: installing the nvidia-cublas wheel (cuBLASLt for the CUDA plugin)"
+  python3 -m pip install -q nvidia-cublas || echo "ci/setup.sh: pip install nvidia-cublas failed: the CUDA plugin will not be built" >&2
+fi

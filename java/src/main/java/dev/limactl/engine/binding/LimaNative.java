@@ -287,7 +287,9 @@ public final class LimaNative {
      * beside liblima, or null when the jar has none for that major.
      */
     public static java.io.File bundledCudaPlugin(int major) throws java.io.IOException {
-        return Loader.cacheResource(LimaNative.class, Loader.getPlatform() + "/liblima_cuda" + major + ".so");
+        // where the build put it: cuda/<os.name>-<os.arch>/ beside this class (java/pom.xml)
+        return Loader.cacheResource(LimaNative.class,
+                "cuda/" + System.getProperty("os.name") + "-" + System.getProperty("os.arch") + "/liblima_cuda" + major + ".so");
     }
 
     /** {@code lima_memory_plan}. */
