@@ -28,7 +28,7 @@ fi
 if ! [ -x build-gpu/cpp/lima_cuda_tests ]; then
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DLIMA_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
         -DLIMA_BUILD_TESTS=ON -DLIMA_BUILD_BENCH=ON "${extra[@]}" > "$out/cmake.log" 2>&1 || { tail -30 "$out/cmake.log"; exit 1; }
-  cmake --build build-gpu -j 16 > "$out/build.log" 2>&1 || { grep -E "error" -A3 "$out/build.log" | head -60; exit 1; }
+  cmake --build build-gpu -j"$(nproc)" > "$out/build.log" 2>&1 || { grep -E "error" -A3 "$out/build.log" | head -60; exit 1; }
 fi
 status=0
 if [ "$what" = all ] || [ "$what" = tests ]; then

@@ -250,6 +250,38 @@ void backward(Ctx &c, long N, int ntiles, const DropoutKey *key, float p_max) {
     encoder_backward(g + c.emb, c.dres.p, c.tokens.p, N, d, c.st);
 }
 
+// The classifier (the CPU's cpu::classifier_train), chunk by chunk over the M rows that predict a
+// target, never (N, V) at once: logits, cross-entropy into c.dsum, dxf (scattered back to the
+// rows) and the LM-head gradient.
+void classifier_train(Ctx &c, long M, float inv_norm) {
+    const int d = c.d(), V = c.cfg.vocab_size;
+    for (long r0 = 0; r0 < M; r0 += c.chunk) {
+        const long n = std::min(c.chunk, M - r0);
+        gather_rows(c.cx.p, c.xf.p, c.rows.p + r0, n, d, c.st);
+        c.gemm->run(c.clogits.p, true, c.cx.p, false, c.p16.p + c.lm_head, true, int(n), V, d, 0.0f, c.st);
+        cross_entropy(c.cdl.p, c.dsum.p, c.clogits.p, c.labels.p + r0, n, V, inv_norm, c.st);
+        c.gemm->run(c.cdx.p, false, c.cdl.p, false, c.p16.p + c.lm_head, false, int(n), d, V, 0.0f, c.st);
+        scatter_rows(c.dxf.p, c.cdx.p, c.rows.p + r0, n, d, c.st);
+        c.gemm->run(c.grads.p + c.lm_head, true, c.cdl.p, true, c.cx.p, false, V, d, int(n), 1.0f, c.st);
+    }
+}
+
+// Log-probabilities of the batch's labels (the CPU's cpu::classifier_logprobs): out[row + 1] for
+// each target row, chunk by chunk.
+void classifier_logprobs(Ctx &c, const lima_cuda_batch &b, float *out) {
+    const int d = c.d(), V = c.cfg.vocab_size;
+    std::vector<float> lp(size_t(c.chunk));
+    for (long r0 = 0; r0 < b.M; r0 += c.chunk) {
+        const long n = std::min(c.chunk, long(b.M) - r0);
+        gather_rows(c.cx.p, c.xf.p, c.rows.p + r0, n, d, c.st);
+        c.gemm->run(c.clogits.p, true, c.cx.p, false, c.p16.p + c.lm_head, true, int(n), V, d, 0.0f, c.st);
+        label_logprobs(c.clp.p, c.clogits.p, c.labels.p + r0, n, V, c.st);
+        LIMA_CUDA_CHECK(cudaMemcpyAsync(lp.data(), c.clp.p, size_t(n) * 4, cudaMemcpyDeviceToHost, c.st));
+        LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
+        for (long i = 0; i < n; ++i) out[b.rows[r0 + i] + 1] = lp[size_t(i)];
+    }
+}
+
 Ctx *create(const lima_cuda_model_desc &d, const float *params) {
     ModelConfig cfg(d.cfg);
     LIMA_REQUIRE(attention_supports(cfg.hd()), LIMA_ERR_UNSUPPORTED, "the CUDA backend supports head_dim 32, 64 or 128; this model has ",
@@ -389,19 +421,10 @@ LIMA_EXPORT int lima_cuda_plugin_forward_backward(void *ctx, const lima_cuda_bat
         const DropoutKey key{a->seed, a->step, a->micro};
         const DropoutKey *kp = a->dropout && a->p_max > 0 ? &key : nullptr;
         forward(c, N, nt, kp, a->p_max);
-        const int d = c.d(), V = c.cfg.vocab_size;
+        const int d = c.d();
         LIMA_CUDA_CHECK(cudaMemsetAsync(c.dxf.p, 0, size_t(N) * d * sizeof(bf16), c.st));
         LIMA_CUDA_CHECK(cudaMemsetAsync(c.dsum.p, 0, sizeof(double), c.st));
-        // Fused classifier, chunk by chunk: only rows that predict a target, never (N, V) at once.
-        for (long r0 = 0; r0 < b->M; r0 += c.chunk) {
-            const long n = std::min(c.chunk, long(b->M) - r0);
-            gather_rows(c.cx.p, c.xf.p, c.rows.p + r0, n, d, c.st);
-            c.gemm->run(c.clogits.p, true, c.cx.p, false, c.p16.p + c.lm_head, true, int(n), V, d, 0.0f, c.st);
-            cross_entropy(c.cdl.p, c.dsum.p, c.clogits.p, c.labels.p + r0, n, V, a->inv_norm, c.st);
-            c.gemm->run(c.cdx.p, false, c.cdl.p, false, c.p16.p + c.lm_head, false, int(n), d, V, 0.0f, c.st);
-            scatter_rows(c.dxf.p, c.cdx.p, c.rows.p + r0, n, d, c.st);
-            c.gemm->run(c.grads.p + c.lm_head, true, c.cdl.p, true, c.cx.p, false, V, d, int(n), 1.0f, c.st);
-        }
+        classifier_train(c, b->M, a->inv_norm);
         backward(c, N, nt, kp, a->p_max);
         LIMA_CUDA_CHECK(cudaMemcpyAsync(loss, c.dsum.p, sizeof(double), cudaMemcpyDeviceToHost, c.st));
         LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
@@ -441,17 +464,7 @@ LIMA_EXPORT int lima_cuda_plugin_logprobs(void *ctx, const lima_cuda_batch *b, f
         const long N = long(b->B) * b->T;
         const int nt = upload(c, *b);
         forward(c, N, nt, nullptr, 0.0f);
-        const int d = c.d(), V = c.cfg.vocab_size;
-        std::vector<float> lp(size_t(c.chunk));
-        for (long r0 = 0; r0 < b->M; r0 += c.chunk) {
-            const long n = std::min(c.chunk, long(b->M) - r0);
-            gather_rows(c.cx.p, c.xf.p, c.rows.p + r0, n, d, c.st);
-            c.gemm->run(c.clogits.p, true, c.cx.p, false, c.p16.p + c.lm_head, true, int(n), V, d, 0.0f, c.st);
-            label_logprobs(c.clp.p, c.clogits.p, c.labels.p + r0, n, V, c.st);
-            LIMA_CUDA_CHECK(cudaMemcpyAsync(lp.data(), c.clp.p, size_t(n) * 4, cudaMemcpyDeviceToHost, c.st));
-            LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
-            for (long i = 0; i < n; ++i) out[b->rows[r0 + i] + 1] = lp[size_t(i)];
-        }
+        classifier_logprobs(c, *b, out);
     });
 }
 

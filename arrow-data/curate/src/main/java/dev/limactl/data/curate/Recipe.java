@@ -7,7 +7,9 @@ import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.DeserializationFeature;
 import com.fasterxml.jackson.databind.JsonMappingException;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.exc.InvalidFormatException;
 import com.fasterxml.jackson.databind.exc.InvalidTypeIdException;
+import com.fasterxml.jackson.databind.exc.MismatchedInputException;
 import com.fasterxml.jackson.databind.exc.UnrecognizedPropertyException;
 import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
 import dev.limactl.data.DataFormatException;
@@ -215,6 +217,10 @@ public record Recipe(long seed, @JsonProperty("on_error") String onError, Dedup 
         } catch (InvalidTypeIdException e) {
             throw new DataFormatException(where + ": " + location(e) + ": type must be one of " + typeNames()
                     + (e.getTypeId() == null ? " (missing)" : ", got \"" + e.getTypeId() + "\""), e);
+        } catch (MismatchedInputException e) {
+            Object got = e instanceof InvalidFormatException f ? f.getValue() : null;
+            throw new DataFormatException(where + ": " + location(e) + ": expected " + kind(e.getTargetType())
+                    + (got != null ? ", got \"" + got + "\"" : ""), e);
         } catch (JsonMappingException e) {
             throw new DataFormatException(where + ": " + location(e) + ": " + e.getOriginalMessage().replaceAll(" \\(class [^)]*\\)", ""), e);
         } catch (JsonProcessingException e) {
@@ -234,6 +240,18 @@ public record Recipe(long seed, @JsonProperty("on_error") String onError, Dedup 
             else b.append('[').append(r.getIndex()).append(']');
         }
         return b.length() == 0 ? "top level" : b.toString();
+    }
+
+    /** What a recipe value of this Java type looks like in YAML. */
+    private static String kind(Class<?> t) {
+        if (t == null) return "another kind of value";
+        if (List.class.isAssignableFrom(t)) return "a list";
+        if (Map.class.isAssignableFrom(t) || t.isRecord() || t.isInterface()) return "a mapping of keys";
+        if (t == Integer.class || t == int.class || t == Long.class || t == long.class) return "an integer";
+        if (t == Double.class || t == double.class) return "a number";
+        if (t == Boolean.class || t == boolean.class) return "true or false";
+        if (t == String.class) return "a string";
+        return "another kind of value";
     }
 
     private static List<String> knownKeys(UnrecognizedPropertyException e) {

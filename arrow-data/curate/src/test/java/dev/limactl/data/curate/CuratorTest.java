@@ -200,7 +200,9 @@ class CuratorTest {
         assertTrue(e.getMessage().contains("temperature must be > 0"), e.getMessage());
         e = assertThrows(DataFormatException.class, () -> Recipe.parse(
                 "seed: 1\nsources:\n  - {type: wikihow, split: train, path: w.csv, count: many}\n", "r.yaml"));
-        assertTrue(e.getMessage().startsWith("r.yaml: sources[0].count: "), e.getMessage());
+        assertEquals("r.yaml: sources[0].count: expected an integer, got \"many\"", e.getMessage());
+        e = assertThrows(DataFormatException.class, () -> Recipe.parse("seed: 1\nsources: abc\n", "r.yaml"));
+        assertEquals("r.yaml: sources: expected a list", e.getMessage());
         // the paper's values where a recipe says nothing
         Recipe r = Recipe.parse("seed: 1\nsources:\n  - {type: stackexchange, split: train, path: se}\n"
                 + "  - {type: wikihow, split: train, path: w.csv}\n  - {type: writingprompts, split: train, path: wp.csv}\n"
