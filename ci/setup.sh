@@ -3,7 +3,7 @@
 # nlohmann/json and GoogleTest for liblima; a JDK 17+ and Maven for the Java modules; fonts for charts.
 # Idempotent; skips apt when everything is there.
 set -euo pipefail
-pkgs=(cmake g++ libopenblas-openmp-dev nlohmann-json3-dev libgtest-dev fontconfig fonts-dejavu-core)
+pkgs=(cmake g++ libopenblas-openmp-dev nlohmann-json3-dev libgtest-dev libgloo-dev fontconfig fonts-dejavu-core)
 command -v javac >/dev/null 2>&1 || pkgs+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null 2>&1 || pkgs+=(maven)
 missing=()

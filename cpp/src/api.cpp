@@ -31,6 +31,9 @@ struct lima_trainer {
 struct lima_batch {
     lima::Batch b;
 };
+struct lima_comm {
+    std::unique_ptr<lima::Comm> c;
+};
 struct lima_generator {
     std::unique_ptr<lima::Generator> g;
 };
@@ -358,6 +361,83 @@ int lima_trainer_step(lima_trainer *t, float lr, lima_step_result *out) {
         need(t, "lima_trainer_step", "trainer");
         const lima_step_result r = t->t->apply(lr);
         if (out) *out = r;
+    });
+}
+
+int lima_comm_create(const char *backend, int32_t rank, int32_t world, const char *rendezvous, int32_t timeout_ms, lima_comm **out) {
+    return guarded([&] {
+        need(backend, "lima_comm_create", "backend");
+        need(rendezvous, "lima_comm_create", "rendezvous");
+        need(out, "lima_comm_create", "out");
+        auto c = std::make_unique<lima_comm>();
+        c->c = std::make_unique<lima::Comm>(backend, rank, world, rendezvous, timeout_ms);
+        *out = c.release();
+    });
+}
+
+void lima_comm_free(lima_comm *c) { delete c; }
+
+int lima_comm_info(const lima_comm *c, int32_t *rank, int32_t *world) {
+    return guarded([&] {
+        need(c, "lima_comm_info", "comm");
+        if (rank) *rank = c->c->rank;
+        if (world) *world = c->c->world;
+    });
+}
+
+int lima_comm_allreduce_sum(lima_comm *c, float *data, int64_t n) {
+    return guarded([&] {
+        need(c, "lima_comm_allreduce_sum", "comm");
+        LIMA_REQUIRE(n >= 0 && (data || n == 0), LIMA_ERR_INVALID_ARGUMENT, "lima_comm_allreduce_sum: data is NULL or n < 0");
+        c->c->allreduce_sum(data, n);
+    });
+}
+
+int lima_comm_allgather(lima_comm *c, const float *in, int64_t n, float *out) {
+    return guarded([&] {
+        need(c, "lima_comm_allgather", "comm");
+        LIMA_REQUIRE(n >= 0 && in && out, LIMA_ERR_INVALID_ARGUMENT, "lima_comm_allgather: in or out is NULL, or n < 0");
+        c->c->allgather(in, n, out);
+    });
+}
+
+int lima_comm_broadcast(lima_comm *c, float *data, int64_t n, int32_t root) {
+    return guarded([&] {
+        need(c, "lima_comm_broadcast", "comm");
+        LIMA_REQUIRE(n >= 0 && (data || n == 0), LIMA_ERR_INVALID_ARGUMENT, "lima_comm_broadcast: data is NULL or n < 0");
+        LIMA_REQUIRE(root >= 0 && root < c->c->world, LIMA_ERR_INVALID_ARGUMENT, "lima_comm_broadcast: root ", root,
+                     " is not a rank of ", c->c->world);
+        c->c->broadcast(data, n, root);
+    });
+}
+
+int lima_comm_barrier(lima_comm *c) {
+    return guarded([&] {
+        need(c, "lima_comm_barrier", "comm");
+        c->c->barrier();
+    });
+}
+
+int lima_comm_abort(lima_comm *c) {
+    return guarded([&] {
+        need(c, "lima_comm_abort", "comm");
+        c->c->api->abort(c->c->handle);
+    });
+}
+
+int lima_trainer_set_comm(lima_trainer *t, lima_comm *c, int32_t zero_stage) {
+    return guarded([&] {
+        need(t, "lima_trainer_set_comm", "trainer");
+        need(c, "lima_trainer_set_comm", "comm");
+        t->t->set_comm(c->c.get(), zero_stage);
+    });
+}
+
+int lima_trainer_set_micro_batch(lima_trainer *t, int32_t index) {
+    return guarded([&] {
+        need(t, "lima_trainer_set_micro_batch", "trainer");
+        LIMA_REQUIRE(index >= 0, LIMA_ERR_INVALID_ARGUMENT, "lima_trainer_set_micro_batch: index must be >= 0, got ", index);
+        t->t->set_micro(uint32_t(index));
     });
 }
 

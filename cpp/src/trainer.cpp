@@ -38,7 +38,37 @@ Trainer::Trainer(Model *m, const lima_train_config &c) : model(m), cfg(c) {
     ++model->trainers;
 }
 
-Trainer::~Trainer() { --model->trainers; }
+Trainer::~Trainer() {
+    --model->trainers;
+    if (comm) --comm->trainers;
+}
+
+void Trainer::set_comm(Comm *c, int stage) {
+    LIMA_REQUIRE(c, LIMA_ERR_INVALID_ARGUMENT, "lima_trainer_set_comm: comm is NULL");
+    LIMA_REQUIRE(!comm, LIMA_ERR_STATE, "lima_trainer_set_comm: the trainer already has a communicator");
+    LIMA_REQUIRE(micro == 0, LIMA_ERR_STATE, "lima_trainer_set_comm: call it between optimiser steps, not mid-step");
+    LIMA_REQUIRE(stage >= 0 && stage <= 3, LIMA_ERR_INVALID_ARGUMENT, "lima_trainer_set_comm: zero_stage must be 0, 1, 2 or 3, got ",
+                 stage);
+    LIMA_REQUIRE(stage <= 2, LIMA_ERR_UNSUPPORTED, "lima_trainer_set_comm: ZeRO stage 3 (sharded parameters) is not implemented yet;"
+                 " use stage 0, 1 or 2");
+    LIMA_REQUIRE(!model->cuda, LIMA_ERR_UNSUPPORTED, "lima_trainer_set_comm: data parallelism on CUDA devices needs the NCCL"
+                 " backend, which is not implemented yet; CPU ranks use gloo");
+    // every rank starts from rank 0's weights and optimiser position, as one model would
+    c->broadcast(model->params.data(), int64_t(model->params.size()), 0);
+    shard = Shard(int64_t(model->layout.total), c->rank, c->world);
+    if (stage >= 1) {  // keep the moments of this rank's shard only
+        m1 = std::vector<float>(m1.begin() + shard.begin, m1.begin() + shard.end);
+        m2 = std::vector<float>(m2.begin() + shard.begin, m2.begin() + shard.end);
+    }
+    comm = c;
+    zero = stage;
+    ++c->trainers;
+}
+
+void Trainer::set_micro(uint32_t m) {
+    LIMA_REQUIRE(m < 65536, LIMA_ERR_INVALID_ARGUMENT, "lima_trainer_set_micro: micro-batch index ", m, " must be < 65536");
+    micro = m;
+}
 
 lima_fb_result Trainer::forward_backward(const Batch &b, int64_t step_targets) {
     LIMA_REQUIRE(b.filled, LIMA_ERR_STATE, "lima_trainer_forward_backward: the batch has no data (call lima_batch_set)");
@@ -91,10 +121,14 @@ lima_step_result Trainer::apply(float lr) {
         r.step = ++step;
         return r;
     }
+    // Data parallel: every rank's gradient summed (each normalised by the whole step's targets).
+    if (comm && comm->world > 1) comm->allreduce_sum(grads.data(), int64_t(grads.size()));
+    // ZeRO >= 1: this rank updates its shard of the weights with its shard of the moments.
+    const int64_t lo = zero >= 1 ? shard.begin : 0, hi = zero >= 1 ? shard.end : int64_t(grads.size());
     double ss = 0.0;
-    const long n = long(grads.size());
 #pragma omp parallel for schedule(static) reduction(+ : ss)
-    for (long i = 0; i < n; ++i) ss += double(grads[size_t(i)]) * double(grads[size_t(i)]);
+    for (long i = long(lo); i < long(hi); ++i) ss += double(grads[size_t(i)]) * double(grads[size_t(i)]);
+    if (zero >= 1 && comm->world > 1) comm->allreduce_sum(&ss, 1);  // the norm of the global gradient
     lima_step_result r{std::sqrt(ss), 0, step};
     LIMA_REQUIRE(std::isfinite(r.grad_norm), LIMA_ERR_STATE, "lima_trainer_step: the gradient norm is ", r.grad_norm,
                  "; no update was made (zero the gradients to go on)");
@@ -104,9 +138,18 @@ lima_step_result Trainer::apply(float lr) {
         r.clipped = 1;
     }
     const cpu::AdamWParams a{lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay, scale, long(step + 1)};
-    for (const ParamInfo &p : model->layout.params)
-        cpu::adamw_update(model->params.data() + p.offset, m1.data() + p.offset, m2.data() + p.offset,
-                          grads.data() + p.offset, long(p.numel()), p.decay, a);
+    for (const ParamInfo &p : model->layout.params) {
+        const int64_t b = std::max<int64_t>(lo, int64_t(p.offset)), e = std::min<int64_t>(hi, int64_t(p.offset) + p.numel());
+        if (b >= e) continue;
+        cpu::adamw_update(model->params.data() + b, m1.data() + (b - lo), m2.data() + (b - lo), grads.data() + b, long(e - b),
+                          p.decay, a);
+    }
+    if (zero >= 1 && comm->world > 1) {  // every rank gets every shard's new weights
+        std::vector<float> mine(size_t(shard.shard), 0.0f), all(size_t(shard.padded));
+        std::copy(model->params.begin() + lo, model->params.begin() + hi, mine.begin());
+        comm->allgather(mine.data(), shard.shard, all.data());
+        std::copy(all.begin(), all.begin() + int64_t(model->params.size()), model->params.begin());
+    }
     zero_grad();
     r.step = ++step;
     return r;
@@ -132,6 +175,17 @@ void Trainer::read_grad(const ParamInfo &p, float *out) const {
 }
 
 void Trainer::save_state(const std::string &path) const {
+    if (zero >= 1) {  // this rank's shard of the moments; gradients only mid-step, whole
+        LIMA_REQUIRE(micro == 0, LIMA_ERR_STATE, "lima_trainer_save_state: a sharded trainer saves between optimiser steps only");
+        const int64_t n = shard.end - shard.begin;
+        std::vector<StWriteItem> items{{"exp_avg", {n}, m1.data()}, {"exp_avg_sq", {n}, m2.data()}};
+        std::map<std::string, std::string> meta{{"format", "lima-adamw-shard-1"}, {"step", std::to_string(step)},
+                                                {"num_params", std::to_string(model->layout.total)},
+                                                {"rank", std::to_string(comm->rank)}, {"world", std::to_string(comm->world)},
+                                                {"shard_begin", std::to_string(shard.begin)}, {"shard_end", std::to_string(shard.end)}};
+        st_write(path, items, "F32", meta);
+        return;
+    }
     std::vector<float> dm1, dm2, dg;  // device state, copied out
     const float *M1 = m1.data(), *M2 = m2.data(), *G = grads.data();
     if (model->cuda) {
@@ -161,8 +215,9 @@ void Trainer::save_state(const std::string &path) const {
 
 void Trainer::load_state(const std::string &path) {
     StFile f = st_open(path);
-    LIMA_REQUIRE(f.metadata["format"] == "lima-adamw-1", LIMA_ERR_FORMAT, path, ": not a liblima optimiser state (format \"",
-                 f.metadata["format"], "\")");
+    const std::string format = f.metadata["format"];
+    LIMA_REQUIRE(format == "lima-adamw-1" || format == "lima-adamw-shard-1", LIMA_ERR_FORMAT, path,
+                 ": not a liblima optimiser state (format \"", format, "\")");
     auto number = [&](const char *key) -> int64_t {
         const std::string &s = f.metadata[key];
         char *end = nullptr;
@@ -171,9 +226,31 @@ void Trainer::load_state(const std::string &path) {
                      "\" is not a non-negative integer: \"", s, "\"");
         return v;
     };
-    const int64_t nstep = number("step"), nmicro = number("micro"), np = number("num_params");
+    const int64_t np = number("num_params");
     LIMA_REQUIRE(np == int64_t(model->layout.total), LIMA_ERR_SHAPE, path, ": optimiser state is for a model of ", np,
                  " parameters, this model has ", model->layout.total);
+    if (format == "lima-adamw-shard-1") {  // one rank's shard: the same shard of the same world only
+        LIMA_REQUIRE(zero >= 1 && number("world") == comm->world && number("rank") == comm->rank &&
+                         number("shard_begin") == shard.begin && number("shard_end") == shard.end,
+                     LIMA_ERR_STATE, path, ": the shard of rank ", f.metadata["rank"], " of ", f.metadata["world"],
+                     " ranks; this trainer is ", zero >= 1 ? cat("rank ", comm->rank, " of ", comm->world) : std::string("not sharded"),
+                     " (loading another world size's shards is not implemented yet)");
+        const int64_t n = shard.end - shard.begin;
+        std::vector<float> a(static_cast<size_t>(n)), b(static_cast<size_t>(n));
+        for (auto [name, dst] : {std::pair<const char *, float *>{"exp_avg", a.data()}, {"exp_avg_sq", b.data()}}) {
+            auto e = f.tensors.find(name);
+            LIMA_REQUIRE(e != f.tensors.end() && e->second.numel() == n, LIMA_ERR_FORMAT, path, ": tensor ", name,
+                         " is missing or has the wrong size");
+            st_read_f32(f, e->second, dst, n);
+        }
+        m1.swap(a);
+        m2.swap(b);
+        std::fill(grads.begin(), grads.end(), 0.0f);
+        step = number("step");
+        micro = 0;
+        return;
+    }
+    const int64_t nstep = number("step"), nmicro = number("micro");
     const size_t total = model->layout.total;
     std::vector<float> a(total), b(total), g(total, 0.0f);
     auto read = [&](const std::string &name, const ParamInfo &p, float *dst) {
@@ -189,6 +266,11 @@ void Trainer::load_state(const std::string &path) {
     }
     if (model->cuda) {  // only now, so a failed load leaves the trainer as it was
         cuda_run(cuda_api().state, model->cuda, a.data(), b.data(), g.data(), 1);
+    } else if (zero >= 1) {  // a whole state (one rank's) loaded into a shard: its slice
+        LIMA_REQUIRE(nmicro == 0, LIMA_ERR_STATE, path, ": a mid-step state cannot be loaded into a sharded trainer");
+        m1.assign(a.begin() + shard.begin, a.begin() + shard.end);
+        m2.assign(b.begin() + shard.begin, b.begin() + shard.end);
+        grads.swap(g);
     } else {
         m1.swap(a);
         m2.swap(b);

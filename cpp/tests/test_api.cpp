@@ -61,7 +61,7 @@ TEST(Api, CudaDevicesAreListedOrTheMissingPieceIsNamed) {
     } else {  // no plugin, no driver or no device: each said plainly
         EXPECT_EQ(st, LIMA_ERR_UNSUPPORTED);
         const std::string msg = lima_last_error();
-        EXPECT_TRUE(msg.find("plugin is not available") != std::string::npos || msg.find("no NVIDIA driver") != std::string::npos ||
+        EXPECT_TRUE(msg.find("no CUDA backend plugin found") != std::string::npos || msg.find("no NVIDIA driver") != std::string::npos ||
                     msg.find("cannot list CUDA devices") != std::string::npos)
             << msg;
     }

@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 /* Bumped on every incompatible change of this header. */
-#define LIMA_ABI_VERSION 3
+#define LIMA_ABI_VERSION 4
 
 typedef enum lima_status {
     LIMA_OK = 0,
@@ -248,6 +248,47 @@ LIMA_API int lima_trainer_load_state(lima_trainer *t, const char *path);
  * LIMA_ERR_OUT_OF_MEMORY and a message with the figures; on the CPU it fills what it can (host
  * memory, device fields 0). out may be NULL. */
 LIMA_API int lima_trainer_plan_memory(lima_trainer *t, int32_t rows, int32_t seq_len, lima_memory_plan *out);
+
+/* ---------------------------------------------------------------- distributed training */
+
+/* This process's place in a group of `world` ranks, and the collectives of data-parallel training,
+ * run by a communicator plugin loaded at run time (liblima_gloo.so for "gloo", the CPU backend:
+ * $LIMA_GLOO_PLUGIN, next to liblima, then the loader's path), so liblima loads where no collective
+ * library is installed; a missing plugin is LIMA_ERR_UNSUPPORTED naming what to install.
+ * rendezvous: "file:DIR", a directory every rank can reach (fresh for each job). Every rank must
+ * arrive within timeout_ms, which also bounds every collective; otherwise the call fails
+ * (LIMA_ERR_IO) naming the ranks that did not arrive; a peer that dies makes the next collective fail
+ * with LIMA_ERR_IO (SIGPIPE is set to be ignored if it had its default action, so that a write to a
+ * dead peer is an error, not the end of this process). The communicator must outlive its trainers. */
+typedef struct lima_comm lima_comm;
+
+LIMA_API int lima_comm_create(const char *backend, int32_t rank, int32_t world, const char *rendezvous,
+                              int32_t timeout_ms, lima_comm **out);
+LIMA_API void lima_comm_free(lima_comm *c);
+LIMA_API int lima_comm_info(const lima_comm *c, int32_t *rank, int32_t *world);
+/* data (n) = the sum over ranks of data (n), in place. */
+LIMA_API int lima_comm_allreduce_sum(lima_comm *c, float *data, int64_t n);
+/* out (world * n) = every rank's in (n), in rank order. */
+LIMA_API int lima_comm_allgather(lima_comm *c, const float *in, int64_t n, float *out);
+/* data (n) = root's data (n). */
+LIMA_API int lima_comm_broadcast(lima_comm *c, float *data, int64_t n, int32_t root);
+LIMA_API int lima_comm_barrier(lima_comm *c);
+/* Closes this rank's connections, so that peers blocked in a collective with it fail at once. */
+LIMA_API int lima_comm_abort(lima_comm *c);
+
+/* Makes a CPU trainer data parallel over c: every rank starts from rank 0's weights; each step's
+ * gradient is summed over the ranks before the update (each rank passes the targets of the WHOLE
+ * step, all ranks' micro-batches, to lima_trainer_forward_backward). zero_stage 0: replicated
+ * optimiser; 1 and 2: each rank keeps the AdamW moments of its shard of the weights only (the flat
+ * parameter buffer padded to a multiple of the world size), updates that shard and all-gathers the
+ * weights; the gradient norm and clipping are over the global gradient. Stage 2 currently sums the
+ * whole gradient as stage 1 does (no reduce-scatter yet); stage 3 and CUDA ranks (NCCL) are
+ * LIMA_ERR_UNSUPPORTED for now. A sharded trainer saves and loads its own shard of the optimiser
+ * state (lima_trainer_save_state), or the slice of a whole state saved by one rank. */
+LIMA_API int lima_trainer_set_comm(lima_trainer *t, lima_comm *c, int32_t zero_stage);
+/* The index, within the whole optimiser step, of the next micro-batch this rank runs (part of the
+ * dropout key): ranks that share a step's micro-batches round-robin draw the masks one rank would. */
+LIMA_API int lima_trainer_set_micro_batch(lima_trainer *t, int32_t index);
 
 /* ---------------------------------------------------------------- generation */
 

@@ -1,0 +1,181 @@
+// The CPU communicator plugin over Gloo (the library PyTorch uses for CPU collectives): a full mesh
+// of TCP pairs set up through a rendezvous store, and the collectives data parallelism needs. The
+// only rendezvous here is Gloo's FileStore in a directory every rank can reach ("file:DIR"); the
+// arrival of every rank is awaited with the caller's timeout, so a rank that never comes is named
+// instead of waited for forever.
+#include <gloo/allgather.h>
+#include <gloo/allreduce.h>
+#include <gloo/barrier.h>
+#include <gloo/broadcast.h>
+#include <gloo/common/error.h>
+#include <gloo/math.h>
+#include <gloo/rendezvous/context.h>
+#include <gloo/rendezvous/file_store.h>
+#include <gloo/transport/tcp/device.h>
+
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lima/lima.h"
+
+#define LIMA_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace {
+
+struct Comm {
+    std::shared_ptr<gloo::rendezvous::Context> ctx;
+    std::chrono::milliseconds timeout;
+    uint32_t tag = 0;
+};
+
+struct Failure {
+    int status;
+    std::string message;
+};
+
+template <typename F>
+int guard(char *err, int32_t cap, F &&f) {
+    auto put = [&](const std::string &m) {
+        if (err && cap > 0) std::snprintf(err, size_t(cap), "%s", m.c_str());
+    };
+    try {
+        f();
+        return LIMA_OK;
+    } catch (const Failure &e) {
+        put(e.message);
+        return e.status;
+    } catch (const gloo::IoException &e) {
+        put(std::string("gloo: ") + e.what());
+        return LIMA_ERR_IO;
+    } catch (const gloo::Exception &e) {
+        put(std::string("gloo: ") + e.what());
+        return LIMA_ERR_IO;
+    } catch (const std::bad_alloc &) {
+        put("out of host memory");
+        return LIMA_ERR_OUT_OF_MEMORY;
+    } catch (const std::exception &e) {
+        put(e.what());
+        return LIMA_ERR_INTERNAL;
+    }
+}
+
+// Sets this rank's arrival key and waits for every other rank's, so that a missing rank is named.
+void await_ranks(gloo::rendezvous::Store &store, int rank, int world, std::chrono::milliseconds timeout) {
+    const std::string mine = "lima/arrived/" + std::to_string(rank);
+    store.set(mine, std::vector<char>{'1'});
+    std::vector<std::string> keys;
+    for (int r = 0; r < world; ++r) keys.push_back("lima/arrived/" + std::to_string(r));
+    try {
+        store.wait(keys, timeout);
+    } catch (const gloo::IoException &) {
+        std::string missing;
+        for (int r = 0; r < world; ++r) {
+            try {
+                store.wait({keys[size_t(r)]}, std::chrono::milliseconds(1));
+            } catch (const gloo::IoException &) {
+                missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+            }
+        }
+        throw Failure{LIMA_ERR_IO, "rendezvous: rank(s) " + missing + " of " + std::to_string(world) + " did not arrive within " +
+                                       std::to_string(timeout.count()) + " ms"};
+    }
+}
+
+}  // namespace
+
+LIMA_EXPORT int lima_comm_plugin_create(int32_t rank, int32_t world, const char *rendezvous, int32_t timeout_ms, void **out,
+                                        char *err, int32_t errcap) {
+    return guard(err, errcap, [&] {
+        const std::string rv = rendezvous ? rendezvous : "";
+        if (rv.rfind("file:", 0) != 0 || rv.size() <= 5)
+            throw Failure{LIMA_ERR_INVALID_ARGUMENT, "gloo rendezvous \"" + rv + "\": expected file:DIR (a directory every rank can reach)"};
+        // A peer that dies closes its sockets; a send to it must fail with an error, not kill this
+        // process with SIGPIPE. Only the default disposition is changed (the JVM already ignores it).
+        struct sigaction old {};
+        if (sigaction(SIGPIPE, nullptr, &old) == 0 && old.sa_handler == SIG_DFL) signal(SIGPIPE, SIG_IGN);
+        auto c = std::make_unique<Comm>();
+        c->timeout = std::chrono::milliseconds(timeout_ms);
+        gloo::rendezvous::FileStore store(rv.substr(5));
+        await_ranks(store, rank, world, c->timeout);
+        gloo::transport::tcp::attr attr;
+        const char *host = std::getenv("LIMA_GLOO_HOST");  // the address other ranks reach this one at
+        attr.hostname = host && *host ? host : "127.0.0.1";
+        auto dev = gloo::transport::tcp::CreateDevice(attr);
+        c->ctx = std::make_shared<gloo::rendezvous::Context>(rank, world);
+        c->ctx->setTimeout(c->timeout);
+        c->ctx->connectFullMesh(store, dev);
+        *out = c.release();
+    });
+}
+
+LIMA_EXPORT void lima_comm_plugin_free(void *comm) { delete static_cast<Comm *>(comm); }
+
+LIMA_EXPORT int lima_comm_plugin_allreduce(void *comm, void *data, int64_t n, int32_t is_double, char *err, int32_t errcap) {
+    return guard(err, errcap, [&] {
+        Comm &c = *static_cast<Comm *>(comm);
+        if (n == 0 || c.ctx->size == 1) return;
+        gloo::AllreduceOptions o(c.ctx);
+        if (is_double) {
+            o.setOutput(static_cast<double *>(data), size_t(n));
+            o.setReduceFunction(static_cast<void (*)(void *, const void *, const void *, size_t)>(&gloo::sum<double>));
+        } else {
+            o.setOutput(static_cast<float *>(data), size_t(n));
+            o.setReduceFunction(static_cast<void (*)(void *, const void *, const void *, size_t)>(&gloo::sum<float>));
+        }
+        o.setTag(c.tag++);
+        o.setTimeout(c.timeout);
+        gloo::allreduce(o);
+    });
+}
+
+LIMA_EXPORT int lima_comm_plugin_allgather(void *comm, const float *in, int64_t n, float *out, char *err, int32_t errcap) {
+    return guard(err, errcap, [&] {
+        Comm &c = *static_cast<Comm *>(comm);
+        gloo::AllgatherOptions o(c.ctx);
+        o.setInput(const_cast<float *>(in), size_t(n));
+        o.setOutput(out, size_t(n) * size_t(c.ctx->size));
+        o.setTag(c.tag++);
+        o.setTimeout(c.timeout);
+        gloo::allgather(o);
+    });
+}
+
+LIMA_EXPORT int lima_comm_plugin_broadcast(void *comm, float *data, int64_t n, int32_t root, char *err, int32_t errcap) {
+    return guard(err, errcap, [&] {
+        Comm &c = *static_cast<Comm *>(comm);
+        if (n == 0 || c.ctx->size == 1) return;
+        gloo::BroadcastOptions o(c.ctx);
+        o.setOutput(data, size_t(n));
+        o.setRoot(root);
+        o.setTag(c.tag++);
+        o.setTimeout(c.timeout);
+        gloo::broadcast(o);
+    });
+}
+
+LIMA_EXPORT int lima_comm_plugin_barrier(void *comm, char *err, int32_t errcap) {
+    return guard(err, errcap, [&] {
+        Comm &c = *static_cast<Comm *>(comm);
+        gloo::BarrierOptions o(c.ctx);
+        o.setTag(c.tag++);
+        o.setTimeout(c.timeout);
+        gloo::barrier(o);
+    });
+}
+
+// Closes every pair, so that peers blocked in a collective with this rank fail at once instead of
+// waiting for their timeout.
+LIMA_EXPORT void lima_comm_plugin_abort(void *comm) {
+    Comm &c = *static_cast<Comm *>(comm);
+    try {
+        c.ctx->closeConnections();
+    } catch (...) {
+    }
+}

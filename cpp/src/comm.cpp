@@ -1,0 +1,108 @@
+#include "comm.hpp"
+
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <mutex>
+#include <vector>
+
+#include "common.hpp"
+
+namespace lima {
+
+namespace {
+
+std::string own_dir() {
+    Dl_info info{};
+    if (dladdr(reinterpret_cast<void *>(&own_dir), &info) && info.dli_fname) {
+        std::string f = info.dli_fname;
+        const auto slash = f.rfind('/');
+        if (slash != std::string::npos) return f.substr(0, slash);
+    }
+    return ".";
+}
+
+}  // namespace
+
+const CommApi &comm_api(const std::string &backend) {
+    static std::mutex mu;
+    static CommApi api{};
+    static bool loaded = false;
+    std::lock_guard<std::mutex> lock(mu);
+    LIMA_REQUIRE(backend == "gloo", LIMA_ERR_UNSUPPORTED, "communicator backend \"", backend,
+                 "\" is not known (CPU ranks use \"gloo\")");
+    if (loaded) return api;
+    std::vector<std::string> tries;
+    if (const char *env = std::getenv("LIMA_GLOO_PLUGIN")) tries.push_back(env);
+    tries.push_back(own_dir() + "/liblima_gloo.so");
+    tries.push_back("liblima_gloo.so");
+    void *h = nullptr;
+    std::string why;
+    for (const auto &t : tries) {
+        if ((h = dlopen(t.c_str(), RTLD_NOW | RTLD_LOCAL))) break;
+        const char *e = dlerror();
+        why += cat("\n  ", e ? e : t);
+    }
+    if (!h)
+        fail(LIMA_ERR_UNSUPPORTED, "distributed training on CPUs needs the Gloo communicator plugin liblima_gloo.so, built when"
+             " Gloo is installed (Debian: libgloo-dev) and loadable with libgloo.so.0; tried:", why);
+    auto sym = [&](const char *name) {
+        void *f = dlsym(h, name);
+        if (!f) fail(LIMA_ERR_UNSUPPORTED, "liblima_gloo.so is not a communicator plugin of this liblima (no ", name, ")");
+        return f;
+    };
+    api.create = reinterpret_cast<lima_comm_create_fn>(sym("lima_comm_plugin_create"));
+    api.free = reinterpret_cast<lima_comm_free_fn>(sym("lima_comm_plugin_free"));
+    api.allreduce = reinterpret_cast<lima_comm_allreduce_fn>(sym("lima_comm_plugin_allreduce"));
+    api.allgather = reinterpret_cast<lima_comm_allgather_fn>(sym("lima_comm_plugin_allgather"));
+    api.broadcast = reinterpret_cast<lima_comm_broadcast_fn>(sym("lima_comm_plugin_broadcast"));
+    api.barrier = reinterpret_cast<lima_comm_barrier_fn>(sym("lima_comm_plugin_barrier"));
+    api.abort = reinterpret_cast<lima_comm_abort_fn>(sym("lima_comm_plugin_abort"));
+    loaded = true;
+    return api;
+}
+
+namespace {
+
+template <typename F, typename... A>
+void run(const Comm &c, const char *what, F f, A... args) {
+    char err[1024] = {0};
+    const int st = f(args..., err, int32_t(sizeof err));
+    if (st != LIMA_OK) fail(st, "communicator (", c.backend, ", rank ", c.rank, " of ", c.world, "): ", what, ": ", err);
+}
+
+}  // namespace
+
+Comm::Comm(const std::string &b, int r, int w, const std::string &rendezvous, int timeout_ms) : rank(r), world(w), backend(b) {
+    LIMA_REQUIRE(w >= 1 && r >= 0 && r < w, LIMA_ERR_INVALID_ARGUMENT, "lima_comm_create: rank ", r, " must be in [0, world) with world ",
+                 w, " >= 1");
+    LIMA_REQUIRE(timeout_ms > 0, LIMA_ERR_INVALID_ARGUMENT, "lima_comm_create: timeout_ms must be > 0, got ", timeout_ms);
+    api = &comm_api(b);
+    char err[1024] = {0};
+    const int st = api->create(r, w, rendezvous.c_str(), timeout_ms, &handle, err, int32_t(sizeof err));
+    if (st != LIMA_OK) fail(st, "communicator (", b, ", rank ", r, " of ", w, "): ", err);
+}
+
+Comm::~Comm() {
+    if (handle) api->free(handle);
+}
+
+void Comm::allreduce_sum(float *data, int64_t n) { run(*this, "all-reduce", api->allreduce, handle, static_cast<void *>(data), n, 0); }
+
+void Comm::allreduce_sum(double *data, int64_t n) { run(*this, "all-reduce", api->allreduce, handle, static_cast<void *>(data), n, 1); }
+
+void Comm::allgather(const float *in, int64_t n, float *out) { run(*this, "all-gather", api->allgather, handle, in, n, out); }
+
+void Comm::broadcast(float *data, int64_t n, int root) { run(*this, "broadcast", api->broadcast, handle, data, n, int32_t(root)); }
+
+void Comm::barrier() { run(*this, "barrier", api->barrier, handle); }
+
+Shard::Shard(int64_t t, int rank, int world) : total(t) {
+    padded = (t + world - 1) / world * world;
+    shard = padded / world;
+    begin = std::min<int64_t>(t, int64_t(rank) * shard);
+    end = std::min<int64_t>(t, begin + shard);
+}
+
+}  // namespace lima

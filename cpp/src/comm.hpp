@@ -1,0 +1,40 @@
+// A communicator: this process's place in a group of ranks and the collectives data-parallel
+// training uses, run by a plugin (comm_plugin.hpp). One rank without a communicator is the plain
+// single-process path.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "comm_plugin.hpp"
+
+namespace lima {
+
+struct Comm {
+    const CommApi *api = nullptr;
+    void *handle = nullptr;
+    int rank = 0, world = 1;
+    std::string backend;
+    int trainers = 0;  // trainers using it (it must outlive them)
+
+    Comm(const std::string &backend, int rank, int world, const std::string &rendezvous, int timeout_ms);
+    ~Comm();
+    Comm(const Comm &) = delete;
+    Comm &operator=(const Comm &) = delete;
+
+    void allreduce_sum(float *data, int64_t n);
+    void allreduce_sum(double *data, int64_t n);
+    // out (world * n) = every rank's in (n), in rank order
+    void allgather(const float *in, int64_t n, float *out);
+    void broadcast(float *data, int64_t n, int root);
+    void barrier();
+};
+
+// ZeRO sharding of a flat buffer of `total` elements over `world` ranks: padded to a multiple of
+// the world size, rank r owns [r * shard, (r + 1) * shard) of the padded buffer.
+struct Shard {
+    int64_t total = 0, padded = 0, shard = 0, begin = 0, end = 0;  // end clipped to total
+    Shard() = default;
+    Shard(int64_t total, int rank, int world);
+};
+
+}  // namespace lima

@@ -1,0 +1,415 @@
+// Data-parallel training over the Gloo communicator plugin, with real processes on loopback: the
+// collectives, N ranks at ZeRO stages 0-2 against one rank (same losses and weights within fp32
+// rounding, the same bits when rerun), awkward shard sizes, sharded optimiser state, and the
+// failures that must not hang: a rank that never arrives and a rank that dies mid-run.
+//
+// Every rank (and the one-rank reference) runs in a forked child that has started no thread pool;
+// children report through files in a temporary directory and their exit status.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <thread>
+
+#include "helpers.hpp"
+
+using namespace limatest;
+
+namespace {
+
+template <typename... A>
+std::string cat_name(const A &...a) {
+    std::string s;
+    ((s += [](const auto &x) {
+         if constexpr (std::is_arithmetic_v<std::decay_t<decltype(x)>>) return std::to_string(x);
+         else return std::string(x);
+     }(a)),
+     ...);
+    return s;
+}
+
+bool have_gloo() { return std::string(LIMA_GLOO_PLUGIN_FILE).size() > 0; }
+
+#define NEED_GLOO() \
+    if (!have_gloo()) GTEST_SKIP() << "built without Gloo (Debian: libgloo-dev): no communicator plugin"
+
+// Throws the native message of a failing call (children report it on stderr and in their status).
+void ok(int st, const char *what) {
+    if (st != LIMA_OK) throw std::runtime_error(std::string(what) + " -> " + lima_status_name(st) + ": " + lima_last_error());
+}
+
+struct Child {
+    pid_t pid;
+    int rank;
+};
+
+// Runs fn(rank) in `n` forked children and waits at most timeout_s for all of them. Returns each
+// child's exit status (0: fn returned; 1: it threw; -1: killed after the timeout).
+std::vector<int> run_ranks(int n, const std::function<void(int)> &fn, int timeout_s = 120) {
+    std::vector<Child> kids;
+    for (int r = 0; r < n; ++r) {
+        const pid_t pid = fork();
+        if (pid == 0) {
+            int code = 0;
+            try {
+                setenv("LIMA_GLOO_PLUGIN", LIMA_GLOO_PLUGIN_FILE, 1);
+                lima_set_num_threads(1);
+                fn(r);
+            } catch (const std::exception &e) {
+                std::fprintf(stderr, "rank %d: %s\n", r, e.what());
+                code = 1;
+            }
+            std::fflush(nullptr);
+            _exit(code);
+        }
+        kids.push_back({pid, r});
+    }
+    std::vector<int> status(size_t(n), -1);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+    size_t left = kids.size();
+    while (left > 0 && std::chrono::steady_clock::now() < deadline) {
+        for (Child &k : kids) {
+            if (k.pid == 0) continue;
+            int ws = 0;
+            if (waitpid(k.pid, &ws, WNOHANG) == k.pid) {
+                status[size_t(k.rank)] = WIFEXITED(ws) ? WEXITSTATUS(ws) : -1;
+                k.pid = 0;
+                --left;
+            }
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    for (Child &k : kids)
+        if (k.pid) {
+            kill(k.pid, SIGKILL);
+            waitpid(k.pid, nullptr, 0);
+        }
+    return status;
+}
+
+void write_floats(const std::string &path, const std::vector<float> &v) {
+    std::ofstream f(path, std::ios::binary);
+    f.write(reinterpret_cast<const char *>(v.data()), std::streamsize(v.size() * sizeof(float)));
+}
+
+std::vector<float> read_floats(const std::string &path) {
+    std::ifstream f(path, std::ios::binary | std::ios::ate);
+    std::vector<float> v(size_t(f.tellg()) / sizeof(float));
+    f.seekg(0);
+    f.read(reinterpret_cast<char *>(v.data()), std::streamsize(v.size() * sizeof(float)));
+    return v;
+}
+
+lima_comm *join(const std::string &dir, int rank, int world, int timeout_ms = 20000) {
+    lima_comm *c = nullptr;
+    ok(lima_comm_create("gloo", rank, world, ("file:" + dir).c_str(), timeout_ms, &c), "lima_comm_create");
+    return c;
+}
+
+// A GQA model with an odd vocabulary (1025, as after adding LIMA's EOT to a 1024 tokenizer) whose
+// parameter count no world size here divides.
+lima_model_config odd_config() {
+    lima_model_config c = tiny_config();
+    c.vocab_size = 1025;
+    c.hidden_size = 24;
+    c.num_heads = 6;
+    c.num_kv_heads = 2;
+    c.intermediate_size = 40;
+    return c;
+}
+
+// Micro-batch m of step s: 2 rows of 12 tokens, two packed examples in row 0, a loss mask.
+BatchPtr micro_batch(int s, int m, int V) {
+    std::vector<int32_t> tok(24), seg(24);
+    std::vector<uint8_t> mask(24);
+    for (int i = 0; i < 24; ++i) {
+        tok[size_t(i)] = int32_t((i * 37 + s * 101 + m * 53) % V);
+        seg[size_t(i)] = i < 5 ? 1 : i < 12 ? 2 : 3;
+        mask[size_t(i)] = (i % 5) >= 2;
+    }
+    return make_batch(2, 12, tok, mask, seg);
+}
+
+constexpr int kSteps = 3, kMicro = 4;
+
+// Trains kSteps steps of kMicro micro-batches, this rank taking micro-batches rank, rank + world, ...
+// (world 1, comm null: all of them); returns the final weights and appends each step's loss sum.
+std::vector<float> train(lima_comm *comm, int rank, int world, int stage, std::vector<double> *losses) {
+    const lima_model_config cfg = odd_config();
+    ModelPtr m = make_model(cfg, 11 + uint64_t(rank) * 1000);  // different per rank: rank 0's weights win
+    TrainerPtr t = make_trainer(m.get(), train_config(0.2f, 5));
+    if (comm) ok(lima_trainer_set_comm(t.get(), comm, stage), "lima_trainer_set_comm");
+    for (int s = 0; s < kSteps; ++s) {
+        int64_t targets = 0;
+        for (int k = 0; k < kMicro; ++k) {
+            int64_t n = 0;
+            ok(lima_batch_num_targets(micro_batch(s, k, cfg.vocab_size).get(), &n), "targets");
+            targets += n;
+        }
+        double loss = 0;
+        for (int k = rank; k < kMicro; k += world) {
+            ok(lima_trainer_set_micro_batch(t.get(), k), "lima_trainer_set_micro_batch");
+            lima_fb_result r{};
+            ok(lima_trainer_forward_backward(t.get(), micro_batch(s, k, cfg.vocab_size).get(), targets, &r), "forward_backward");
+            loss += r.loss_sum;
+        }
+        lima_step_result st{};
+        ok(lima_trainer_step(t.get(), 3e-3f, &st), "lima_trainer_step");
+        if (losses) losses->push_back(loss);
+    }
+    std::vector<float> all;
+    for (const std::string &name : tensor_names(m.get())) {
+        const auto w = read_tensor(m.get(), name);
+        all.insert(all.end(), w.begin(), w.end());
+    }
+    return all;
+}
+
+}  // namespace
+
+TEST(Distributed, CollectivesAcrossThreeProcesses) {
+    NEED_GLOO();
+    const std::string dir = temp_dir("dist-collectives"), out = temp_dir("dist-collectives-out");
+    const auto st = run_ranks(3, [&](int r) {
+        lima_comm *c = join(dir, r, 3);
+        int32_t rank = -1, world = -1;
+        ok(lima_comm_info(c, &rank, &world), "info");
+        std::vector<float> v{float(r + 1), float(10 * (r + 1)), 0.5f};
+        ok(lima_comm_allreduce_sum(c, v.data(), 3), "allreduce");
+        std::vector<float> mine{float(r), float(r) + 0.25f}, all(6);
+        ok(lima_comm_allgather(c, mine.data(), 2, all.data()), "allgather");
+        std::vector<float> b{float(r), float(r)};
+        ok(lima_comm_broadcast(c, b.data(), 2, 2), "broadcast");
+        ok(lima_comm_barrier(c), "barrier");
+        std::vector<float> report{float(rank), float(world)};
+        for (auto *x : {&v, &all, &b}) report.insert(report.end(), x->begin(), x->end());
+        write_floats(out + "/" + std::to_string(r), report);
+        lima_comm_free(c);
+    });
+    ASSERT_EQ(st, std::vector<int>({0, 0, 0}));
+    for (int r = 0; r < 3; ++r)
+        EXPECT_EQ(read_floats(out + "/" + std::to_string(r)),
+                  std::vector<float>({float(r), 3, 6, 60, 1.5f, 0, 0.25f, 1, 1.25f, 2, 2.25f, 2, 2}))
+            << "rank " << r;
+}
+
+TEST(Distributed, RanksAtEveryStageMatchOneRankAndRerunBitwise) {
+    NEED_GLOO();
+    const std::string out = temp_dir("dist-equiv");
+    ASSERT_EQ(run_ranks(1, [&](int) {
+                  std::vector<double> losses;
+                  write_floats(out + "/ref", train(nullptr, 0, 1, 0, &losses));
+                  write_floats(out + "/ref-loss", std::vector<float>(losses.begin(), losses.end()));
+              }),
+              std::vector<int>({0}));
+    const auto ref = read_floats(out + "/ref");
+    const auto ref_loss = read_floats(out + "/ref-loss");
+    ASSERT_EQ(ref_loss.size(), size_t(kSteps));
+    for (int world : {2, 4})
+        for (int stage : {0, 1, 2})
+            for (int run = 0; run < (world == 2 && stage == 1 ? 2 : 1); ++run) {
+                const std::string tag = cat_name("w", world, "-s", stage, "-r", run);
+                const std::string rv = temp_dir("dist-rv-" + tag);
+                const auto st = run_ranks(world, [&](int r) {
+                    lima_comm *c = join(rv, r, world);
+                    std::vector<double> losses;
+                    const auto w = train(c, r, world, stage, &losses);
+                    // the step's loss is the sum over ranks: gather it the way training code would
+                    std::vector<float> l(losses.begin(), losses.end());
+                    ok(lima_comm_allreduce_sum(c, l.data(), int64_t(l.size())), "loss allreduce");
+                    write_floats(out + "/" + tag + "-" + std::to_string(r), w);
+                    if (r == 0) write_floats(out + "/" + tag + "-loss", l);
+                    lima_comm_free(c);
+                });
+                ASSERT_EQ(st, std::vector<int>(size_t(world), 0)) << tag;
+                const auto w0 = read_floats(out + "/" + tag + "-0");
+                for (int r = 1; r < world; ++r) EXPECT_EQ(read_floats(out + "/" + tag + "-" + std::to_string(r)), w0) << tag << " rank " << r;
+                EXPECT_LT(rel_max_err(w0, ref), 1e-5) << tag;
+                const auto l = read_floats(out + "/" + tag + "-loss");
+                for (int s = 0; s < kSteps; ++s) EXPECT_NEAR(l[size_t(s)], ref_loss[size_t(s)], 1e-5 * std::fabs(ref_loss[size_t(s)])) << tag;
+                if (run == 1) EXPECT_EQ(w0, read_floats(out + "/" + cat_name("w", world, "-s", stage, "-r", 0) + "-0")) << "rerun";
+            }
+}
+
+TEST(Distributed, ShardedStateResumesExactlyAndAWholeStateLoadsIntoShards) {
+    NEED_GLOO();
+    const std::string out = temp_dir("dist-state");
+    // uninterrupted: 3 steps on 2 ranks at stage 1
+    const std::string rv1 = temp_dir("dist-state-rv1"), rv2 = temp_dir("dist-state-rv2"), rv3 = temp_dir("dist-state-rv3");
+    ASSERT_EQ(run_ranks(2, [&](int r) {
+                  lima_comm *c = join(rv1, r, 2);
+                  write_floats(out + "/full-" + std::to_string(r), train(c, r, 2, 1, nullptr));
+                  lima_comm_free(c);
+              }),
+              std::vector<int>({0, 0}));
+    // the same, saved after 2 steps (model + each rank's shard) and continued by fresh processes
+    const lima_model_config cfg = odd_config();
+    auto steps = [&](lima_trainer *t, int r, int from, int to) {
+        for (int s = from; s < to; ++s) {
+            int64_t targets = 0;
+            for (int k = 0; k < kMicro; ++k) {
+                int64_t n = 0;
+                ok(lima_batch_num_targets(micro_batch(s, k, cfg.vocab_size).get(), &n), "targets");
+                targets += n;
+            }
+            for (int k = r; k < kMicro; k += 2) {
+                ok(lima_trainer_set_micro_batch(t, k), "micro");
+                lima_fb_result fb{};
+                ok(lima_trainer_forward_backward(t, micro_batch(s, k, cfg.vocab_size).get(), targets, &fb), "fb");
+            }
+            lima_step_result st{};
+            ok(lima_trainer_step(t, 3e-3f, &st), "step");
+        }
+    };
+    ASSERT_EQ(run_ranks(2, [&](int r) {
+                  lima_comm *c = join(rv2, r, 2);
+                  ModelPtr m = make_model(cfg, 11 + uint64_t(r) * 1000);
+                  TrainerPtr t = make_trainer(m.get(), train_config(0.2f, 5));
+                  ok(lima_trainer_set_comm(t.get(), c, 1), "set_comm");
+                  steps(t.get(), r, 0, 2);
+                  if (r == 0) ok(lima_model_save(m.get(), (out + "/model").c_str(), LIMA_DTYPE_F32, 0), "save model");
+                  ok(lima_trainer_save_state(t.get(), (out + "/opt-" + std::to_string(r)).c_str()), "save state");
+                  lima_comm_free(c);
+              }),
+              std::vector<int>({0, 0}));
+    ASSERT_EQ(run_ranks(2, [&](int r) {
+                  lima_comm *c = join(rv3, r, 2);
+                  lima_model *raw = nullptr;
+                  ok(lima_model_load((out + "/model").c_str(), "cpu", &raw), "load model");
+                  ModelPtr m(raw);
+                  TrainerPtr t = make_trainer(m.get(), train_config(0.2f, 5));
+                  ok(lima_trainer_set_comm(t.get(), c, 1), "set_comm");
+                  // another rank's shard is refused, naming both
+                  const int other = lima_trainer_load_state(t.get(), (out + "/opt-" + std::to_string(1 - r)).c_str());
+                  if (other != LIMA_ERR_STATE || !std::strstr(lima_last_error(), "the shard of rank"))
+                      throw std::runtime_error(std::string("another rank's shard: ") + lima_last_error());
+                  ok(lima_trainer_load_state(t.get(), (out + "/opt-" + std::to_string(r)).c_str()), "load state");
+                  steps(t.get(), r, 2, 3);
+                  std::vector<float> all;
+                  for (const std::string &name : tensor_names(m.get())) {
+                      const auto w = read_tensor(m.get(), name);
+                      all.insert(all.end(), w.begin(), w.end());
+                  }
+                  write_floats(out + "/resumed-" + std::to_string(r), all);
+                  lima_comm_free(c);
+              }),
+              std::vector<int>({0, 0}));
+    EXPECT_EQ(read_floats(out + "/resumed-0"), read_floats(out + "/full-0"));
+    EXPECT_EQ(read_floats(out + "/resumed-1"), read_floats(out + "/full-0"));
+    // a whole state saved by one rank after 2 steps, continued on 2 sharded ranks == 3 steps on one rank
+    const std::string rv4 = temp_dir("dist-state-rv4");
+    ASSERT_EQ(run_ranks(1, [&](int) {
+                  ModelPtr m = make_model(cfg, 11);
+                  TrainerPtr t = make_trainer(m.get(), train_config(0.2f, 5));
+                  for (int s = 0; s < 2; ++s) {  // one rank runs every micro-batch of the step
+                      int64_t targets = 0;
+                      for (int k = 0; k < kMicro; ++k) {
+                          int64_t n = 0;
+                          ok(lima_batch_num_targets(micro_batch(s, k, cfg.vocab_size).get(), &n), "targets");
+                          targets += n;
+                      }
+                      for (int k = 0; k < kMicro; ++k) {
+                          lima_fb_result fb{};
+                          ok(lima_trainer_forward_backward(t.get(), micro_batch(s, k, cfg.vocab_size).get(), targets, &fb), "fb");
+                      }
+                      lima_step_result st{};
+                      ok(lima_trainer_step(t.get(), 3e-3f, &st), "step");
+                  }
+                  ok(lima_model_save(m.get(), (out + "/model1").c_str(), LIMA_DTYPE_F32, 0), "save model");
+                  ok(lima_trainer_save_state(t.get(), (out + "/opt-whole").c_str()), "save state");
+                  write_floats(out + "/ref3", train(nullptr, 0, 1, 0, nullptr));
+              }),
+              std::vector<int>({0}));
+    ASSERT_EQ(run_ranks(2, [&](int r) {
+                  lima_comm *c = join(rv4, r, 2);
+                  lima_model *raw = nullptr;
+                  ok(lima_model_load((out + "/model1").c_str(), "cpu", &raw), "load model");
+                  ModelPtr m(raw);
+                  TrainerPtr t = make_trainer(m.get(), train_config(0.2f, 5));
+                  ok(lima_trainer_set_comm(t.get(), c, 2), "set_comm");
+                  ok(lima_trainer_load_state(t.get(), (out + "/opt-whole").c_str()), "load whole state");
+                  steps(t.get(), r, 2, 3);
+                  std::vector<float> all;
+                  for (const std::string &name : tensor_names(m.get())) {
+                      const auto w = read_tensor(m.get(), name);
+                      all.insert(all.end(), w.begin(), w.end());
+                  }
+                  write_floats(out + "/from-whole-" + std::to_string(r), all);
+                  lima_comm_free(c);
+              }),
+              std::vector<int>({0, 0}));
+    EXPECT_LT(rel_max_err(read_floats(out + "/from-whole-0"), read_floats(out + "/ref3")), 1e-5);
+}
+
+TEST(Distributed, ARankThatNeverArrivesIsNamedWithinTheTimeout) {
+    NEED_GLOO();
+    const std::string rv = temp_dir("dist-absent"), out = temp_dir("dist-absent-out");
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto st = run_ranks(1, [&](int) {
+        lima_comm *c = nullptr;
+        const int s = lima_comm_create("gloo", 0, 3, ("file:" + rv).c_str(), 1500, &c);
+        std::ofstream(out + "/msg") << lima_status_name(s) << ": " << lima_last_error();
+    });
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ASSERT_EQ(st, std::vector<int>({0}));
+    std::ifstream f(out + "/msg");
+    const std::string msg((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    EXPECT_NE(msg.find("LIMA_ERR_IO"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("rank(s) 1, 2 of 3 did not arrive within 1500 ms"), std::string::npos) << msg;
+    EXPECT_LT(secs, 30.0);
+}
+
+TEST(Distributed, ARankThatDiesMidRunEndsTheOthersWithAnError) {
+    NEED_GLOO();
+    const std::string rv = temp_dir("dist-dies"), out = temp_dir("dist-dies-out");
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto st = run_ranks(2, [&](int r) {
+        lima_comm *c = join(rv, r, 2, 10000);
+        std::vector<float> v(1000, 1.0f);
+        ok(lima_comm_allreduce_sum(c, v.data(), 1000), "first all-reduce");
+        if (r == 1) _exit(3);  // dies without a word
+        const int s = lima_comm_allreduce_sum(c, v.data(), 1000);
+        std::ofstream(out + "/msg") << lima_status_name(s) << ": " << lima_last_error();
+    });
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_EQ(st[0], 0);
+    EXPECT_EQ(st[1], 3);
+    std::ifstream f(out + "/msg");
+    const std::string msg((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    EXPECT_NE(msg.find("LIMA_ERR_IO"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("rank 0 of 2"), std::string::npos) << msg;
+    EXPECT_LT(secs, 60.0);
+}
+
+TEST(Distributed, BadArgumentsAndUnsupportedStages) {
+    lima_comm *c = nullptr;
+    EXPECT_LIMA_ERR(lima_comm_create("mpi", 0, 1, "file:/tmp", 1000, &c), LIMA_ERR_UNSUPPORTED, "\"mpi\" is not known");
+    EXPECT_LIMA_ERR(lima_comm_create("gloo", 2, 2, "file:/tmp", 1000, &c), LIMA_ERR_INVALID_ARGUMENT, "rank 2 must be in [0, world)");
+    EXPECT_LIMA_ERR(lima_comm_create("gloo", 0, 1, "file:/tmp", 0, &c), LIMA_ERR_INVALID_ARGUMENT, "timeout_ms must be > 0");
+    EXPECT_LIMA_ERR(lima_comm_create("gloo", 0, 1, nullptr, 1000, &c), LIMA_ERR_INVALID_ARGUMENT, "rendezvous is NULL");
+    if (!have_gloo()) return;
+    const std::string out = temp_dir("dist-bad-out");
+    const auto st = run_ranks(1, [&](int) {
+        std::string msgs;
+        lima_comm *bad = nullptr;
+        msgs += std::to_string(lima_comm_create("gloo", 0, 1, "tcp://host:1", 1000, &bad)) + lima_last_error() + "\n";
+        lima_comm *cm = join(temp_dir("dist-bad-rv"), 0, 1);
+        ModelPtr m = make_model(tiny_config(), 1);
+        TrainerPtr t = make_trainer(m.get(), train_config());
+        msgs += std::to_string(lima_trainer_set_comm(t.get(), cm, 3)) + lima_last_error() + "\n";
+        msgs += std::to_string(lima_trainer_set_comm(t.get(), cm, 7)) + lima_last_error() + "\n";
+        std::ofstream(out + "/msg") << msgs;
+        lima_comm_free(cm);
+    });
+    ASSERT_EQ(st, std::vector<int>({0}));
+    std::ifstream f(out + "/msg");
+    const std::string msg((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    EXPECT_NE(msg.find(std::to_string(LIMA_ERR_INVALID_ARGUMENT) + "communicator (gloo, rank 0 of 1): gloo rendezvous \"tcp://host:1\": expected file:DIR"),
+              std::string::npos) << msg;
+    EXPECT_NE(msg.find(std::to_string(LIMA_ERR_UNSUPPORTED) + "lima_trainer_set_comm: ZeRO stage 3"), std::string::npos) << msg;
+    EXPECT_NE(msg.find(std::to_string(LIMA_ERR_INVALID_ARGUMENT) + "lima_trainer_set_comm: zero_stage must be 0, 1, 2 or 3"),
+              std::string::npos) << msg;
+}
