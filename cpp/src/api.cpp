@@ -377,6 +377,14 @@ int lima_comm_create(const char *backend, int32_t rank, int32_t world, const cha
 
 void lima_comm_free(lima_comm *c) { delete c; }
 
+int lima_comm_plugin_select(const char *backend, const char *path) {
+    return guarded([&] {
+        need(backend, "lima_comm_plugin_select", "backend");
+        need(path, "lima_comm_plugin_select", "path");
+        lima::comm_plugin_select(backend, path);
+    });
+}
+
 int lima_comm_info(const lima_comm *c, int32_t *rank, int32_t *world) {
     return guarded([&] {
         need(c, "lima_comm_info", "comm");

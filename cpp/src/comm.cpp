@@ -25,15 +25,27 @@ std::string own_dir() {
 
 }  // namespace
 
+namespace {
+std::mutex g_mu;
+std::string g_selected;  // the plugin file lima_comm_plugin_select chose, tried first
+bool g_loaded = false;
+}  // namespace
+
+void comm_plugin_select(const std::string &backend, const std::string &path) {
+    std::lock_guard<std::mutex> lock(g_mu);
+    LIMA_REQUIRE(backend == "gloo", LIMA_ERR_UNSUPPORTED, "communicator backend \"", backend, "\" is not known (CPU ranks use \"gloo\")");
+    LIMA_REQUIRE(!g_loaded || g_selected == path, LIMA_ERR_STATE, "lima_comm_plugin_select: the gloo plugin is already loaded");
+    g_selected = path;
+}
+
 const CommApi &comm_api(const std::string &backend) {
-    static std::mutex mu;
     static CommApi api{};
-    static bool loaded = false;
-    std::lock_guard<std::mutex> lock(mu);
+    std::lock_guard<std::mutex> lock(g_mu);
     LIMA_REQUIRE(backend == "gloo", LIMA_ERR_UNSUPPORTED, "communicator backend \"", backend,
                  "\" is not known (CPU ranks use \"gloo\")");
-    if (loaded) return api;
+    if (g_loaded) return api;
     std::vector<std::string> tries;
+    if (!g_selected.empty()) tries.push_back(g_selected);
     if (const char *env = std::getenv("LIMA_GLOO_PLUGIN")) tries.push_back(env);
     tries.push_back(own_dir() + "/liblima_gloo.so");
     tries.push_back("liblima_gloo.so");
@@ -59,7 +71,7 @@ const CommApi &comm_api(const std::string &backend) {
     api.broadcast = reinterpret_cast<lima_comm_broadcast_fn>(sym("lima_comm_plugin_broadcast"));
     api.barrier = reinterpret_cast<lima_comm_barrier_fn>(sym("lima_comm_plugin_barrier"));
     api.abort = reinterpret_cast<lima_comm_abort_fn>(sym("lima_comm_plugin_abort"));
-    loaded = true;
+    g_loaded = true;
     return api;
 }
 

@@ -9,6 +9,9 @@
 
 namespace lima {
 
+// Chooses the plugin file of a backend before its first use (the Java side's bundled build).
+void comm_plugin_select(const std::string &backend, const std::string &path);
+
 struct Comm {
     const CommApi *api = nullptr;
     void *handle = nullptr;

@@ -32,7 +32,8 @@ struct CommApi {
     lima_comm_abort_fn abort;
 };
 
-// The plugin of a backend ("gloo"), loaded once: $LIMA_GLOO_PLUGIN, next to liblima, then the
+// The plugin of a backend ("gloo"), loaded once: the file lima_comm_plugin_select chose,
+// $LIMA_GLOO_PLUGIN, next to liblima, then the
 // loader's path. Throws LIMA_ERR_UNSUPPORTED saying what is missing.
 const CommApi &comm_api(const std::string &backend);
 

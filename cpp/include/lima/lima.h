@@ -265,6 +265,8 @@ typedef struct lima_comm lima_comm;
 LIMA_API int lima_comm_create(const char *backend, int32_t rank, int32_t world, const char *rendezvous,
                               int32_t timeout_ms, lima_comm **out);
 LIMA_API void lima_comm_free(lima_comm *c);
+/* Chooses the plugin file of a backend before its first use (tried before the default search). */
+LIMA_API int lima_comm_plugin_select(const char *backend, const char *path);
 LIMA_API int lima_comm_info(const lima_comm *c, int32_t *rank, int32_t *world);
 /* data (n) = the sum over ranks of data (n), in place. */
 LIMA_API int lima_comm_allreduce_sum(lima_comm *c, float *data, int64_t n);

@@ -49,11 +49,18 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--epochs", description = "training.epochs")
     Integer epochs;
 
+    @Option(names = "--nproc-per-node", description = "Start this many local ranks of a data-parallel run (CPU, Gloo); under"
+            + " torchrun, Slurm or Open MPI the launcher's variables place each process instead.")
+    Integer nprocPerNode;
+
     @CommandLine.Spec CommandLine.Model.CommandSpec spec;
 
     @Override
-    public Integer call() {
+    public Integer call() throws Exception {
         PrintWriter err = spec.commandLine().getErr();
+        if (nprocPerNode != null) {
+            return LocalRanks.launch(nprocPerNode, run, spec.root().commandLine().getParseResult().originalArgs(), err);
+        }
         TrainRun tr;
         if (resume) {
             if (preset != null || config != null || !sets.isEmpty() || model != null || data != null) {

@@ -325,4 +325,29 @@ class CliTest {
         r = limactl("nonsense");
         assertEquals(ExitCodes.INVALID_INPUT, r.code());
     }
+
+    @Test
+    void twoLocalRanksTrainAsOneProcessDoesAndResumeOnlyWithTheirShards() throws Exception {
+        Path one = dir.resolve("one"), two = dir.resolve("two");
+        String[] common = concat(new String[] {"-q", "train", "--preset", "demo", "--init", "random"}, SMALL);
+        assertEquals(0, limactl(concat(common, "--run", one.toString())).code());
+        Run r = limactl(concat(common, "--run", two.toString(), "--nproc-per-node", "2"));
+        assertEquals(0, r.code(), r.err());
+        ObjectMapper json = new ObjectMapper();
+        List<String> a = Files.readAllLines(one.resolve("metrics.jsonl")), b = Files.readAllLines(two.resolve("metrics.jsonl"));
+        assertEquals(a.size(), b.size());
+        for (int i = 0; i < a.size(); i++) {
+            double x = json.readTree(a.get(i)).get("loss").asDouble(), y = json.readTree(b.get(i)).get("loss").asDouble();
+            assertEquals(x, y, 1e-5 * x, "loss of step " + (i + 1));
+        }
+        assertTrue(Files.exists(two.resolve("state/optimizer-rank0-of2.safetensors")) && Files.exists(two.resolve("state/optimizer-rank1-of2.safetensors")));
+        // one rank cannot take over a state sharded over two (resharding is not implemented): a clear refusal
+        Files.writeString(two.resolve("config.yaml"), Files.readString(two.resolve("config.yaml")).replace("epochs: 2", "epochs: 3"));
+        Run single = limactl("-q", "train", "--resume", "--run", two.toString());
+        assertEquals(ExitCodes.UNEXPECTED_STATE, single.code(), single.err());
+        assertTrue(single.err().contains("sharded over 2 ranks"), single.err());
+        Run again = limactl("-q", "train", "--resume", "--run", two.toString(), "--nproc-per-node", "2");
+        assertEquals(0, again.code(), again.err());
+        assertEquals(a.size() * 3 / 2, Files.readAllLines(two.resolve("metrics.jsonl")).size());
+    }
 }

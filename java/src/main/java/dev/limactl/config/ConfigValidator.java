@@ -43,6 +43,14 @@ final class ConfigValidator {
         require(t.device() != null && t.device().matches("cpu|cuda(:\\d{1,3})?"), "training.device",
                 "must be cpu, cuda or cuda:N, got " + t.device());
         require(Set.of("bf16", "f32").contains(t.saveDtype()), "training.save_dtype", "must be bf16 or f32, got \"" + t.saveDtype() + "\"");
+        LimaConfig.Distributed d = c.distributed();
+        require("gloo".equals(d.backend()), "distributed.backend", "must be gloo (CPU ranks; NCCL for GPU ranks is not implemented yet), got \""
+                + d.backend() + "\"");
+        require(d.zeroStage() >= 0 && d.zeroStage() <= 3, "distributed.zero_stage", "must be 0, 1, 2 or 3, got " + d.zeroStage());
+        require(d.zeroStage() <= 2, "distributed.zero_stage", "3 (sharded parameters) is not implemented yet; use 0, 1 or 2");
+        positive(d.timeoutS(), "distributed.timeout_s");
+        require(d.rendezvous() != null && (d.rendezvous().isEmpty() || (d.rendezvous().startsWith("file:") && d.rendezvous().length() > 5)),
+                "distributed.rendezvous", "must be empty or file:DIR, got \"" + d.rendezvous() + "\"");
     }
 
     private static void positive(long v, String key) {

@@ -6,7 +6,7 @@ import com.fasterxml.jackson.annotation.JsonProperty;
  * A training run's configuration, one record per section, read from YAML/JSON (snake_case keys).
  * The paper's numbers are the defaults ({@code presets/defaults.yaml}).
  */
-public record LimaConfig(Model model, Data data, Optimizer optimizer, Training training) {
+public record LimaConfig(Model model, Data data, Optimizer optimizer, Training training, Distributed distributed) {
 
     /**
      * @param init         "pretrained" (load {@code path}, a Hugging Face LLaMA directory) or "random"
@@ -48,4 +48,16 @@ public record LimaConfig(Model model, Data data, Optimizer optimizer, Training t
                            @JsonProperty("resid_dropout") double residDropout, long seed, int threads,
                            @JsonProperty("save_dtype") String saveDtype, String device,
                            @JsonProperty("recompute_activations") boolean recomputeActivations) {}
+
+    /**
+     * Data parallelism, used when the run is launched as several ranks (torchrun, Slurm, Open MPI or
+     * {@code limactl train --nproc-per-node}).
+     *
+     * @param backend    the communicator: gloo (CPU ranks)
+     * @param zeroStage  0: replicated optimiser state; 1 and 2: each rank keeps its shard of it
+     * @param timeoutS   every rank must arrive, and every collective finish, within this
+     * @param rendezvous file:DIR, a directory every rank reaches; empty: RUN/rendezvous/JOB
+     */
+    public record Distributed(String backend, @JsonProperty("zero_stage") int zeroStage, @JsonProperty("timeout_s") int timeoutS,
+                              String rendezvous) {}
 }

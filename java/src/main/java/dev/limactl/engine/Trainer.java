@@ -51,6 +51,20 @@ public final class Trainer implements AutoCloseable {
      * Plans and reserves device memory for micro-batches of rows x seqLen tokens. On CUDA a plan that cannot fit
      * throws (LIMA_ERR_OUT_OF_MEMORY) with the figures, before any training step.
      */
+    /**
+     * Makes this (CPU) trainer data parallel over the ranks of {@code comm} at ZeRO stage 0, 1 or 2
+     * (see lima_trainer_set_comm): every rank starts from rank 0's weights, gradients are summed over
+     * the ranks at each step, and with stage >= 1 each rank keeps its shard of the optimiser state.
+     */
+    public void setCommunicator(Communicator comm, int zeroStage) {
+        Native.check(LimaNative.lima_trainer_set_comm(live(), comm.live(), zeroStage));
+    }
+
+    /** The index, within the whole optimiser step, of the next micro-batch this rank runs (its dropout key). */
+    public void setMicroBatch(int index) {
+        Native.check(LimaNative.lima_trainer_set_micro_batch(live(), index));
+    }
+
     public MemoryPlan planMemory(int rows, int seqLen) {
         LimaNative.lima_memory_plan p = new LimaNative.lima_memory_plan();
         try {

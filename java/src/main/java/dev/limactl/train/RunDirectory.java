@@ -5,6 +5,7 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.limactl.checkpoint.Checkpoint;
 import dev.limactl.data.AtomicFiles;
+import dev.limactl.engine.Communicator;
 import dev.limactl.engine.Dtype;
 import dev.limactl.engine.Model;
 import dev.limactl.engine.Trainer;
@@ -60,31 +61,69 @@ final class RunDirectory {
         return new Position(pos.get("epoch").asInt(), pos.get("step_in_epoch").asInt(), pos.get("global_step").asLong());
     }
 
-    /** Writes state.tmp, then swaps it in for state (state.old is the fallback if a crash hits the swap). */
-    Path saveState(Model model, Trainer trainer, int eot, Position next) {
+    /**
+     * Writes state.tmp, then swaps it in for state (state.old is the fallback if a crash hits the
+     * swap). With ranks (comm not null), rank 0 writes the model and the position, each rank with a
+     * shard of the optimiser state (ZeRO >= 1) its own file, and rank 0 swaps once all have written.
+     */
+    Path saveState(Model model, Trainer trainer, int eot, Position next, Communicator comm, int zeroStage) {
         Path tmp = dir.resolve("state.tmp"), cur = dir.resolve("state"), old = dir.resolve("state.old");
-        deleteTree(tmp);
-        mkdirs(tmp);
-        model.save(tmp.resolve("model"), Dtype.F32);
-        Checkpoint.lima(eot, next.epoch(), next.globalStep()).write(tmp.resolve("model"));
-        trainer.saveState(tmp.resolve("optimizer.safetensors"));
-        ObjectNode pos = JSON.createObjectNode().put("epoch", next.epoch()).put("step_in_epoch", next.stepInEpoch())
-                .put("global_step", next.globalStep());
-        AtomicFiles.writeString(tmp.resolve("trainer.json"), pos.toString());
-        deleteTree(old);
-        try {
-            if (Files.exists(cur)) Files.move(cur, old, StandardCopyOption.ATOMIC_MOVE);
-            Files.move(tmp, cur, StandardCopyOption.ATOMIC_MOVE);
-        } catch (IOException e) {
-            throw new UncheckedIOException("cannot save state in " + dir + ": " + e.getMessage(), e);
+        int rank = comm == null ? 0 : comm.rank(), world = comm == null ? 1 : comm.world();
+        if (rank == 0) {
+            deleteTree(tmp);
+            mkdirs(tmp);
+            model.save(tmp.resolve("model"), Dtype.F32);
+            Checkpoint.lima(eot, next.epoch(), next.globalStep()).write(tmp.resolve("model"));
+            ObjectNode pos = JSON.createObjectNode().put("epoch", next.epoch()).put("step_in_epoch", next.stepInEpoch())
+                    .put("global_step", next.globalStep()).put("world", world).put("zero_stage", comm == null ? 0 : zeroStage);
+            AtomicFiles.writeString(tmp.resolve("trainer.json"), pos.toString());
         }
-        deleteTree(old);
+        if (comm != null) comm.barrier();
+        if (comm != null && zeroStage >= 1) trainer.saveState(tmp.resolve(shardFile(rank, world)));
+        else if (rank == 0) trainer.saveState(tmp.resolve("optimizer.safetensors"));
+        if (comm != null) comm.barrier();
+        if (rank == 0) {
+            deleteTree(old);
+            try {
+                if (Files.exists(cur)) Files.move(cur, old, StandardCopyOption.ATOMIC_MOVE);
+                Files.move(tmp, cur, StandardCopyOption.ATOMIC_MOVE);
+            } catch (IOException e) {
+                throw new UncheckedIOException("cannot save state in " + dir + ": " + e.getMessage(), e);
+            }
+            deleteTree(old);
+        }
+        if (comm != null) comm.barrier();
         return cur;
+    }
+
+    static String shardFile(int rank, int world) {
+        return "optimizer-rank" + rank + "-of" + world + ".safetensors";
+    }
+
+    /**
+     * The optimiser state file this rank loads from a saved state: its own shard when the state was
+     * saved sharded by as many ranks, else the whole state (which any number of ranks can load). A
+     * state sharded by another number of ranks is refused, naming both.
+     */
+    Path optimizerStateToLoad(Path state, Placement place, int zeroStage) {
+        Path whole = state.resolve("optimizer.safetensors");
+        if (Files.exists(whole)) return whole;
+        Path mine = state.resolve(shardFile(place.rank(), place.world()));
+        if (place.distributed() && zeroStage >= 1 && Files.exists(mine)) return mine;
+        JsonNode pos = readJson(state.resolve("trainer.json"));
+        throw new RunStateException(state + " holds the optimiser state sharded over " + pos.path("world").asInt(1)
+                + " ranks (ZeRO stage " + pos.path("zero_stage").asInt(0) + "); resume it with as many ranks at a sharded stage"
+                + " (resuming with " + place.world() + " rank(s)" + (place.distributed() ? " at stage " + zeroStage : "")
+                + " would need resharding, which is not implemented yet)");
+    }
+
+    Path checkpointDir(int epoch) {
+        return dir.resolve("checkpoints").resolve(String.format("epoch-%02d", epoch));
     }
 
     /** checkpoints/epoch-NN: the Hugging Face checkpoint, its tokenizer and limactl.json. */
     Path saveCheckpoint(Model model, Dtype dtype, Path tokenizer, int eot, int epoch, long step) {
-        Path ck = dir.resolve("checkpoints").resolve(String.format("epoch-%02d", epoch));
+        Path ck = checkpointDir(epoch);
         model.save(ck, dtype);
         copy(tokenizer, ck.resolve(tokenizer.getFileName().toString().endsWith(".json") ? "tokenizer.json" : "tokenizer.model"));
         Checkpoint.lima(eot, epoch, step).write(ck);

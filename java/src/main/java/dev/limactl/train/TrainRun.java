@@ -11,6 +11,7 @@ import dev.limactl.data.AtomicFiles;
 import dev.limactl.data.Example;
 import dev.limactl.data.ExampleFiles;
 import dev.limactl.engine.Batch;
+import dev.limactl.engine.Communicator;
 import dev.limactl.engine.Dtype;
 import dev.limactl.engine.Lima;
 import dev.limactl.engine.Model;
@@ -58,35 +59,50 @@ public final class TrainRun {
     private final String configYaml;
     private final RunDirectory run;
     private final boolean resume;
+    private final Placement place;
     private final AtomicBoolean stop = new AtomicBoolean();
     private final CountDownLatch finished = new CountDownLatch(1);
     private final AtomicBoolean started = new AtomicBoolean();
 
-    private TrainRun(LimaConfig cfg, String configYaml, Path runDir, boolean resume) {
+    private TrainRun(LimaConfig cfg, String configYaml, Path runDir, boolean resume, Placement place) {
         this.cfg = cfg;
         this.configYaml = configYaml;
         this.run = new RunDirectory(runDir);
         this.resume = resume;
+        this.place = place;
     }
 
-    /** A new run of the given configuration in runDir (which must not already hold a run). */
+    /**
+     * A new run of the given configuration in runDir (which must not already hold a run), as the
+     * rank the launcher's environment names (see {@link Placement}; one process without one).
+     */
     public static TrainRun create(ConfigLoader config, Path runDir) {
-        if (Files.exists(new RunDirectory(runDir).config())) {
+        return create(config, runDir, Placement.fromEnvironment(System.getenv()));
+    }
+
+    /** A new run as the given rank of a data-parallel job (rank 0 writes the run's files). */
+    public static TrainRun create(ConfigLoader config, Path runDir, Placement place) {
+        if (place.rank() == 0 && Files.exists(new RunDirectory(runDir).config())) {
             throw new RunStateException("run directory " + runDir + " already holds a run; pass --resume to continue it"
                     + " or choose another run directory");
         }
-        return new TrainRun(config.load(), config.toYaml(), runDir, false);
+        return new TrainRun(config.load(), config.toYaml(), runDir, false, place);
     }
 
     /** Continues the run in runDir from its last saved state, with the run's own config.yaml. */
     public static TrainRun resume(Path runDir) {
+        return resume(runDir, Placement.fromEnvironment(System.getenv()));
+    }
+
+    /** Continues the run as the given rank of a data-parallel job. */
+    public static TrainRun resume(Path runDir, Placement place) {
         RunDirectory rd = new RunDirectory(runDir);
         if (!Files.exists(rd.config())) throw new RunStateException("nothing to resume: " + runDir + " has no config.yaml");
         if (rd.state() == null) {
             throw new RunStateException("nothing to resume: " + runDir + " has no saved state yet (the run stopped before its first save)");
         }
         ConfigLoader l = ConfigLoader.preset(null).file(rd.config());
-        return new TrainRun(l.load(), l.toYaml(), runDir, true);
+        return new TrainRun(l.load(), l.toYaml(), runDir, true, place);
     }
 
     /** Asks the run to stop after the current optimiser step and save a resumable state (Ctrl-C). */
@@ -106,29 +122,56 @@ public final class TrainRun {
     /** Trains to the end (or until requestStop), writing checkpoints, metrics and resumable state. */
     public Result run(TrainListener listener) {
         started.set(true);
+        Communicator comm = null;
         try {
             LimaConfig.Training tc = cfg.training();
             if (tc.threads() > 0) Lima.setThreads(tc.threads());
             checkFiles();
-            RunDirectory.mkdirs(run.dir);
-            if (!resume) AtomicFiles.writeString(run.config(), configYaml);
-            Path tokPath = run.resolve(cfg.model().tokenizer().isBlank() ? cfg.model().path() : cfg.model().tokenizer());
+            // Every rank joins before anything is written; rank 0 then writes the run's files (and
+            // extracts embedded data) while the others wait, so no two processes write one file.
+            comm = join();
+            TrainListener events = place.rank() == 0 ? listener : new TrainListener() {};
+            if (place.rank() == 0) {
+                RunDirectory.mkdirs(run.dir);
+                if (!resume) AtomicFiles.writeString(run.config(), configYaml);
+            }
+            Path tokPath = place.rank() == 0 ? tokenizerPath() : null;
+            if (comm != null) comm.barrier();
+            if (tokPath == null) tokPath = tokenizerPath();
             Path state = resume ? run.state() : null;
             try (Tokenizer tok = Tokenizer.open(tokPath); Model model = openModel(tok, state)) {
-                Session s = prepare(model, tok, tokPath, state, listener);
+                Session s = prepare(model, tok, tokPath, state, events);
                 try (Trainer trainer = Trainer.create(model, trainOptions())) {
-                    if (state != null) trainer.loadState(state.resolve("optimizer.safetensors"));
+                    if (comm != null) trainer.setCommunicator(comm, cfg.distributed().zeroStage());
+                    if (state != null) trainer.loadState(run.optimizerStateToLoad(state, place, cfg.distributed().zeroStage()));
                     if (!tc.device().equals("cpu")) {  // refuse a plan that cannot fit before the first step
                         int seq = cfg.data().maxTokens();
                         Trainer.MemoryPlan mp = trainer.planMemory(Math.max(1, tc.microBatchTokens() / seq), seq);
-                        listener.onWarning("memory plan on " + tc.device() + ": " + mp.describe());
+                        events.onWarning("memory plan on " + tc.device() + ": " + mp.describe());
                     }
-                    return train(s, trainer, listener);
+                    return train(s, trainer, comm, events);
                 }
             }
         } finally {
+            if (comm != null) comm.close();
             finished.countDown();
         }
+    }
+
+    /** The communicator of a data-parallel run (null for one process). */
+    private Communicator join() {
+        if (!place.distributed()) return null;
+        LimaConfig.Distributed d = cfg.distributed();
+        String rv = place.rendezvous(d.rendezvous(), System.getenv(), run.dir);
+        RunDirectory.mkdirs(Path.of(rv.substring("file:".length())));
+        return Communicator.join(d.backend(), place.rank(), place.world(), rv, java.time.Duration.ofSeconds(d.timeoutS()));
+    }
+
+    private Path tokenizerPath() {
+        Path tok = run.resolve(cfg.model().tokenizer().isBlank() ? cfg.model().path() : cfg.model().tokenizer());
+        run.resolve(cfg.data().train());
+        if (!cfg.data().dev().isBlank()) run.resolve(cfg.data().dev());
+        return tok;
     }
 
     /** What the loop works with, prepared once: the data, the schedule and where to start. */
@@ -157,20 +200,22 @@ public final class TrainRun {
     }
 
     /** The epochs from the start position: steps, then each epoch's checkpoint, state and dev perplexity. */
-    private Result train(Session s, Trainer trainer, TrainListener listener) {
+    private Result train(Session s, Trainer trainer, Communicator comm, TrainListener listener) {
         LimaConfig.Training tc = cfg.training();
-        run.keepMetricsUpTo(s.start().globalStep());
+        if (place.rank() == 0) run.keepMetricsUpTo(s.start().globalStep());
+        // rank 0 keeps the metrics; the others write nothing but their optimiser shard
+        Path metricsFile = place.rank() == 0 ? run.metrics() : Path.of("/dev/null");
         List<Path> checkpoints = new ArrayList<>();
         List<Double> epochLosses = new ArrayList<>();
         long global = s.start().globalStep(), t0 = System.nanoTime();
-        try (BufferedWriter metrics = Files.newBufferedWriter(run.metrics(), StandardCharsets.UTF_8, StandardOpenOption.CREATE,
+        try (BufferedWriter metrics = Files.newBufferedWriter(metricsFile, StandardCharsets.UTF_8, StandardOpenOption.CREATE,
                 StandardOpenOption.APPEND)) {
             for (int epoch = s.start().epoch(); epoch <= tc.epochs(); epoch++) {
                 int[] order = order(s.data().examples().size(), tc.seed(), epoch);
                 double lossSum = 0;
                 long lossN = 0;
                 for (int k = epoch == s.start().epoch() ? s.start().stepInEpoch() : 0; k < s.stepsPerEpoch(); k++) {
-                    StepMetrics m = trainStep(s, trainer, s.data().step(order, k, tc.batchSize()), epoch, k, global, t0);
+                    StepMetrics m = trainStep(s, trainer, comm, s.data().step(order, k, tc.batchSize()), epoch, k, global, t0);
                     global = m.step();
                     metrics.write(JSON.writeValueAsString(metricsJson(m)));
                     metrics.write('\n');
@@ -178,15 +223,16 @@ public final class TrainRun {
                     lossSum += m.loss() * m.targets();
                     lossN += m.targets();
                     listener.onStep(m);
-                    if (stop.get() && k + 1 < s.stepsPerEpoch()) {
-                        Path saved = run.saveState(s.model(), trainer, s.eot(), new RunDirectory.Position(epoch, k + 1, global));
+                    if (stopAgreed(comm) && k + 1 < s.stepsPerEpoch()) {
+                        Path saved = run.saveState(s.model(), trainer, s.eot(), new RunDirectory.Position(epoch, k + 1, global), comm,
+                                cfg.distributed().zeroStage());
                         listener.onStopped(saved, global);
                         return new Result(false, global, checkpoints, epochLosses, run.dir);
                     }
                 }
                 epochLosses.add(lossN == 0 ? Double.NaN : lossSum / lossN);
-                checkpoints.add(endOfEpoch(s, trainer, epoch, global, listener));
-                if (stop.get() && epoch < tc.epochs()) {
+                checkpoints.add(endOfEpoch(s, trainer, comm, epoch, global, listener));
+                if (stopAgreed(comm) && epoch < tc.epochs()) {
                     listener.onStopped(run.dir.resolve("state"), global);
                     return new Result(false, global, checkpoints, epochLosses, run.dir);
                 }
@@ -197,17 +243,36 @@ public final class TrainRun {
         return new Result(true, global, checkpoints, epochLosses, run.dir);
     }
 
-    /** One optimiser step: the step's examples packed into micro-batches, gradients accumulated, AdamW. */
-    private StepMetrics trainStep(Session s, Trainer trainer, List<ChatFormat.Encoded> step, int epoch, int k, long global,
-                                  long t0) {
+    /** Whether every rank stops here: any rank asked (Ctrl-C reaches ranks at different moments). */
+    private boolean stopAgreed(Communicator comm) {
+        if (comm == null) return stop.get();
+        float[] f = {stop.get() ? 1 : 0};
+        comm.allreduceSum(f);
+        return f[0] > 0;
+    }
+
+    /**
+     * One optimiser step: the step's examples packed into micro-batches (the same on every rank),
+     * this rank's share of them (micro-batch k goes to rank k mod world, keyed by k for its dropout
+     * masks, as one process would), gradients accumulated and summed over the ranks, AdamW.
+     */
+    private StepMetrics trainStep(Session s, Trainer trainer, Communicator comm, List<ChatFormat.Encoded> step, int epoch, int k,
+                                  long global, long t0) {
         long ts = System.nanoTime();
         List<MicroBatch> mbs = MicroBatch.pack(step, cfg.training().microBatchTokens());
         long targets = mbs.stream().mapToLong(MicroBatch::targets).sum();
         double loss = 0;
-        for (MicroBatch mb : mbs) {
+        for (int i = place.rank(); i < mbs.size(); i += place.world()) {
+            MicroBatch mb = mbs.get(i);
+            if (comm != null) trainer.setMicroBatch(i);
             try (Batch b = new Batch(mb.rows(), mb.seqLen()).set(mb.tokens(), mb.mask(), mb.segments())) {
                 loss += trainer.forwardBackward(b, targets).lossSum();
             }
+        }
+        if (comm != null) {  // the step's loss over every rank's micro-batches
+            float[] l = {(float) loss};
+            comm.allreduceSum(l);
+            loss = l[0];
         }
         long tokens = step.stream().mapToLong(ChatFormat.Encoded::length).sum();
         double rate = s.lr().at(global);
@@ -217,12 +282,13 @@ public final class TrainRun {
                 tokens / secs, (System.nanoTime() - t0) / 1e9);
     }
 
-    /** The epoch's checkpoint, a resumable state at the next epoch, and the dev perplexity. */
-    private Path endOfEpoch(Session s, Trainer trainer, int epoch, long global, TrainListener listener) {
+    /** The epoch's checkpoint (rank 0), a resumable state at the next epoch, and the dev perplexity. */
+    private Path endOfEpoch(Session s, Trainer trainer, Communicator comm, int epoch, long global, TrainListener listener) {
         LimaConfig.Training tc = cfg.training();
-        Path ck = run.saveCheckpoint(s.model(), tc.saveDtype().equals("f32") ? Dtype.F32 : Dtype.BF16, s.tokenizer(), s.eot(),
-                epoch, global);
-        run.saveState(s.model(), trainer, s.eot(), new RunDirectory.Position(epoch + 1, 0, global));
+        Dtype dtype = tc.saveDtype().equals("f32") ? Dtype.F32 : Dtype.BF16;
+        Path ck = place.rank() == 0 ? run.saveCheckpoint(s.model(), dtype, s.tokenizer(), s.eot(), epoch, global)
+                : run.checkpointDir(epoch);
+        run.saveState(s.model(), trainer, s.eot(), new RunDirectory.Position(epoch + 1, 0, global), comm, cfg.distributed().zeroStage());
         double ppl = s.dev().isEmpty() ? Double.NaN : Perplexity.of(s.model(), s.format(), s.dev(), tc.microBatchTokens()).perplexity();
         listener.onEpoch(epoch, ck, ppl);
         return ck;

@@ -153,6 +153,41 @@ public final class LimaNative {
         public lima_batch() {}
     }
 
+    @Opaque
+    public static class lima_comm extends Pointer {
+        public lima_comm() {}
+    }
+
+    public static native int lima_comm_create(String backend, int rank, int world, String rendezvous, int timeoutMs,
+                                              @ByPtrPtr lima_comm out);
+
+    public static native void lima_comm_free(lima_comm c);
+
+    public static native int lima_comm_plugin_select(String backend, String path);
+
+    public static native int lima_comm_allreduce_sum(lima_comm c, float[] data, @Cast("int64_t") long n);
+
+    public static native int lima_comm_allgather(lima_comm c, @Const float[] in, @Cast("int64_t") long n, float[] out);
+
+    public static native int lima_comm_broadcast(lima_comm c, float[] data, @Cast("int64_t") long n, int root);
+
+    public static native int lima_comm_barrier(lima_comm c);
+
+    public static native int lima_comm_abort(lima_comm c);
+
+    public static native int lima_trainer_set_comm(lima_trainer t, lima_comm c, int zeroStage);
+
+    public static native int lima_trainer_set_micro_batch(lima_trainer t, int index);
+
+    /**
+     * The Gloo communicator plugin this jar carries (built where Gloo was installed), extracted to
+     * JavaCPP's cache, or null when the jar has none.
+     */
+    public static java.io.File bundledGlooPlugin() throws java.io.IOException {
+        return Loader.cacheResource(LimaNative.class,
+                "comm/" + System.getProperty("os.name") + "-" + System.getProperty("os.arch") + "/liblima_gloo.so");
+    }
+
     public static native void lima_model_config_init(lima_model_config cfg);
 
     public static native int lima_model_create(@Const lima_model_config cfg, String device, @Cast("uint64_t") long seed,
