@@ -8,7 +8,7 @@ import picocli.CommandLine.Option;
         description = "LIMA (Less Is More for Alignment): fine-tune LLaMA on a small curated set, the paper's recipe.",
         subcommands = {DemoCommand.class, TrainCommand.class, CurateCommand.class, DataCommand.class, GenerateCommand.class,
                 ChatCommand.class, ServeCommand.class, EvalCommand.class, SelectCommand.class, ExperimentCommand.class, TokenizeCommand.class, PerplexityCommand.class,
-                VersionCommand.class, DoctorCommand.class, CommandLine.HelpCommand.class},
+                PlanCommand.class, VersionCommand.class, DoctorCommand.class, CommandLine.HelpCommand.class},
         exitCodeListHeading = "%nExit codes:%n",
         exitCodeList = {"0:ok", "1:failure not caused by the input", "2:invalid input (arguments, config, files)",
                 "3:unexpected state (existing run, nothing to resume)", "4:internal error", "130:stopped by Ctrl-C (resumable)"})

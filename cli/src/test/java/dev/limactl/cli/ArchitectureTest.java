@@ -21,7 +21,7 @@ class ArchitectureTest {
     static final ArchRule layers = layeredArchitecture().consideringOnlyDependenciesInLayers()
             .layer("cli").definedBy("dev.limactl.cli..")
             .layer("apps").definedBy("dev.limactl.eval..", "dev.limactl.serve..")
-            .layer("run").definedBy("dev.limactl.train..", "dev.limactl.generate..")
+            .layer("run").definedBy("dev.limactl.train..", "dev.limactl.generate..", "dev.limactl.plan..")
             .layer("formats").definedBy("dev.limactl.tokenizer..", "dev.limactl.chat..", "dev.limactl.checkpoint..", "dev.limactl.config..")
             .layer("engine").definedBy("dev.limactl.engine..")
             .layer("curate").definedBy("dev.limactl.data.curate..")
@@ -37,7 +37,7 @@ class ArchitectureTest {
                     + " data layer below; nothing depends on cli");
 
     static final String[] LEAN = {"dev.limactl.engine..", "dev.limactl.tokenizer..", "dev.limactl.chat..", "dev.limactl.checkpoint..",
-            "dev.limactl.config..", "dev.limactl.train..", "dev.limactl.generate..", "dev.limactl.data"};
+            "dev.limactl.config..", "dev.limactl.train..", "dev.limactl.generate..", "dev.limactl.plan..", "dev.limactl.data"};
 
     static final ArchRule leanEngine = noClasses().that().resideInAnyPackage(LEAN)
             .should().dependOnClassesThat().resideInAnyPackage("org.jfree..", "org.apache.commons.math3..", "com.sun.net.httpserver..",

@@ -1,0 +1,82 @@
+package dev.limactl.plan;
+
+import dev.limactl.engine.ModelConfig;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * Per-GPU memory of data-parallel training of a LLaMA model with the CUDA backend's mixed precision
+ * (bf16 weights for the products, fp32 gradients, fp32 master weights and AdamW moments), for each
+ * ZeRO stage: what each rank holds of weights, gradients and optimiser state, plus activations for
+ * one micro-batch and communication buffers. The activation figures follow the CUDA backend's own
+ * buffer table (cpp/cuda/backend.cu, activation_table), so the plan and the allocation agree.
+ */
+public final class MemoryPlan {
+    /** Bytes per GPU of one stage. */
+    public record Stage(int stage, long weights, long gradients, long optimizer, long activations, long communication) {
+        public long total() {
+            return weights + gradients + optimizer + activations + communication;
+        }
+    }
+
+    /** The model shapes LIMA's paper trains (LLaMA 1), with LIMA's EOT added to the 32,000 pieces. */
+    public static ModelConfig llama(String name) {
+        return switch (name.toLowerCase(java.util.Locale.ROOT)) {
+            case "7b" -> ModelConfig.llama(32001, 4096, 11008, 32, 32, 32, 2048);
+            case "13b" -> ModelConfig.llama(32001, 5120, 13824, 40, 40, 40, 2048);
+            case "33b", "30b" -> ModelConfig.llama(32001, 6656, 17920, 60, 52, 52, 2048);
+            case "65b" -> ModelConfig.llama(32001, 8192, 22016, 80, 64, 64, 2048);
+            default -> throw new IllegalArgumentException("unknown model size \"" + name + "\" (7b, 13b, 33b, 65b, or a config.json)");
+        };
+    }
+
+    public static long parameters(ModelConfig c) {
+        long d = c.hiddenSize(), f = c.intermediateSize(), v = c.vocabSize(), hd = d / c.numHeads();
+        long q = c.numHeads() * hd, kv = c.numKvHeads() * hd;
+        long layer = d * q + 2 * d * kv + q * d + 3 * d * f + 2 * d;
+        return v * d * (c.tieWordEmbeddings() ? 1 : 2) + c.numLayers() * layer + d;
+    }
+
+    /**
+     * Activation bytes of one micro-batch of `tokens` tokens: every layer's saved tensors, or with
+     * recomputation each layer's input only plus one layer's tensors, and the classifier's chunk.
+     */
+    public static long activations(ModelConfig c, long tokens, boolean recompute) {
+        long d = c.hiddenSize(), f = c.intermediateSize(), h = c.numHeads(), hd = d / h, L = c.numLayers();
+        long qd = h * hd, ld = qd + 2 * c.numKvHeads() * hd;
+        long perLayer = tokens * ((d + ld + qd + d + 2 * f + f) * 2 + (1 + h + d + 1) * 4);
+        long resid = (L + 1) * tokens * d * 4 + tokens * (4 + d * 4 + h * 4);
+        long scratch = tokens * (d * 2 + d * 4 + f * 2 + 4 * f + d * 2 + qd * 2 + ld * 2 + d * 2);
+        long chunk = Math.max(64, Math.min(8192, (768L << 20) / (c.vocabSize() * 6L)));
+        long classifier = chunk * (d * 4 + c.vocabSize() * 6L + 4);
+        return (recompute ? 1 : L) * perLayer + resid + scratch + classifier;
+    }
+
+    /** Every stage's per-GPU bytes for `gpus` ranks, micro-batches of `tokens` tokens. */
+    public static List<Stage> stages(ModelConfig c, int gpus, long tokens, boolean recompute) {
+        if (gpus < 1) throw new IllegalArgumentException("--gpus must be >= 1, got " + gpus);
+        long p = parameters(c), n = gpus, act = activations(c, tokens, recompute);
+        long bucket = Math.min(p, 25_000_000L) * 4 * 2;  // two fp32 gradient buckets in flight
+        long layer = p / Math.max(1, c.numLayers()) * 2;   // one layer of bf16 weights
+        List<Stage> out = new ArrayList<>();
+        out.add(new Stage(0, p * 2, p * 4, p * 12, act, bucket));
+        out.add(new Stage(1, p * 2, p * 4, ceil(p * 12, n), act, bucket));
+        out.add(new Stage(2, p * 2, ceil(p * 4, n), ceil(p * 12, n), act, bucket));
+        out.add(new Stage(3, ceil(p * 2, n), ceil(p * 4, n), ceil(p * 12, n), act, 2 * layer + bucket));  // gathered layer + prefetch
+        return out;
+    }
+
+    /** The lowest stage (least communication) that fits, or -1. */
+    public static int choose(List<Stage> stages, long gpuBytes) {
+        for (Stage s : stages) {
+            if (s.total() <= gpuBytes) return s.stage();
+        }
+        return -1;
+    }
+
+    private static long ceil(long a, long b) {
+        return (a + b - 1) / b;
+    }
+
+    private MemoryPlan() {}
+}

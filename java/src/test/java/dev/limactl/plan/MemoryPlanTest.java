@@ -1,0 +1,38 @@
+package dev.limactl.plan;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.limactl.engine.ModelConfig;
+import java.util.List;
+import org.junit.jupiter.api.Test;
+
+class MemoryPlanTest {
+    @Test
+    void parameterCountsAreLlamasPublishedOnes() {
+        ModelConfig c7 = MemoryPlan.llama("7b"), c13 = MemoryPlan.llama("13b");
+        // LLaMA-7B and 13B have 6,738,415,616 and 13,015,864,320 parameters with 32,000 pieces; +1 EOT row in each of two matrices
+        assertEquals(6_738_415_616L + 2 * 4096, MemoryPlan.parameters(c7));
+        assertEquals(13_015_864_320L + 2 * 5120, MemoryPlan.parameters(c13));
+        assertThrows(IllegalArgumentException.class, () -> MemoryPlan.llama("8x7b"));
+    }
+
+    @Test
+    void shardingDividesWhatEachStageShardsAndTheChoiceIsTheLowestStageThatFits() {
+        ModelConfig c = MemoryPlan.llama("65b");
+        long p = MemoryPlan.parameters(c);
+        List<MemoryPlan.Stage> s = MemoryPlan.stages(c, 64, 4096, true);
+        assertEquals(18 * p + s.get(0).activations() + s.get(0).communication(), s.get(0).total());
+        assertEquals((12 * p + 63) / 64, s.get(1).optimizer());
+        assertEquals(p * 4, s.get(1).gradients());
+        assertEquals((4 * p + 63) / 64, s.get(2).gradients());
+        assertEquals((2 * p + 63) / 64, s.get(3).weights());
+        for (int i = 1; i < 4; i++) assertTrue(s.get(i).total() < s.get(i - 1).total(), "stage " + i);
+        assertEquals(3, MemoryPlan.choose(s, 80L << 30));    // 65B on 64 x 80 GB: only ZeRO-3 fits
+        assertEquals(-1, MemoryPlan.choose(MemoryPlan.stages(c, 1, 4096, true), 80L << 30));
+        assertEquals(0, MemoryPlan.choose(MemoryPlan.stages(MemoryPlan.llama("7b"), 8, 4096, true), 1L << 40));
+        // recomputation keeps far fewer activations
+        assertTrue(MemoryPlan.activations(c, 8192, true) * 5 < MemoryPlan.activations(c, 8192, false));
+    }
+}
