@@ -350,4 +350,59 @@ class CliTest {
         assertEquals(0, again.code(), again.err());
         assertEquals(a.size() * 3 / 2, Files.readAllLines(two.resolve("metrics.jsonl")).size());
     }
+
+    /** Starts the ranks of `limactl ARGS` as separate JVMs with the given launcher variables per rank; their exit codes. */
+    static List<Integer> launchRanks(List<java.util.Map<String, String>> envs, String... args) throws Exception {
+        return launchRanks(envs, null, args);
+    }
+
+    static List<Integer> launchRanks(List<java.util.Map<String, String>> envs, Path log, String... args) throws Exception {
+        List<String> cmd = new java.util.ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString()));
+        cmd.addAll(java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments());
+        cmd.addAll(List.of("-cp", System.getProperty("java.class.path"), Main.class.getName()));
+        cmd.addAll(List.of(args));
+        List<Process> ps = new java.util.ArrayList<>();
+        for (java.util.Map<String, String> env : envs) {
+            ProcessBuilder pb = new ProcessBuilder(cmd).redirectErrorStream(true)
+                    .redirectOutput(log == null ? ProcessBuilder.Redirect.DISCARD : ProcessBuilder.Redirect.to(log.toFile()));
+            pb.environment().putAll(env);
+            ps.add(pb.start());
+        }
+        List<Integer> codes = new java.util.ArrayList<>();
+        for (Process p : ps) {
+            assertTrue(p.waitFor(5, java.util.concurrent.TimeUnit.MINUTES), "a rank did not finish");
+            codes.add(p.exitValue());
+        }
+        return codes;
+    }
+
+    @Test
+    void ranksPlacedBySlurmOrOpenMpiVariablesTrainTogether() throws Exception {
+        Path one = dir.resolve("one"), slurm = dir.resolve("slurm"), ompi = dir.resolve("ompi");
+        String[] common = concat(new String[] {"-q", "train", "--preset", "demo", "--init", "random"}, SMALL);
+        assertEquals(0, limactl(concat(common, "--run", one.toString())).code());
+        List<java.util.Map<String, String>> s = List.of(
+                java.util.Map.of("SLURM_PROCID", "0", "SLURM_NTASKS", "2", "SLURM_LOCALID", "0", "SLURM_JOB_ID", "77"),
+                java.util.Map.of("SLURM_PROCID", "1", "SLURM_NTASKS", "2", "SLURM_LOCALID", "1", "SLURM_JOB_ID", "77"));
+        assertEquals(List.of(0, 0), launchRanks(s, concat(common, "--run", slurm.toString())));
+        assertTrue(Files.isDirectory(slurm.resolve("rendezvous/77.0")), "the job's rendezvous directory in the run");
+        List<java.util.Map<String, String>> o = List.of(
+                java.util.Map.of("OMPI_COMM_WORLD_RANK", "0", "OMPI_COMM_WORLD_SIZE", "2", "LIMACTL_RENDEZVOUS", "file:" + dir.resolve("rv-ompi")),
+                java.util.Map.of("OMPI_COMM_WORLD_RANK", "1", "OMPI_COMM_WORLD_SIZE", "2", "LIMACTL_RENDEZVOUS", "file:" + dir.resolve("rv-ompi")));
+        assertEquals(List.of(0, 0), launchRanks(o, concat(common, "--run", ompi.toString())));
+        ObjectMapper json = new ObjectMapper();
+        List<String> a = Files.readAllLines(one.resolve("metrics.jsonl"));
+        for (Path run : List.of(slurm, ompi)) {
+            List<String> b = Files.readAllLines(run.resolve("metrics.jsonl"));
+            assertEquals(a.size(), b.size(), run.toString());
+            double x = json.readTree(a.get(a.size() - 1)).get("loss").asDouble(), y = json.readTree(b.get(b.size() - 1)).get("loss").asDouble();
+            assertEquals(x, y, 1e-5 * x, run.toString());
+        }
+        // a rank that never comes: the one that did is told which is missing, within the timeout (exit 1: not the input's fault)
+        Path log = dir.resolve("lonely.log");
+        assertEquals(List.of(1), launchRanks(List.of(java.util.Map.of("RANK", "0", "WORLD_SIZE", "2")), log,
+                concat(concat(common, "--run", dir.resolve("lonely").toString()), "--set", "distributed.timeout_s=2")));
+        String err = Files.readString(log);
+        assertTrue(err.contains("rank(s) 1 of 2 did not arrive within 2000 ms"), err);
+    }
 }
