@@ -1,6 +1,7 @@
 #include "trainer.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 
@@ -122,14 +123,20 @@ lima_step_result Trainer::apply(float lr) {
         return r;
     }
     // Data parallel: every rank's gradient summed (each normalised by the whole step's targets).
-    if (comm && comm->world > 1) comm->allreduce_sum(grads.data(), int64_t(grads.size()));
+    double comm_s = 0.0;
+    auto timed = [&](auto &&f) {
+        const auto t0 = std::chrono::steady_clock::now();
+        f();
+        comm_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    };
+    if (comm && comm->world > 1) timed([&] { comm->allreduce_sum(grads.data(), int64_t(grads.size())); });
     // ZeRO >= 1: this rank updates its shard of the weights with its shard of the moments.
     const int64_t lo = zero >= 1 ? shard.begin : 0, hi = zero >= 1 ? shard.end : int64_t(grads.size());
     double ss = 0.0;
 #pragma omp parallel for schedule(static) reduction(+ : ss)
     for (long i = long(lo); i < long(hi); ++i) ss += double(grads[size_t(i)]) * double(grads[size_t(i)]);
-    if (zero >= 1 && comm->world > 1) comm->allreduce_sum(&ss, 1);  // the norm of the global gradient
-    lima_step_result r{std::sqrt(ss), 0, step};
+    if (zero >= 1 && comm->world > 1) timed([&] { comm->allreduce_sum(&ss, 1); });  // the norm of the global gradient
+    lima_step_result r{std::sqrt(ss), 0, step, 0.0};
     LIMA_REQUIRE(std::isfinite(r.grad_norm), LIMA_ERR_STATE, "lima_trainer_step: the gradient norm is ", r.grad_norm,
                  "; no update was made (zero the gradients to go on)");
     float scale = 1.0f;
@@ -147,11 +154,12 @@ lima_step_result Trainer::apply(float lr) {
     if (zero >= 1 && comm->world > 1) {  // every rank gets every shard's new weights
         std::vector<float> mine(size_t(shard.shard), 0.0f), all(size_t(shard.padded));
         std::copy(model->params.begin() + lo, model->params.begin() + hi, mine.begin());
-        comm->allgather(mine.data(), shard.shard, all.data());
+        timed([&] { comm->allgather(mine.data(), shard.shard, all.data()); });
         std::copy(all.begin(), all.begin() + int64_t(model->params.size()), model->params.begin());
     }
     zero_grad();
     r.step = ++step;
+    r.comm_seconds = comm_s;
     return r;
 }
 

@@ -384,6 +384,31 @@ TEST(Distributed, ARankThatDiesMidRunEndsTheOthersWithAnError) {
     EXPECT_LT(secs, 60.0);
 }
 
+TEST(Distributed, ARankThatHangsEndsTheOthersWithinTheTimeout) {
+    NEED_GLOO();
+    const std::string rv = temp_dir("dist-hangs"), out = temp_dir("dist-hangs-out");
+    const auto st = run_ranks(2, [&](int r) {
+        lima_comm *c = join(rv, r, 2, 2000);
+        if (r == 1) {  // alive, connected, but never joins the collective
+            std::this_thread::sleep_for(std::chrono::seconds(6));
+            return;
+        }
+        std::vector<float> v(1000, 1.0f);
+        const auto t0 = std::chrono::steady_clock::now();
+        const int s = lima_comm_allreduce_sum(c, v.data(), 1000);
+        const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        std::ofstream(out + "/msg") << lima_status_name(s) << " after " << secs << " s: " << lima_last_error();
+    });
+    EXPECT_EQ(st, std::vector<int>({0, 0}));
+    std::ifstream f(out + "/msg");
+    const std::string msg((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    EXPECT_EQ(msg.rfind("LIMA_ERR_IO after ", 0), 0u) << msg;
+    const double secs = std::stod(msg.substr(std::string("LIMA_ERR_IO after ").size()));
+    EXPECT_GE(secs, 1.5) << msg;  // it waited for the timeout (2 s) ...
+    EXPECT_LT(secs, 5.0) << msg;  // ... and not for the hanging rank
+    EXPECT_NE(msg.find("rank 0 of 2"), std::string::npos) << msg;
+}
+
 TEST(Distributed, BadArgumentsAndUnsupportedStages) {
     lima_comm *c = nullptr;
     EXPECT_LIMA_ERR(lima_comm_create("mpi", 0, 1, "file:/tmp", 1000, &c), LIMA_ERR_UNSUPPORTED, "\"mpi\" is not known");

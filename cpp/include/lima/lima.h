@@ -220,6 +220,7 @@ typedef struct lima_step_result {
     double grad_norm;         /* global L2 norm of the accumulated gradient, before clipping */
     int32_t clipped;          /* 1 if the gradient was scaled down to grad_clip */
     int64_t step;             /* optimiser steps taken, after this one */
+    double comm_seconds;      /* time this step spent in collectives (data parallel; 0 for one process) */
 } lima_step_result;
 
 /* Attaches an AdamW optimiser (fp32 moments) and gradient buffers to a model. The model must

@@ -7,7 +7,8 @@ import java.nio.file.Path;
 public final class Trainer implements AutoCloseable {
     public record ForwardBackward(double lossSum, long numTargets) {}
 
-    public record Step(double gradNorm, boolean clipped, long step) {}
+    /** commSeconds: time the step spent in collectives (data parallel; 0 for one process). */
+    public record Step(double gradNorm, boolean clipped, long step, double commSeconds) {}
 
     private LimaNative.lima_trainer handle;
     private final LimaNative.lima_fb_result fb = new LimaNative.lima_fb_result();
@@ -88,7 +89,7 @@ public final class Trainer implements AutoCloseable {
     /** Clips, applies one AdamW update with learning rate lr, zeroes the gradients. */
     public Step step(float lr) {
         Native.check(LimaNative.lima_trainer_step(live(), lr, st));
-        return new Step(st.grad_norm(), st.clipped() != 0, st.step());
+        return new Step(st.grad_norm(), st.clipped() != 0, st.step(), st.comm_seconds());
     }
 
     public void zeroGrad() {

@@ -50,8 +50,10 @@ public final class TrainRun {
     public record Plan(int examples, int stepsPerEpoch, int epochs, long totalSteps, int trimmedExamples,
                        long trimmedTokens, int droppedEmpty, long numParams, int eotId, long startStep) {}
 
+    /** commSeconds: time in collectives (the gradient sum, the weight all-gather, the loss; 0 for one process). */
     public record StepMetrics(long step, int epoch, int stepInEpoch, double lr, double loss, long targets,
-                              double gradNorm, boolean clipped, long tokens, double tokensPerSec, double elapsedSec) {}
+                              double gradNorm, boolean clipped, long tokens, double tokensPerSec, double elapsedSec,
+                              double commSeconds) {}
 
     public record Result(boolean completed, long steps, List<Path> checkpoints, List<Double> epochLosses, Path runDir) {}
 
@@ -269,17 +271,20 @@ public final class TrainRun {
                 loss += trainer.forwardBackward(b, targets).lossSum();
             }
         }
+        double lossComm = 0;
         if (comm != null) {  // the step's loss over every rank's micro-batches
+            long tc = System.nanoTime();
             float[] l = {(float) loss};
             comm.allreduceSum(l);
             loss = l[0];
+            lossComm = (System.nanoTime() - tc) / 1e9;
         }
         long tokens = step.stream().mapToLong(ChatFormat.Encoded::length).sum();
         double rate = s.lr().at(global);
         Trainer.Step st = trainer.step((float) rate);
         double secs = (System.nanoTime() - ts) / 1e9;
         return new StepMetrics(st.step(), epoch, k + 1, rate, loss / targets, targets, st.gradNorm(), st.clipped(), tokens,
-                tokens / secs, (System.nanoTime() - t0) / 1e9);
+                tokens / secs, (System.nanoTime() - t0) / 1e9, st.commSeconds() + lossComm);
     }
 
     /** The epoch's checkpoint (rank 0), a resumable state at the next epoch, and the dev perplexity. */
@@ -356,6 +361,6 @@ public final class TrainRun {
         return JSON.createObjectNode().put("step", m.step()).put("epoch", m.epoch()).put("step_in_epoch", m.stepInEpoch())
                 .put("lr", m.lr()).put("loss", m.loss()).put("targets", m.targets()).put("grad_norm", m.gradNorm())
                 .put("clipped", m.clipped()).put("tokens", m.tokens()).put("tokens_per_s", m.tokensPerSec())
-                .put("elapsed_s", m.elapsedSec());
+                .put("elapsed_s", m.elapsedSec()).put("comm_s", m.commSeconds());
     }
 }

@@ -135,6 +135,7 @@ public final class LimaNative {
 
         public native double grad_norm(); public native lima_step_result grad_norm(double v);
         public native int clipped(); public native lima_step_result clipped(int v);
+        public native double comm_seconds(); public native lima_step_result comm_seconds(double v);
         public native @Cast("int64_t") long step(); public native lima_step_result step(long v);
     }
 
