@@ -441,6 +441,19 @@ int lima_trainer_set_comm(lima_trainer *t, lima_comm *c, int32_t zero_stage) {
     });
 }
 
+int lima_trainer_load_state_shards(lima_trainer *t, const char *const *paths, int32_t n) {
+    return guarded([&] {
+        need(t, "lima_trainer_load_state_shards", "trainer");
+        LIMA_REQUIRE(paths && n > 0, LIMA_ERR_INVALID_ARGUMENT, "lima_trainer_load_state_shards: paths is NULL or n < 1");
+        std::vector<std::string> p;
+        for (int32_t i = 0; i < n; ++i) {
+            LIMA_REQUIRE(paths[i], LIMA_ERR_INVALID_ARGUMENT, "lima_trainer_load_state_shards: paths[", i, "] is NULL");
+            p.push_back(paths[i]);
+        }
+        t->t->load_state_shards(p);
+    });
+}
+
 int lima_trainer_set_micro_batch(lima_trainer *t, int32_t index) {
     return guarded([&] {
         need(t, "lima_trainer_set_micro_batch", "trainer");

@@ -221,6 +221,58 @@ void Trainer::save_state(const std::string &path) const {
     st_write(path, items, "F32", meta);
 }
 
+void Trainer::load_state_shards(const std::vector<std::string> &paths) {
+    LIMA_REQUIRE(!model->cuda, LIMA_ERR_UNSUPPORTED, "lima_trainer_load_state_shards: CPU trainers only");
+    LIMA_REQUIRE(!paths.empty(), LIMA_ERR_INVALID_ARGUMENT, "lima_trainer_load_state_shards: no files");
+    const int64_t total = int64_t(model->layout.total);
+    std::vector<float> a(static_cast<size_t>(total)), b(static_cast<size_t>(total));
+    std::vector<int> seen;
+    int64_t world = -1, nstep = -1;
+    for (const std::string &path : paths) {
+        StFile f = st_open(path);
+        LIMA_REQUIRE(f.metadata["format"] == "lima-adamw-shard-1", LIMA_ERR_FORMAT, path, ": not a shard of a liblima optimiser state",
+                     " (format \"", f.metadata["format"], "\")");
+        auto number = [&](const char *key) -> int64_t {
+            const std::string &s = f.metadata[key];
+            char *end = nullptr;
+            const long long v = std::strtoll(s.c_str(), &end, 10);
+            LIMA_REQUIRE(!s.empty() && *end == '\0' && v >= 0, LIMA_ERR_FORMAT, path, ": metadata \"", key, "\" is not a non-negative integer");
+            return v;
+        };
+        LIMA_REQUIRE(number("num_params") == total, LIMA_ERR_SHAPE, path, ": optimiser state is for a model of ", number("num_params"),
+                     " parameters, this model has ", total);
+        const int64_t w = number("world"), r = number("rank"), s = number("step");
+        LIMA_REQUIRE(world < 0 || (w == world && s == nstep), LIMA_ERR_FORMAT, path, ": a shard of another job (world ", w, ", step ", s,
+                     ") than ", paths[0], " (world ", world, ", step ", nstep, ")");
+        world = w;
+        nstep = s;
+        LIMA_REQUIRE(r < w && std::find(seen.begin(), seen.end(), int(r)) == seen.end(), LIMA_ERR_FORMAT, path, ": rank ", r,
+                     " of ", w, " given twice or out of range");
+        seen.push_back(int(r));
+        const Shard sh(total, int(r), int(w));
+        LIMA_REQUIRE(number("shard_begin") == sh.begin && number("shard_end") == sh.end, LIMA_ERR_FORMAT, path,
+                     ": shard bounds do not match rank ", r, " of ", w);
+        for (auto [name, dst] : {std::pair<const char *, float *>{"exp_avg", a.data()}, {"exp_avg_sq", b.data()}}) {
+            auto e = f.tensors.find(name);
+            LIMA_REQUIRE(e != f.tensors.end() && e->second.numel() == sh.end - sh.begin, LIMA_ERR_FORMAT, path, ": tensor ", name,
+                         " is missing or has the wrong size");
+            st_read_f32(f, e->second, dst + sh.begin, sh.end - sh.begin);
+        }
+    }
+    LIMA_REQUIRE(int64_t(seen.size()) == world, LIMA_ERR_FORMAT, "lima_trainer_load_state_shards: ", seen.size(), " shard(s) of a state",
+                 " saved by ", world, " ranks; every rank's shard is needed");
+    if (zero >= 1) {
+        m1.assign(a.begin() + shard.begin, a.begin() + shard.end);
+        m2.assign(b.begin() + shard.begin, b.begin() + shard.end);
+    } else {
+        m1.swap(a);
+        m2.swap(b);
+    }
+    std::fill(grads.begin(), grads.end(), 0.0f);
+    step = nstep;
+    micro = 0;
+}
+
 void Trainer::load_state(const std::string &path) {
     StFile f = st_open(path);
     const std::string format = f.metadata["format"];

@@ -32,6 +32,9 @@ struct Trainer {
     void read_grad(const ParamInfo &p, float *out) const;
     void save_state(const std::string &path) const;
     void load_state(const std::string &path);
+    // The shards of an optimiser state saved by every rank of an earlier job (any world size):
+    // assembled, then loaded as this trainer holds them (whole, or its own shard).
+    void load_state_shards(const std::vector<std::string> &paths);
 };
 
 void validate(const lima_train_config &c);

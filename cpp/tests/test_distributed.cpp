@@ -299,6 +299,56 @@ TEST(Distributed, ShardedStateResumesExactlyAndAWholeStateLoadsIntoShards) {
               std::vector<int>({0, 0}));
     EXPECT_EQ(read_floats(out + "/resumed-0"), read_floats(out + "/full-0"));
     EXPECT_EQ(read_floats(out + "/resumed-1"), read_floats(out + "/full-0"));
+    // the two shards resumed by another number of ranks: 1 (no communicator) and 3 at stage 2
+    const std::vector<std::string> shard_files{out + "/opt-0", out + "/opt-1"};
+    for (const int world : {1, 3}) {
+        const std::string rv = temp_dir("dist-state-reshard-" + std::to_string(world));
+        ASSERT_EQ(run_ranks(world, [&](int r) {
+                      lima_comm *c = world > 1 ? join(rv, r, world) : nullptr;
+                      lima_model *raw = nullptr;
+                      ok(lima_model_load((out + "/model").c_str(), "cpu", &raw), "load model");
+                      ModelPtr m(raw);
+                      TrainerPtr t = make_trainer(m.get(), train_config(0.2f, 5));
+                      if (c) ok(lima_trainer_set_comm(t.get(), c, 2), "set_comm");
+                      std::vector<const char *> ps;
+                      for (const auto &f : shard_files) ps.push_back(f.c_str());
+                      if (r == 0) {  // not every shard, or one twice: refused
+                          if (lima_trainer_load_state_shards(t.get(), ps.data(), 1) != LIMA_ERR_FORMAT ||
+                              !std::strstr(lima_last_error(), "every rank's shard is needed"))
+                              throw std::runtime_error(std::string("one shard: ") + lima_last_error());
+                          const char *twice[] = {ps[0], ps[0]};
+                          if (lima_trainer_load_state_shards(t.get(), twice, 2) != LIMA_ERR_FORMAT ||
+                              !std::strstr(lima_last_error(), "given twice"))
+                              throw std::runtime_error(std::string("twice: ") + lima_last_error());
+                      }
+                      ok(lima_trainer_load_state_shards(t.get(), ps.data(), int32_t(ps.size())), "load shards");
+                      for (int s = 2; s < 3; ++s) {
+                          int64_t targets = 0;
+                          for (int k = 0; k < kMicro; ++k) {
+                              int64_t n = 0;
+                              ok(lima_batch_num_targets(micro_batch(s, k, cfg.vocab_size).get(), &n), "targets");
+                              targets += n;
+                          }
+                          for (int k = r; k < kMicro; k += world) {
+                              ok(lima_trainer_set_micro_batch(t.get(), k), "micro");
+                              lima_fb_result fb{};
+                              ok(lima_trainer_forward_backward(t.get(), micro_batch(s, k, cfg.vocab_size).get(), targets, &fb), "fb");
+                          }
+                          lima_step_result st{};
+                          ok(lima_trainer_step(t.get(), 3e-3f, &st), "step");
+                      }
+                      std::vector<float> all;
+                      for (const std::string &name : tensor_names(m.get())) {
+                          const auto w = read_tensor(m.get(), name);
+                          all.insert(all.end(), w.begin(), w.end());
+                      }
+                      write_floats(out + "/reshard-" + std::to_string(world) + "-" + std::to_string(r), all);
+                      if (c) lima_comm_free(c);
+                  }),
+                  std::vector<int>(size_t(world), 0));
+        EXPECT_LT(rel_max_err(read_floats(out + "/reshard-" + std::to_string(world) + "-0"), read_floats(out + "/full-0")), 1e-5)
+            << world << " rank(s)";
+    }
     // a whole state saved by one rank after 2 steps, continued on 2 sharded ranks == 3 steps on one rank
     const std::string rv4 = temp_dir("dist-state-rv4");
     ASSERT_EQ(run_ranks(1, [&](int) {

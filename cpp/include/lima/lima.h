@@ -289,6 +289,11 @@ LIMA_API int lima_comm_abort(lima_comm *c);
  * LIMA_ERR_UNSUPPORTED for now. A sharded trainer saves and loads its own shard of the optimiser
  * state (lima_trainer_save_state), or the slice of a whole state saved by one rank. */
 LIMA_API int lima_trainer_set_comm(lima_trainer *t, lima_comm *c, int32_t zero_stage);
+/* Loads the optimiser state that every rank of an earlier job saved (lima_trainer_save_state of a
+ * sharded trainer, one file per rank, any number of ranks): the shards are assembled and this
+ * trainer keeps what it holds (the whole state, or its own shard), so a job can resume with another
+ * number of ranks. Checks that the files are every shard of one state of this model. CPU only. */
+LIMA_API int lima_trainer_load_state_shards(lima_trainer *t, const char *const *paths, int32_t n);
 /* The index, within the whole optimiser step, of the next micro-batch this rank runs (part of the
  * dropout key): ranks that share a step's micro-batches round-robin draw the masks one rank would. */
 LIMA_API int lima_trainer_set_micro_batch(lima_trainer *t, int32_t index);

@@ -61,6 +61,14 @@ public final class Trainer implements AutoCloseable {
         Native.check(LimaNative.lima_trainer_set_comm(live(), comm.live(), zeroStage));
     }
 
+    /**
+     * Loads the optimiser state every rank of an earlier job saved (one shard file per rank, any
+     * number of ranks), keeping what this trainer holds: a job can resume with another number of ranks.
+     */
+    public void loadStateShards(java.util.List<java.nio.file.Path> files) {
+        LimaNative.trainerLoadStateShards(live(), files.stream().map(java.nio.file.Path::toString).toList(), Native::check);
+    }
+
     /** The index, within the whole optimiser step, of the next micro-batch this rank runs (its dropout key). */
     public void setMicroBatch(int index) {
         Native.check(LimaNative.lima_trainer_set_micro_batch(live(), index));

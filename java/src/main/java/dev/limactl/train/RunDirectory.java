@@ -101,20 +101,28 @@ final class RunDirectory {
     }
 
     /**
-     * The optimiser state file this rank loads from a saved state: its own shard when the state was
-     * saved sharded by as many ranks, else the whole state (which any number of ranks can load). A
-     * state sharded by another number of ranks is refused, naming both.
+     * Loads the optimiser state of a saved state into this rank's trainer: the whole state, or this
+     * rank's own shard when the state was sharded by as many ranks, or else every rank's shard,
+     * assembled and re-cut for this job's number of ranks.
      */
-    Path optimizerStateToLoad(Path state, Placement place, int zeroStage) {
+    void loadOptimizerState(Trainer trainer, Path state, Placement place, int zeroStage) {
         Path whole = state.resolve("optimizer.safetensors");
-        if (Files.exists(whole)) return whole;
+        if (Files.exists(whole)) {
+            trainer.loadState(whole);
+            return;
+        }
         Path mine = state.resolve(shardFile(place.rank(), place.world()));
-        if (place.distributed() && zeroStage >= 1 && Files.exists(mine)) return mine;
-        JsonNode pos = readJson(state.resolve("trainer.json"));
-        throw new RunStateException(state + " holds the optimiser state sharded over " + pos.path("world").asInt(1)
-                + " ranks (ZeRO stage " + pos.path("zero_stage").asInt(0) + "); resume it with as many ranks at a sharded stage"
-                + " (resuming with " + place.world() + " rank(s)" + (place.distributed() ? " at stage " + zeroStage : "")
-                + " would need resharding, which is not implemented yet)");
+        if (place.distributed() && zeroStage >= 1 && Files.exists(mine)) {
+            trainer.loadState(mine);
+            return;
+        }
+        int world = readJson(state.resolve("trainer.json")).path("world").asInt(1);
+        List<Path> shards = new ArrayList<>();
+        for (int r = 0; r < world; r++) shards.add(state.resolve(shardFile(r, world)));
+        for (Path p : shards) {
+            if (!Files.exists(p)) throw new RunStateException(state + " lacks " + p.getFileName() + " of its " + world + " optimiser shards");
+        }
+        trainer.loadStateShards(shards);
     }
 
     Path checkpointDir(int epoch) {

@@ -145,7 +145,7 @@ public final class TrainRun {
                 Session s = prepare(model, tok, tokPath, state, events);
                 try (Trainer trainer = Trainer.create(model, trainOptions())) {
                     if (comm != null) trainer.setCommunicator(comm, cfg.distributed().zeroStage());
-                    if (state != null) trainer.loadState(run.optimizerStateToLoad(state, place, cfg.distributed().zeroStage()));
+                    if (state != null) run.loadOptimizerState(trainer, state, place, cfg.distributed().zeroStage());
                     if (!tc.device().equals("cpu")) {  // refuse a plan that cannot fit before the first step
                         int seq = cfg.data().maxTokens();
                         Trainer.MemoryPlan mp = trainer.planMemory(Math.max(1, tc.microBatchTokens() / seq), seq);

@@ -180,6 +180,15 @@ public final class LimaNative {
 
     public static native int lima_trainer_set_micro_batch(lima_trainer t, int index);
 
+    public static native int lima_trainer_load_state_shards(lima_trainer t, @Cast("const char*const*") PointerPointer<?> paths, int n);
+
+    /** Loads every rank's shard of an optimiser state; a native error throws through check. */
+    public static void trainerLoadStateShards(lima_trainer t, java.util.List<String> paths, java.util.function.IntConsumer check) {
+        try (PointerPointer<BytePointer> pp = new PointerPointer<>(paths.toArray(new String[0]))) {
+            check.accept(lima_trainer_load_state_shards(t, pp, paths.size()));
+        }
+    }
+
     /**
      * The Gloo communicator plugin this jar carries (built where Gloo was installed), extracted to
      * JavaCPP's cache, or null when the jar has none.
