@@ -9,12 +9,14 @@
 #include <gloo/broadcast.h>
 #include <gloo/common/error.h>
 #include <gloo/math.h>
+#include <gloo/reduce.h>
 #include <gloo/rendezvous/context.h>
 #include <gloo/rendezvous/file_store.h>
 #include <gloo/transport/tcp/device.h>
 
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -132,6 +134,28 @@ LIMA_EXPORT int lima_comm_plugin_allreduce(void *comm, void *data, int64_t n, in
         o.setTag(c.tag++);
         o.setTimeout(c.timeout);
         gloo::allreduce(o);
+    });
+}
+
+// data (world * n): afterwards data[rank * n, (rank + 1) * n) holds the sum over ranks of that block.
+// One Gloo reduce per block, rooted at the block's rank (this Gloo's halving-doubling reduce-scatter
+// places its results by its own binary-block layout, not by rank, for world sizes other than powers of two).
+LIMA_EXPORT int lima_comm_plugin_reduce_scatter(void *comm, float *data, int64_t n, char *err, int32_t errcap) {
+    return guard(err, errcap, [&] {
+        Comm &c = *static_cast<Comm *>(comm);
+        if (n == 0 || c.ctx->size == 1) return;
+        std::vector<float> out(static_cast<size_t>(n));
+        for (int r = 0; r < c.ctx->size; ++r) {
+            gloo::ReduceOptions o(c.ctx);
+            o.setInput(data + int64_t(r) * n, size_t(n));
+            o.setOutput(r == c.ctx->rank ? out.data() : data + int64_t(r) * n, size_t(n));
+            o.setRoot(r);
+            o.setReduceFunction(static_cast<void (*)(void *, const void *, const void *, size_t)>(&gloo::sum<float>));
+            o.setTag(c.tag++);
+            o.setTimeout(c.timeout);
+            gloo::reduce(o);
+        }
+        std::copy(out.begin(), out.end(), data + int64_t(c.ctx->rank) * n);
     });
 }
 

@@ -401,6 +401,14 @@ int lima_comm_allreduce_sum(lima_comm *c, float *data, int64_t n) {
     });
 }
 
+int lima_comm_reduce_scatter_sum(lima_comm *c, float *data, int64_t n) {
+    return guarded([&] {
+        need(c, "lima_comm_reduce_scatter_sum", "comm");
+        LIMA_REQUIRE(n >= 0 && (data || n == 0), LIMA_ERR_INVALID_ARGUMENT, "lima_comm_reduce_scatter_sum: data is NULL or n < 0");
+        c->c->reduce_scatter_sum(data, n);
+    });
+}
+
 int lima_comm_allgather(lima_comm *c, const float *in, int64_t n, float *out) {
     return guarded([&] {
         need(c, "lima_comm_allgather", "comm");

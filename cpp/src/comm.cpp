@@ -67,6 +67,7 @@ const CommApi &comm_api(const std::string &backend) {
     api.create = reinterpret_cast<lima_comm_create_fn>(sym("lima_comm_plugin_create"));
     api.free = reinterpret_cast<lima_comm_free_fn>(sym("lima_comm_plugin_free"));
     api.allreduce = reinterpret_cast<lima_comm_allreduce_fn>(sym("lima_comm_plugin_allreduce"));
+    api.reduce_scatter = reinterpret_cast<lima_comm_reduce_scatter_fn>(sym("lima_comm_plugin_reduce_scatter"));
     api.allgather = reinterpret_cast<lima_comm_allgather_fn>(sym("lima_comm_plugin_allgather"));
     api.broadcast = reinterpret_cast<lima_comm_broadcast_fn>(sym("lima_comm_plugin_broadcast"));
     api.barrier = reinterpret_cast<lima_comm_barrier_fn>(sym("lima_comm_plugin_barrier"));
@@ -103,6 +104,8 @@ Comm::~Comm() {
 void Comm::allreduce_sum(float *data, int64_t n) { run(*this, "all-reduce", api->allreduce, handle, static_cast<void *>(data), n, 0); }
 
 void Comm::allreduce_sum(double *data, int64_t n) { run(*this, "all-reduce", api->allreduce, handle, static_cast<void *>(data), n, 1); }
+
+void Comm::reduce_scatter_sum(float *data, int64_t n) { run(*this, "reduce-scatter", api->reduce_scatter, handle, data, n); }
 
 void Comm::allgather(const float *in, int64_t n, float *out) { run(*this, "all-gather", api->allgather, handle, in, n, out); }
 

@@ -26,6 +26,8 @@ struct Comm {
 
     void allreduce_sum(float *data, int64_t n);
     void allreduce_sum(double *data, int64_t n);
+    // data (world * n): block `rank` of it becomes the sum over ranks of that block (the rest is scratch)
+    void reduce_scatter_sum(float *data, int64_t n);
     // out (world * n) = every rank's in (n), in rank order
     void allgather(const float *in, int64_t n, float *out);
     void broadcast(float *data, int64_t n, int root);

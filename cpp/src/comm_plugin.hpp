@@ -14,6 +14,7 @@ typedef int (*lima_comm_create_fn)(int32_t rank, int32_t world, const char *rend
                                    char *err, int32_t errcap);
 typedef void (*lima_comm_free_fn)(void *comm);
 typedef int (*lima_comm_allreduce_fn)(void *comm, void *data, int64_t n, int32_t is_double, char *err, int32_t errcap);
+typedef int (*lima_comm_reduce_scatter_fn)(void *comm, float *data, int64_t n, char *err, int32_t errcap);
 typedef int (*lima_comm_allgather_fn)(void *comm, const float *in, int64_t n, float *out, char *err, int32_t errcap);
 typedef int (*lima_comm_broadcast_fn)(void *comm, float *data, int64_t n, int32_t root, char *err, int32_t errcap);
 typedef int (*lima_comm_barrier_fn)(void *comm, char *err, int32_t errcap);
@@ -26,6 +27,7 @@ struct CommApi {
     lima_comm_create_fn create;
     lima_comm_free_fn free;
     lima_comm_allreduce_fn allreduce;
+    lima_comm_reduce_scatter_fn reduce_scatter;
     lima_comm_allgather_fn allgather;
     lima_comm_broadcast_fn broadcast;
     lima_comm_barrier_fn barrier;

@@ -57,6 +57,7 @@ void Trainer::set_comm(Comm *c, int stage) {
     // every rank starts from rank 0's weights and optimiser position, as one model would
     c->broadcast(model->params.data(), int64_t(model->params.size()), 0);
     shard = Shard(int64_t(model->layout.total), c->rank, c->world);
+    if (stage >= 2) grads.resize(size_t(shard.padded), 0.0f);  // padded: the reduce-scatter cuts equal blocks
     if (stage >= 1) {  // keep the moments of this rank's shard only
         m1 = std::vector<float>(m1.begin() + shard.begin, m1.begin() + shard.end);
         m2 = std::vector<float>(m2.begin() + shard.begin, m2.begin() + shard.end);
@@ -129,9 +130,15 @@ lima_step_result Trainer::apply(float lr) {
         f();
         comm_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     };
-    if (comm && comm->world > 1) timed([&] { comm->allreduce_sum(grads.data(), int64_t(grads.size())); });
+    // ZeRO-2: only this rank's block of the sum is needed (the rest of grads is then scratch).
+    if (comm && comm->world > 1) {
+        if (zero >= 2)
+            timed([&] { comm->reduce_scatter_sum(grads.data(), shard.shard); });
+        else
+            timed([&] { comm->allreduce_sum(grads.data(), int64_t(grads.size())); });
+    }
     // ZeRO >= 1: this rank updates its shard of the weights with its shard of the moments.
-    const int64_t lo = zero >= 1 ? shard.begin : 0, hi = zero >= 1 ? shard.end : int64_t(grads.size());
+    const int64_t lo = zero >= 1 ? shard.begin : 0, hi = zero >= 1 ? shard.end : int64_t(model->layout.total);
     double ss = 0.0;
 #pragma omp parallel for schedule(static) reduction(+ : ss)
     for (long i = long(lo); i < long(hi); ++i) ss += double(grads[size_t(i)]) * double(grads[size_t(i)]);
@@ -331,6 +338,7 @@ void Trainer::load_state(const std::string &path) {
         m1.assign(a.begin() + shard.begin, a.begin() + shard.end);
         m2.assign(b.begin() + shard.begin, b.begin() + shard.end);
         grads.swap(g);
+        if (zero >= 2) grads.resize(size_t(shard.padded), 0.0f);
     } else {
         m1.swap(a);
         m2.swap(b);

@@ -184,15 +184,20 @@ TEST(Distributed, CollectivesAcrossThreeProcesses) {
         std::vector<float> b{float(r), float(r)};
         ok(lima_comm_broadcast(c, b.data(), 2, 2), "broadcast");
         ok(lima_comm_barrier(c), "barrier");
+        std::vector<float> rs(6);
+        for (int i = 0; i < 6; ++i) rs[size_t(i)] = float((r + 1) * (i + 1));
+        ok(lima_comm_reduce_scatter_sum(c, rs.data(), 2), "reduce-scatter");
+        std::vector<float> block(rs.begin() + 2 * r, rs.begin() + 2 * r + 2);
         std::vector<float> report{float(rank), float(world)};
-        for (auto *x : {&v, &all, &b}) report.insert(report.end(), x->begin(), x->end());
+        for (auto *x : {&v, &all, &b, &block}) report.insert(report.end(), x->begin(), x->end());
         write_floats(out + "/" + std::to_string(r), report);
         lima_comm_free(c);
     });
     ASSERT_EQ(st, std::vector<int>({0, 0, 0}));
     for (int r = 0; r < 3; ++r)
-        EXPECT_EQ(read_floats(out + "/" + std::to_string(r)),
-                  std::vector<float>({float(r), 3, 6, 60, 1.5f, 0, 0.25f, 1, 1.25f, 2, 2.25f, 2, 2}))
+        EXPECT_EQ(read_floats(out + "/" + std::to_string(r)),  // reduce-scatter: (1+2+3) x (i+1) for i in rank r's block
+                  std::vector<float>({float(r), 3, 6, 60, 1.5f, 0, 0.25f, 1, 1.25f, 2, 2.25f, 2, 2, float(6 * (2 * r + 1)),
+                                      float(6 * (2 * r + 2))}))
             << "rank " << r;
 }
 

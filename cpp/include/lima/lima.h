@@ -271,6 +271,9 @@ LIMA_API int lima_comm_plugin_select(const char *backend, const char *path);
 LIMA_API int lima_comm_info(const lima_comm *c, int32_t *rank, int32_t *world);
 /* data (n) = the sum over ranks of data (n), in place. */
 LIMA_API int lima_comm_allreduce_sum(lima_comm *c, float *data, int64_t n);
+/* data (world * n): block `rank` ([rank * n, (rank + 1) * n)) becomes the sum over ranks of that
+ * block; the other blocks are left as scratch. */
+LIMA_API int lima_comm_reduce_scatter_sum(lima_comm *c, float *data, int64_t n);
 /* out (world * n) = every rank's in (n), in rank order. */
 LIMA_API int lima_comm_allgather(lima_comm *c, const float *in, int64_t n, float *out);
 /* data (n) = root's data (n). */
@@ -284,10 +287,11 @@ LIMA_API int lima_comm_abort(lima_comm *c);
  * step, all ranks' micro-batches, to lima_trainer_forward_backward). zero_stage 0: replicated
  * optimiser; 1 and 2: each rank keeps the AdamW moments of its shard of the weights only (the flat
  * parameter buffer padded to a multiple of the world size), updates that shard and all-gathers the
- * weights; the gradient norm and clipping are over the global gradient. Stage 2 currently sums the
- * whole gradient as stage 1 does (no reduce-scatter yet); stage 3 and CUDA ranks (NCCL) are
- * LIMA_ERR_UNSUPPORTED for now. A sharded trainer saves and loads its own shard of the optimiser
- * state (lima_trainer_save_state), or the slice of a whole state saved by one rank. */
+ * weights; the gradient norm and clipping are over the global gradient. Stage 2 reduce-scatters the
+ * gradient instead of summing all of it (each rank receives the sum of its own shard only). Stage 3
+ * and CUDA ranks (NCCL) are LIMA_ERR_UNSUPPORTED for now. A sharded trainer saves and loads its own
+ * shard of the optimiser state (lima_trainer_save_state), or the slice of a whole state saved by one
+ * rank. */
 LIMA_API int lima_trainer_set_comm(lima_trainer *t, lima_comm *c, int32_t zero_stage);
 /* Loads the optimiser state that every rank of an earlier job saved (lima_trainer_save_state of a
  * sharded trainer, one file per rank, any number of ranks): the shards are assembled and this
