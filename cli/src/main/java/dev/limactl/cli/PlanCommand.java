@@ -43,7 +43,7 @@ public final class PlanCommand implements Callable<Integer> {
     public Integer call() {
         PrintWriter out = spec.commandLine().getOut();
         if (zero != null && (zero < 0 || zero > 3)) throw new IllegalArgumentException("--zero must be 0, 1, 2 or 3, got " + zero);
-        if (tokens < 1) throw new IllegalArgumentException("--tokens must be >= 1, got " + tokens);
+        if (tokens < 1 || tokens > 1_000_000_000L) throw new IllegalArgumentException("--tokens must be in [1, 1e9], got " + tokens);
         long gpuBytes = bytes(gpuMemory);
         ModelConfig c = config(model);
         List<MemoryPlan.Stage> stages = MemoryPlan.stages(c, gpus, tokens, recompute);

@@ -1,6 +1,7 @@
 package dev.limactl.cli;
 
 import dev.limactl.config.ConfigLoader;
+import dev.limactl.train.Placement;
 import dev.limactl.train.TrainRun;
 import java.io.PrintWriter;
 import java.nio.file.Path;
@@ -58,29 +59,31 @@ public final class TrainCommand implements Callable<Integer> {
     @Override
     public Integer call() throws Exception {
         PrintWriter err = spec.commandLine().getErr();
+        if (resume && (preset != null || config != null || !sets.isEmpty() || model != null || data != null)) {
+            throw new IllegalArgumentException("--resume continues with the run's own config.yaml; drop the config options");
+        }
         if (nprocPerNode != null) {
+            // the config and the run directory are checked once, here, before any rank starts
+            if (resume) TrainRun.resume(run, Placement.SINGLE);
+            else TrainRun.create(loader(), run, Placement.SINGLE);
             return LocalRanks.launch(nprocPerNode, run, spec.root().commandLine().getParseResult().originalArgs(), err);
         }
-        TrainRun tr;
-        if (resume) {
-            if (preset != null || config != null || !sets.isEmpty() || model != null || data != null) {
-                throw new IllegalArgumentException("--resume continues with the run's own config.yaml; drop the config options");
-            }
-            tr = TrainRun.resume(run);
-        } else {
-            List<String> all = new ArrayList<>();
-            if (model != null) all.add("model.path=" + model);
-            if (init != null) all.add("model.init=" + init);
-            if (tokenizer != null) all.add("model.tokenizer=" + tokenizer);
-            if (data != null) all.add("data.train=" + data);
-            if (dev != null) all.add("data.dev=" + dev);
-            if (epochs != null) all.add("training.epochs=" + epochs);
-            all.addAll(sets);
-            ConfigLoader loader = ConfigLoader.preset(preset);
-            if (config != null) loader.file(config);
-            tr = TrainRun.create(loader.set(all), run);
-        }
+        TrainRun tr = resume ? TrainRun.resume(run) : TrainRun.create(loader(), run);
         return execute(tr, err, LimactlCommand.quiet(spec.commandLine()), spec.commandLine().getOut());
+    }
+
+    private ConfigLoader loader() {
+        List<String> all = new ArrayList<>();
+        if (model != null) all.add("model.path=" + model);
+        if (init != null) all.add("model.init=" + init);
+        if (tokenizer != null) all.add("model.tokenizer=" + tokenizer);
+        if (data != null) all.add("data.train=" + data);
+        if (dev != null) all.add("data.dev=" + dev);
+        if (epochs != null) all.add("training.epochs=" + epochs);
+        all.addAll(sets);
+        ConfigLoader loader = ConfigLoader.preset(preset);
+        if (config != null) loader.file(config);
+        return loader.set(all);
     }
 
     /**
@@ -100,11 +103,12 @@ public final class TrainCommand implements Callable<Integer> {
         Runtime.getRuntime().addShutdownHook(hook);
         try {
             TrainRun.Result r = tr.run(new ProgressBar(err, quiet));
+            boolean first = Placement.fromEnvironment(System.getenv()).rank() == 0;  // one rank speaks for a job
             if (!r.completed()) {
-                err.println("resume with: limactl train --resume --run " + tr.runDir());
+                if (first) err.println("resume with: limactl train --resume --run " + tr.runDir());
                 return ExitCodes.INTERRUPTED;
             }
-            out.printf("done: %d steps; checkpoints in %s%n", r.steps(), tr.runDir().resolve("checkpoints"));
+            if (first) out.printf("done: %d steps; checkpoints in %s%n", r.steps(), tr.runDir().resolve("checkpoints"));
             return ExitCodes.OK;
         } catch (RuntimeException e) {
             // Reported here, before the Ctrl-C hook lets the JVM go; Main must not print it again.
