@@ -55,22 +55,43 @@ public final class Answerer {
         void onText(int request, String newText);
     }
 
+    /** A request checked and tokenised: what a batch row decodes. */
+    public record Prepared(Request request, int[] prompt) {}
+
+    /**
+     * Checks a request against the context and tokenises its conversation, so that a request that
+     * cannot run fails on its own (and tokenising stays off the thread that decodes batches). The
+     * prompt must leave room for one new token; the answer's budget is cut to what the context holds.
+     */
+    public Prepared prepare(Request r) {
+        int[] prompt = format.prompt(r.conversation());
+        if (prompt.length >= contextLength) {
+            throw new IllegalArgumentException("the prompt has " + prompt.length + " tokens; the context holds " + contextLength
+                    + ", which leaves no room for an answer");
+        }
+        return new Prepared(r, prompt);
+    }
+
     /** Decodes all requests together (one batch row each). */
     public List<Answer> generate(List<Request> requests, Listener listener) {
-        int n = requests.size();
+        return generatePrepared(requests.stream().map(this::prepare).toList(), listener);
+    }
+
+    /** Decodes prepared requests together (one batch row each). */
+    public List<Answer> generatePrepared(List<Prepared> prepared, Listener listener) {
+        int n = prepared.size();
+        List<Request> requests = prepared.stream().map(Prepared::request).toList();
         int[][] prompts = new int[n][];
         long[] seeds = new long[n];
-        int longest = 0, budget = 0;
+        int longest = 0;
+        long budget = 0;
         for (int i = 0; i < n; i++) {
-            prompts[i] = format.prompt(requests.get(i).conversation());
-            if (prompts[i].length >= contextLength) {
-                throw new IllegalArgumentException("prompt " + i + " has " + prompts[i].length + " tokens; the context holds " + contextLength);
-            }
+            prompts[i] = prepared.get(i).prompt();
             seeds[i] = requests.get(i).seed();
             longest = Math.max(longest, prompts[i].length);
             budget = Math.max(budget, requests.get(i).maxNewTokens());
         }
-        int maxLen = Math.min(contextLength, longest + budget + 1);
+        int maxLen = (int) Math.min(contextLength, longest + budget + 1);  // 64-bit: a budget of 2^31 - 1 is fine
         TextStream[] out = new TextStream[n];
         String[] text = new String[n], finish = new String[n];
         boolean[] active = new boolean[n];

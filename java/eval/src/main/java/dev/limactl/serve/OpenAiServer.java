@@ -35,7 +35,11 @@ import java.util.function.Consumer;
 public final class OpenAiServer implements AutoCloseable {
     private static final ObjectMapper JSON = new ObjectMapper();
 
-    private record Pending(Answerer.Request request, Consumer<String> onText, CompletableFuture<Answerer.Answer> done) {}
+    private record Pending(Answerer.Prepared prepared, Consumer<String> onText, CompletableFuture<Answerer.Answer> done) {
+        Answerer.Request request() {
+            return prepared.request();
+        }
+    }
 
     private final Answerer answerer;
     private final String modelName, apiKey;
@@ -96,8 +100,8 @@ public final class OpenAiServer implements AutoCloseable {
                 return;
             }
             try {
-                List<Answerer.Request> reqs = batch.stream().map(Pending::request).toList();
-                List<Answerer.Answer> answers = answerer.generate(reqs, (i, text) -> batch.get(i).onText().accept(text));
+                List<Answerer.Prepared> reqs = batch.stream().map(Pending::prepared).toList();
+                List<Answerer.Answer> answers = answerer.generatePrepared(reqs, (i, text) -> batch.get(i).onText().accept(text));
                 for (int i = 0; i < batch.size(); i++) batch.get(i).done().complete(answers.get(i));
             } catch (RuntimeException e) {
                 batch.forEach(p -> p.done().completeExceptionally(e));
@@ -140,9 +144,11 @@ public final class OpenAiServer implements AutoCloseable {
             error(ex, 400, "invalid_request_error", "request body is not valid JSON: " + e.getMessage(), null);
             return;
         }
-        Answerer.Request req;
+        // Every request is checked and tokenised here, on its own connection's thread: one that cannot
+        // run fails alone, before it joins a batch, and the decoder never waits for a tokeniser.
+        Answerer.Prepared req;
         try {
-            req = parse(body);
+            req = answerer.prepare(parse(body));
         } catch (BadRequest e) {
             error(ex, 400, "invalid_request_error", e.getMessage(), e.param);
             return;
@@ -176,7 +182,7 @@ public final class OpenAiServer implements AutoCloseable {
         send(ex, 200, o);
     }
 
-    private void stream(HttpExchange ex, Answerer.Request req, String id, long created) throws IOException {
+    private void stream(HttpExchange ex, Answerer.Prepared req, String id, long created) throws IOException {
         ex.getResponseHeaders().set("Content-Type", "text/event-stream; charset=utf-8");
         ex.getResponseHeaders().set("Cache-Control", "no-cache");
         ex.sendResponseHeaders(200, 0);

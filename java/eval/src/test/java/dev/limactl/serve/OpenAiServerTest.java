@@ -133,4 +133,35 @@ class OpenAiServerTest {
         }
         pool.shutdown();
     }
+
+    @Test
+    void aBadRequestInABatchFailsAloneAndHugeBudgetsAreCutToTheContext() throws Exception {
+        ExecutorService pool = Executors.newFixedThreadPool(8);
+        List<Future<HttpResponse<String>>> valid = new ArrayList<>();
+        String longPrompt = "coffee ".repeat(2000);  // more tokens than the 512-token context
+        Future<HttpResponse<String>> tooLong = null, huge = null;
+        for (int round = 0; round < 3; round++) {
+            for (int i = 0; i < 5; i++) {
+                String body = "{\"messages\": [{\"role\": \"user\", \"content\": \"Question " + i + "?\"}], \"max_tokens\": 6, \"seed\": " + i + "}";
+                valid.add(pool.submit(() -> call("POST", "/v1/chat/completions", body, "sekret")));
+            }
+            tooLong = pool.submit(() -> call("POST", "/v1/chat/completions",
+                    "{\"messages\": [{\"role\": \"user\", \"content\": \"" + longPrompt + "\"}], \"max_tokens\": 6}", "sekret"));
+            huge = pool.submit(() -> call("POST", "/v1/chat/completions",
+                    "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi?\"}], \"max_tokens\": 2147483647, \"temperature\": 0}", "sekret"));
+        }
+        for (Future<HttpResponse<String>> f : valid) {
+            HttpResponse<String> r = f.get();
+            assertEquals(200, r.statusCode(), r.body());
+        }
+        HttpResponse<String> bad = tooLong.get();
+        assertEquals(400, bad.statusCode(), bad.body());
+        assertTrue(bad.body().contains("the context holds 512"), bad.body());
+        HttpResponse<String> big = huge.get();
+        assertEquals(200, big.statusCode(), big.body());
+        String finish = JSON.readTree(big.body()).at("/choices/0/finish_reason").asText();
+        assertTrue(finish.equals("length") || finish.equals("stop"), big.body());
+        assertTrue(JSON.readTree(big.body()).at("/usage/total_tokens").asInt() <= 512, big.body());
+        pool.shutdown();
+    }
 }
