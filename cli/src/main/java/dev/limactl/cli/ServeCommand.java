@@ -32,13 +32,29 @@ public final class ServeCommand implements Callable<Integer> {
 
     @CommandLine.Spec CommandLine.Model.CommandSpec spec;
 
+    @Option(names = "--access-log", negatable = true, defaultValue = "true",
+            description = "One line per request on stderr: method, path, status, tokens, ms (default on; never the key or the content).")
+    boolean accessLog;
+
     @Override
     public Integer call() throws Exception {
-        PrintWriter out = spec.commandLine().getOut();
+        PrintWriter out = spec.commandLine().getOut(), err = spec.commandLine().getErr();
+        if (maxBatch < 1 || maxBatch > 1024) throw new IllegalArgumentException("--max-batch must be in [1, 1024], got " + maxBatch);
         String key = apiKey != null ? apiKey : System.getenv("LIMACTL_API_KEY");
+        if (key == null && !java.net.InetAddress.getByName(host).isLoopbackAddress()) {
+            err.printf("limactl: warning: serving on %s without an API key: anyone who reaches this address can use the model"
+                    + " (set --api-key or LIMACTL_API_KEY)%n", host);
+            err.flush();
+        }
+        java.util.function.Consumer<String> log = accessLog ? line -> {
+            synchronized (err) {
+                err.println(line);
+                err.flush();
+            }
+        } : line -> { };
         try (ModelDir md = modelOptions.open();
              OpenAiServer server = new OpenAiServer(md.answerer, name != null ? name : modelOptions.model.getFileName().toString(), host, port, key,
-                     maxBatch)) {
+                     maxBatch, log)) {
             server.start();
             out.printf("serving %s on http://%s:%d/v1 (OpenAI chat completions)%s%n", modelOptions.model, host, server.port(),
                     key == null ? "" : "; API key required");

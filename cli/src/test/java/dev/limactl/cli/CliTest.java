@@ -407,4 +407,15 @@ class CliTest {
         String err = Files.readString(log);
         assertTrue(err.contains("rank(s) 1 of 2 did not arrive within 2000 ms"), err);
     }
+
+    @Test
+    void servingBeyondLoopbackWithoutAKeyIsWarnedAbout() {
+        Run r = limactl("serve", "-m", dir.resolve("nomodel").toString(), "--host", "0.0.0.0", "--port", "0");
+        assertTrue(r.err().contains("warning: serving on 0.0.0.0 without an API key"), r.err());
+        assertEquals(ExitCodes.INVALID_INPUT, r.code(), r.err());
+        Run local = limactl("serve", "-m", dir.resolve("nomodel").toString(), "--port", "0");
+        assertTrue(!local.err().contains("warning"), local.err());
+        Run batch = limactl("serve", "-m", dir.resolve("nomodel").toString(), "--max-batch", "0");
+        assertEquals(ExitCodes.INVALID_INPUT, batch.code(), batch.err());
+    }
 }

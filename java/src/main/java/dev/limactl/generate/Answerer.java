@@ -27,7 +27,10 @@ public final class Answerer {
         }
     }
 
-    /** finish: "eot" (the model ended its turn), "eos", "stop" (a stop string), "length" (maxNewTokens or the context). */
+    /**
+     * finish: "eot" (the model ended its turn), "eos", "stop" (a stop string), "length" (maxNewTokens or
+     * the context), "cancelled" (the caller gave up on it).
+     */
     public record Answer(String text, int promptTokens, int generatedTokens, String finish) {}
 
     private final Model model;
@@ -55,8 +58,19 @@ public final class Answerer {
         void onText(int request, String newText);
     }
 
-    /** A request checked and tokenised: what a batch row decodes. */
-    public record Prepared(Request request, int[] prompt) {}
+    /**
+     * A request checked and tokenised: what a batch row decodes. cancel() (a client that went away)
+     * ends its row at the next step with finish "cancelled"; the other rows go on.
+     */
+    public record Prepared(Request request, int[] prompt, java.util.concurrent.atomic.AtomicBoolean cancelled) {
+        public Prepared(Request request, int[] prompt) {
+            this(request, prompt, new java.util.concurrent.atomic.AtomicBoolean());
+        }
+
+        public void cancel() {
+            cancelled.set(true);
+        }
+    }
 
     /**
      * Checks a request against the context and tokenises its conversation, so that a request that
@@ -117,7 +131,8 @@ public final class Answerer {
                     Request q = requests.get(i);
                     int t = tok[i];
                     String reason = null;
-                    if (t == format.eotId()) reason = "eot";
+                    if (prepared.get(i).cancelled().get()) reason = "cancelled";
+                    else if (t == format.eotId()) reason = "eot";
                     else if (t == tokenizer.eosId()) reason = "eos";
                     else {
                         int before = out[i].stableLength();

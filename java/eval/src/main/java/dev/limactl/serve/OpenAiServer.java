@@ -49,16 +49,41 @@ public final class OpenAiServer implements AutoCloseable {
     private final Thread worker;
     private volatile boolean running = true;
 
+    /** Largest request body accepted (413 above). */
+    public static final int MAX_BODY_BYTES = 4 << 20;
+    /** Seconds a client may take to send its request (the JDK server closes slower ones). */
+    public static final int MAX_REQUEST_SECONDS = 30;
+
+    static {
+        // the JDK HTTP server's own limits (jdk.httpserver module properties), unless the user set them
+        if (System.getProperty("sun.net.httpserver.maxReqTime") == null) {
+            System.setProperty("sun.net.httpserver.maxReqTime", Integer.toString(MAX_REQUEST_SECONDS));
+        }
+        if (System.getProperty("sun.net.httpserver.maxReqHeaders") == null) System.setProperty("sun.net.httpserver.maxReqHeaders", "100");
+    }
+
+    private final java.util.function.Consumer<String> accessLog;
+
     /** apiKey null: no authentication. host: "127.0.0.1" by default in the CLI. */
     public OpenAiServer(Answerer answerer, String modelName, String host, int port, String apiKey, int maxBatch) throws IOException {
+        this(answerer, modelName, host, port, apiKey, maxBatch, line -> { });
+    }
+
+    /**
+     * accessLog receives one line per request: method, path, status, tokens, milliseconds (never the
+     * API key or the content).
+     */
+    public OpenAiServer(Answerer answerer, String modelName, String host, int port, String apiKey, int maxBatch,
+                        java.util.function.Consumer<String> accessLog) throws IOException {
         this.answerer = answerer;
         this.modelName = modelName;
         this.apiKey = apiKey;
         this.maxBatch = maxBatch;
+        this.accessLog = accessLog;
         this.http = HttpServer.create(new InetSocketAddress(host, port), 64);
-        http.createContext("/v1/models", this::models);
-        http.createContext("/v1/chat/completions", this::completions);
-        http.createContext("/", ex -> error(ex, 404, "not_found", "no route " + ex.getRequestURI().getPath(), null));
+        http.createContext("/v1/models", logged(this::models));
+        http.createContext("/v1/chat/completions", logged(this::completions));
+        http.createContext("/", logged(ex -> error(ex, 404, "not_found", "no route " + ex.getRequestURI().getPath(), null)));
         http.setExecutor(Executors.newCachedThreadPool());
         worker = new Thread(this::work, "limactl-serve-decoder");
         worker.setDaemon(true);
@@ -111,10 +136,26 @@ public final class OpenAiServer implements AutoCloseable {
 
     // ------------------------------------------------------------------ HTTP
 
+    /** Wraps a handler with the access log line of each request. */
+    private com.sun.net.httpserver.HttpHandler logged(com.sun.net.httpserver.HttpHandler h) {
+        return ex -> {
+            long t0 = System.nanoTime();
+            try {
+                h.handle(ex);
+            } finally {
+                Object tokens = ex.getAttribute("limactl.tokens");
+                accessLog.accept(String.format(java.util.Locale.ROOT, "%s %s %d tokens=%s %d ms", ex.getRequestMethod(),
+                        ex.getRequestURI().getPath(), ex.getResponseCode(), tokens == null ? "-" : tokens, (System.nanoTime() - t0) / 1_000_000));
+            }
+        };
+    }
+
     private boolean authorised(HttpExchange ex) throws IOException {
         if (apiKey == null) return true;
         String h = ex.getRequestHeaders().getFirst("Authorization");
-        if (h != null && h.equals("Bearer " + apiKey)) return true;
+        // constant time: how much of a guess is right must not show in the response time
+        if (h != null && java.security.MessageDigest.isEqual(h.getBytes(StandardCharsets.UTF_8),
+                ("Bearer " + apiKey).getBytes(StandardCharsets.UTF_8))) return true;
         error(ex, 401, "invalid_api_key", "missing or wrong API key (Authorization: Bearer ...)", null);
         return false;
     }
@@ -138,10 +179,23 @@ public final class OpenAiServer implements AutoCloseable {
         }
         JsonNode body;
         try {
-            body = JSON.readTree(ex.getRequestBody());
+            byte[] raw = ex.getRequestBody().readNBytes(MAX_BODY_BYTES + 1);
+            if (raw.length > MAX_BODY_BYTES) {
+                error(ex, 413, "invalid_request_error", "request body exceeds " + MAX_BODY_BYTES + " bytes", null);
+                return;
+            }
+            body = JSON.readTree(raw);
             if (body == null || !body.isObject()) throw new IOException("expected a JSON object");
+        } catch (com.fasterxml.jackson.core.JacksonException e) {
+            error(ex, 400, "invalid_request_error", "request body is not valid JSON: " + e.getOriginalMessage(), null);
+            return;
         } catch (IOException e) {
             error(ex, 400, "invalid_request_error", "request body is not valid JSON: " + e.getMessage(), null);
+            return;
+        }
+        JsonNode model = body.get("model");
+        if (model != null && !model.isNull() && !(model.isTextual() && model.asText().equals(modelName))) {
+            error(ex, 404, "model_not_found", "The model " + model + " does not exist; this server serves \"" + modelName + "\"", "model");
             return;
         }
         // Every request is checked and tokenised here, on its own connection's thread: one that cannot
@@ -158,7 +212,12 @@ public final class OpenAiServer implements AutoCloseable {
         }
         String id = "chatcmpl-" + UUID.randomUUID().toString().replace("-", "");
         long created = System.currentTimeMillis() / 1000;
-        if (body.path("stream").asBoolean(false)) {
+        JsonNode streamFlag = body.get("stream");
+        if (streamFlag != null && !streamFlag.isNull() && !streamFlag.isBoolean()) {
+            error(ex, 400, "invalid_request_error", "stream must be true or false", "stream");
+            return;
+        }
+        if (streamFlag != null && streamFlag.asBoolean()) {
             stream(ex, req, id, created);
             return;
         }
@@ -173,6 +232,7 @@ public final class OpenAiServer implements AutoCloseable {
                     String.valueOf(c.getMessage()), null);
             return;
         }
+        ex.setAttribute("limactl.tokens", a.promptTokens() + a.generatedTokens());
         ObjectNode o = JSON.createObjectNode().put("id", id).put("object", "chat.completion").put("created", created).put("model", modelName);
         ObjectNode choice = o.putArray("choices").addObject().put("index", 0);
         choice.putObject("message").put("role", "assistant").put("content", a.text());
@@ -200,18 +260,26 @@ public final class OpenAiServer implements AutoCloseable {
             try {
                 event.accept(chunk(id, created, JSON.createObjectNode().put("content", text), null));
             } catch (java.io.UncheckedIOException closedByClient) {
-                // the client went away; decoding finishes for the rest of the batch
+                req.cancel();  // the client went away: its row stops at the next step, the batch goes on
             }
         }, new CompletableFuture<>());
         queue.add(p);
         try {
             Answerer.Answer a = p.done().get();
+            ex.setAttribute("limactl.tokens", (a.promptTokens() + a.generatedTokens()) + (a.finish().equals("cancelled") ? " cancelled" : ""));
+            if (a.finish().equals("cancelled")) return;  // nobody is listening
             event.accept(chunk(id, created, JSON.createObjectNode(), finishReason(a)));
             os.write("data: [DONE]\n\n".getBytes(StandardCharsets.UTF_8));
         } catch (Exception e) {
+            Throwable c = e instanceof java.util.concurrent.ExecutionException && e.getCause() != null ? e.getCause() : e;
             ObjectNode err = JSON.createObjectNode();
-            err.putObject("error").put("message", String.valueOf(e.getMessage())).put("type", "server_error");
-            os.write(("data: " + JSON.writeValueAsString(err) + "\n\n").getBytes(StandardCharsets.UTF_8));
+            err.putObject("error").put("message", c.getMessage() != null ? c.getMessage() : "the answer could not be generated")
+                    .put("type", c instanceof IllegalArgumentException ? "invalid_request_error" : "server_error");
+            try {
+                os.write(("data: " + JSON.writeValueAsString(err) + "\n\n").getBytes(StandardCharsets.UTF_8));
+            } catch (IOException gone) {
+                // the client is gone too
+            }
         } finally {
             os.close();
         }
@@ -267,7 +335,7 @@ public final class OpenAiServer implements AutoCloseable {
         if (turns.isEmpty() || !turns.get(turns.size() - 1).role().equals(Turn.USER)) {
             throw new BadRequest("messages", "the last message must be from the user");
         }
-        if (b.has("n") && b.get("n").asInt() != 1) throw new BadRequest("n", "only n = 1 is supported");
+        if (b.has("n") && !(b.get("n").isIntegralNumber() && b.get("n").asInt() == 1)) throw new BadRequest("n", "only n = 1 is supported");
         Sampling lima = Sampling.lima();
         float temperature = (float) number(b, "temperature", lima.temperature(), 0, 2);
         float topP = (float) number(b, "top_p", lima.topP(), 1e-6, 1);
@@ -276,17 +344,30 @@ public final class OpenAiServer implements AutoCloseable {
         JsonNode maxNode = b.has("max_completion_tokens") ? b.get("max_completion_tokens") : b.get("max_tokens");
         int maxTokens = 2048;
         if (maxNode != null && !maxNode.isNull()) {
-            if (!maxNode.canConvertToInt() || maxNode.asInt() < 1) throw new BadRequest("max_tokens", "max_tokens must be a positive integer");
+            if (!maxNode.isIntegralNumber() || !maxNode.canConvertToInt() || maxNode.asInt() < 1) {
+                throw new BadRequest("max_tokens", "max_tokens must be a positive integer of at most 2147483647, got " + maxNode);
+            }
             maxTokens = maxNode.asInt();
         }
         List<String> stop = new ArrayList<>();
         JsonNode s = b.get("stop");
         if (s != null && !s.isNull()) {
-            if (s.isTextual()) stop.add(s.asText());
-            else if (s.isArray()) s.forEach(x -> stop.add(x.asText()));
-            else throw new BadRequest("stop", "stop must be a string or an array of strings");
+            if (s.isTextual()) {
+                stop.add(s.asText());
+            } else if (s.isArray() && s.size() <= 4) {
+                for (JsonNode x : s) {
+                    if (!x.isTextual() || x.asText().isEmpty()) throw new BadRequest("stop", "stop must hold non-empty strings, got " + x);
+                    stop.add(x.asText());
+                }
+            } else {
+                throw new BadRequest("stop", "stop must be a string or an array of at most 4 strings");
+            }
         }
-        long seed = b.has("seed") ? b.get("seed").asLong() : System.nanoTime();
+        JsonNode seedNode = b.get("seed");
+        if (seedNode != null && !seedNode.isNull() && !(seedNode.isIntegralNumber() && seedNode.canConvertToLong())) {
+            throw new BadRequest("seed", "seed must be an integer in the 64-bit range, got " + seedNode);
+        }
+        long seed = seedNode != null && !seedNode.isNull() ? seedNode.asLong() : System.nanoTime();
         return new Answerer.Request(turns, new Sampling(temperature, topP, topK, penalty, false), maxTokens, stop, seed);
     }
 

@@ -164,4 +164,62 @@ class OpenAiServerTest {
         assertTrue(JSON.readTree(big.body()).at("/usage/total_tokens").asInt() <= 512, big.body());
         pool.shutdown();
     }
+
+    @Test
+    void requestFieldsAreStrictAndUnknownModelsAre404() throws Exception {
+        String[][] bad = {
+                {"\"max_tokens\": 1.5", "max_tokens"}, {"\"max_tokens\": \"8\"", "max_tokens"}, {"\"seed\": \"abc\"", "seed"},
+                {"\"seed\": 1180591620717411303424", "seed"}, {"\"stream\": \"yes\"", "stream"}, {"\"stop\": [{}]", "stop"},
+                {"\"stop\": [\"a\", \"b\", \"c\", \"d\", \"e\"]", "stop"}, {"\"n\": 1.0", "n"}, {"\"temperature\": \"hot\"", "temperature"}};
+        for (String[] b : bad) {
+            HttpResponse<String> r = call("POST", "/v1/chat/completions",
+                    "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], " + b[0] + "}", "sekret");
+            assertEquals(400, r.statusCode(), b[0] + " -> " + r.body());
+            assertEquals(b[1], JSON.readTree(r.body()).at("/error/param").asText(), b[0] + " -> " + r.body());
+            assertTrue(!r.body().contains("java.") && !r.body().contains("Exception"), r.body());
+        }
+        HttpResponse<String> m = call("POST", "/v1/chat/completions",
+                "{\"model\": \"gpt-4\", \"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}", "sekret");
+        assertEquals(404, m.statusCode(), m.body());
+        assertEquals("model_not_found", JSON.readTree(m.body()).at("/error/code").asText(), m.body());
+        HttpResponse<String> big = call("POST", "/v1/chat/completions",
+                "{\"messages\": [{\"role\": \"user\", \"content\": \"" + "x".repeat(OpenAiServer.MAX_BODY_BYTES) + "\"}]}", "sekret");
+        assertEquals(413, big.statusCode());
+        HttpResponse<String> wrongKey = call("POST", "/v1/chat/completions", ASK + "}", "sekreT");
+        assertEquals(401, wrongKey.statusCode());
+    }
+
+    @Test
+    void aClientThatLeavesMidStreamStopsItsRowAndTheBatchGoesOn() throws Exception {
+        List<String> log = java.util.Collections.synchronizedList(new ArrayList<>());
+        try (OpenAiServer logged = new OpenAiServer(new Answerer(model, tok, 1024, 512), "tiny-lima", "127.0.0.1", 0, "sekret", 8, log::add)) {
+            logged.start();
+            leaveMidStream(logged.port());
+            long deadline = System.currentTimeMillis() + 20_000;
+            while (log.stream().noneMatch(l -> l.contains("cancelled")) && System.currentTimeMillis() < deadline) Thread.sleep(20);
+            String line = log.stream().filter(l -> l.contains("cancelled")).findFirst().orElse(String.join("\n", log));
+            assertTrue(line.startsWith("POST /v1/chat/completions 200 tokens=") && line.contains("cancelled"), line);
+            int tokens = Integer.parseInt(line.replaceAll(".*tokens=(\\d+).*", "$1"));
+            assertTrue(tokens < 300, "the row stopped soon after the client left: " + line);
+            assertTrue(!line.contains("sekret") && !line.contains("story"), "no key or content in the access log: " + line);
+        }
+        // the server goes on serving others
+        HttpResponse<String> r = call("POST", "/v1/chat/completions", ASK + "}", "sekret");
+        assertEquals(200, r.statusCode(), r.body());
+    }
+
+    /** A streaming request whose client reads the first bytes, then closes the connection. */
+    static void leaveMidStream(int port) throws Exception {
+        try (java.net.Socket sock = new java.net.Socket("127.0.0.1", port)) {
+            String body = "{\"messages\": [{\"role\": \"user\", \"content\": \"Tell a long story.\"}], \"stream\": true,"
+                    + " \"temperature\": 0, \"max_tokens\": 480}";
+            byte[] bytes = body.getBytes(java.nio.charset.StandardCharsets.UTF_8);
+            sock.getOutputStream().write(("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sekret\r\n"
+                    + "Content-Type: application/json\r\nContent-Length: " + bytes.length + "\r\n\r\n").getBytes(java.nio.charset.StandardCharsets.UTF_8));
+            sock.getOutputStream().write(bytes);
+            sock.getOutputStream().flush();
+            byte[] first = new byte[64];
+            assertTrue(sock.getInputStream().read(first) > 0);
+        }
+    }
 }
