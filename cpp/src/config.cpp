@@ -3,6 +3,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <tuple>
+#include <unistd.h>
 #include <nlohmann/json.hpp>
 
 #include "common.hpp"
@@ -38,6 +40,30 @@ void validate(const ModelConfig &c, const std::string &where) {
         bad("initializer_range", cat("must be a finite value >= 0, got ", c.initializer_range));
     if (c.tie_word_embeddings != 0 && c.tie_word_embeddings != 1)
         bad("tie_word_embeddings", "must be 0 or 1");
+    // Sizes far beyond any LLaMA are typos or hostile files: refused before anything is allocated.
+    auto at_most = [&](const char *key, int64_t v, int64_t limit) {
+        if (v > limit) bad(key, cat(v, " is beyond what liblima supports (at most ", limit, ")"));
+    };
+    at_most("vocab_size", c.vocab_size, int64_t(1) << 24);
+    at_most("hidden_size", c.hidden_size, int64_t(1) << 17);
+    at_most("intermediate_size", c.intermediate_size, int64_t(1) << 20);
+    at_most("num_hidden_layers", c.num_layers, 4096);
+    at_most("num_attention_heads", c.num_heads, 4096);
+    at_most("max_position_embeddings", c.max_position_embeddings, int64_t(1) << 24);
+    for (auto [key, id, none_ok] : {std::tuple<const char *, int32_t, bool>{"bos_token_id", c.bos_token_id, true},
+                                    {"eos_token_id", c.eos_token_id, true}, {"pad_token_id", c.pad_token_id, true}})
+        if ((id < 0 && !(none_ok && id == -1)) || id >= c.vocab_size)
+            bad(key, cat(id, " is outside the vocabulary [0, ", c.vocab_size, ")"));
+    // The fp32 host copy of the weights must fit this machine's memory.
+    const int64_t d = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;
+    const int64_t per_layer = d * c.q_dim() * 2 + d * c.kv_dim() * 2 + 3 * d * F + 2 * d;
+    const int64_t params = V * d * (c.tie_word_embeddings ? 1 : 2) + int64_t(c.num_layers) * per_layer + d;
+    const double need = double(params) * 4.0;
+    const double have = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE));
+    if (have > 0 && need > have)
+        fail(LIMA_ERR_INVALID_ARGUMENT, where, ": the model described (hidden_size ", c.hidden_size, ", num_hidden_layers ",
+             c.num_layers, ", vocab_size ", c.vocab_size, ") has ", params, " parameters and needs ", need / 1073741824.0,
+             " GiB for its fp32 weights, more than this machine's ", have / 1073741824.0, " GiB of memory");
 }
 
 namespace {

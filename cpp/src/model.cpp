@@ -292,7 +292,14 @@ Model *load_model(const std::string &dir) {
                      " (named in ", index_path, ")");
         LIMA_REQUIRE(e->second.shape == p.shape(), LIMA_ERR_SHAPE, "tensor ", p.name, " in ", it->second, " has shape ",
                      shape_str(e->second.shape), " but config.json (", cfg_path, ") implies ", shape_str(p.shape()));
-        st_read_f32(sf, e->second, model->params.data() + p.offset, p.numel());
+        float *w = model->params.data() + p.offset;
+        st_read_f32(sf, e->second, w, p.numel());
+        long bad_at = -1;
+#pragma omp parallel for schedule(static) reduction(max : bad_at)
+        for (long i = 0; i < long(p.numel()); ++i)
+            if (!std::isfinite(w[i])) bad_at = std::max(bad_at, i);
+        LIMA_REQUIRE(bad_at < 0, LIMA_ERR_FORMAT, "tensor ", p.name, " in ", it->second, " holds a non-finite value (",
+                     w[bad_at < 0 ? 0 : bad_at], " at element ", bad_at, "): the checkpoint is damaged");
         used[p.name] = true;
     }
     for (const auto &[name, file] : where) {

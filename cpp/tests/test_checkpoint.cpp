@@ -180,6 +180,37 @@ TEST_F(BadCheckpoint, ConfigNotJsonOrMissingKeyOrUnsupported) {
     expect_load_error(LIMA_ERR_FORMAT, "\"hidden_size\" must be an integer");
 }
 
+TEST_F(BadCheckpoint, AbsurdSizesAndSpecialTokensOutsideTheVocabularyAreRefusedBeforeAllocating) {
+    const std::string cfg = read_all(dir + "/config.json");
+    auto with = [&](const std::string &from, const std::string &to) {
+        std::string c = cfg;
+        c.replace(c.find(from), from.size(), to);
+        write_text(dir + "/config.json", c);
+    };
+    with("\"hidden_size\": 16", "\"hidden_size\": 1000000000");
+    expect_load_error(LIMA_ERR_INVALID_ARGUMENT, "hidden_size 1000000000 is beyond what liblima supports");
+    with("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 100000");
+    expect_load_error(LIMA_ERR_INVALID_ARGUMENT, "num_hidden_layers 100000 is beyond");
+    with("\"vocab_size\": 23", "\"vocab_size\": 2147483647");
+    expect_load_error(LIMA_ERR_INVALID_ARGUMENT, "vocab_size 2147483647 is beyond");
+    // within each limit, but far more than this machine's memory: the bytes are named
+    std::string huge = cfg;
+    huge.replace(huge.find("\"hidden_size\": 16"), 17, "\"hidden_size\": 65536");
+    huge.replace(huge.find("\"num_hidden_layers\": 2"), 22, "\"num_hidden_layers\": 4096");
+    write_text(dir + "/config.json", huge);
+    expect_load_error(LIMA_ERR_INVALID_ARGUMENT, "GiB for its fp32 weights, more than this machine's");
+    with("\"eos_token_id\": 2", "\"eos_token_id\": 23");
+    expect_load_error(LIMA_ERR_INVALID_ARGUMENT, "eos_token_id 23 is outside the vocabulary [0, 23)");
+}
+
+TEST_F(BadCheckpoint, NonFiniteWeightsAreRefusedNamingTheTensor) {
+    rewrite([](std::vector<lima::StWriteItem> &items, std::vector<std::vector<float>> &data) {
+        for (size_t i = 0; i < items.size(); ++i)
+            if (items[i].name == "model.layers.1.mlp.up_proj.weight") data[i][7] = std::nanf("");
+    });
+    expect_load_error(LIMA_ERR_FORMAT, "tensor model.layers.1.mlp.up_proj.weight in " + dir + "/model.safetensors holds a non-finite value");
+}
+
 TEST_F(BadCheckpoint, ConfigThatDoesNotMatchTheWeights) {
     std::string cfg = read_all(dir + "/config.json");
     cfg.replace(cfg.find("\"intermediate_size\": 24"), 23, "\"intermediate_size\": 32");
