@@ -131,7 +131,7 @@ public final class EvalCommand implements Runnable {
         }
     }
 
-    @Command(name = "likert", mixinStandardHelpOptions = true, description = "1-6 helpfulness, K samples per prompt, mean and 95% CI (Appendix D).")
+    @Command(name = "likert", mixinStandardHelpOptions = true, description = "1-6 helpfulness, K samples per prompt, mean and 95%% CI (Appendix D).")
     static final class Likert extends JudgedCommand {
         @Option(names = "--responses", required = true, description = "Responses (JSONL; repeat to compare systems).") List<Path> responses;
 

@@ -14,7 +14,7 @@ import picocli.CommandLine.Option;
 
 @Command(name = "experiment", mixinStandardHelpOptions = true,
         description = {"The Section 5 ablations end to end from a grid file: per variant, curate (its recipe) -> train (one",
-                "shared config) -> K answers per test prompt -> Likert judge; then a table and chart of mean +- 95% CI.",
+                "shared config) -> K answers per test prompt -> Likert judge; then a table and chart of mean +- 95%% CI.",
                 "Every stage is cached in --out and resumes: rerun the same command after an interruption."})
 public final class ExperimentCommand implements Callable<Integer> {
     @Option(names = "--grid", required = true, description = "Grid file (YAML).") Path grid;

@@ -53,8 +53,7 @@ public final class ServeCommand implements Callable<Integer> {
             }
         } : line -> { };
         try (ModelDir md = modelOptions.open();
-             OpenAiServer server = new OpenAiServer(md.answerer, name != null ? name : modelOptions.model.getFileName().toString(), host, port, key,
-                     maxBatch, log)) {
+             OpenAiServer server = listen(md, key, log)) {
             server.start();
             out.printf("serving %s on http://%s:%d/v1 (OpenAI chat completions)%s%n", modelOptions.model, host, server.port(),
                     key == null ? "" : "; API key required");
@@ -63,5 +62,14 @@ public final class ServeCommand implements Callable<Integer> {
             stop.await();
         }
         return ExitCodes.OK;
+    }
+
+    private OpenAiServer listen(ModelDir md, String key, java.util.function.Consumer<String> log) throws java.io.IOException {
+        try {
+            return new OpenAiServer(md.answerer, name != null ? name : modelOptions.model.getFileName().toString(), host, port, key, maxBatch, log);
+        } catch (java.net.BindException e) {
+            throw new java.io.UncheckedIOException("cannot listen on " + host + ":" + port + ": " + e.getMessage()
+                    + " (another server on that port? choose another with --port)", e);
+        }
     }
 }

@@ -418,4 +418,26 @@ class CliTest {
         Run batch = limactl("serve", "-m", dir.resolve("nomodel").toString(), "--max-batch", "0");
         assertEquals(ExitCodes.INVALID_INPUT, batch.code(), batch.err());
     }
+
+    @Test
+    void portInUseBatchSizeNotAnIntegerAndHelpTextsAreHandled() throws Exception {
+        Path run = dir.resolve("p");
+        assertEquals(0, limactl(concat(new String[] {"-q", "demo", "--run", run.toString()}, SMALL)).code());
+        try (java.net.ServerSocket taken = new java.net.ServerSocket(0, 1, java.net.InetAddress.getLoopbackAddress())) {
+            Run r = limactl("serve", "-m", run.resolve("checkpoints/epoch-02").toString(), "--port", Integer.toString(taken.getLocalPort()));
+            assertEquals(ExitCodes.GENERIC, r.code(), r.err());
+            assertTrue(r.err().contains("cannot listen on 127.0.0.1:" + taken.getLocalPort()), r.err());
+            assertTrue(!r.err().contains("\tat "), r.err());
+        }
+        Run half = limactl(concat(concat(new String[] {"-q", "train", "--preset", "demo", "--init", "random", "--run",
+                dir.resolve("h").toString()}, SMALL), "--set", "training.batch_size=1.5"));
+        assertEquals(ExitCodes.INVALID_INPUT, half.code(), half.err());
+        assertTrue(half.err().contains("training.batch_size"), half.err());
+        for (String cmd : new String[] {"eval", "experiment"}) {
+            Run h = limactl("help", cmd);
+            assertEquals(0, h.code());
+            assertTrue(!h.err().contains("WARN") && !h.out().contains("WARN"), h.err() + h.out());
+            assertTrue(h.out().contains("95% CI"), h.out());
+        }
+    }
 }

@@ -26,7 +26,8 @@ public final class ConfigLoader {
     public static final List<String> PRESETS = List.of("lima-65b", "lima-7b", "demo");
     private static final ObjectMapper YAML = new ObjectMapper(new YAMLFactory())
             .enable(DeserializationFeature.FAIL_ON_UNKNOWN_PROPERTIES)
-            .enable(DeserializationFeature.FAIL_ON_NULL_FOR_PRIMITIVES);
+            .enable(DeserializationFeature.FAIL_ON_NULL_FOR_PRIMITIVES)
+            .disable(DeserializationFeature.ACCEPT_FLOAT_AS_INT);  // training.batch_size=1.5 is an error, not 1
 
     private final ObjectNode tree;
 

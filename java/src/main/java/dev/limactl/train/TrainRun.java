@@ -190,7 +190,10 @@ public final class TrainRun {
                     + cfg.data().maxTokens() + " tokens and are skipped: " + String.join(", ", data.droppedIds())
                     + (data.dropped() > data.droppedIds().size() ? ", ..." : ""));
         }
-        if (data.examples().isEmpty()) throw new RunStateException("no trainable examples in " + cfg.data().train());
+        if (data.examples().isEmpty()) {
+            throw new dev.limactl.data.DataFormatException("no trainable examples in " + cfg.data().train() + " (every example is empty"
+                    + " or has no response token left after trimming to data.max_tokens " + cfg.data().maxTokens() + ")");
+        }
         List<Example> dev = cfg.data().dev().isBlank() ? List.of() : ExampleFiles.read(run.resolve(cfg.data().dev()), "dev");
         int stepsPerEpoch = (data.examples().size() + tc.batchSize() - 1) / tc.batchSize();
         long total = (long) stepsPerEpoch * tc.epochs();
