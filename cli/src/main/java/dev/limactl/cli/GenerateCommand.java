@@ -33,6 +33,9 @@ public final class GenerateCommand implements Callable<Integer> {
 
     @Mixin SamplingOptions sampling;
 
+    @Option(names = "--mix-settings", description = "Add to an --out that holds answers of another model or other sampling settings.")
+    boolean mixSettings;
+
     @CommandLine.Spec CommandLine.Model.CommandSpec spec;
 
     @Override
@@ -43,7 +46,9 @@ public final class GenerateCommand implements Callable<Integer> {
         List<Example> examples = ExampleFiles.read(prompts, "test");
         try (ModelDir md = modelOptions.open()) {
             AnswerFile.Stats st = AnswerFile.write(md.answerer, modelOptions.model.toString(), examples, out, samples, sampling.sampling(),
-                    sampling.maxNewTokens, sampling.seed, batch, m -> { if (!quiet || m.startsWith("resuming")) err.println(m); });
+                    sampling.maxNewTokens, sampling.seed, batch, mixSettings, m -> {
+                        if (!quiet || m.startsWith("resuming") || m.contains("dropped its last line")) err.println(m);
+                    });
             spec.commandLine().getOut().printf("%d answers written to %s (%d generated tokens)%n", st.answered(), out, st.generatedTokens());
         }
         return ExitCodes.OK;

@@ -23,8 +23,8 @@ public final class PerplexityCommand implements Callable<Integer> {
     @Option(names = {"-d", "--data"}, required = true, description = "Examples, .arrow or .jsonl.")
     Path data;
 
-    @Option(names = "--max-tokens", defaultValue = "2048", description = "Trim examples to this many tokens (default ${DEFAULT-VALUE}).")
-    int maxTokens;
+    @Option(names = "--max-tokens", description = "Trim examples to this many tokens (default: the model's context).")
+    Integer maxTokens;
 
     @Option(names = "--json", description = "Print the result as JSON.")
     boolean json;
@@ -35,7 +35,16 @@ public final class PerplexityCommand implements Callable<Integer> {
     public Integer call() throws Exception {
         PrintWriter out = spec.commandLine().getOut();
         try (ModelDir md = modelOptions.open()) {
-            Perplexity p = Perplexity.of(md.model, new ChatFormat(md.tokenizer, md.eotId, maxTokens), ExampleFiles.read(data, "dev"), 8192);
+            int context = md.model.config().maxPositionEmbeddings();
+            if (maxTokens != null && (maxTokens < 2 || maxTokens > context)) {
+                throw new IllegalArgumentException("--max-tokens must be in [2, " + context + "] (the model's context), got " + maxTokens);
+            }
+            int trim = maxTokens != null ? maxTokens : context;
+            Perplexity p = Perplexity.of(md.model, new ChatFormat(md.tokenizer, md.eotId, trim), ExampleFiles.read(data, "dev"),
+                    Math.max(8192, trim));
+            if (p.tokens() == 0) {
+                throw new IllegalArgumentException(data + ": no response tokens to score (" + p.examples() + " examples); perplexity is undefined");
+            }
             if (json) {
                 Map<String, Object> r = new LinkedHashMap<>();
                 r.put("model", modelOptions.model.toString());

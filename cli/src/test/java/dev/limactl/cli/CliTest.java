@@ -72,6 +72,15 @@ class CliTest {
         JsonNode j = new ObjectMapper().readTree(p.out());
         assertEquals(6, j.get("examples").asInt());
         assertTrue(j.get("perplexity").asDouble() > 1 && j.get("perplexity").asDouble() < 1025, p.out());
+        // nothing to score is an input error, not NaN; --max-tokens beyond the model's context is refused
+        Path empty = dir.resolve("prompts-only.jsonl");
+        Files.writeString(empty, "{\"conversations\": [\"Just a question?\"]}\n");
+        Run none = limactl("perplexity", "-m", ck.toString(), "-d", empty.toString());
+        assertEquals(ExitCodes.INVALID_INPUT, none.code(), none.out() + none.err());
+        assertTrue(!none.out().contains("NaN"), none.out());
+        Run tooLong = limactl("perplexity", "-m", ck.toString(), "-d", run.resolve("embedded/demo/dev.jsonl").toString(), "--max-tokens", "100000000");
+        assertEquals(ExitCodes.INVALID_INPUT, tooLong.code(), tooLong.err());
+        assertTrue(tooLong.err().contains("the model's context"), tooLong.err());
     }
 
     @Test
@@ -139,6 +148,23 @@ class CliTest {
         assertEquals(0, again.code(), again.err());
         assertTrue(again.err().contains("resuming: 7 answers already in"), again.err());
         assertEquals(lines, Files.readAllLines(out));  // same seeds: the redone answers are the same
+        // a kill mid-line: the cut line is dropped (not appended to) and that answer redone
+        String whole = Files.readString(out);
+        Files.writeString(out, whole.substring(0, whole.length() - 40));
+        Run torn = limactl("generate", "-m", ck.toString(), "--prompts", devFile.toString(), "--out", out.toString(),
+                "--samples", "2", "--max-new-tokens", "12");
+        assertEquals(0, torn.code(), torn.err());
+        assertTrue(torn.err().contains("dropped its last line"), torn.err());
+        assertEquals(lines, Files.readAllLines(out));
+        // answers of other sampling settings are not mixed in silently
+        Run other = limactl("generate", "-m", ck.toString(), "--prompts", devFile.toString(), "--out", out.toString(),
+                "--samples", "3", "--max-new-tokens", "12", "--temperature", "0.3");
+        assertEquals(ExitCodes.INVALID_INPUT, other.code(), other.err());
+        assertTrue(other.err().contains("holds an answer of other settings") && other.err().contains("--mix-settings"), other.err());
+        Run mixed = limactl("-q", "generate", "-m", ck.toString(), "--prompts", devFile.toString(), "--out", out.toString(),
+                "--samples", "3", "--max-new-tokens", "12", "--temperature", "0.3", "--mix-settings");
+        assertEquals(0, mixed.code(), mixed.err());
+        assertEquals(18, Files.readAllLines(out).size());
         // A CUDA device on a machine without one is a request this machine cannot serve: exit 2 and
         // the reason, no stack trace.
         org.junit.jupiter.api.Assumptions.assumeTrue(dev.limactl.engine.CudaPlugins.select().driverVersion() == 0, "has a GPU");

@@ -6,7 +6,6 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.limactl.data.Example;
 import dev.limactl.data.Turn;
 import dev.limactl.engine.Sampling;
-import java.io.BufferedWriter;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
@@ -30,22 +29,60 @@ public final class AnswerFile {
 
     private AnswerFile() {}
 
+    /**
+     * Answers every (example, sample) not yet in {@code out}. A file holding answers of another model
+     * or other sampling settings is refused unless {@code mixSettings}; a last line cut by a crash is
+     * dropped (the file rewritten atomically without it) and that answer redone.
+     */
     public static Stats write(Answerer g, String modelName, List<Example> examples, Path out, int samples, Sampling sampling,
                               int maxNewTokens, long seed, int batch, Consumer<String> progress) {
+        return write(g, modelName, examples, out, samples, sampling, maxNewTokens, seed, batch, false, progress);
+    }
+
+    public static Stats write(Answerer g, String modelName, List<Example> examples, Path out, int samples, Sampling sampling,
+                              int maxNewTokens, long seed, int batch, boolean mixSettings, Consumer<String> progress) {
         ObjectMapper json = new ObjectMapper();
+        ObjectNode settings;
+        try {  // as it reads back from the file (numbers as JSON gives them), so that equal settings compare equal
+            settings = (ObjectNode) json.readTree(json.writeValueAsString(json.createObjectNode().put("model", modelName)
+                    .put("temperature", sampling.temperature()).put("top_p", sampling.topP()).put("top_k", sampling.topK())
+                    .put("repetition_penalty", sampling.repetitionPenalty()).put("penalize_prompt", sampling.penaltyOnPrompt())
+                    .put("max_new_tokens", maxNewTokens).put("seed", seed)));
+        } catch (IOException e) {
+            throw new IllegalStateException(e);
+        }
         Set<String> done = new HashSet<>();
         try {
             if (Files.exists(out)) {
-                List<String> lines = Files.readAllLines(out);
+                String text = Files.readString(out, StandardCharsets.UTF_8);
+                List<String> lines = new ArrayList<>(text.lines().toList());
+                List<String> kept = new ArrayList<>();
+                boolean torn = false;
                 for (int i = 0; i < lines.size(); i++) {
                     if (lines.get(i).isBlank()) continue;
+                    JsonNode n;
                     try {
-                        JsonNode n = json.readTree(lines.get(i));
-                        done.add(n.get("id").asText() + "#" + n.get("sample").asInt());
-                    } catch (IOException | NullPointerException e) {
-                        if (i == lines.size() - 1) break;  // a line cut by a crash is redone
+                        n = json.readTree(lines.get(i));
+                        if (n == null || !n.has("id") || !n.has("sample")) throw new IOException("no id or sample");
+                    } catch (IOException e) {
+                        if (i == lines.size() - 1 && !text.endsWith("\n")) {  // a line cut by a crash: redone
+                            torn = true;
+                            break;
+                        }
                         throw new IllegalArgumentException(out + ":" + (i + 1) + ": not an answer line: " + e.getMessage());
                     }
+                    JsonNode s = n.get("settings");
+                    if (!mixSettings && (s == null ? !modelName.equals(n.path("model").asText()) : !s.equals(settings))) {
+                        throw new IllegalArgumentException(out + ":" + (i + 1) + " holds an answer of " + (s == null
+                                ? "model " + n.path("model").asText() : "other settings " + s) + ", not of " + settings
+                                + "; write to another --out, or pass --mix-settings to add to it anyway");
+                    }
+                    done.add(n.get("id").asText() + "#" + n.get("sample").asInt());
+                    kept.add(lines.get(i));
+                }
+                if (torn || (!text.isEmpty() && !text.endsWith("\n"))) {
+                    dev.limactl.data.AtomicFiles.writeString(out, kept.isEmpty() ? "" : String.join("\n", kept) + "\n");
+                    if (torn) progress.accept(out + ": dropped its last line, cut short by an interruption; that answer is redone");
                 }
             }
         } catch (IOException e) {
@@ -60,7 +97,9 @@ public final class AnswerFile {
         }
         if (!done.isEmpty()) progress.accept("resuming: " + done.size() + " answers already in " + out + ", " + jobs.size() + " to go");
         long t0 = System.nanoTime(), tokens = 0;
-        try (BufferedWriter w = Files.newBufferedWriter(out, StandardCharsets.UTF_8, StandardOpenOption.CREATE, StandardOpenOption.APPEND)) {
+        // Each answer is one write of a whole line, appended: an interruption can cut at most the last line.
+        try (java.nio.channels.FileChannel w = java.nio.channels.FileChannel.open(out, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
+                StandardOpenOption.APPEND)) {
             for (int from = 0; from < jobs.size(); from += batch) {
                 List<Job> chunk = jobs.subList(from, Math.min(jobs.size(), from + batch));
                 List<Answerer.Request> reqs = new ArrayList<>();
@@ -77,11 +116,12 @@ public final class AnswerFile {
                             .put("prompt", j.conversation().get(j.conversation().size() - 1).text()).put("response", a.text())
                             .put("finish", a.finish()).put("prompt_tokens", a.promptTokens()).put("generated_tokens", a.generatedTokens())
                             .put("model", modelName);
-                    w.write(json.writeValueAsString(o));
-                    w.write('\n');
+                    o.set("settings", settings);
+                    java.nio.ByteBuffer line = java.nio.ByteBuffer.wrap((json.writeValueAsString(o) + "\n").getBytes(StandardCharsets.UTF_8));
+                    while (line.hasRemaining()) w.write(line);
                     tokens += a.generatedTokens();
                 }
-                w.flush();
+                w.force(false);
                 progress.accept(String.format("%d/%d answers, %,.1f tokens/s", Math.min(jobs.size(), from + batch), jobs.size(),
                         tokens / ((System.nanoTime() - t0) / 1e9)));
             }
