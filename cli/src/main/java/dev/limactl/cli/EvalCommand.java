@@ -163,10 +163,12 @@ public final class EvalCommand implements Runnable {
 
         @Override
         public Integer call() {
-            Stats.MeanCi m = Evaluation.agreement(Annotations.read(a), Annotations.read(b), tie.toLowerCase());
-            if (m.n() == 0) throw new IllegalArgumentException(a + " and " + b + " share no items");
-            spec.commandLine().getOut().printf("tie-discounted agreement %.3f over %d shared items (95%% CI [%.3f, %.3f])%n", m.mean(), m.n(),
-                    m.low(), m.high());
+            Evaluation.Agreement g = Evaluation.agreement(Annotations.read(a), Annotations.read(b), tie.toLowerCase());
+            Stats.MeanCi m = g.score();
+            if (g.shared() == 0) throw new IllegalArgumentException(a + " and " + b + " share no items");
+            if (m.n() == 0) throw new IllegalArgumentException(a + " and " + b + " share " + g.shared() + " items, none with a parsable label on both sides");
+            spec.commandLine().getOut().printf("tie-discounted agreement %.3f over %d shared items (95%% Wilson interval [%.3f, %.3f])%s%n",
+                    m.mean(), m.n(), m.low(), m.high(), g.leftOut() == 0 ? "" : "; " + g.leftOut() + " item(s) left out: unparsable verdict");
             return ExitCodes.OK;
         }
     }

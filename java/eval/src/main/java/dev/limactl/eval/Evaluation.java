@@ -108,14 +108,32 @@ public final class Evaluation {
         return new Likert(r.system(), ok, bad, Stats.meanCi95(ok));
     }
 
-    /** Mean tie-discounted accuracy of two annotators over their shared items. */
-    public static Stats.MeanCi agreement(Map<String, String> a, Map<String, String> b, String tie) {
+    /** Agreement over the shared items both annotators labelled; unparsable verdicts are left out and counted. */
+    public record Agreement(Stats.MeanCi score, int shared, int leftOut) {}
+
+    /**
+     * Mean tie-discounted accuracy of two annotators over their shared items, with a 95% Wilson
+     * interval (inside [0, 1]). An item either side marked "unparsable" (or left empty) is not a
+     * label: it is left out and counted, never scored as a disagreement.
+     */
+    public static Agreement agreement(Map<String, String> a, Map<String, String> b, String tie) {
         List<Double> xs = new ArrayList<>();
+        int shared = 0, leftOut = 0;
         for (var e : a.entrySet()) {
             String other = b.get(e.getKey());
-            if (other != null) xs.add(Stats.tieDiscounted(e.getValue(), other, tie));
+            if (other == null) continue;
+            shared++;
+            if (unlabelled(e.getValue()) || unlabelled(other)) {
+                leftOut++;
+                continue;
+            }
+            xs.add(Stats.tieDiscounted(e.getValue(), other, tie));
         }
-        return Stats.meanCi95(xs);
+        return new Agreement(Stats.wilson95(xs), shared, leftOut);
+    }
+
+    private static boolean unlabelled(String label) {
+        return label == null || label.isBlank() || label.equals("unparsable");
     }
 
     private String ask(Templates t, String prompt, List<String> responses, String order, int sample, Map<String, String> values) {

@@ -92,7 +92,7 @@ public final class Judge {
                 calls.incrementAndGet();
                 r = http.send(rb.build(), HttpResponse.BodyHandlers.ofString());
             } catch (IOException e) {
-                last = "network error: " + e.getMessage();
+                last = "network error: " + describe(e);
                 continue;
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
@@ -116,6 +116,16 @@ public final class Judge {
             throw new JudgeException("judge " + cfg.model() + " at " + url + " refused the request: " + last);  // 4xx: no retry
         }
         throw new JudgeException("judge " + cfg.model() + " at " + url + " failed after " + (cfg.maxRetries() + 1) + " attempts: " + last);
+    }
+
+    /** What went wrong on the network, in words (the JDK's exceptions often carry no message). */
+    static String describe(IOException e) {
+        if (e instanceof java.net.http.HttpConnectTimeoutException) return "no connection within 10 s";
+        if (e instanceof java.net.http.HttpTimeoutException) return "no answer within the timeout";
+        if (e instanceof java.net.ConnectException) return "connection refused (is the judge server running at that address?)";
+        if (e instanceof java.net.UnknownHostException) return "unknown host " + e.getMessage();
+        if (e instanceof java.nio.channels.ClosedChannelException || e instanceof java.io.EOFException) return "the connection was closed";
+        return e.getMessage() != null ? e.getMessage() : "input/output error";
     }
 
     private static long seconds(String v) {

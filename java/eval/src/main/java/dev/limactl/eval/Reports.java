@@ -39,6 +39,8 @@ public final class Reports {
         }
         JFreeChart c = ChartFactory.createStackedBarChart("Pairwise preference (" + ours + ")", "baseline", "% of prompts", ds,
                 PlotOrientation.HORIZONTAL, true, false, false);
+        c.getCategoryPlot().getRangeAxis().setRange(0, 100);
+        if (results.stream().allMatch(p -> p.count("win") + p.count("tie") + p.count("loss") == 0)) noScores(c, md);
         write(dir, "pairwise", Map.of("ours", ours, "judge", judgeModel, "results", results), md.toString(), c);
     }
 
@@ -50,6 +52,10 @@ public final class Reports {
             if (!g.equals("unparsable")) ds.addValue(a.count(g), system, g);
         }
         JFreeChart c = ChartFactory.createBarChart("Absolute grades (" + system + ")", "grade", "responses", ds);
+        if (a.count("fail") + a.count("pass") + a.count("excellent") == 0) {
+            c.getCategoryPlot().getRangeAxis().setRange(0, 1);
+            noScores(c, md);
+        }
         write(dir, "absolute", Map.of("system", system, "judge", judgeModel, "grades", a.grades()), md.toString(), c);
     }
 
@@ -63,9 +69,17 @@ public final class Reports {
             ds.add(m.mean(), Double.isNaN(m.halfWidth()) ? 0 : m.halfWidth(), "mean", l.system());
         }
         JFreeChart c = ChartFactory.createLineChart("Likert helpfulness", "system", "score (1-6)", ds);
+        if (results.stream().allMatch(l -> l.meanCi().n() == 0)) noScores(c, md);
         c.getCategoryPlot().setRenderer(new StatisticalBarRenderer());
         c.getCategoryPlot().getRangeAxis().setRange(0, 6.5);
         write(dir, "likert", Map.of("judge", judgeModel, "results", results), md.toString(), c);
+    }
+
+    /** A chart (and report) of a judge whose every answer was unparsable says so, instead of empty axes. */
+    private static void noScores(JFreeChart c, StringBuilder md) {
+        String why = "No judged scores: every judge answer was unparsable (see the judge cache for what it said).";
+        c.addSubtitle(new org.jfree.chart.title.TextTitle(why));
+        md.append("\n**").append(why).append("**\n");
     }
 
     private static void write(Path dir, String name, Object json, String markdown, JFreeChart chart) {

@@ -27,6 +27,20 @@ public final class Stats {
     }
 
     /**
+     * Mean of values in [0, 1] with a 95% Wilson score interval, which stays inside [0, 1]. For
+     * values in [0, 1] with mean p the variance is at most p(1 - p), the Bernoulli variance the
+     * Wilson interval assumes, so the interval is conservative for tie-discounted scores (0, 0.5, 1).
+     */
+    public static MeanCi wilson95(List<Double> xs) {
+        int n = xs.size();
+        if (n == 0) return new MeanCi(Double.NaN, Double.NaN, Double.NaN, 0);
+        double p = xs.stream().mapToDouble(Double::doubleValue).average().orElseThrow(), z = 1.959963984540054;
+        double denom = 1 + z * z / n, center = (p + z * z / (2.0 * n)) / denom;
+        double half = z / denom * Math.sqrt(p * (1 - p) / n + z * z / (4.0 * n * n));
+        return new MeanCi(p, Math.max(0, center - half), Math.min(1, center + half), n);
+    }
+
+    /**
      * The paper's agreement score for one item (Section 4.1): 1 if both annotators gave the same
      * label, 0.5 if exactly one of them said tie, 0 otherwise.
      */

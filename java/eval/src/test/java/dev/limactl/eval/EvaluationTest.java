@@ -182,9 +182,21 @@ class EvaluationTest {
     void agreementIsTieDiscountedAccuracy() {
         Map<String, String> a = Map.of("1", "A", "2", "tie", "3", "B", "4", "A", "9", "A");
         Map<String, String> b = Map.of("1", "A", "2", "B", "3", "A", "4", "tie");
-        Stats.MeanCi m = Evaluation.agreement(a, b, "tie");
+        Evaluation.Agreement g = Evaluation.agreement(a, b, "tie");
+        Stats.MeanCi m = g.score();
         assertEquals(4, m.n());  // item 9 is not shared
         assertEquals((1 + 0.5 + 0 + 0.5) / 4, m.mean(), 1e-12);
+        // unparsable verdicts are left out (not disagreements), and the interval stays inside [0, 1]
+        Map<String, String> judge = Map.of("1", "A", "2", "unparsable", "3", "B", "4", "A");
+        Map<String, String> human = Map.of("1", "A", "2", "B", "3", "B", "4", "A");
+        Evaluation.Agreement j = Evaluation.agreement(judge, human, "tie");
+        assertEquals(4, j.shared());
+        assertEquals(1, j.leftOut());
+        assertEquals(3, j.score().n());
+        assertEquals(1.0, j.score().mean(), 1e-12);
+        assertTrue(j.score().low() > 0.3 && j.score().high() <= 1.0, j.toString());
+        Stats.MeanCi w = Stats.wilson95(List.of(1.0, 0.5, 1.0, 1.0));  // the case whose t interval went past 1
+        assertTrue(w.low() >= 0 && w.high() <= 1 && w.low() < w.mean() && w.mean() < w.high(), w.toString());
     }
 
     @Test

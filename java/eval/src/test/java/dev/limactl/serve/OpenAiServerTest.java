@@ -218,8 +218,14 @@ class OpenAiServerTest {
                     + "Content-Type: application/json\r\nContent-Length: " + bytes.length + "\r\n\r\n").getBytes(java.nio.charset.StandardCharsets.UTF_8));
             sock.getOutputStream().write(bytes);
             sock.getOutputStream().flush();
-            byte[] first = new byte[64];
-            assertTrue(sock.getInputStream().read(first) > 0);
+            // read until the first event has arrived (the request is in a batch from then on), then leave
+            StringBuilder got = new StringBuilder();
+            byte[] buf = new byte[256];
+            while (got.indexOf("data:") < 0) {
+                int n = sock.getInputStream().read(buf);
+                assertTrue(n > 0, "the stream ended before its first event: " + got);
+                got.append(new String(buf, 0, n, java.nio.charset.StandardCharsets.UTF_8));
+            }
         }
     }
 }
