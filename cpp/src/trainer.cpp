@@ -114,7 +114,7 @@ lima_step_result Trainer::apply(float lr) {
     LIMA_REQUIRE(std::isfinite(lr) && lr >= 0, LIMA_ERR_INVALID_ARGUMENT, "lima_trainer_step: learning rate must be finite and >= 0, got ", lr);
     if (model->cuda) {
         const lima_cuda_adam_args a{lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay, cfg.grad_clip, int64_t(step + 1)};
-        lima_step_result r{0.0, 0, step};
+        lima_step_result r{0.0, 0, step, 0.0};
         cuda_run(cuda_api().step, model->cuda, &a, &r.grad_norm, &r.clipped);
         LIMA_REQUIRE(std::isfinite(r.grad_norm), LIMA_ERR_STATE, "lima_trainer_step: the gradient norm is ", r.grad_norm,
                      "; no update was made (zero the gradients to go on)");

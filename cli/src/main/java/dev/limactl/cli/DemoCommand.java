@@ -37,7 +37,12 @@ public final class DemoCommand implements Callable<Integer> {
                 : Path.of("limactl-demo", "run-" + LocalDateTime.now().format(DateTimeFormatter.ofPattern("yyyyMMdd-HHmmss")));
         long t0 = System.nanoTime();
         TrainRun tr = TrainRun.create(ConfigLoader.preset("demo").set(sets), dir);
-        TrainRun.Result r = tr.run(new ProgressBar(err, LimactlCommand.quiet(spec.commandLine())));
+        // Ctrl-C stops after the current step and saves a resumable state, as limactl train does
+        TrainRun.Result r = TrainCommand.runGuarded(tr, new ProgressBar(err, LimactlCommand.quiet(spec.commandLine())), err);
+        if (r == null) {
+            err.println("stopped; resume with: limactl train --resume --run " + dir);
+            return ExitCodes.INTERRUPTED;
+        }
         double secs = (System.nanoTime() - t0) / 1e9;
         out.println();
         out.println("limactl demo: summary");

@@ -166,7 +166,11 @@ public final class EvalCommand implements Runnable {
             Evaluation.Agreement g = Evaluation.agreement(Annotations.read(a), Annotations.read(b), tie.toLowerCase());
             Stats.MeanCi m = g.score();
             if (g.shared() == 0) throw new IllegalArgumentException(a + " and " + b + " share no items");
-            if (m.n() == 0) throw new IllegalArgumentException(a + " and " + b + " share " + g.shared() + " items, none with a parsable label on both sides");
+            if (m.n() == 0) {  // nothing to score (a judge whose every verdict was unparsable): said, not an error
+                spec.commandLine().getOut().printf("tie-discounted agreement n/a: %d shared items, none with a parsable label on both sides"
+                        + " (%d left out: unparsable verdict)%n", g.shared(), g.leftOut());
+                return ExitCodes.OK;
+            }
             spec.commandLine().getOut().printf("tie-discounted agreement %.3f over %d shared items (95%% Wilson interval [%.3f, %.3f])%s%n",
                     m.mean(), m.n(), m.low(), m.high(), g.leftOut() == 0 ? "" : "; " + g.leftOut() + " item(s) left out: unparsable verdict");
             return ExitCodes.OK;

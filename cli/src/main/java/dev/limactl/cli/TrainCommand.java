@@ -2,6 +2,7 @@ package dev.limactl.cli;
 
 import dev.limactl.config.ConfigLoader;
 import dev.limactl.train.Placement;
+import dev.limactl.train.TrainListener;
 import dev.limactl.train.TrainRun;
 import java.io.PrintWriter;
 import java.nio.file.Path;
@@ -86,12 +87,28 @@ public final class TrainCommand implements Callable<Integer> {
         return loader.set(all);
     }
 
+    /** Runs the training and reports its outcome the way limactl train does; the exit code. */
+    static int execute(TrainRun tr, PrintWriter err, boolean quiet, PrintWriter out) {
+        boolean first = Placement.fromEnvironment(System.getenv()).rank() == 0;  // one rank speaks for a job
+        TrainRun.Result r = runGuarded(tr, new ProgressBar(err, quiet), err);
+        if (r == null) {
+            if (first) err.println("resume with: limactl train --resume --run " + tr.runDir());
+            return ExitCodes.INTERRUPTED;
+        }
+        if (first) out.printf("done: %d steps; checkpoints in %s%n", r.steps(), tr.runDir().resolve("checkpoints"));
+        out.flush();
+        return ExitCodes.OK;
+    }
+
     /**
      * Runs with a Ctrl-C hook that stops after the current step, and holds the JVM until the state is
-     * saved and the outcome (or an error) has been reported.
+     * saved and the outcome (or an error) has been reported. Returns the result, or null when it was
+     * stopped with a resumable state. A Ctrl-C that arrives when the last step is done (during the
+     * final save) lets the run complete, and the process then exits 0: nothing is left to resume.
      */
-    static int execute(TrainRun tr, PrintWriter err, boolean quiet, PrintWriter out) {
+    static TrainRun.Result runGuarded(TrainRun tr, TrainListener listener, PrintWriter err) {
         java.util.concurrent.CountDownLatch reported = new java.util.concurrent.CountDownLatch(1);
+        java.util.concurrent.atomic.AtomicBoolean completed = new java.util.concurrent.atomic.AtomicBoolean();
         Thread hook = new Thread(() -> {
             tr.requestStop();
             try {
@@ -99,17 +116,16 @@ public final class TrainCommand implements Callable<Integer> {
             } catch (InterruptedException ignored) {
                 Thread.currentThread().interrupt();
             }
+            if (completed.get()) {
+                err.flush();
+                Runtime.getRuntime().halt(ExitCodes.OK);  // the run finished: a successful exit, not 130
+            }
         }, "limactl-ctrl-c");
         Runtime.getRuntime().addShutdownHook(hook);
         try {
-            TrainRun.Result r = tr.run(new ProgressBar(err, quiet));
-            boolean first = Placement.fromEnvironment(System.getenv()).rank() == 0;  // one rank speaks for a job
-            if (!r.completed()) {
-                if (first) err.println("resume with: limactl train --resume --run " + tr.runDir());
-                return ExitCodes.INTERRUPTED;
-            }
-            if (first) out.printf("done: %d steps; checkpoints in %s%n", r.steps(), tr.runDir().resolve("checkpoints"));
-            return ExitCodes.OK;
+            TrainRun.Result r = tr.run(listener);
+            completed.set(r.completed());
+            return r.completed() ? r : null;
         } catch (RuntimeException e) {
             // Reported here, before the Ctrl-C hook lets the JVM go; Main must not print it again.
             err.println("limactl: " + (Main.exitCode(e) == ExitCodes.INTERNAL ? "internal error: " + e : e.getMessage()));
@@ -117,7 +133,6 @@ public final class TrainCommand implements Callable<Integer> {
             throw new Main.Reported(e);
         } finally {
             err.flush();
-            out.flush();
             reported.countDown();
             try {
                 Runtime.getRuntime().removeShutdownHook(hook);

@@ -49,6 +49,8 @@ final class ConfigValidator {
         require(d.zeroStage() >= 0 && d.zeroStage() <= 3, "distributed.zero_stage", "must be 0, 1, 2 or 3, got " + d.zeroStage());
         require(d.zeroStage() <= 2, "distributed.zero_stage", "3 (sharded parameters) is not implemented yet; use 0, 1 or 2");
         positive(d.timeoutS(), "distributed.timeout_s");
+        require(c.checkpoint().stateEverySteps() >= 0, "checkpoint.state_every_steps", "must be >= 0 (0 = every ~5 minutes), got "
+                + c.checkpoint().stateEverySteps());
         require(d.rendezvous() != null && (d.rendezvous().isEmpty() || (d.rendezvous().startsWith("file:") && d.rendezvous().length() > 5)),
                 "distributed.rendezvous", "must be empty or file:DIR, got \"" + d.rendezvous() + "\"");
     }

@@ -6,7 +6,8 @@ import com.fasterxml.jackson.annotation.JsonProperty;
  * A training run's configuration, one record per section, read from YAML/JSON (snake_case keys).
  * The paper's numbers are the defaults ({@code presets/defaults.yaml}).
  */
-public record LimaConfig(Model model, Data data, Optimizer optimizer, Training training, Distributed distributed) {
+public record LimaConfig(Model model, Data data, Optimizer optimizer, Training training, Distributed distributed,
+                         Checkpoint checkpoint) {
 
     /**
      * @param init         "pretrained" (load {@code path}, a Hugging Face LLaMA directory) or "random"
@@ -58,6 +59,12 @@ public record LimaConfig(Model model, Data data, Optimizer optimizer, Training t
      * @param timeoutS   every rank must arrive, and every collective finish, within this
      * @param rendezvous file:DIR, a directory every rank reaches; empty: RUN/rendezvous/JOB
      */
+    /**
+     * @param stateEverySteps save the resumable state every this many steps within an epoch (0: when 5
+     *                        minutes of work have passed); it is always saved at the start and after each epoch
+     */
+    public record Checkpoint(@JsonProperty("state_every_steps") int stateEverySteps) {}
+
     public record Distributed(String backend, @JsonProperty("zero_stage") int zeroStage, @JsonProperty("timeout_s") int timeoutS,
                               String rendezvous) {}
 }

@@ -143,14 +143,49 @@ final class RunDirectory {
         Path metrics = metrics();
         if (!Files.exists(metrics)) return;
         try {
-            List<String> keep = new ArrayList<>();
-            for (String line : Files.readAllLines(metrics)) {
-                if (!line.isBlank() && JSON.readTree(line).path("step").asLong() <= step) keep.add(line);
+            List<String> lines = Files.readAllLines(metrics), keep = new ArrayList<>();
+            for (int i = 0; i < lines.size(); i++) {
+                String line = lines.get(i);
+                if (line.isBlank()) continue;
+                JsonNode n;
+                try {
+                    n = JSON.readTree(line);
+                } catch (IOException torn) {
+                    if (i == lines.size() - 1) break;  // the last line, cut by a kill: the resume redoes that step
+                    throw new RunStateException(metrics + ":" + (i + 1) + " is not a metrics line: " + torn.getMessage());
+                }
+                if (n.path("step").asLong() <= step) keep.add(line);
             }
             AtomicFiles.writeString(metrics, keep.isEmpty() ? "" : String.join("\n", keep) + "\n");
         } catch (IOException e) {
             throw new UncheckedIOException("cannot read " + metrics + ": " + e.getMessage(), e);
         }
+    }
+
+    /** Removes what a new run writes before its first state (its config.yaml and empty metrics). */
+    void forgetUnstartedRun() {
+        try {
+            Files.deleteIfExists(config());
+            if (Files.exists(metrics()) && Files.size(metrics()) == 0) Files.delete(metrics());
+        } catch (IOException e) {
+            // best effort: the original error is what the user needs to see
+        }
+    }
+
+    /**
+     * Deletes the temporaries an interrupted save left (NAME.tmp-PID beside checkpoint files, and
+     * state.tmp): they are never complete and are written anew by the next save.
+     */
+    void removeStaleTemporaries() {
+        if (!Files.exists(dir)) return;
+        try (Stream<Path> s = Files.walk(dir)) {
+            for (Path p : s.filter(Files::isRegularFile).filter(p -> p.getFileName().toString().matches(".*\\.tmp(-[0-9]+)?")).toList()) {
+                Files.deleteIfExists(p);
+            }
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot clean temporaries in " + dir + ": " + e.getMessage(), e);
+        }
+        deleteTree(dir.resolve("state.tmp"));
     }
 
     /** "embedded:demo/x" names a resource shipped in the jar; it is copied into the run directory. */

@@ -135,6 +135,7 @@ public final class TrainRun {
             TrainListener events = place.rank() == 0 ? listener : new TrainListener() {};
             if (place.rank() == 0) {
                 RunDirectory.mkdirs(run.dir);
+                if (resume) run.removeStaleTemporaries();
                 if (!resume) AtomicFiles.writeString(run.config(), configYaml);
             }
             Path tokPath = place.rank() == 0 ? tokenizerPath() : null;
@@ -154,6 +155,11 @@ public final class TrainRun {
                     return train(s, trainer, comm, events);
                 }
             }
+        } catch (RuntimeException e) {
+            // A new run that failed before its first state leaves no half-made run behind: the same
+            // command (once the cause is fixed) starts it afresh instead of meeting "already holds a run".
+            if (!resume && place.rank() == 0 && run.state() == null) run.forgetUnstartedRun();
+            throw e;
         } finally {
             if (comm != null) comm.close();
             finished.countDown();
@@ -183,16 +189,22 @@ public final class TrainRun {
     private Session prepare(Model model, Tokenizer tok, Path tokPath, Path state, TrainListener listener) {
         LimaConfig.Training tc = cfg.training();
         int eot = eotId(model, tok, state);
-        ChatFormat format = new ChatFormat(tok, eot, cfg.data().maxTokens());
+        // Examples longer than the model's context are trimmed to it (not refused mid-run): said once.
+        int context = model.config().maxPositionEmbeddings(), maxTokens = Math.min(cfg.data().maxTokens(), context);
+        if (maxTokens < cfg.data().maxTokens()) {
+            listener.onWarning("the model's context is " + context + " tokens, shorter than data.max_tokens (" + cfg.data().maxTokens()
+                    + "): examples are trimmed to " + context);
+        }
+        ChatFormat format = new ChatFormat(tok, eot, maxTokens);
         TrainingData data = TrainingData.encode(ExampleFiles.read(run.resolve(cfg.data().train()), "train"), format);
         if (data.dropped() > 0) {
             listener.onWarning(data.dropped() + " example(s) have no response tokens left after trimming to "
-                    + cfg.data().maxTokens() + " tokens and are skipped: " + String.join(", ", data.droppedIds())
+                    + maxTokens + " tokens and are skipped: " + String.join(", ", data.droppedIds())
                     + (data.dropped() > data.droppedIds().size() ? ", ..." : ""));
         }
         if (data.examples().isEmpty()) {
             throw new dev.limactl.data.DataFormatException("no trainable examples in " + cfg.data().train() + " (every example is empty"
-                    + " or has no response token left after trimming to data.max_tokens " + cfg.data().maxTokens() + ")");
+                    + " or has no response token left after trimming to " + maxTokens + " tokens)");
         }
         List<Example> dev = cfg.data().dev().isBlank() ? List.of() : ExampleFiles.read(run.resolve(cfg.data().dev()), "dev");
         int stepsPerEpoch = (data.examples().size() + tc.batchSize() - 1) / tc.batchSize();
@@ -213,6 +225,11 @@ public final class TrainRun {
         List<Path> checkpoints = new ArrayList<>();
         List<Double> epochLosses = new ArrayList<>();
         long global = s.start().globalStep(), t0 = System.nanoTime();
+        // A resumable state from the first moment, then every checkpoint.state_every_steps steps (0: when
+        // 5 minutes of work have passed), so that a kill at any point loses at most that much.
+        if (!resume) run.saveState(s.model(), trainer, s.eot(), s.start(), comm, cfg.distributed().zeroStage());
+        int every = cfg.checkpoint().stateEverySteps();
+        long lastSave = System.nanoTime();
         try (BufferedWriter metrics = Files.newBufferedWriter(metricsFile, StandardCharsets.UTF_8, StandardOpenOption.CREATE,
                 StandardOpenOption.APPEND)) {
             for (int epoch = s.start().epoch(); epoch <= tc.epochs(); epoch++) {
@@ -228,6 +245,18 @@ public final class TrainRun {
                     lossSum += m.loss() * m.targets();
                     lossN += m.targets();
                     listener.onStep(m);
+                    boolean due = k + 1 < s.stepsPerEpoch() && (every > 0 ? (k + 1) % every == 0
+                            : System.nanoTime() - lastSave > 300_000_000_000L);
+                    if (comm != null) {  // every rank saves at the same step: rank 0's clock decides
+                        float[] f = {place.rank() == 0 && due ? 1 : 0};
+                        comm.allreduceSum(f);
+                        due = f[0] > 0;
+                    }
+                    if (due) {
+                        run.saveState(s.model(), trainer, s.eot(), new RunDirectory.Position(epoch, k + 1, global), comm,
+                                cfg.distributed().zeroStage());
+                        lastSave = System.nanoTime();
+                    }
                     if (stopAgreed(comm) && k + 1 < s.stepsPerEpoch()) {
                         Path saved = run.saveState(s.model(), trainer, s.eot(), new RunDirectory.Position(epoch, k + 1, global), comm,
                                 cfg.distributed().zeroStage());
@@ -237,6 +266,7 @@ public final class TrainRun {
                 }
                 epochLosses.add(lossN == 0 ? Double.NaN : lossSum / lossN);
                 checkpoints.add(endOfEpoch(s, trainer, comm, epoch, global, listener));
+                lastSave = System.nanoTime();
                 if (stopAgreed(comm) && epoch < tc.epochs()) {
                     listener.onStopped(run.dir.resolve("state"), global);
                     return new Result(false, global, checkpoints, epochLosses, run.dir);

@@ -91,7 +91,12 @@ class TrainRunTest {
         assertFalse(partial.completed());
         assertEquals(2, partial.steps());
         assertTrue(Files.exists(b.resolve("state/optimizer.safetensors")));
+        // as a kill -9 leaves them: a save's temporary beside the state, a metrics line cut in the middle
+        Path stale = b.resolve("state/model/model.safetensors.tmp-4242");
+        Files.writeString(stale, "half a safetensors file");
+        Files.writeString(b.resolve("metrics.jsonl"), "{\"step\": 3, \"epo", java.nio.file.StandardOpenOption.APPEND);
         TrainRun.Result rest = TrainRun.resume(b).run(new TrainListener() {});
+        assertFalse(Files.exists(stale), "stale temporaries are removed on resume");
         assertTrue(rest.completed());
         List<Double> la = losses(a), lb = losses(b);
         assertEquals(6, la.size());
@@ -141,5 +146,42 @@ class TrainRunTest {
         });
         assertEquals(1, warnings.size());
         assertTrue(warnings.get(0).contains("have no response tokens left after trimming to 24 tokens"), warnings.get(0));
+    }
+
+    @Test
+    void aCrashBeforeAnyEpochEndsStillResumesAndAFailedStartLeavesNoHalfRun() throws Exception {
+        Path a = dir.resolve("a"), b = dir.resolve("b");
+        TrainRun.create(small("training.epochs=1"), a).run(new TrainListener() {});
+        TrainRun rb = TrainRun.create(small("training.epochs=1"), b);
+        // a crash (as a kill -9 would be) at step 2, with no Ctrl-C save: the state from the start is there
+        assertThrows(IllegalStateException.class, () -> rb.run(new TrainListener() {
+            @Override
+            public void onStep(TrainRun.StepMetrics m) {
+                if (m.step() == 2) throw new IllegalStateException("killed");
+            }
+        }));
+        assertTrue(Files.exists(b.resolve("state/trainer.json")));
+        assertTrue(TrainRun.resume(b).run(new TrainListener() {}).completed());
+        assertEquals(losses(a), losses(b));  // the crashed steps redone exactly
+        // a start that fails (nothing trainable) leaves no config behind: the same command can run again
+        Path c = dir.resolve("c");
+        assertThrows(RuntimeException.class, () -> TrainRun.create(small("training.epochs=1", "data.max_tokens=2"), c)
+                .run(new TrainListener() {}));
+        assertFalse(Files.exists(c.resolve("config.yaml")));
+        assertTrue(TrainRun.create(small("training.epochs=1"), c).run(new TrainListener() {}).completed());
+    }
+
+    @Test
+    void examplesLongerThanTheModelsContextAreTrimmedToItWithOneWarning() {
+        List<String> warnings = new ArrayList<>();
+        TrainRun.Result r = TrainRun.create(small("training.epochs=1", "model.architecture.max_position_embeddings=48"), dir.resolve("t"))
+                .run(new TrainListener() {
+                    @Override
+                    public void onWarning(String message) {
+                        warnings.add(message);
+                    }
+                });
+        assertTrue(r.completed());
+        assertEquals(1, warnings.stream().filter(w -> w.contains("the model's context is 48 tokens")).count(), warnings.toString());
     }
 }
