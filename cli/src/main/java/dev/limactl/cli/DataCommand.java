@@ -39,6 +39,12 @@ public final class DataCommand implements Runnable {
         @Override
         public Integer call() throws Exception {
             List<Example> ex = ExampleFiles.read(file, "train");
+            for (int i = 0; i < ex.size(); i++) {
+                if (ex.get(i).turns().size() < 2) {
+                    throw new dev.limactl.data.DataFormatException(file + ": example " + (i + 1) + " (id " + ex.get(i).id()
+                            + ") has only a prompt; stats need prompt/response pairs");
+                }
+            }
             ObjectMapper json = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
             if (tokenizer == null) {
                 spec.commandLine().getOut().println(json.writeValueAsString(Curator.stats(ex, null)));

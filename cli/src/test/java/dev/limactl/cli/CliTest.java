@@ -75,6 +75,9 @@ class CliTest {
         // nothing to score is an input error, not NaN; --max-tokens beyond the model's context is refused
         Path empty = dir.resolve("prompts-only.jsonl");
         Files.writeString(empty, "{\"conversations\": [\"Just a question?\"]}\n");
+        Run stats = limactl("data", "stats", empty.toString());
+        assertEquals(ExitCodes.INVALID_INPUT, stats.code(), stats.err());
+        assertTrue(stats.err().contains(empty + ": example 1") && stats.err().contains("has only a prompt"), stats.err());
         Run none = limactl("perplexity", "-m", ck.toString(), "-d", empty.toString());
         assertEquals(ExitCodes.INVALID_INPUT, none.code(), none.out() + none.err());
         assertTrue(!none.out().contains("NaN"), none.out());

@@ -207,13 +207,24 @@ public final class StackExchangeSource {
         try {
             r = f.createXMLStreamReader(in, "UTF-8");
             Map<String, String> attrs = new HashMap<>();
+            boolean root = true;
+            long rows = 0;
             while (r.hasNext()) {
-                if (r.next() == XMLStreamConstants.START_ELEMENT && r.getLocalName().equals("row")) {
+                if (r.next() != XMLStreamConstants.START_ELEMENT) continue;
+                if (root) {  // a dump's Posts.xml is <posts><row .../>...</posts>
+                    if (!r.getLocalName().equals("posts")) {
+                        throw new DataFormatException(name + ":" + r.getLocation().getLineNumber() + ": the root element is <" + r.getLocalName()
+                                + ">, not <posts>: not a StackExchange Posts.xml");
+                    }
+                    root = false;
+                } else if (r.getLocalName().equals("row")) {
                     attrs.clear();
                     for (int i = 0; i < r.getAttributeCount(); i++) attrs.put(r.getAttributeLocalName(i), r.getAttributeValue(i));
                     h.row(r.getLocation().getLineNumber(), attrs);
+                    rows++;
                 }
             }
+            if (rows == 0) throw new DataFormatException(name + ": holds no <row> elements (an empty or truncated Posts.xml)");
         } catch (XMLStreamException e) {
             int line = e.getLocation() == null ? -1 : e.getLocation().getLineNumber();
             throw new DataFormatException(name + ":" + line + ": malformed XML: " + e.getMessage().replaceAll("\\s+", " "), e);

@@ -156,5 +156,12 @@ class StackExchangeSourceTest {
         e = assertThrows(DataFormatException.class, () -> StackExchangeSource.read("x", bad, paper(), r -> { }));
         assertTrue(e.getMessage().contains(":2: row attribute ParentId is \"x\""), e.getMessage());
         e = assertThrows(DataFormatException.class, () -> StackExchangeSource.postsFile(dir.resolve("empty-exchange")));
+        // another file under the name, or a dump with no rows: said, not 0 candidates without a word
+        Files.writeString(bad, "<?xml version=\"1.0\"?>\n<users>\n  <row Id=\"1\" />\n</users>\n");
+        e = assertThrows(DataFormatException.class, () -> StackExchangeSource.read("x", bad, paper(), r -> { }));
+        assertTrue(e.getMessage().contains(":2: the root element is <users>, not <posts>"), e.getMessage());
+        Files.writeString(bad, "<?xml version=\"1.0\"?>\n<posts>\n</posts>\n");
+        e = assertThrows(DataFormatException.class, () -> StackExchangeSource.read("x", bad, paper(), r -> { }));
+        assertTrue(e.getMessage().contains("holds no <row> elements"), e.getMessage());
     }
 }
