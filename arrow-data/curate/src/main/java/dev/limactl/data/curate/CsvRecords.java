@@ -24,7 +24,12 @@ final class CsvRecords {
     /** what names the source in "... file X does not exist"; expected describes the required columns in errors. */
     static void read(Path csv, String what, List<String> required, String expected, Handler h) {
         try (Reader r = Files.newBufferedReader(csv, StandardCharsets.UTF_8)) {
-            CSVParser parser = CSVFormat.RFC4180.builder().setHeader().setSkipHeaderRecord(true).get().parse(r);
+            CSVParser parser;
+            try {
+                parser = CSVFormat.RFC4180.builder().setHeader().setSkipHeaderRecord(true).get().parse(r);
+            } catch (IllegalArgumentException | IllegalStateException | UncheckedIOException e) {  // a header commons-csv refuses
+                throw new DataFormatException(csv + ": broken CSV header (expected " + expected + "): " + e.getMessage(), e);
+            }
             if (!parser.getHeaderMap().keySet().containsAll(required)) {
                 throw new DataFormatException(csv + ": expected columns " + expected + "; got " + parser.getHeaderNames());
             }

@@ -208,6 +208,9 @@ public record Recipe(long seed, @JsonProperty("on_error") String onError, Dedup 
     /** Parses recipe YAML; `where` names it in errors. */
     public static Recipe parse(String yaml, String where) {
         try {
+            // an empty document (blank, only comments, "~" or "null") reads as no value at all
+            com.fasterxml.jackson.databind.JsonNode tree = YAML.readTree(yaml);
+            if (tree == null || tree.isMissingNode() || tree.isNull()) throw new DataFormatException(where + ": the recipe is empty");
             return validate(YAML.readValue(yaml, Recipe.class), where);
         } catch (UnrecognizedPropertyException e) {
             String at = location(e.getPath().subList(0, e.getPath().size() - 1));
@@ -272,6 +275,7 @@ public record Recipe(long seed, @JsonProperty("on_error") String onError, Dedup 
     }
 
     static Recipe validate(Recipe r, String where) {
+        if (r == null) throw new DataFormatException(where + ": the recipe is empty");
         if (r.sources() == null || r.sources().isEmpty()) throw new DataFormatException(where + ": the recipe lists no sources");
         if (r.onError() != null && !Set.of("fail", "skip").contains(r.onError())) {
             throw new DataFormatException(where + ": on_error must be fail or skip, got \"" + r.onError() + "\"");

@@ -219,4 +219,18 @@ class CuratorTest {
         assertEquals(50, r.sources().get(3).count());
         assertEquals(List.of("stackexchange", "wikihow", "writingprompts", "super-ni"), r.sources().stream().map(Recipe.Source::type).toList());
     }
+
+    @Test
+    void inputsTheFuzzerFoundAreDataErrors(@org.junit.jupiter.api.io.TempDir Path tmp) throws Exception {
+        // RecipeAndCsvFuzzTest found these: an empty recipe (a NullPointerException) and a CSV header
+        // with an empty column name (commons-csv's IllegalArgumentException)
+        for (String empty : new String[] {"", "~", "null", "# only a comment\n"}) {
+            DataFormatException e = assertThrows(DataFormatException.class, () -> Recipe.parse(empty, "r.yaml"));
+            assertTrue(e.getMessage().startsWith("r.yaml: the recipe is empty"), e.getMessage());
+        }
+        Path csv = tmp.resolve("w.csv");
+        Files.writeString(csv, ",");
+        DataFormatException e = assertThrows(DataFormatException.class, () -> WikiHowSource.read(csv, true, r -> { }));
+        assertTrue(e.getMessage().startsWith(csv + ": broken CSV header"), e.getMessage());
+    }
 }
