@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The project's test command: native tests (ctest), then the Java modules' tests (Maven, which packs
+# The project's test command: native tests (ctest), a bounded libFuzzer run over the native parsers, then the Java modules' tests (Maven, which packs
 # the same native build and compiles the JNI glue), then the embedding example against the installed jars. Needs ../shared beside the checkout for the real data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,8 @@ mkdir -p build/cuda-plugins
 rm -f build/cuda-plugins/liblima_cuda*.so
 cp build/cpp/liblima_cuda*.so build/cuda-plugins/ 2>/dev/null || echo "ci/test.sh: no CUDA plugin built (no CUDA toolkit)"
 ctest --test-dir build --output-on-failure -j"$(nproc)"
+# The native parsers under libFuzzer for a bounded time (LIMA_FUZZ_SECONDS, default 60).
+bash ci/fuzz.sh
 mvn -B install -Dlima.native.prebuilt=true -Dnative.build.dir="$PWD/build"
 # The embedding example, a standalone project that uses the installed engine by its coordinates.
 mvn -B -f java/examples/embed/pom.xml package exec:exec

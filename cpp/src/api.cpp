@@ -110,25 +110,6 @@ int lima_set_num_threads(int n) {
 
 int lima_get_num_threads(void) { return omp_get_max_threads(); }
 
-void lima_model_config_init(lima_model_config *c) {
-    if (!c) return;
-    *c = lima_model_config{};
-    c->vocab_size = 32000;
-    c->hidden_size = 256;
-    c->intermediate_size = 688;
-    c->num_layers = 4;
-    c->num_heads = 4;
-    c->num_kv_heads = 4;
-    c->head_dim = 0;
-    c->max_position_embeddings = 2048;
-    c->rms_norm_eps = 1e-6f;
-    c->rope_theta = 10000.0f;
-    c->tie_word_embeddings = 0;
-    c->bos_token_id = 1;
-    c->eos_token_id = 2;
-    c->pad_token_id = -1;
-    c->initializer_range = 0.02f;
-}
 
 int lima_model_create(const lima_model_config *cfg, const char *device, uint64_t seed, lima_model **out) {
     return guarded([&] {
