@@ -85,6 +85,23 @@ class ExampleFilesTest {
     }
 
     @Test
+    void invalidUtf8NamesTheLineAndByteAndCrlfStillReads() throws Exception {
+        Path p = dir.resolve("latin1.jsonl");
+        StringBuilder ok = new StringBuilder();
+        for (int i = 0; i < 300; i++) ok.append("{\"conversations\": [\"caf\u00e9 ").append(i).append("\", \"b\"]}\r\n");
+        java.io.ByteArrayOutputStream file = new java.io.ByteArrayOutputStream();
+        file.writeBytes(ok.toString().getBytes(java.nio.charset.StandardCharsets.UTF_8));
+        file.writeBytes("{\"conversations\": [\"caf\u00e9\", \"b\"]}\n".getBytes(java.nio.charset.StandardCharsets.ISO_8859_1));
+        Files.write(p, file.toByteArray());
+        DataFormatException e = assertThrows(DataFormatException.class, () -> JsonlExamples.read(p, "train"));
+        assertEquals(p + ":301: not valid UTF-8 at byte 24 of the line", e.getMessage());
+        Files.write(p, ok.toString().getBytes(java.nio.charset.StandardCharsets.UTF_8));
+        List<Example> read = JsonlExamples.read(p, "train");
+        assertEquals(300, read.size());
+        assertEquals("caf\u00e9 299", read.get(299).turns().get(0).text());
+    }
+
+    @Test
     void missingOrForeignFilesAreClearErrors() throws Exception {
         DataFormatException e = assertThrows(DataFormatException.class, () -> ExampleFiles.read(dir.resolve("no.arrow"), "train"));
         assertTrue(e.getMessage().contains("does not exist"), e.getMessage());
