@@ -136,7 +136,7 @@ ModelConfig parse_hf_config(const std::string &text, const std::string &path) {
     json j;
     try {
         j = json::parse(text);
-    } catch (const json::parse_error &e) {
+    } catch (const json::exception &e) {
         fail(LIMA_ERR_FORMAT, path, ": not valid JSON: ", e.what());
     }
     if (!j.is_object()) fail(LIMA_ERR_FORMAT, path, ": expected a JSON object");
@@ -192,7 +192,7 @@ std::string write_hf_config(const ModelConfig &c, const std::string &base_json, 
     if (!base_json.empty()) {
         try {
             j = json::parse(base_json);
-        } catch (const json::parse_error &) {
+        } catch (const json::exception &) {
             j = json::object();
         }
     }

@@ -84,7 +84,7 @@ StFile st_open(const std::string &path) {
     json j;
     try {
         j = json::parse(header);
-    } catch (const json::parse_error &e) {
+    } catch (const json::exception &e) {
         fail(LIMA_ERR_FORMAT, path, ": header is not valid JSON: ", e.what());
     }
     if (!j.is_object()) fail(LIMA_ERR_FORMAT, path, ": header is not a JSON object");

@@ -164,6 +164,9 @@ TEST_F(BadCheckpoint, ConfigNotJsonOrMissingKeyOrUnsupported) {
     const std::string cfg = read_all(dir + "/config.json");
     write_text(dir + "/config.json", "{\"vocab_size\": 23,");
     expect_load_error(LIMA_ERR_FORMAT, "config.json: not valid JSON");
+    // the fuzzer's find: a number too large for a double is nlohmann's out_of_range, not parse_error
+    write_text(dir + "/config.json", "{\"vocab_size\": 388e838}");
+    expect_load_error(LIMA_ERR_FORMAT, "config.json: not valid JSON");
     write_text(dir + "/config.json", "{\"vocab_size\": 23}");
     expect_load_error(LIMA_ERR_FORMAT, "missing required key \"hidden_size\"");
     std::string bad = cfg;
@@ -238,6 +241,12 @@ TEST_F(BadCheckpoint, HeaderNotJsonOrBadOffsets) {
     std::string bytes = read_all(path);
     bytes[9] = '#';
     write_text(path, bytes);
+    expect_load_error(LIMA_ERR_FORMAT, "header is not valid JSON");
+    // the same overflow in a safetensors header
+    const std::string header = "{\"x\": 1e99999}";
+    std::string overflow(8, '\0');
+    for (int i = 0; i < 8; ++i) overflow[i] = char((header.size() >> (8 * i)) & 0xff);
+    write_text(path, overflow + header);
     expect_load_error(LIMA_ERR_FORMAT, "header is not valid JSON");
 }
 

@@ -47,6 +47,9 @@ public final class OpenAiServer implements AutoCloseable {
     private final HttpServer http;
     private final BlockingQueue<Pending> queue = new LinkedBlockingQueue<>();
     private final Thread worker;
+    /** The batch the decoder is on, so close() can end its rows at the next step. */
+    private volatile List<Pending> decoding = List.of();
+    private final java.util.concurrent.ExecutorService handlers = Executors.newCachedThreadPool();
     private volatile boolean running = true;
 
     /** Largest request body accepted (413 above). */
@@ -84,7 +87,7 @@ public final class OpenAiServer implements AutoCloseable {
         http.createContext("/v1/models", logged(this::models));
         http.createContext("/v1/chat/completions", logged(this::completions));
         http.createContext("/", logged(ex -> error(ex, 404, "not_found", "no route " + ex.getRequestURI().getPath(), null)));
-        http.setExecutor(Executors.newCachedThreadPool());
+        http.setExecutor(handlers);
         worker = new Thread(this::work, "limactl-serve-decoder");
         worker.setDaemon(true);
     }
@@ -102,7 +105,20 @@ public final class OpenAiServer implements AutoCloseable {
     public void close() {
         running = false;
         http.stop(0);
+        handlers.shutdownNow();  // its threads would otherwise keep an embedding JVM alive for a minute
         worker.interrupt();
+        decoding.forEach(p -> p.prepared().cancel());
+        queue.forEach(p -> p.prepared().cancel());
+        // the model outlives this server only if the decoder has stopped using it: wait out its step
+        boolean interrupted = false;
+        while (worker.isAlive()) {
+            try {
+                worker.join();
+            } catch (InterruptedException e) {
+                interrupted = true;
+            }
+        }
+        if (interrupted) Thread.currentThread().interrupt();
     }
 
     // ------------------------------------------------------------------ decoding worker
@@ -124,12 +140,16 @@ public final class OpenAiServer implements AutoCloseable {
             } catch (InterruptedException e) {
                 return;
             }
+            decoding = batch;
+            if (!running) batch.forEach(p -> p.prepared().cancel());  // close() came between
             try {
                 List<Answerer.Prepared> reqs = batch.stream().map(Pending::prepared).toList();
                 List<Answerer.Answer> answers = answerer.generatePrepared(reqs, (i, text) -> batch.get(i).onText().accept(text));
                 for (int i = 0; i < batch.size(); i++) batch.get(i).done().complete(answers.get(i));
             } catch (RuntimeException e) {
                 batch.forEach(p -> p.done().completeExceptionally(e));
+            } finally {
+                decoding = List.of();
             }
         }
     }
