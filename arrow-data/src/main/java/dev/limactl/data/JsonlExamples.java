@@ -58,6 +58,9 @@ public final class JsonlExamples {
                 if (line.isBlank()) continue;
                 try {
                     out.add(parse(JSON.readTree(line), stem + "-" + lineNo, defaultSplit));
+                } catch (com.fasterxml.jackson.core.JacksonException e) {
+                    // the original message: getMessage() appends "[Source: REDACTED ...]"
+                    throw new DataFormatException(path + ":" + lineNo + ": not valid JSON: " + e.getOriginalMessage(), e);
                 } catch (IOException | IllegalArgumentException | NullPointerException e) {
                     throw new DataFormatException(path + ":" + lineNo + ": " + e.getMessage(), e);
                 }

@@ -29,6 +29,8 @@ public record Responses(String system, Map<String, List<Item>> byId) {
                 JsonNode n;
                 try {
                     n = json.readTree(lines.get(i));
+                } catch (com.fasterxml.jackson.core.JacksonException e) {
+                    throw new IllegalArgumentException(file + ":" + (i + 1) + ": invalid JSON: " + e.getOriginalMessage());
                 } catch (IOException e) {
                     throw new IllegalArgumentException(file + ":" + (i + 1) + ": invalid JSON: " + e.getMessage());
                 }

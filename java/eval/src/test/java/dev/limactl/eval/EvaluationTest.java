@@ -72,6 +72,13 @@ class EvaluationTest {
                 new JudgeCache(dir.resolve(cacheName)));
     }
 
+    @Test
+    void aBrokenResponsesLineIsNamedWithoutJacksonFragments() {
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> write("broken", line("a", 0, "Q", "x"), "{\"id\": "));
+        assertTrue(e.getMessage().startsWith(dir.resolve("broken.jsonl") + ":2: invalid JSON: "), e.getMessage());
+        assertTrue(!e.getMessage().contains("[Source") && !e.getMessage().contains("REDACTED"), e.getMessage());
+    }
+
     Responses write(String name, String... lines) throws Exception {
         Path p = dir.resolve(name + ".jsonl");
         Files.write(p, List.of(lines));
