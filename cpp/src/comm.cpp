@@ -8,32 +8,23 @@
 #include <vector>
 
 #include "common.hpp"
+#include "plugins.hpp"
 
 namespace lima {
-
-namespace {
-
-std::string own_dir() {
-    Dl_info info{};
-    if (dladdr(reinterpret_cast<void *>(&own_dir), &info) && info.dli_fname) {
-        std::string f = info.dli_fname;
-        const auto slash = f.rfind('/');
-        if (slash != std::string::npos) return f.substr(0, slash);
-    }
-    return ".";
-}
-
-}  // namespace
 
 namespace {
 std::mutex g_mu;
 std::string g_selected;  // the plugin file lima_comm_plugin_select chose, tried first
 bool g_loaded = false;
+
+void require_known(const std::string &backend) {
+    LIMA_REQUIRE(backend == "gloo", LIMA_ERR_UNSUPPORTED, "communicator backend \"", backend, "\" is not known (CPU ranks use \"gloo\")");
+}
 }  // namespace
 
 void comm_plugin_select(const std::string &backend, const std::string &path) {
     std::lock_guard<std::mutex> lock(g_mu);
-    LIMA_REQUIRE(backend == "gloo", LIMA_ERR_UNSUPPORTED, "communicator backend \"", backend, "\" is not known (CPU ranks use \"gloo\")");
+    require_known(backend);
     LIMA_REQUIRE(!g_loaded || g_selected == path, LIMA_ERR_STATE, "lima_comm_plugin_select: the gloo plugin is already loaded");
     g_selected = path;
 }
@@ -41,22 +32,16 @@ void comm_plugin_select(const std::string &backend, const std::string &path) {
 const CommApi &comm_api(const std::string &backend) {
     static CommApi api{};
     std::lock_guard<std::mutex> lock(g_mu);
-    LIMA_REQUIRE(backend == "gloo", LIMA_ERR_UNSUPPORTED, "communicator backend \"", backend,
-                 "\" is not known (CPU ranks use \"gloo\")");
+    require_known(backend);
     if (g_loaded) return api;
     std::vector<std::string> tries;
     if (!g_selected.empty()) tries.push_back(g_selected);
     if (const char *env = std::getenv("LIMA_GLOO_PLUGIN")) tries.push_back(env);
-    tries.push_back(own_dir() + "/liblima_gloo.so");
+    tries.push_back(liblima_dir() + "/liblima_gloo.so");
     tries.push_back("liblima_gloo.so");
     void *h = nullptr;
     std::string why;
-    for (const auto &t : tries) {
-        if ((h = dlopen(t.c_str(), RTLD_NOW | RTLD_LOCAL))) break;
-        const char *e = dlerror();
-        why += cat("\n  ", e ? e : t);
-    }
-    if (!h)
+    if (dlopen_first(tries, &h, why) < 0)
         fail(LIMA_ERR_UNSUPPORTED, "distributed training on CPUs needs the Gloo communicator plugin liblima_gloo.so, built when"
              " Gloo is installed (Debian: libgloo-dev) and loadable with libgloo.so.0; tried:", why);
     auto sym = [&](const char *name) {

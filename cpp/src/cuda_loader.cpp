@@ -12,6 +12,7 @@
 
 #include "common.hpp"
 #include "cuda_plugin.hpp"
+#include "plugins.hpp"
 
 #ifndef LIMA_CUDA_PLUGIN_NAMES
 // Newest CUDA major first.
@@ -27,29 +28,15 @@ bool g_searched = false;
 void *g_handle = nullptr;
 std::string g_path, g_error;
 
-std::string own_dir() {
-    Dl_info info{};
-    if (dladdr(reinterpret_cast<void *>(&own_dir), &info) && info.dli_fname) {
-        std::string f = info.dli_fname;
-        const auto slash = f.rfind('/');
-        if (slash != std::string::npos) return f.substr(0, slash);
-    }
-    return ".";
-}
-
 // Tries the files in order; returns the index of the one loaded, or -1 with each failure in `why`.
 int try_load(const std::vector<std::string> &tries, std::string &why) {
-    for (size_t i = 0; i < tries.size(); ++i) {
-        void *h = dlopen(tries[i].c_str(), RTLD_NOW | RTLD_LOCAL);
-        if (h) {
-            g_handle = h;
-            g_path = tries[i];
-            return int(i);
-        }
-        const char *e = dlerror();  // names the file already
-        why += cat("\n  ", e ? std::string(e) : tries[i] + ": not found");
+    void *h = nullptr;
+    const int i = dlopen_first(tries, &h, why);
+    if (i >= 0) {
+        g_handle = h;
+        g_path = tries[size_t(i)];
     }
-    return -1;
+    return i;
 }
 
 // Under g_mu: the default search, once, unless a plugin was selected.
@@ -59,7 +46,7 @@ void search() {
     std::vector<std::string> tries;
     if (const char *env = std::getenv("LIMA_CUDA_PLUGIN")) tries.push_back(env);
     for (const char *name : {LIMA_CUDA_PLUGIN_NAMES}) {
-        tries.push_back(own_dir() + "/" + name);
+        tries.push_back(liblima_dir() + "/" + name);
         tries.push_back(name);
     }
     std::string why;

@@ -5,15 +5,10 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.JsonNodeFactory;
 import com.fasterxml.jackson.databind.node.ObjectNode;
-import dev.limactl.engine.Model;
-import dev.limactl.engine.ModelConfig;
-import dev.limactl.generate.Answerer;
-import dev.limactl.tokenizer.Tokenizer;
 import java.net.URI;
 import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
-import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
 import java.util.Set;
@@ -36,23 +31,16 @@ class RequestParserFuzzTest {
     private static final ObjectMapper JSON = new ObjectMapper();
     private static final JsonNodeFactory F = JsonNodeFactory.instance;
     private static final HttpClient HTTP = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(10)).build();
-    private static Tokenizer tok;
-    private static Model model;
-    private static OpenAiServer server;
+    private static TinyServer server;
 
     @BeforeContainer
-    static void start() throws Exception {
-        tok = Tokenizer.open(Path.of("../src/main/resources/dev/limactl/demo/tokenizer.model"));
-        model = Model.random(ModelConfig.llama(1025, 32, 64, 2, 4, 2, 256), 9);
-        server = new OpenAiServer(new Answerer(model, tok, 1024, 256), "fuzz", "127.0.0.1", 0, null, 4);
-        server.start();
+    static void start() {
+        server = TinyServer.start("fuzz", 4);
     }
 
     @AfterContainer
-    static void stop() throws Exception {
+    static void stop() {
         server.close();
-        model.close();
-        tok.close();
     }
 
     @Property(tries = 150)

@@ -5,10 +5,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
-import dev.limactl.engine.Model;
-import dev.limactl.engine.ModelConfig;
-import dev.limactl.generate.Answerer;
-import dev.limactl.tokenizer.Tokenizer;
 import java.io.OutputStream;
 import java.net.Socket;
 import java.net.URI;
@@ -16,7 +12,6 @@ import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
@@ -43,10 +38,7 @@ class ServeSoakTest {
 
     @Test
     void mixedConcurrentClientsGetTheirOwnAnswersAndMemoryStaysBounded() throws Exception {
-        try (Tokenizer tok = Tokenizer.open(Path.of("../src/main/resources/dev/limactl/demo/tokenizer.model"));
-             Model model = Model.random(ModelConfig.llama(1025, 32, 64, 2, 4, 2, 256), 9);
-             OpenAiServer server = new OpenAiServer(new Answerer(model, tok, 1024, 256), "soak", "127.0.0.1", 0, null, 8)) {
-            server.start();
+        try (TinyServer server = TinyServer.start("soak", 8)) {
             long heapAfterWarmup = 0;
             for (int round = 0; round < 3; round++) {
                 List<Outcome> outcomes = round(server.port(), 120, round);

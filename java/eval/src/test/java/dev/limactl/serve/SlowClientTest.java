@@ -3,10 +3,6 @@ package dev.limactl.serve;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import dev.limactl.engine.Model;
-import dev.limactl.engine.ModelConfig;
-import dev.limactl.generate.Answerer;
-import dev.limactl.tokenizer.Tokenizer;
 import java.io.BufferedReader;
 import java.io.InputStreamReader;
 import java.io.OutputStream;
@@ -32,10 +28,7 @@ class SlowClientTest {
 
     /** The forked server: prints its port, then serves until its stdin closes. */
     public static void main(String[] args) throws Exception {
-        try (Tokenizer tok = Tokenizer.open(Path.of("../src/main/resources/dev/limactl/demo/tokenizer.model"));
-             Model model = Model.random(ModelConfig.llama(1025, 32, 64, 2, 4, 2, 256), 9);
-             OpenAiServer server = new OpenAiServer(new Answerer(model, tok, 1024, 256), "slow", "127.0.0.1", 0, null, 4)) {
-            server.start();
+        try (TinyServer server = TinyServer.start("slow", 4)) {
             System.out.println("port " + server.port());
             System.out.flush();
             System.in.read();
@@ -44,9 +37,7 @@ class SlowClientTest {
 
     @Test
     void theServerSetsARequestTimeLimitByDefault() throws Exception {
-        try (Tokenizer tok = Tokenizer.open(Path.of("../src/main/resources/dev/limactl/demo/tokenizer.model"));
-             Model model = Model.random(ModelConfig.llama(1025, 32, 64, 2, 4, 2, 256), 9);
-             OpenAiServer server = new OpenAiServer(new Answerer(model, tok, 1024, 256), "slow", "127.0.0.1", 0, null, 4)) {
+        try (TinyServer server = TinyServer.start("slow", 4)) {
             assertTrue(System.getProperty("sun.net.httpserver.maxReqTime") != null, "no request time limit set");
         }
     }
