@@ -38,11 +38,9 @@ public final class DemoCommand implements Callable<Integer> {
         long t0 = System.nanoTime();
         TrainRun tr = TrainRun.create(ConfigLoader.preset("demo").set(sets), dir);
         // Ctrl-C stops after the current step and saves a resumable state, as limactl train does
-        TrainRun.Result r = TrainCommand.runGuarded(tr, new ProgressBar(err, LimactlCommand.quiet(spec.commandLine())), err);
-        if (r == null) {
-            err.println("stopped; resume with: limactl train --resume --run " + dir);
-            return ExitCodes.INTERRUPTED;
-        }
+        TrainRun.Result r = TrainCommand.runGuarded(tr, new ProgressBar(err, LimactlCommand.quiet(spec.commandLine())), err,
+                "stopped; resume with: limactl train --resume --run " + dir);
+        if (r == null) return ExitCodes.INTERRUPTED;
         double secs = (System.nanoTime() - t0) / 1e9;
         out.println();
         out.println("limactl demo: summary");

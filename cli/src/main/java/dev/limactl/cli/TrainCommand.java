@@ -90,11 +90,9 @@ public final class TrainCommand implements Callable<Integer> {
     /** Runs the training and reports its outcome the way limactl train does; the exit code. */
     static int execute(TrainRun tr, PrintWriter err, boolean quiet, PrintWriter out) {
         boolean first = Placement.fromEnvironment(System.getenv()).rank() == 0;  // one rank speaks for a job
-        TrainRun.Result r = runGuarded(tr, new ProgressBar(err, quiet), err);
-        if (r == null) {
-            if (first) err.println("resume with: limactl train --resume --run " + tr.runDir());
-            return ExitCodes.INTERRUPTED;
-        }
+        TrainRun.Result r = runGuarded(tr, new ProgressBar(err, quiet), err,
+                first ? "resume with: limactl train --resume --run " + tr.runDir() : null);
+        if (r == null) return ExitCodes.INTERRUPTED;
         if (first) out.printf("done: %d steps; checkpoints in %s%n", r.steps(), tr.runDir().resolve("checkpoints"));
         out.flush();
         return ExitCodes.OK;
@@ -105,8 +103,10 @@ public final class TrainCommand implements Callable<Integer> {
      * saved and the outcome (or an error) has been reported. Returns the result, or null when it was
      * stopped with a resumable state. A Ctrl-C that arrives when the last step is done (during the
      * final save) lets the run complete, and the process then exits 0: nothing is left to resume.
+     * {@code stoppedHint} (when not null) is printed for a stopped run before the Ctrl-C hook lets
+     * the JVM go, so the line is never lost to the exit.
      */
-    static TrainRun.Result runGuarded(TrainRun tr, TrainListener listener, PrintWriter err) {
+    static TrainRun.Result runGuarded(TrainRun tr, TrainListener listener, PrintWriter err, String stoppedHint) {
         java.util.concurrent.CountDownLatch reported = new java.util.concurrent.CountDownLatch(1);
         java.util.concurrent.atomic.AtomicBoolean completed = new java.util.concurrent.atomic.AtomicBoolean();
         Thread hook = new Thread(() -> {
@@ -125,6 +125,7 @@ public final class TrainCommand implements Callable<Integer> {
         try {
             TrainRun.Result r = tr.run(listener);
             completed.set(r.completed());
+            if (!r.completed() && stoppedHint != null) err.println(stoppedHint);
             return r.completed() ? r : null;
         } catch (RuntimeException e) {
             // Reported here, before the Ctrl-C hook lets the JVM go; Main must not print it again.
