@@ -8,6 +8,7 @@
 #include <new>
 #include <string>
 
+#include "adapter.hpp"
 #include "common.hpp"
 #include "lima/lima.h"
 #include "cpu/classifier.hpp"
@@ -68,6 +69,12 @@ void need(const T *p, const char *fn, const char *what) {
 }
 
 int g_default_threads = 0;
+
+// A tensor by name: the model's, or its adapter's (PEFT names); with the buffer holding it.
+std::pair<const lima::ParamInfo &, std::vector<float> *> find_tensor(lima::Model &m, const char *name, const char *fn) {
+    if (m.adapter && m.adapter->layout.index.count(name)) return {m.adapter->layout.at(name, fn), &m.adapter->params};
+    return {m.layout.at(name, fn), &m.params};
+}
 
 }  // namespace
 
@@ -206,10 +213,10 @@ int lima_model_read_tensor(const lima_model *m, const char *name, float *out, in
         need(m, "lima_model_read_tensor", "model");
         need(name, "lima_model_read_tensor", "name");
         need(out, "lima_model_read_tensor", "out");
-        const lima::ParamInfo &p = m->m->layout.at(name, "lima_model_read_tensor");
+        auto [p, buf] = find_tensor(*m->m, name, "lima_model_read_tensor");
         LIMA_REQUIRE(n == p.numel(), LIMA_ERR_SHAPE, "lima_model_read_tensor: ", name, " has ", p.numel(), " elements, buffer has ", n);
         lima::cuda_sync_host(*m->m);
-        std::memcpy(out, m->m->params.data() + p.offset, sizeof(float) * size_t(n));
+        std::memcpy(out, buf->data() + p.offset, sizeof(float) * size_t(n));
     });
 }
 
@@ -218,11 +225,72 @@ int lima_model_write_tensor(lima_model *m, const char *name, const float *in, in
         need(m, "lima_model_write_tensor", "model");
         need(name, "lima_model_write_tensor", "name");
         need(in, "lima_model_write_tensor", "in");
-        const lima::ParamInfo &p = m->m->layout.at(name, "lima_model_write_tensor");
+        auto [p, buf] = find_tensor(*m->m, name, "lima_model_write_tensor");
         LIMA_REQUIRE(n == p.numel(), LIMA_ERR_SHAPE, "lima_model_write_tensor: ", name, " has ", p.numel(), " elements, buffer has ", n);
         lima::cuda_sync_host(*m->m);
-        std::memcpy(m->m->params.data() + p.offset, in, sizeof(float) * size_t(n));
+        std::memcpy(buf->data() + p.offset, in, sizeof(float) * size_t(n));
+        lima::sync_token_rows(*m->m);
         lima::cuda_push(*m->m);
+    });
+}
+
+int lima_model_add_adapter(lima_model *m, int32_t r, float alpha, float dropout, uint32_t targets, const int32_t *tokens,
+                           int32_t n_tokens, int32_t rslora, uint64_t seed) {
+    return guarded([&] {
+        need(m, "lima_model_add_adapter", "model");
+        LIMA_REQUIRE(n_tokens >= 0 && (n_tokens == 0 || tokens), LIMA_ERR_INVALID_ARGUMENT,
+                     "lima_model_add_adapter: n_tokens (", n_tokens, ") must be >= 0, with tokens non-NULL when > 0");
+        lima::AdapterConfig c;
+        c.r = r;
+        c.alpha = alpha;
+        c.dropout = dropout;
+        c.targets = targets;
+        c.rslora = rslora != 0;
+        if (n_tokens > 0) c.tokens.assign(tokens, tokens + n_tokens);
+        lima::add_adapter(*m->m, c, seed);
+    });
+}
+
+int lima_model_load_adapter(lima_model *m, const char *dir) {
+    return guarded([&] {
+        need(m, "lima_model_load_adapter", "model");
+        need(dir, "lima_model_load_adapter", "dir");
+        lima::load_adapter(*m->m, dir);
+    });
+}
+
+int lima_model_save_adapter(const lima_model *m, const char *dir, const char *base_model) {
+    return guarded([&] {
+        need(m, "lima_model_save_adapter", "model");
+        need(dir, "lima_model_save_adapter", "dir");
+        lima::save_adapter(*m->m, dir, base_model ? base_model : "");
+    });
+}
+
+int lima_model_merge_adapter(lima_model *m) {
+    return guarded([&] {
+        need(m, "lima_model_merge_adapter", "model");
+        lima::merge_adapter(*m->m);
+    });
+}
+
+int lima_model_remove_adapter(lima_model *m) {
+    return guarded([&] {
+        need(m, "lima_model_remove_adapter", "model");
+        lima::remove_adapter(*m->m);
+    });
+}
+
+int lima_model_adapter_info(const lima_model *m, int32_t *r, float *alpha, float *dropout, uint32_t *targets, int64_t *num_params) {
+    return guarded([&] {
+        need(m, "lima_model_adapter_info", "model");
+        const lima::Adapter *a = m->m->adapter.get();
+        if (r) *r = a ? a->cfg.r : 0;
+        if (!a) return;
+        if (alpha) *alpha = a->cfg.alpha;
+        if (dropout) *dropout = a->cfg.dropout;
+        if (targets) *targets = a->cfg.targets;
+        if (num_params) *num_params = int64_t(a->layout.total);
     });
 }
 
@@ -471,7 +539,7 @@ int lima_trainer_read_grad(const lima_trainer *t, const char *name, float *out, 
         need(t, "lima_trainer_read_grad", "trainer");
         need(name, "lima_trainer_read_grad", "name");
         need(out, "lima_trainer_read_grad", "out");
-        const lima::ParamInfo &p = t->t->model->layout.at(name, "lima_trainer_read_grad");
+        const lima::ParamInfo &p = t->t->space().at(name, "lima_trainer_read_grad");
         LIMA_REQUIRE(n == p.numel(), LIMA_ERR_SHAPE, "lima_trainer_read_grad: ", name, " has ", p.numel(), " elements, buffer has ", n);
         t->t->read_grad(p, out);
     });
@@ -609,10 +677,10 @@ int lima_trainer_plan_memory(lima_trainer *t, int32_t rows, int32_t seq_len, lim
         if (m.cuda) {
             lima::cuda_run(lima::cuda_api().plan, m.cuda, int64_t(rows) * seq_len, &p);
         } else {
-            const int64_t total = int64_t(m.layout.total);
-            p.weights = total * 4;
-            p.optimizer = total * 12;
-            p.activations = lima::activation_bytes(m.cfg, int64_t(rows) * seq_len);
+            const int64_t trained = int64_t(t->t->space().total);
+            p.weights = int64_t(m.layout.total) * 4 + (m.adapter ? trained * 4 : 0);
+            p.optimizer = trained * 12;
+            p.activations = lima::activation_bytes(m.cfg, int64_t(rows) * seq_len, m.lora_r());
             p.total = p.weights + p.optimizer + p.activations;
         }
         if (out) *out = p;

@@ -79,9 +79,9 @@ void infer(Generator &g, const std::vector<Chunk> &chunks) {
     // one set of layer buffers, reused by every layer
     std::vector<float> x(n_tok * d), xn1(n_tok * d), rstd1(n_tok), q(n_tok * qd), k(n_tok * kvd), v(n_tok * kvd),
         att(n_tok * qd), lse(prefill ? n_tok * size_t(c.num_heads) : 0), xn2(n_tok * d), rstd2(n_tok), gg(n_tok * F),
-        uu(n_tok * F), hh(n_tok * F), tmp(n_tok * size_t(std::max(d, F)));
+        uu(n_tok * F), hh(n_tok * F), tmp(n_tok * size_t(std::max(d, F))), xa(n_tok * size_t(LORA_TARGETS * m.lora_r()));
     const LayerBuffers buf{xn1.data(), rstd1.data(), q.data(), k.data(), v.data(), att.data(), lse.data(),
-                           xn2.data(), rstd2.data(), gg.data(), uu.data(), hh.data(), tmp.data()};
+                           xn2.data(), rstd2.data(), gg.data(), uu.data(), hh.data(), tmp.data(), xa.data()};
     LayerAttention la;
     la.segs = prefill ? &segs : nullptr;
     la.max_seg_len = longest;

@@ -8,10 +8,12 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "adapter.hpp"
 #include "common.hpp"
 #include "cuda_plugin.hpp"
 #include "cpu/dropout.hpp"
 #include "cpu/encoder.hpp"
+#include "cpu/lora.hpp"
 #include "cpu/matmul.hpp"
 #include "cpu/rmsnorm.hpp"
 #include "cpu/swiglu.hpp"
@@ -25,19 +27,21 @@ const ParamInfo &Layout::at(const std::string &name, const std::string &what) co
     return params[it->second];
 }
 
+void Layout::add(const std::string &name, int64_t rows, int64_t cols, bool decay) {
+    ParamInfo p;
+    p.name = name;
+    p.rows = rows;
+    p.cols = cols;
+    p.offset = total;
+    p.decay = decay;
+    total += size_t(p.numel());
+    index[name] = params.size();
+    params.push_back(p);
+}
+
 Layout make_layout(const ModelConfig &c) {
     Layout l;
-    auto add = [&](const std::string &name, int64_t rows, int64_t cols) {
-        ParamInfo p;
-        p.name = name;
-        p.rows = rows;
-        p.cols = cols;
-        p.offset = l.total;
-        p.decay = cols != 0;
-        l.total += size_t(p.numel());
-        l.index[name] = l.params.size();
-        l.params.push_back(p);
-    };
+    auto add = [&](const std::string &name, int64_t rows, int64_t cols) { l.add(name, rows, cols, cols != 0); };
     const int64_t d = c.hidden_size, F = c.intermediate_size;
     add("model.embed_tokens.weight", c.vocab_size, d);
     for (int i = 0; i < c.num_layers; ++i) {
@@ -130,7 +134,7 @@ void batch_fill(Batch &b, const int32_t *tokens, const uint8_t *mask, const int3
 
 // ------------------------------------------------------------------------------------ model
 
-std::vector<ActivationEntry> activation_table(const ModelConfig &c) {
+std::vector<ActivationEntry> activation_table(const ModelConfig &c, int lora_r) {
     const int64_t L = c.num_layers, d = c.hidden_size, F = c.intermediate_size;
     return {{"resid", &Activations::resid, (L + 1) * d},
             {"xn1", &Activations::xn1, L * d},
@@ -148,13 +152,15 @@ std::vector<ActivationEntry> activation_table(const ModelConfig &c) {
             {"u", &Activations::u, L * F},
             {"h", &Activations::h, L * F},
             {"xf", &Activations::xf, d},
-            {"tmp", &Activations::tmp, std::max(d, F)}};
+            {"tmp", &Activations::tmp, std::max(d, F)},
+            {"lora_xa", &Activations::xa, L * LORA_TARGETS * lora_r}};
 }
 
-void Activations::ensure(const ModelConfig &c, long n) {
-    if (n <= N) return;
-    N = n;
-    for (const ActivationEntry &e : activation_table(c)) (this->*e.buf).assign(size_t(e.per_token) * size_t(n), 0.0f);
+void Activations::ensure(const ModelConfig &c, long n, int r) {
+    if (n <= N && r == lora_r) return;
+    N = std::max(n, N);
+    lora_r = r;
+    for (const ActivationEntry &e : activation_table(c, r)) (this->*e.buf).assign(size_t(e.per_token) * size_t(N), 0.0f);
 }
 
 LayerBuffers Activations::layer(const ModelConfig &c, int l, long tokens) {
@@ -163,18 +169,27 @@ LayerBuffers Activations::layer(const ModelConfig &c, int l, long tokens) {
     return {xn1.data() + L * n * d, rstd1.data() + L * n, q.data() + L * n * qd, k.data() + L * n * kvd,
             v.data() + L * n * kvd, att.data() + L * n * qd, lse.data() + L * n * size_t(c.num_heads),
             xn2.data() + L * n * d, rstd2.data() + L * n, g.data() + L * n * F, u.data() + L * n * F,
-            h.data() + L * n * F, tmp.data()};
+            h.data() + L * n * F, tmp.data(), lora_r > 0 ? xa.data() + L * n * size_t(LORA_TARGETS * lora_r) : nullptr};
 }
 
-int64_t activation_bytes(const ModelConfig &c, int64_t n) {
+int64_t activation_bytes(const ModelConfig &c, int64_t n, int lora_r) {
     int64_t floats = 0;
-    for (const ActivationEntry &e : activation_table(c)) floats += e.per_token * n;
+    for (const ActivationEntry &e : activation_table(c, lora_r)) floats += e.per_token * n;
     return floats * int64_t(sizeof(float));
 }
 
 Model::Model(const ModelConfig &c) : cfg(c), layout(make_layout(c)), params(layout.total, 0.0f) {}
 
 Model::~Model() { cuda_detach(*this); }
+
+Weights Model::weights() {
+    Weights w = bind(cfg, layout, params.data());
+    if (adapter)
+        for (size_t l = 0; l < w.layers.size(); ++l) w.layers[l].lora = &adapter->layers[l];
+    return w;
+}
+
+int Model::lora_r() const { return adapter ? adapter->cfg.r : 0; }
 
 void random_init(Model &m, uint64_t seed) {
     for (size_t t = 0; t < m.layout.params.size(); ++t) {
@@ -363,11 +378,19 @@ void layer_forward(const ModelConfig &c, const LayerWeights &w, const cpu::RopeT
     const int d = c.hidden_size, F = c.intermediate_size, hd = c.hd(), qd = c.q_dim(), kvd = c.kv_dim();
     const int Hq = c.num_heads, Hkv = c.num_kv_heads;
     const long Nd = N * d;
+    // A projection y = x @ W^T, plus its adapter's low-rank term when target j has one.
+    auto project = [&](int j, float *y, const float *in, const float *W, int n_in, int n_out) {
+        cpu::matmul_forward(y, in, W, int(N), n_in, n_out);
+        const LayerLora *lo = w.lora;
+        if (lo && lo->a[j])
+            cpu::lora_forward(y, a.xa + size_t(j) * size_t(N) * size_t(lo->r), in, lo->a[j], lo->b[j], int(N), n_in, n_out, lo->r,
+                              lo->scale, lo->dropout, key, layer, j);
+    };
     // attention block
     cpu::rmsnorm_forward(a.xn1, a.rstd1, x, w.ln1, N, d, c.rms_norm_eps);
-    cpu::matmul_forward(a.q, a.xn1, w.wq, int(N), d, qd);
-    cpu::matmul_forward(a.k, a.xn1, w.wk, int(N), d, kvd);
-    cpu::matmul_forward(a.v, a.xn1, w.wv, int(N), d, kvd);
+    project(LORA_Q, a.q, a.xn1, w.wq, d, qd);
+    project(LORA_K, a.k, a.xn1, w.wk, d, kvd);
+    project(LORA_V, a.v, a.xn1, w.wv, d, kvd);
     cpu::rope_forward(a.q, pos, N, Hq, hd, rope);
     cpu::rope_forward(a.k, pos, N, Hkv, hd, rope);
     if (att.k_cache) cpu::kv_cache_store(att.k_cache, att.v_cache, a.k, a.v, att.row, pos, N, kvd, att.max_len);
@@ -375,15 +398,15 @@ void layer_forward(const ModelConfig &c, const LayerWeights &w, const cpu::RopeT
         cpu::attention_forward(a.att, a.lse, a.q, a.k, a.v, *att.segs, N, Hq, Hkv, hd, att.max_seg_len);
     else
         cpu::decode_attention(a.att, a.q, att.k_cache, att.v_cache, att.row, pos, N, Hq, Hkv, hd, att.max_len);
-    cpu::matmul_forward(a.tmp, a.att, w.wo, int(N), qd, d);
+    project(LORA_O, a.tmp, a.att, w.wo, qd, d);
     if (x_mid != x) std::memcpy(x_mid, x, size_t(Nd) * sizeof(float));
     cpu::dropout_residual_forward(x_mid, a.tmp, Nd, p, key, layer, 0);
     // MLP block
     cpu::rmsnorm_forward(a.xn2, a.rstd2, x_mid, w.ln2, N, d, c.rms_norm_eps);
-    cpu::matmul_forward(a.g, a.xn2, w.wg, int(N), d, F);
-    cpu::matmul_forward(a.u, a.xn2, w.wu, int(N), d, F);
+    project(LORA_GATE, a.g, a.xn2, w.wg, d, F);
+    project(LORA_UP, a.u, a.xn2, w.wu, d, F);
     cpu::swiglu_forward(a.h, a.g, a.u, N * F);
-    cpu::matmul_forward(a.tmp, a.h, w.wd, int(N), F, d);
+    project(LORA_DOWN, a.tmp, a.h, w.wd, F, d);
     if (x_out != x_mid) std::memcpy(x_out, x_mid, size_t(Nd) * sizeof(float));
     cpu::dropout_residual_forward(x_out, a.tmp, Nd, p, key, layer, 1);
 }
@@ -401,7 +424,7 @@ void forward(Model &m, const Batch &b, const DropoutKey *key, float p_max) {
     if (m.rope.max_pos < b.max_seg_len || m.rope.half != hd / 2)
         m.rope.build(hd, std::max(b.max_seg_len, std::min(c.max_position_embeddings, 2048)), c.rope_theta);
     Activations &a = m.acts;
-    a.ensure(c, N);
+    a.ensure(c, N, m.lora_r());
     Weights w = m.weights();
     const size_t Nd = size_t(N) * d;
     LayerAttention att;
@@ -417,13 +440,20 @@ void forward(Model &m, const Batch &b, const DropoutKey *key, float p_max) {
                          c.rms_norm_eps);
 }
 
-void backward(Model &m, const Batch &b, const DropoutKey *key, float p_max, float *dxf, float *grads) {
+void backward(Model &m, const Batch &b, const DropoutKey *key, float p_max, float *dxf, float *grads, const AdapterGrads *ag) {
     const ModelConfig &c = m.cfg;
     const long N = b.N();
     const int d = c.hidden_size, F = c.intermediate_size, hd = c.hd(), qd = c.q_dim(), kvd = c.kv_dim();
     const size_t Nd = size_t(N) * d;
+    LIMA_REQUIRE(bool(grads) != bool(ag), LIMA_ERR_INTERNAL, "backward: gradients for the model or for its adapter, one of them");
     Activations &a = m.acts;
-    Weights w = m.weights(), gw = bind(c, m.layout, grads);
+    Weights w = m.weights();
+    // With an adapter the base is frozen: null gradient pointers (no dW, no norm-gain gradient).
+    Weights gw{};
+    if (grads)
+        gw = bind(c, m.layout, grads);
+    else
+        gw.layers.assign(size_t(c.num_layers), LayerWeights{nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr});
     // Gradient buffers for one layer, reused down the stack.
     std::vector<float> dres(Nd, 0.0f), dy(Nd), dxn(Nd), dq(size_t(N) * qd), datt(size_t(N) * qd);
     std::vector<float> dk(size_t(N) * kvd), dv(size_t(N) * kvd), dh(size_t(N) * F), dg(size_t(N) * F), du(size_t(N) * F);
@@ -434,27 +464,40 @@ void backward(Model &m, const Batch &b, const DropoutKey *key, float p_max, floa
         const float p = resid_dropout_rate(p_max, l, c.num_layers);
         const float *x = a.resid.data() + size_t(l) * Nd, *xmid = a.x_mid.data() + size_t(l) * Nd;
         const float *xn1 = s.xn1, *xn2 = s.xn2, *q = s.q, *att = s.att, *k = s.k, *v = s.v, *g = s.g, *u = s.u, *h = s.h;
+        // A projection's backward: dx (+)= dy @ W, dW += dy^T @ x, and its adapter's part.
+        auto project_back = [&](int j, float *dx, float *dW, const float *dyj, const float *in, const float *W, int n_in, int n_out,
+                                bool accumulate) {
+            cpu::matmul_backward(dx, dW, dyj, in, W, int(N), n_in, n_out, accumulate);
+            const LayerLora *lo = lw.lora;
+            if (!lo || !lo->a[j]) return;
+            const LayerLora &lgr = ag->layers[size_t(l)];
+            cpu::lora_backward(dx, lgr.a[j], lgr.b[j], dyj, in, s.xa + size_t(j) * size_t(N) * size_t(lo->r), lo->a[j], lo->b[j],
+                               int(N), n_in, n_out, lo->r, lo->scale, lo->dropout, key, l, j);
+        };
         // MLP block: x_next = x_mid + dropout(down(swiglu(gate(xn2), up(xn2))))
         cpu::dropout_residual_backward(dy.data(), dres.data(), long(Nd), p, key, l, 1);
-        cpu::matmul_backward(dh.data(), lg.wd, dy.data(), h, lw.wd, int(N), F, d, false);
+        project_back(LORA_DOWN, dh.data(), lg.wd, dy.data(), h, lw.wd, F, d, false);
         cpu::swiglu_backward(dg.data(), du.data(), dh.data(), g, u, N * F);
-        cpu::matmul_backward(dxn.data(), lg.wg, dg.data(), xn2, lw.wg, int(N), d, F, false);
-        cpu::matmul_backward(dxn.data(), lg.wu, du.data(), xn2, lw.wu, int(N), d, F, true);
+        project_back(LORA_GATE, dxn.data(), lg.wg, dg.data(), xn2, lw.wg, d, F, false);
+        project_back(LORA_UP, dxn.data(), lg.wu, du.data(), xn2, lw.wu, d, F, true);
         cpu::rmsnorm_backward(dres.data(), lg.ln2, dxn.data(), xmid, lw.ln2, s.rstd2, N, d);
         // Attention block: x_mid = x + dropout(o_proj(attention(rope(q), rope(k), v)))
         cpu::dropout_residual_backward(dy.data(), dres.data(), long(Nd), p, key, l, 0);
-        cpu::matmul_backward(datt.data(), lg.wo, dy.data(), att, lw.wo, int(N), qd, d, false);
+        project_back(LORA_O, datt.data(), lg.wo, dy.data(), att, lw.wo, qd, d, false);
         cpu::attention_backward(dq.data(), dk.data(), dv.data(), datt.data(), q, k, v, att,
                                 s.lse, b.segs, N, c.num_heads, c.num_kv_heads, hd,
                                 b.max_seg_len);
         cpu::rope_backward(dq.data(), b.pos.data(), N, c.num_heads, hd, m.rope);
         cpu::rope_backward(dk.data(), b.pos.data(), N, c.num_kv_heads, hd, m.rope);
-        cpu::matmul_backward(dxn.data(), lg.wq, dq.data(), xn1, lw.wq, int(N), d, qd, false);
-        cpu::matmul_backward(dxn.data(), lg.wk, dk.data(), xn1, lw.wk, int(N), d, kvd, true);
-        cpu::matmul_backward(dxn.data(), lg.wv, dv.data(), xn1, lw.wv, int(N), d, kvd, true);
+        project_back(LORA_Q, dxn.data(), lg.wq, dq.data(), xn1, lw.wq, d, qd, false);
+        project_back(LORA_K, dxn.data(), lg.wk, dk.data(), xn1, lw.wk, d, kvd, true);
+        project_back(LORA_V, dxn.data(), lg.wv, dv.data(), xn1, lw.wv, d, kvd, true);
         cpu::rmsnorm_backward(dres.data(), lg.ln1, dxn.data(), x, lw.ln1, s.rstd1, N, d);
     }
-    cpu::encoder_backward(gw.emb, dres.data(), b.tokens.data(), N, d);
+    if (grads)
+        cpu::encoder_backward(gw.emb, dres.data(), b.tokens.data(), N, d);
+    else if (ag->n_tokens > 0)
+        cpu::encoder_rows_backward(ag->emb_rows, ag->tokens, ag->n_tokens, dres.data(), b.tokens.data(), N, d);
 }
 
 }  // namespace lima

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -28,12 +29,27 @@ struct Layout {
     std::map<std::string, size_t> index;
     size_t total = 0;
     const ParamInfo &at(const std::string &name, const std::string &what) const;
+    // Appends a tensor (cols == 0: a vector) at the end of the flat buffer.
+    void add(const std::string &name, int64_t rows, int64_t cols, bool decay);
 };
 
 Layout make_layout(const ModelConfig &c);
 
+// LoRA targets, in PEFT's module names: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj.
+enum LoraTarget { LORA_Q, LORA_K, LORA_V, LORA_O, LORA_GATE, LORA_UP, LORA_DOWN, LORA_TARGETS };
+
+// One layer's LoRA matrices (or their gradients): a[j] (r, in), b[j] (out, r); null where target j
+// has no adapter.
+struct LayerLora {
+    float *a[LORA_TARGETS] = {};
+    float *b[LORA_TARGETS] = {};
+    int r = 0;
+    float scale = 0.0f, dropout = 0.0f;
+};
+
 struct LayerWeights {
     float *ln1, *wq, *wk, *wv, *wo, *ln2, *wg, *wu, *wd;
+    const LayerLora *lora = nullptr;  // the adapter of this layer (null: none)
 };
 struct Weights {
     float *emb, *norm, *lm_head;  // lm_head == emb when tied
@@ -64,6 +80,7 @@ struct LayerBuffers {
     float *xn2, *rstd2;      // (N, d), (N) MLP-norm output and its 1/rms
     float *g, *u, *h;        // (N, ffn) gate, up, silu(gate) * up
     float *tmp;              // (N, max(d, ffn)) scratch: a projection before it joins the residual
+    float *xa = nullptr;     // (LORA_TARGETS, N, r) each adapter's dropout(x) @ A^T (with an adapter)
 };
 
 // How a layer's attention runs. Packed: causal attention within each segment of segs (training
@@ -97,7 +114,9 @@ struct Activations {
     std::vector<float> g, u, h;                   // (L, N, ffn)
     std::vector<float> xf;                        // (N, d) final normed
     std::vector<float> tmp;                       // (N, max(d, ffn)) scratch
-    void ensure(const ModelConfig &c, long N);
+    std::vector<float> xa;                        // (L, LORA_TARGETS, N, r) with an adapter of rank r
+    int lora_r = 0;
+    void ensure(const ModelConfig &c, long N, int lora_r = 0);
     // Layer l's slices for a forward of n tokens (n <= N).
     LayerBuffers layer(const ModelConfig &c, int l, long n);
 };
@@ -108,7 +127,9 @@ struct ActivationEntry {
     std::vector<float> Activations::*buf;
     int64_t per_token;
 };
-std::vector<ActivationEntry> activation_table(const ModelConfig &c);
+std::vector<ActivationEntry> activation_table(const ModelConfig &c, int lora_r = 0);
+
+struct Adapter;  // adapter.hpp
 
 struct Model {
     ModelConfig cfg;
@@ -125,11 +146,15 @@ struct Model {
     void *cuda = nullptr;
     bool host_stale = false;
 
+    // A LoRA adapter over the frozen weights (null: none). See adapter.hpp.
+    std::unique_ptr<Adapter> adapter;
+
     explicit Model(const ModelConfig &c);
     ~Model();
     Model(const Model &) = delete;
     Model &operator=(const Model &) = delete;
-    Weights weights() { return bind(cfg, layout, params.data()); }
+    Weights weights();  // the weights, with the adapter's matrices when there is one
+    int lora_r() const;
 };
 
 void random_init(Model &m, uint64_t seed);
@@ -139,10 +164,20 @@ void save_model(const Model &m, const std::string &dir, int dtype, int64_t max_s
 
 // Forward through the final norm (acts.xf). key == nullptr: eval mode, no dropout.
 void forward(Model &m, const Batch &b, const DropoutKey *key, float p_max);
-// Backward from dxf (N, d) into grads (flat, the layout of params). Needs the matching forward.
-void backward(Model &m, const Batch &b, const DropoutKey *key, float p_max, float *dxf, float *grads);
+
+// Gradients of an adapter's trainable tensors (pointers into a buffer of the adapter's layout).
+struct AdapterGrads {
+    std::vector<LayerLora> layers;
+    float *emb_rows = nullptr, *head_rows = nullptr;  // (tokens, d); head_rows == emb_rows when tied
+    const int32_t *tokens = nullptr;
+    int n_tokens = 0;
+};
+// Backward from dxf (N, d) into grads (flat, the layout of params), or, with an adapter (ag non-null,
+// grads null: the base is frozen), into the adapter's gradients. Needs the matching forward.
+void backward(Model &m, const Batch &b, const DropoutKey *key, float p_max, float *dxf, float *grads,
+              const AdapterGrads *ag = nullptr);
 
 // Bytes of the CPU backend's saved activations for n tokens: the sum of activation_table.
-int64_t activation_bytes(const ModelConfig &c, int64_t n);
+int64_t activation_bytes(const ModelConfig &c, int64_t n, int lora_r = 0);
 
 }  // namespace lima

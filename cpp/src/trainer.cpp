@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 
+#include "adapter.hpp"
 #include "common.hpp"
 #include "cpu/adamw.hpp"
 #include "cpu/classifier.hpp"
@@ -32,12 +33,16 @@ Trainer::Trainer(Model *m, const lima_train_config &c) : model(m), cfg(c) {
         cuda_run(cuda_api().train_init, m->cuda, c.recompute_activations);
         cuda_run(cuda_api().zero_grad, m->cuda);
     } else {
-        grads.assign(m->layout.total, 0.0f);
-        m1.assign(m->layout.total, 0.0f);
-        m2.assign(m->layout.total, 0.0f);
+        grads.assign(space().total, 0.0f);
+        m1.assign(space().total, 0.0f);
+        m2.assign(space().total, 0.0f);
     }
     ++model->trainers;
 }
+
+const Layout &Trainer::space() const { return model->adapter ? model->adapter->layout : model->layout; }
+
+std::vector<float> &Trainer::space_params() const { return model->adapter ? model->adapter->params : model->params; }
 
 Trainer::~Trainer() {
     --model->trainers;
@@ -55,8 +60,8 @@ void Trainer::set_comm(Comm *c, int stage) {
     LIMA_REQUIRE(!model->cuda, LIMA_ERR_UNSUPPORTED, "lima_trainer_set_comm: data parallelism on CUDA devices needs the NCCL"
                  " backend, which is not implemented yet; CPU ranks use gloo");
     // every rank starts from rank 0's weights and optimiser position, as one model would
-    c->broadcast(model->params.data(), int64_t(model->params.size()), 0);
-    shard = Shard(int64_t(model->layout.total), c->rank, c->world);
+    c->broadcast(space_params().data(), int64_t(space_params().size()), 0);
+    shard = Shard(int64_t(space().total), c->rank, c->world);
     if (stage >= 2) grads.resize(size_t(shard.padded), 0.0f);  // padded: the reduce-scatter cuts equal blocks
     if (stage >= 1) {  // keep the moments of this rank's shard only
         m1 = std::vector<float>(m1.begin() + shard.begin, m1.begin() + shard.end);
@@ -100,9 +105,20 @@ lima_fb_result Trainer::forward_backward(const Batch &b, int64_t step_targets) {
     forward(m, b, kp, cfg.resid_dropout);
     const int d = m.cfg.hidden_size;
     dxf.assign(size_t(b.N()) * d, 0.0f);
+    const float inv = float(1.0 / double(step_targets));
+    if (m.adapter) {  // LoRA: the base is frozen; the LM head learns only the trainable token rows
+        const AdapterGrads ag = m.adapter->bind_grads(grads.data());
+        r.loss_sum = cpu::classifier_train(dxf.data(), ag.head_rows, m.acts.xf.data(), m.weights().lm_head, b.pred_rows.data(),
+                                           b.labels.data(), M, d, m.cfg.vocab_size, inv, ag.tokens, ag.n_tokens);
+        LIMA_REQUIRE(std::isfinite(r.loss_sum), LIMA_ERR_INVALID_ARGUMENT,
+                     "lima_trainer_forward_backward: the loss is not finite (", r.loss_sum, "): the weights or inputs hold NaN/inf");
+        backward(m, b, kp, cfg.resid_dropout, dxf.data(), nullptr, &ag);
+        ++micro;
+        return r;
+    }
     Weights gw = bind(m.cfg, m.layout, grads.data());
     r.loss_sum = cpu::classifier_train(dxf.data(), gw.lm_head, m.acts.xf.data(), m.weights().lm_head, b.pred_rows.data(),
-                                       b.labels.data(), M, d, m.cfg.vocab_size, float(1.0 / double(step_targets)));
+                                       b.labels.data(), M, d, m.cfg.vocab_size, inv);
     LIMA_REQUIRE(std::isfinite(r.loss_sum), LIMA_ERR_INVALID_ARGUMENT,
                  "lima_trainer_forward_backward: the loss is not finite (", r.loss_sum, "): the weights or inputs hold NaN/inf");
     backward(m, b, kp, cfg.resid_dropout, dxf.data(), grads.data());
@@ -138,7 +154,7 @@ lima_step_result Trainer::apply(float lr) {
             timed([&] { comm->allreduce_sum(grads.data(), int64_t(grads.size())); });
     }
     // ZeRO >= 1: this rank updates its shard of the weights with its shard of the moments.
-    const int64_t lo = zero >= 1 ? shard.begin : 0, hi = zero >= 1 ? shard.end : int64_t(model->layout.total);
+    const int64_t lo = zero >= 1 ? shard.begin : 0, hi = zero >= 1 ? shard.end : int64_t(space().total);
     double ss = 0.0;
 #pragma omp parallel for schedule(static) reduction(+ : ss)
     for (long i = long(lo); i < long(hi); ++i) ss += double(grads[size_t(i)]) * double(grads[size_t(i)]);
@@ -152,18 +168,19 @@ lima_step_result Trainer::apply(float lr) {
         r.clipped = 1;
     }
     const cpu::AdamWParams a{lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay, scale, long(step + 1)};
-    for (const ParamInfo &p : model->layout.params) {
+    for (const ParamInfo &p : space().params) {
         const int64_t b = std::max<int64_t>(lo, int64_t(p.offset)), e = std::min<int64_t>(hi, int64_t(p.offset) + p.numel());
         if (b >= e) continue;
-        cpu::adamw_update(model->params.data() + b, m1.data() + (b - lo), m2.data() + (b - lo), grads.data() + b, long(e - b),
+        cpu::adamw_update(space_params().data() + b, m1.data() + (b - lo), m2.data() + (b - lo), grads.data() + b, long(e - b),
                           p.decay, a);
     }
     if (zero >= 1 && comm->world > 1) {  // every rank gets every shard's new weights
         std::vector<float> mine(size_t(shard.shard), 0.0f), all(size_t(shard.padded));
-        std::copy(model->params.begin() + lo, model->params.begin() + hi, mine.begin());
+        std::copy(space_params().begin() + lo, space_params().begin() + hi, mine.begin());
         timed([&] { comm->allgather(mine.data(), shard.shard, all.data()); });
-        std::copy(all.begin(), all.begin() + int64_t(model->params.size()), model->params.begin());
+        std::copy(all.begin(), all.begin() + int64_t(space_params().size()), space_params().begin());
     }
+    if (model->adapter) sync_token_rows(*model);  // the model's EOT rows follow the trained ones
     zero_grad();
     r.step = ++step;
     r.comm_seconds = comm_s;
@@ -184,7 +201,7 @@ void Trainer::read_grad(const ParamInfo &p, float *out) const {
         std::copy(grads.begin() + long(p.offset), grads.begin() + long(p.offset) + p.numel(), out);
         return;
     }
-    std::vector<float> g(model->layout.total);
+    std::vector<float> g(space().total);
     cuda_run(cuda_api().state, model->cuda, nullptr, nullptr, g.data(), 0);
     std::copy(g.begin() + long(p.offset), g.begin() + long(p.offset) + p.numel(), out);
 }
@@ -195,7 +212,7 @@ void Trainer::save_state(const std::string &path) const {
         const int64_t n = shard.end - shard.begin;
         std::vector<StWriteItem> items{{"exp_avg", {n}, m1.data()}, {"exp_avg_sq", {n}, m2.data()}};
         std::map<std::string, std::string> meta{{"format", "lima-adamw-shard-1"}, {"step", std::to_string(step)},
-                                                {"num_params", std::to_string(model->layout.total)},
+                                                {"num_params", std::to_string(space().total)},
                                                 {"rank", std::to_string(comm->rank)}, {"world", std::to_string(comm->world)},
                                                 {"shard_begin", std::to_string(shard.begin)}, {"shard_end", std::to_string(shard.end)}};
         st_write(path, items, "F32", meta);
@@ -204,26 +221,26 @@ void Trainer::save_state(const std::string &path) const {
     std::vector<float> dm1, dm2, dg;  // device state, copied out
     const float *M1 = m1.data(), *M2 = m2.data(), *G = grads.data();
     if (model->cuda) {
-        dm1.resize(model->layout.total);
-        dm2.resize(model->layout.total);
-        if (micro != 0) dg.resize(model->layout.total);
+        dm1.resize(space().total);
+        dm2.resize(space().total);
+        if (micro != 0) dg.resize(space().total);
         cuda_run(cuda_api().state, model->cuda, dm1.data(), dm2.data(), micro != 0 ? dg.data() : nullptr, 0);
         M1 = dm1.data();
         M2 = dm2.data();
         G = dg.data();
     }
     std::vector<StWriteItem> items;
-    for (const ParamInfo &p : model->layout.params) {
+    for (const ParamInfo &p : space().params) {
         items.push_back({"exp_avg." + p.name, p.shape(), M1 + p.offset});
         items.push_back({"exp_avg_sq." + p.name, p.shape(), M2 + p.offset});
     }
     std::map<std::string, std::string> meta{{"format", "lima-adamw-1"},
                                             {"step", std::to_string(step)},
                                             {"micro", std::to_string(micro)},
-                                            {"num_params", std::to_string(model->layout.total)}};
+                                            {"num_params", std::to_string(space().total)}};
     if (micro != 0) {
         // Mid-step gradients are part of the state, so a resume between micro-batches is exact.
-        for (const ParamInfo &p : model->layout.params) items.push_back({"grad." + p.name, p.shape(), G + p.offset});
+        for (const ParamInfo &p : space().params) items.push_back({"grad." + p.name, p.shape(), G + p.offset});
     }
     st_write(path, items, "F32", meta);
 }
@@ -231,7 +248,7 @@ void Trainer::save_state(const std::string &path) const {
 void Trainer::load_state_shards(const std::vector<std::string> &paths) {
     LIMA_REQUIRE(!model->cuda, LIMA_ERR_UNSUPPORTED, "lima_trainer_load_state_shards: CPU trainers only");
     LIMA_REQUIRE(!paths.empty(), LIMA_ERR_INVALID_ARGUMENT, "lima_trainer_load_state_shards: no files");
-    const int64_t total = int64_t(model->layout.total);
+    const int64_t total = int64_t(space().total);
     std::vector<float> a(static_cast<size_t>(total)), b(static_cast<size_t>(total));
     std::vector<int> seen;
     int64_t world = -1, nstep = -1;
@@ -294,8 +311,8 @@ void Trainer::load_state(const std::string &path) {
         return v;
     };
     const int64_t np = number("num_params");
-    LIMA_REQUIRE(np == int64_t(model->layout.total), LIMA_ERR_SHAPE, path, ": optimiser state is for a model of ", np,
-                 " parameters, this model has ", model->layout.total);
+    LIMA_REQUIRE(np == int64_t(space().total), LIMA_ERR_SHAPE, path, ": optimiser state is for a model of ", np,
+                 " parameters, this model has ", space().total);
     if (format == "lima-adamw-shard-1") {  // one rank's shard: the same shard of the same world only
         LIMA_REQUIRE(zero >= 1 && number("world") == comm->world && number("rank") == comm->rank &&
                          number("shard_begin") == shard.begin && number("shard_end") == shard.end,
@@ -318,7 +335,7 @@ void Trainer::load_state(const std::string &path) {
         return;
     }
     const int64_t nstep = number("step"), nmicro = number("micro");
-    const size_t total = model->layout.total;
+    const size_t total = space().total;
     std::vector<float> a(total), b(total), g(total, 0.0f);
     auto read = [&](const std::string &name, const ParamInfo &p, float *dst) {
         auto e = f.tensors.find(name);
@@ -326,7 +343,7 @@ void Trainer::load_state(const std::string &path) {
         LIMA_REQUIRE(e->second.shape == p.shape(), LIMA_ERR_SHAPE, path, ": tensor ", name, " has the wrong shape");
         st_read_f32(f, e->second, dst, p.numel());
     };
-    for (const ParamInfo &p : model->layout.params) {
+    for (const ParamInfo &p : space().params) {
         read("exp_avg." + p.name, p, a.data() + p.offset);
         read("exp_avg_sq." + p.name, p, b.data() + p.offset);
         if (nmicro != 0) read("grad." + p.name, p, g.data() + p.offset);

@@ -25,6 +25,10 @@ struct Trainer {
     lima_fb_result forward_backward(const Batch &b, int64_t step_targets);
     lima_step_result apply(float lr);
     void zero_grad();
+    // What this trainer trains: the model's parameters, or its adapter's (the base frozen). The
+    // gradients, the moments and the saved state have this layout.
+    const Layout &space() const;
+    std::vector<float> &space_params() const;
     void set_comm(Comm *c, int zero_stage);
     // The micro-batch index the next forward_backward uses in the dropout key (ranks process the
     // micro-batches of a step round-robin and key each by its index in the whole step).

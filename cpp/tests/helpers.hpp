@@ -3,7 +3,9 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -11,6 +13,7 @@
 #include <vector>
 
 #include "lima/lima.h"
+#include "safetensors.hpp"
 
 #define LIMA_OK_OR_FAIL(expr)                                                                \
     do {                                                                                   \
@@ -164,6 +167,61 @@ inline std::vector<float> full_logits(lima_model *m, const std::vector<int32_t> 
     std::vector<float> all(tokens.size() * size_t(V));
     EXPECT_EQ(lima_model_logits(m, b.get(), all.data(), int64_t(all.size())), LIMA_OK) << lima_last_error();
     return std::vector<float>(all.end() - V, all.end());
+}
+
+// Central differences (step 1e-2) of `loss` against the analytic gradient `grad` of tensor `name` (the
+// model's or its adapter's) at its 6 largest-gradient elements and 4 spread ones: small gradients
+// drown in fp32 noise.
+inline void finite_difference_check(lima_model *m, const std::string &name, const std::vector<float> &grad,
+                                    const std::function<double()> &loss, const std::string &tag) {
+    const double h = 1e-2;
+    std::vector<float> w(grad.size());
+    ASSERT_EQ(lima_model_read_tensor(m, name.c_str(), w.data(), int64_t(w.size())), LIMA_OK) << lima_last_error();
+    std::vector<size_t> idx(grad.size());
+    for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
+    std::partial_sort(idx.begin(), idx.begin() + std::min<size_t>(6, idx.size()), idx.end(),
+                      [&](size_t a, size_t b2) { return std::fabs(grad[a]) > std::fabs(grad[b2]); });
+    std::vector<size_t> pick(idx.begin(), idx.begin() + std::min<size_t>(6, idx.size()));
+    for (size_t j = 1; j <= 4; ++j) pick.push_back((grad.size() * j) / 5);
+    double gmax = 0.0;
+    for (float g : grad) gmax = std::max(gmax, double(std::fabs(g)));
+    ASSERT_GT(gmax, 0.0) << name << " has an all-zero gradient";
+    for (size_t i : pick) {
+        const float w0 = w[i];
+        w[i] = float(w0 + h);
+        lima_model_write_tensor(m, name.c_str(), w.data(), int64_t(w.size()));
+        const double lp = loss();
+        w[i] = float(w0 - h);
+        lima_model_write_tensor(m, name.c_str(), w.data(), int64_t(w.size()));
+        const double lm = loss();
+        w[i] = w0;
+        lima_model_write_tensor(m, name.c_str(), w.data(), int64_t(w.size()));
+        const double num = (lp - lm) / (2 * h);
+        EXPECT_NEAR(grad[i], num, 2e-3 * gmax + 1e-2 * std::fabs(num)) << name << "[" << i << "] " << tag;
+    }
+}
+
+// A tensor of a reference file written by the scripts in cpp/tests/golden.
+inline std::vector<float> golden(const lima::StFile &f, const std::string &name) {
+    const auto &e = f.tensors.at(name);
+    std::vector<float> v(static_cast<size_t>(e.numel()));
+    lima::st_read_f32(f, e, v.data(), e.numel());
+    return v;
+}
+
+// The reference batch under prefix ("" or "stepN."): input_ids, attention_mask (right padding, one
+// example per row) and loss_mask, as a lima batch.
+inline BatchPtr golden_batch(const lima::StFile &g, const std::string &prefix) {
+    const auto &shape = g.tensors.at(prefix + "input_ids").shape;
+    const auto ids = golden(g, prefix + "input_ids"), attn = golden(g, prefix + "attention_mask"), lm = golden(g, prefix + "loss_mask");
+    std::vector<int32_t> tok(ids.size()), seg(ids.size());
+    std::vector<uint8_t> mask(ids.size());
+    for (size_t i = 0; i < ids.size(); ++i) {
+        tok[i] = int32_t(ids[i]);
+        seg[i] = attn[i] > 0 ? 1 : 0;
+        mask[i] = attn[i] > 0 && lm[i] > 0;
+    }
+    return make_batch(int(shape[0]), int(shape[1]), tok, mask, seg);
 }
 
 }  // namespace limatest

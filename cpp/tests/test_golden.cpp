@@ -3,18 +3,10 @@
 // size and an explicit head_dim, and tied embeddings with another rope_theta. One batch with a
 // right-padded row and a loss mask.
 #include "helpers.hpp"
-#include "safetensors.hpp"
 
 using namespace limatest;
 
 namespace {
-
-std::vector<float> golden(const lima::StFile &f, const std::string &name) {
-    const auto &e = f.tensors.at(name);
-    std::vector<float> v(size_t(e.numel()));
-    lima::st_read_f32(f, e, v.data(), e.numel());
-    return v;
-}
 
 class Golden : public ::testing::TestWithParam<std::string> {};
 
@@ -28,15 +20,8 @@ TEST_P(Golden, LogitsLossAndEveryGradientMatchTransformers) {
     const lima::StFile g = lima::st_open(dir + ".golden.safetensors");
     const auto &shape = g.tensors.at("input_ids").shape;
     const int B = int(shape[0]), T = int(shape[1]), V = cfg.vocab_size;
-    const auto ids = golden(g, "input_ids"), attn = golden(g, "attention_mask"), lmask = golden(g, "loss_mask");
-    std::vector<int32_t> tok(ids.size()), seg(ids.size());
-    std::vector<uint8_t> mask(ids.size());
-    for (size_t i = 0; i < ids.size(); ++i) {
-        tok[i] = int32_t(ids[i]);
-        seg[i] = attn[i] > 0 ? 1 : 0;  // one example per row, right padding
-        mask[i] = attn[i] > 0 && lmask[i] > 0;
-    }
-    BatchPtr b = make_batch(B, T, tok, mask, seg);
+    const auto attn = golden(g, "attention_mask");
+    BatchPtr b = golden_batch(g, "");
 
     // Logits on the non-padding positions.
     std::vector<float> logits(size_t(B) * T * V);
@@ -126,17 +111,7 @@ TEST(GoldenTrajectory, TenAdamWStepsMatchTransformersAndTorchAdamW) {
     const auto loss = golden(g, "loss"), norm = golden(g, "grad_norm"), lr = golden(g, "lr");
     int clipped = 0;
     for (size_t s = 0; s < loss.size(); ++s) {
-        const std::string p = "step" + std::to_string(s) + ".";
-        const auto &shape = g.tensors.at(p + "input_ids").shape;
-        const auto ids = golden(g, p + "input_ids"), attn = golden(g, p + "attention_mask"), lm = golden(g, p + "loss_mask");
-        std::vector<int32_t> tok(ids.size()), seg(ids.size());
-        std::vector<uint8_t> mask(ids.size());
-        for (size_t i = 0; i < ids.size(); ++i) {
-            tok[i] = int32_t(ids[i]);
-            seg[i] = attn[i] > 0 ? 1 : 0;
-            mask[i] = attn[i] > 0 && lm[i] > 0;
-        }
-        BatchPtr b = make_batch(int(shape[0]), int(shape[1]), tok, mask, seg);
+        BatchPtr b = golden_batch(g, "step" + std::to_string(s) + ".");
         int64_t targets = 0;
         LIMA_OK_OR_FAIL(lima_batch_num_targets(b.get(), &targets));
         lima_fb_result fb{};

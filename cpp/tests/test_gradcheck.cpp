@@ -44,33 +44,8 @@ void gradcheck(float dropout) {
     std::vector<std::pair<std::string, std::vector<float>>> analytic;
     for (const auto &name : tensor_names(m.get())) analytic.push_back({name, read_grad(t.get(), m.get(), name)});
 
-    const double h = 1e-2;
-    for (auto &[name, grad] : analytic) {
-        std::vector<float> w = read_tensor(m.get(), name);
-        // Check the 6 largest-gradient elements and 4 spread ones: small gradients drown in fp32 noise.
-        std::vector<size_t> idx(grad.size());
-        for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
-        std::partial_sort(idx.begin(), idx.begin() + std::min<size_t>(6, idx.size()), idx.end(),
-                          [&](size_t a, size_t b2) { return std::fabs(grad[a]) > std::fabs(grad[b2]); });
-        std::vector<size_t> pick(idx.begin(), idx.begin() + std::min<size_t>(6, idx.size()));
-        for (size_t j = 1; j <= 4; ++j) pick.push_back((grad.size() * j) / 5);
-        double gmax = 0.0;
-        for (float g : grad) gmax = std::max(gmax, double(std::fabs(g)));
-        ASSERT_GT(gmax, 0.0) << name << " has an all-zero gradient";
-        for (size_t i : pick) {
-            const float w0 = w[i];
-            w[i] = float(w0 + h);
-            lima_model_write_tensor(m.get(), name.c_str(), w.data(), int64_t(w.size()));
-            const double lp = k.loss();
-            w[i] = float(w0 - h);
-            lima_model_write_tensor(m.get(), name.c_str(), w.data(), int64_t(w.size()));
-            const double lm = k.loss();
-            w[i] = w0;
-            lima_model_write_tensor(m.get(), name.c_str(), w.data(), int64_t(w.size()));
-            const double num = (lp - lm) / (2 * h);
-            EXPECT_NEAR(grad[i], num, 2e-3 * gmax + 1e-2 * std::fabs(num)) << name << "[" << i << "] dropout " << dropout;
-        }
-    }
+    for (auto &[name, grad] : analytic)
+        finite_difference_check(m.get(), name, grad, [&] { return k.loss(); }, "dropout " + std::to_string(dropout));
 }
 
 TEST(GradCheck, EveryParameterDropoutOff) { gradcheck(0.0f); }

@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 /* Bumped on every incompatible change of this header. */
-#define LIMA_ABI_VERSION 4
+#define LIMA_ABI_VERSION 5
 
 typedef enum lima_status {
     LIMA_OK = 0,
@@ -250,6 +250,43 @@ LIMA_API int lima_trainer_load_state(lima_trainer *t, const char *path);
  * memory, device fields 0). out may be NULL. */
 LIMA_API int lima_trainer_plan_memory(lima_trainer *t, int32_t rows, int32_t seq_len, lima_memory_plan *out);
 
+/* ---------------------------------------------------------------- adapters (LoRA) */
+/* A LoRA adapter over a frozen model (CPU backend), PEFT-compatible: on each targeted projection
+ * y = x W^T + scale * (dropout(x) A^T) B^T with A (r, in), B (out, r), scale = alpha / r (alpha /
+ * sqrt(r) with rslora). With an adapter, a trainer trains only the adapter: every lora_A/lora_B and
+ * the embedding (and untied LM-head) rows of the trainable token ids (PEFT's
+ * trainable_token_indices; LIMA's new EOT token must be one, or the model never learns to stop).
+ * The adapter's tensors carry PEFT's names ("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight",
+ * "base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta", ...) and are read and
+ * written with lima_model_read_tensor / lima_model_write_tensor / lima_trainer_read_grad. No adapter
+ * call is allowed while a trainer is attached. Models on a CUDA device refuse adapters
+ * (LIMA_ERR_UNSUPPORTED) in this version. */
+#define LIMA_LORA_Q 1u
+#define LIMA_LORA_K 2u
+#define LIMA_LORA_V 4u
+#define LIMA_LORA_O 8u
+#define LIMA_LORA_GATE 16u
+#define LIMA_LORA_UP 32u
+#define LIMA_LORA_DOWN 64u
+#define LIMA_LORA_ALL 127u
+/* A fresh adapter: A ~ U(-1/sqrt(in), 1/sqrt(in)) from seed (PEFT's default init), B = 0 (the
+ * model's output is unchanged); tokens (n_tokens ids, may be NULL when 0): trainable rows. */
+LIMA_API int lima_model_add_adapter(lima_model *m, int32_t r, float alpha, float dropout, uint32_t targets,
+                                    const int32_t *tokens, int32_t n_tokens, int32_t rslora, uint64_t seed);
+/* Loads a PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors). PEFT options
+ * liblima does not implement (DoRA, biases, per-module ranks, modules_to_save, ...) fail with
+ * LIMA_ERR_UNSUPPORTED naming the key. */
+LIMA_API int lima_model_load_adapter(lima_model *m, const char *dir);
+/* Writes the adapter in PEFT's format into dir (created if missing; files renamed into place).
+ * base_model (may be NULL) becomes adapter_config.json's base_model_name_or_path. */
+LIMA_API int lima_model_save_adapter(const lima_model *m, const char *dir, const char *base_model);
+/* Folds the adapter into the weights (W += scale * B A, as PEFT's merge_and_unload) and drops it. */
+LIMA_API int lima_model_merge_adapter(lima_model *m);
+/* Drops the adapter, restoring the base's token rows. */
+LIMA_API int lima_model_remove_adapter(lima_model *m);
+/* The adapter's rank (0 and nothing else written when there is none), targets and trainable elements. */
+LIMA_API int lima_model_adapter_info(const lima_model *m, int32_t *r, float *alpha, float *dropout, uint32_t *targets,
+                                     int64_t *num_params);
 /* ---------------------------------------------------------------- distributed training */
 
 /* This process's place in a group of `world` ranks, and the collectives of data-parallel training,

@@ -27,11 +27,27 @@ inline void logsumexp_rows(float *lse, const float *logits, long n, int V) {
     }
 }
 
+// dw (rows.size(), d) += the rows of the LM-head gradient L^T (n, V) @ X (n, d) at token ids `rows`.
+inline void lm_head_rows_backward(float *dw, const int32_t *rows, int n_rows, const float *L, const float *X, long n, int d,
+                                  int V) {
+#pragma omp parallel for schedule(static)
+    for (int j = 0; j < n_rows; ++j) {
+        float *o = dw + long(j) * d;
+        for (long i = 0; i < n; ++i) {
+            const float s = L[i * V + rows[j]];
+            const float *x = X + i * d;
+            for (int c = 0; c < d; ++c) o[c] += s * x[c];
+        }
+    }
+}
+
 // rows (M): flat positions of xf (N, d) that predict labels (M). Returns sum of -log p(label).
 // dxf rows at those positions are overwritten with their gradient; dw (V, d) += LM-head gradient.
-// Gradients are scaled by inv_norm (1 / targets in the optimiser step).
+// Gradients are scaled by inv_norm (1 / targets in the optimiser step). With dw_rows (a frozen LM head
+// but for some trainable rows, as LoRA's trainable tokens), dw is (n_dw_rows, d): those rows only.
 inline double classifier_train(float *dxf, float *dw, const float *xf, const float *w, const long *rows,
-                               const int32_t *labels, long M, int d, int V, float inv_norm) {
+                               const int32_t *labels, long M, int d, int V, float inv_norm,
+                               const int32_t *dw_rows = nullptr, int n_dw_rows = 0) {
     const long C = classifier_chunk(M, V);
     std::vector<float> X(size_t(C) * d), L(size_t(C) * V), dX(size_t(C) * d), lse(static_cast<size_t>(C));
     double loss = 0.0;
@@ -49,7 +65,10 @@ inline double classifier_train(float *dxf, float *dw, const float *xf, const flo
             row[y] -= inv_norm;
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), d, V, 1.0f, L.data(), V, w, d, 0.0f, dX.data(), d);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, d, int(n), 1.0f, L.data(), V, X.data(), d, 1.0f, dw, d);
+        if (dw_rows)
+            lm_head_rows_backward(dw, dw_rows, n_dw_rows, L.data(), X.data(), n, d, V);
+        else if (dw)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, d, int(n), 1.0f, L.data(), V, X.data(), d, 1.0f, dw, d);
         for (long r = 0; r < n; ++r) std::memcpy(dxf + rows[c0 + r] * d, &dX[size_t(r * d)], sizeof(float) * size_t(d));
     }
     return loss;

@@ -10,11 +10,12 @@ inline void matmul_forward(float *y, const float *x, const float *w, int N, int 
 }
 
 // dx (N, in) = (or +=, if accumulate_dx) dy (N, out) @ w (out, in);  dw (out, in) += dy^T @ x
+// (dw == nullptr: a frozen weight, no gradient)
 inline void matmul_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int N, int in,
                             int out, bool accumulate_dx) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, in, out, 1.0f, dy, out, w, in,
                 accumulate_dx ? 1.0f : 0.0f, dx, in);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, N, 1.0f, dy, out, x, in, 1.0f, dw, in);
+    if (dw) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, N, 1.0f, dy, out, x, in, 1.0f, dw, in);
 }
 
 }  // namespace lima::cpu

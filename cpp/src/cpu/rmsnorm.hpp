@@ -20,7 +20,7 @@ inline void rmsnorm_forward(float *out, float *rstd, const float *x, const float
     }
 }
 
-// dx (N, d) += d/dx;  dw (d) += d/dw
+// dx (N, d) += d/dx;  dw (d) += d/dw (dw == nullptr: a frozen gain)
 inline void rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
                              const float *rstd, long N, int d) {
 #pragma omp parallel for schedule(static)
@@ -33,6 +33,7 @@ inline void rmsnorm_backward(float *dx, float *dw, const float *dout, const floa
         float *o = dx + n * d;
         for (int i = 0; i < d; ++i) o[i] += g[i] * w[i] * r - xr[i] * k;
     }
+    if (!dw) return;
     reduce_rows(dw, d, N, [&](long n, float *acc) {
         const float *xr = x + n * d, *g = dout + n * d;
         const float r = rstd[n];
