@@ -24,7 +24,8 @@ final class ProgressBar implements TrainListener {
         plan = p;
         startStep = p.startStep();
         if (quiet) return;
-        err.printf("training %,d parameters on %d examples: %d epochs x %d steps (EOT token id %d)%s%n", p.numParams(),
+        err.printf("training %,d %son %d examples: %d epochs x %d steps (EOT token id %d)%s%n", p.numParams(),
+                p.frozenParams() > 0 ? String.format("LoRA adapter parameters over %,d frozen ", p.frozenParams()) : "parameters ",
                 p.examples(), p.epochs(), p.stepsPerEpoch(), p.eotId(), p.startStep() > 0 ? ", resuming after step " + p.startStep() : "");
         if (p.trimmedExamples() > 0) {
             err.printf("trimmed %d example(s) to the token limit (%,d tokens cut)%n", p.trimmedExamples(), p.trimmedTokens());

@@ -51,6 +51,20 @@ final class ConfigValidator {
         positive(d.timeoutS(), "distributed.timeout_s");
         require(c.checkpoint().stateEverySteps() >= 0, "checkpoint.state_every_steps", "must be >= 0 (0 = every ~5 minutes), got "
                 + c.checkpoint().stateEverySteps());
+        LimaConfig.Adapter a = c.adapter();
+        require(java.util.Set.of("none", "lora").contains(a.type()), "adapter.type", "must be none or lora, got \"" + a.type() + "\"");
+        if (a.lora()) {
+            require(a.r() >= 1 && a.r() <= 65536, "adapter.r", "must be in [1, 65536], got " + a.r());
+            require(a.alpha() > 0 && Double.isFinite(a.alpha()), "adapter.alpha", "must be > 0, got " + a.alpha());
+            require(a.dropout() >= 0 && a.dropout() < 1, "adapter.dropout", "must be in [0, 1), got " + a.dropout());
+            java.util.List<String> known = java.util.Arrays.stream(dev.limactl.engine.Model.LoraTarget.values()).map(Enum::name).toList();
+            boolean targetsOk = a.targets() != null && !a.targets().isBlank() && (a.targets().trim().equals("all-linear")
+                    || java.util.Arrays.stream(a.targets().split(",")).map(String::trim).allMatch(known::contains));
+            require(targetsOk, "adapter.targets", "must be all-linear or a comma list of " + String.join(",", known) + ", got \""
+                    + a.targets() + "\"");
+            require(t.device().equals("cpu"), "adapter.type", "lora runs on the CPU backend only in this version (training.device is "
+                    + t.device() + "); the CUDA LoRA kernels are not written yet");
+        }
         require(d.rendezvous() != null && (d.rendezvous().isEmpty() || (d.rendezvous().startsWith("file:") && d.rendezvous().length() > 5)),
                 "distributed.rendezvous", "must be empty or file:DIR, got \"" + d.rendezvous() + "\"");
     }

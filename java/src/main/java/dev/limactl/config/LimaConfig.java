@@ -7,7 +7,7 @@ import com.fasterxml.jackson.annotation.JsonProperty;
  * The paper's numbers are the defaults ({@code presets/defaults.yaml}).
  */
 public record LimaConfig(Model model, Data data, Optimizer optimizer, Training training, Distributed distributed,
-                         Checkpoint checkpoint) {
+                         Checkpoint checkpoint, Adapter adapter) {
 
     /**
      * @param init         "pretrained" (load {@code path}, a Hugging Face LLaMA directory) or "random"
@@ -64,6 +64,29 @@ public record LimaConfig(Model model, Data data, Optimizer optimizer, Training t
      *                        minutes of work have passed); it is always saved at the start and after each epoch
      */
     public record Checkpoint(@JsonProperty("state_every_steps") int stateEverySteps) {}
+
+    /**
+     * Full fine-tuning (type none) or LoRA adapters over the frozen model (type lora), saved in PEFT's
+     * format; train_eot also trains the EOT token's embedding and LM-head rows (PEFT's
+     * trainable_token_indices).
+     */
+    public record Adapter(String type, int r, double alpha, double dropout, String targets, @JsonProperty("train_eot") boolean trainEot,
+                          boolean rslora) {
+        public boolean lora() {
+            return "lora".equals(type);
+        }
+
+        /** The target modules: all seven for all-linear, else the comma list. */
+        public java.util.Set<dev.limactl.engine.Model.LoraTarget> targetSet() {
+            java.util.Set<dev.limactl.engine.Model.LoraTarget> out = java.util.EnumSet.noneOf(dev.limactl.engine.Model.LoraTarget.class);
+            if (targets.trim().equals("all-linear")) return java.util.EnumSet.allOf(dev.limactl.engine.Model.LoraTarget.class);
+            for (String t : targets.split(",")) {
+                if (t.isBlank()) continue;
+                out.add(dev.limactl.engine.Model.LoraTarget.valueOf(t.trim()));
+            }
+            return out;
+        }
+    }
 
     public record Distributed(String backend, @JsonProperty("zero_stage") int zeroStage, @JsonProperty("timeout_s") int timeoutS,
                               String rendezvous) {}

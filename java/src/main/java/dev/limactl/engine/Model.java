@@ -87,6 +87,60 @@ public final class Model implements AutoCloseable {
         Native.check(LimaNative.lima_model_resize_vocab(live(), newVocabSize));
     }
 
+    /** LoRA target modules, in PEFT's names; bit i of the native mask is ordinal i. */
+    public enum LoraTarget {
+        q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj;
+
+        public static int mask(java.util.Collection<LoraTarget> targets) {
+            int m = 0;
+            for (LoraTarget t : targets) m |= 1 << t.ordinal();
+            return m;
+        }
+    }
+
+    /** A LoRA adapter's settings: rank, alpha, dropout of its input, targets, trainable token ids. */
+    public record AdapterSpec(int r, float alpha, float dropout, java.util.Set<LoraTarget> targets, int[] trainableTokens,
+                              boolean rslora) {}
+
+    /**
+     * Adds a fresh LoRA adapter (B = 0: the output is unchanged). From now on a trainer of this model
+     * trains only the adapter and the embedding / LM-head rows of the trainable tokens; the rest is frozen.
+     */
+    public void addAdapter(AdapterSpec s, long seed) {
+        Native.check(LimaNative.lima_model_add_adapter(live(), s.r(), s.alpha(), s.dropout(), LoraTarget.mask(s.targets()),
+                s.trainableTokens(), s.trainableTokens().length, s.rslora() ? 1 : 0, seed));
+    }
+
+    /** Loads a PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors). */
+    public void loadAdapter(Path dir) {
+        Native.check(LimaNative.lima_model_load_adapter(live(), dir.toString()));
+    }
+
+    /** Writes the adapter in PEFT's format; baseModel goes to base_model_name_or_path. */
+    public void saveAdapter(Path dir, String baseModel) {
+        Native.check(LimaNative.lima_model_save_adapter(live(), dir.toString(), baseModel));
+    }
+
+    /** Folds the adapter into the weights (W += scale * B A) and drops it. */
+    public void mergeAdapter() {
+        Native.check(LimaNative.lima_model_merge_adapter(live()));
+    }
+
+    /** The adapter's rank, 0 when the model has none. */
+    public int adapterRank() {
+        int[] r = new int[1];
+        Native.check(LimaNative.lima_model_adapter_info(live(), r, null, null, null, null));
+        return r[0];
+    }
+
+    /** Elements the adapter trains (0 when there is none). */
+    public long adapterParams() {
+        int[] r = new int[1];
+        long[] n = new long[1];
+        Native.check(LimaNative.lima_model_adapter_info(live(), r, null, null, null, n));
+        return r[0] == 0 ? 0 : n[0];
+    }
+
     public record TensorInfo(String name, long[] shape) {
         public long numel() {
             long n = 1;

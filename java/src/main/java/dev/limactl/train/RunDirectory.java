@@ -34,6 +34,8 @@ final class RunDirectory {
     }
 
     final Path dir;
+    /** LoRA runs: the base model the adapters go over (saved states and checkpoints are adapters); null: full fine-tuning. */
+    Path adapterBase;
 
     RunDirectory(Path dir) {
         this.dir = dir;
@@ -72,8 +74,10 @@ final class RunDirectory {
         if (rank == 0) {
             deleteTree(tmp);
             mkdirs(tmp);
-            model.save(tmp.resolve("model"), Dtype.F32);
-            Checkpoint.lima(eot, next.epoch(), next.globalStep()).write(tmp.resolve("model"));
+            Path m = tmp.resolve(adapterBase != null ? "adapter" : "model");
+            if (adapterBase != null) model.saveAdapter(m, adapterBase.toAbsolutePath().toString());
+            else model.save(m, Dtype.F32);
+            Checkpoint.lima(eot, next.epoch(), next.globalStep()).write(m);
             ObjectNode pos = JSON.createObjectNode().put("epoch", next.epoch()).put("step_in_epoch", next.stepInEpoch())
                     .put("global_step", next.globalStep()).put("world", world).put("zero_stage", comm == null ? 0 : zeroStage);
             AtomicFiles.writeString(tmp.resolve("trainer.json"), pos.toString());
@@ -129,13 +133,22 @@ final class RunDirectory {
         return dir.resolve("checkpoints").resolve(String.format("epoch-%02d", epoch));
     }
 
-    /** checkpoints/epoch-NN: the Hugging Face checkpoint, its tokenizer and limactl.json. */
+    /**
+     * checkpoints/epoch-NN: the Hugging Face checkpoint (a LoRA run: the adapter in PEFT's format, fp32),
+     * its tokenizer and limactl.json.
+     */
     Path saveCheckpoint(Model model, Dtype dtype, Path tokenizer, int eot, int epoch, long step) {
         Path ck = checkpointDir(epoch);
-        model.save(ck, dtype);
-        copy(tokenizer, ck.resolve(tokenizer.getFileName().toString().endsWith(".json") ? "tokenizer.json" : "tokenizer.model"));
+        if (adapterBase != null) model.saveAdapter(ck, adapterBase.toAbsolutePath().toString());
+        else model.save(ck, dtype);
+        copyTokenizer(tokenizer, ck);
         Checkpoint.lima(eot, epoch, step).write(ck);
         return ck;
+    }
+
+    /** The tokenizer file into a checkpoint directory, under its standard name. */
+    void copyTokenizer(Path tokenizer, Path dir) {
+        copy(tokenizer, dir.resolve(tokenizer.getFileName().toString().endsWith(".json") ? "tokenizer.json" : "tokenizer.model"));
     }
 
     /** After a crash between a metrics line and the next state save, drop the lines the resume will redo. */

@@ -48,7 +48,7 @@ public final class TrainRun {
     private static final ObjectMapper JSON = new ObjectMapper();
 
     public record Plan(int examples, int stepsPerEpoch, int epochs, long totalSteps, int trimmedExamples,
-                       long trimmedTokens, int droppedEmpty, long numParams, int eotId, long startStep) {}
+                       long trimmedTokens, int droppedEmpty, long numParams, int eotId, long startStep, long frozenParams) {}
 
     /** commSeconds: time in collectives (the gradient sum, the weight all-gather, the loss; 0 for one process). */
     public record StepMetrics(long step, int epoch, int stepInEpoch, double lr, double loss, long targets,
@@ -210,8 +210,10 @@ public final class TrainRun {
         int stepsPerEpoch = (data.examples().size() + tc.batchSize() - 1) / tc.batchSize();
         long total = (long) stepsPerEpoch * tc.epochs();
         RunDirectory.Position start = state == null ? RunDirectory.Position.START : RunDirectory.position(state);
+        if (cfg.adapter().lora()) attachAdapter(model, eot, state, tokPath);
+        long trained = cfg.adapter().lora() ? model.adapterParams() : model.numParams();
         listener.onStart(new Plan(data.examples().size(), stepsPerEpoch, tc.epochs(), total, data.trimmedExamples(),
-                data.trimmedTokens(), data.dropped(), model.numParams(), eot, start.globalStep()));
+                data.trimmedTokens(), data.dropped(), trained, eot, start.globalStep(), cfg.adapter().lora() ? model.numParams() : 0));
         return new Session(model, tokPath, eot, format, data, dev, stepsPerEpoch,
                 new LrSchedule(cfg.optimizer().lr(), cfg.optimizer().finalLr(), total), start);
     }
@@ -355,7 +357,12 @@ public final class TrainRun {
 
     private Model openModel(Tokenizer tok, Path state) {
         String device = cfg.training().device();
-        if (state != null) return Model.load(state.resolve("model"), device);
+        if (cfg.adapter().lora()) {  // the base: the pretrained model, or the random one saved at the run's start
+            run.adapterBase = cfg.model().init().equals("pretrained") ? run.resolve(cfg.model().path()) : run.dir.resolve("base");
+            if (Files.exists(run.adapterBase.resolve("config.json"))) return Model.load(run.adapterBase, device);
+        } else if (state != null) {
+            return Model.load(state.resolve("model"), device);
+        }
         LimaConfig.Model m = cfg.model();
         if (m.init().equals("pretrained")) return Model.load(run.resolve(m.path()), device);
         LimaConfig.Architecture a = m.architecture();
@@ -365,14 +372,40 @@ public final class TrainRun {
         return Model.random(mc, cfg.training().seed(), device);
     }
 
+    /**
+     * A LoRA run's adapter: the saved one on a resume, else a fresh one (the EOT rows trainable with
+     * adapter.train_eot); a random base is saved once (run/base) so that the adapters have a base to
+     * name and a resume starts from the same one.
+     */
+    private void attachAdapter(Model model, int eot, Path state, Path tokPath) {
+        if (state != null) {
+            model.loadAdapter(state.resolve("adapter"));
+            return;
+        }
+        if (!Files.exists(run.adapterBase.resolve("config.json"))) {
+            if (place.rank() == 0) {
+                model.save(run.adapterBase, Dtype.F32);
+                run.copyTokenizer(tokPath, run.adapterBase);
+                Checkpoint.lima(eot, 0, 0).write(run.adapterBase);
+            }
+        }
+        LimaConfig.Adapter a = cfg.adapter();
+        model.addAdapter(new Model.AdapterSpec(a.r(), (float) a.alpha(), (float) a.dropout(), a.targetSet(),
+                a.trainEot() ? new int[] {eot} : new int[0], a.rslora()), cfg.training().seed());
+    }
+
     /** The EOT id: from limactl.json of a checkpoint made by limactl, else a new token after the tokenizer's. */
     private int eotId(Model model, Tokenizer tok, Path state) {
-        Path dir = state != null ? state.resolve("model")
+        Path dir = state != null ? state.resolve(cfg.adapter().lora() ? "adapter" : "model")
                 : cfg.model().init().equals("pretrained") ? run.resolve(cfg.model().path()) : null;
         int vocab = model.config().vocabSize();
         if (dir != null) {
             var recorded = Checkpoint.read(dir);
-            if (recorded.isPresent()) return recorded.get().eotWithin(vocab, dir);
+            if (recorded.isPresent()) {
+                // a LoRA run's base does not hold the EOT row its adapter trains: grown as at the start
+                if (cfg.adapter().lora() && recorded.get().eotTokenId() == vocab) model.resizeVocab(vocab + 1);
+                return recorded.get().eotWithin(model.config().vocabSize(), dir);
+            }
         }
         int eot = ChatFormat.eotIdFor(tok);
         if (vocab < eot) {

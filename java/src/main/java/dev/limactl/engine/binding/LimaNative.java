@@ -224,6 +224,20 @@ public final class LimaNative {
 
     public static native int lima_model_write_tensor(lima_model m, String name, @Const float[] in, @Cast("int64_t") long n);
 
+    public static native int lima_model_add_adapter(lima_model m, int r, float alpha, float dropout, @Cast("uint32_t") int targets,
+                                                    @Const int[] tokens, int nTokens, int rslora, @Cast("uint64_t") long seed);
+
+    public static native int lima_model_load_adapter(lima_model m, String dir);
+
+    public static native int lima_model_save_adapter(@Const lima_model m, String dir, String baseModel);
+
+    public static native int lima_model_merge_adapter(lima_model m);
+
+    public static native int lima_model_remove_adapter(lima_model m);
+
+    public static native int lima_model_adapter_info(@Const lima_model m, int[] r, float[] alpha, float[] dropout,
+                                                     @Cast("uint32_t*") int[] targets, @Cast("int64_t*") long[] numParams);
+
     public static native int lima_batch_create(int rows, int seqLen, @ByPtrPtr lima_batch out);
 
     public static native int lima_batch_set(lima_batch b, @Const int[] tokens, @Cast("const uint8_t*") byte[] lossMask,
