@@ -23,3 +23,10 @@ if [ -n "$nvcc_bin" ] && [ ! -f "$(dirname "$(readlink -f "$nvcc_bin")")/../incl
   echo "ci/setup.sh: installing the nvidia-cublas wheel (cuBLASLt for the CUDA plugin)"
   python3 -m pip install -q nvidia-cublas || echo "ci/setup.sh: pip install nvidia-cublas failed: the CUDA plugin will not be built" >&2
 fi
+
+# torch, transformers and PEFT (CPU, from the machine's package index) for the Java test that loads a
+# limactl LoRA adapter in PEFT itself; that test skips, saying so, where they cannot be installed.
+if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import torch, transformers, peft' >/dev/null 2>&1; then
+  echo "ci/setup.sh: installing peft (with torch and transformers) for the PEFT cross-check"
+  timeout 900 python3 -m pip install -q peft || echo "ci/setup.sh: pip install peft failed: the PEFT cross-check will be skipped" >&2
+fi
