@@ -9,11 +9,7 @@ import java.io.ByteArrayOutputStream;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.Writer;
-import java.nio.ByteBuffer;
-import java.nio.CharBuffer;
 import java.nio.charset.CharsetDecoder;
-import java.nio.charset.CoderResult;
-import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
@@ -42,8 +38,7 @@ public final class JsonlExamples {
         String stem = path.getFileName().toString().replaceFirst("\\.jsonl$", "");
         // Lines are split as bytes and decoded one by one with a strict decoder, so invalid UTF-8 is
         // reported with its line and byte column (a decoding Reader fails a buffer ahead, lineless).
-        CharsetDecoder utf8 = StandardCharsets.UTF_8.newDecoder()
-                .onMalformedInput(CodingErrorAction.REPORT).onUnmappableCharacter(CodingErrorAction.REPORT);
+        CharsetDecoder utf8 = Utf8Text.strictDecoder();
         try (InputStream in = new BufferedInputStream(Files.newInputStream(path))) {
             ByteArrayOutputStream bytes = new ByteArrayOutputStream();
             int lineNo = 0;
@@ -54,7 +49,7 @@ public final class JsonlExamples {
                 more = b != -1;
                 if (!more && bytes.size() == 0) break;
                 lineNo++;
-                String line = decode(utf8, bytes.toByteArray(), path, lineNo);
+                String line = Utf8Text.decodeLine(utf8, bytes.toByteArray(), path.toString(), lineNo);
                 if (line.isBlank()) continue;
                 try {
                     out.add(parse(JSON.readTree(line), stem + "-" + lineNo, defaultSplit));
@@ -71,18 +66,6 @@ public final class JsonlExamples {
             throw new DataFormatException("cannot read " + path + ": " + e.getMessage(), e);
         }
         return out;
-    }
-
-    private static String decode(CharsetDecoder utf8, byte[] line, Path path, int lineNo) {
-        ByteBuffer in = ByteBuffer.wrap(line);
-        CharBuffer out = CharBuffer.allocate(line.length);
-        utf8.reset();
-        CoderResult r = utf8.decode(in, out, true);
-        if (!r.isError()) r = utf8.flush(out);
-        if (r.isError()) {
-            throw new DataFormatException(path + ":" + lineNo + ": not valid UTF-8 at byte " + (in.position() + 1) + " of the line");
-        }
-        return out.flip().toString();
     }
 
     private static Example parse(JsonNode n, String defaultId, String defaultSplit) {

@@ -159,6 +159,23 @@ class CliTest {
         assertEquals(0, torn.code(), torn.err());
         assertTrue(torn.err().contains("dropped its last line"), torn.err());
         assertEquals(lines, Files.readAllLines(out));
+        // a kill inside a multi-byte character of the last line: torn, redone; an invalid byte elsewhere: named
+        byte[] bytes = Files.readAllBytes(out);
+        byte[] cut = java.util.Arrays.copyOf(bytes, bytes.length - 30);
+        cut[cut.length - 1] = (byte) 0xE2;  // the first byte of a 3-byte character, cut there
+        Files.write(out, cut);
+        Run cutChar = limactl("generate", "-m", ck.toString(), "--prompts", devFile.toString(), "--out", out.toString(),
+                "--samples", "2", "--max-new-tokens", "12");
+        assertEquals(0, cutChar.code(), cutChar.err());
+        assertEquals(lines, Files.readAllLines(out));
+        bytes = Files.readAllBytes(out);
+        bytes[10] = (byte) 0xFF;
+        Files.write(out, bytes);
+        Run invalid = limactl("generate", "-m", ck.toString(), "--prompts", devFile.toString(), "--out", out.toString(),
+                "--samples", "2", "--max-new-tokens", "12");
+        assertEquals(ExitCodes.INVALID_INPUT, invalid.code(), invalid.err());
+        assertTrue(invalid.err().contains(out + ":1: not valid UTF-8 at byte 11"), invalid.err());
+        Files.write(out, lines);
         // answers of other sampling settings are not mixed in silently
         Run other = limactl("generate", "-m", ck.toString(), "--prompts", devFile.toString(), "--out", out.toString(),
                 "--samples", "3", "--max-new-tokens", "12", "--temperature", "0.3");
@@ -343,6 +360,11 @@ class CliTest {
         assertEquals(ExitCodes.INVALID_INPUT, r.code());
         assertTrue(r.err().contains("config key \"data.train\": " + dir.resolve("missing.jsonl") + " does not exist"), r.err());
         assertTrue(Files.notExists(dir.resolve("r2")), "nothing is written for a rejected config");
+        Path yaml = dir.resolve("bad-utf8.yaml");
+        Files.write(yaml, new byte[] {'t', 'r', 'a', 'i', 'n', 'i', 'n', 'g', ':', '\n', ' ', ' ', 'e', 'p', 'o', 'c', 'h', 's', ':', ' ', '1', ' ', '#', (byte) 0xC3, '\n'});
+        r = limactl("train", "--run", dir.resolve("r3").toString(), "--preset", "demo", "--config", yaml.toString());
+        assertEquals(ExitCodes.INVALID_INPUT, r.code());
+        assertTrue(r.err().contains(yaml + ":2: not valid UTF-8 at byte 14"), r.err());
         r = limactl("train", "--run", dir.resolve("r3").toString(), "--model", dir.resolve("nomodel").toString(), "--data", "x.jsonl");
         assertEquals(ExitCodes.INVALID_INPUT, r.code());
         assertTrue(r.err().contains("config key \"model.path\""), r.err());

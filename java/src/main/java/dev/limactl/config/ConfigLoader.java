@@ -51,7 +51,7 @@ public final class ConfigLoader {
     public ConfigLoader file(Path path) {
         JsonNode n;
         try {
-            n = YAML.readTree(Files.readString(path));
+            n = YAML.readTree(dev.limactl.data.Utf8Text.read(path));
         } catch (NoSuchFileException e) {
             throw new ConfigException("config file " + path + " does not exist");
         } catch (JsonProcessingException e) {

@@ -54,7 +54,13 @@ public final class AnswerFile {
         Set<String> done = new HashSet<>();
         try {
             if (Files.exists(out)) {
-                String text = Files.readString(out, StandardCharsets.UTF_8);
+                // strict UTF-8 (an invalid byte names its line), but for a last line a kill may have
+                // cut inside a character: that one is torn and redone whatever its bytes
+                byte[] bytes = Files.readAllBytes(out);
+                int cut = bytes.length;
+                while (cut > 0 && bytes[cut - 1] != '\n') cut--;
+                String text = dev.limactl.data.Utf8Text.decode(java.util.Arrays.copyOf(bytes, cut), out.toString())
+                        + new String(bytes, cut, bytes.length - cut, StandardCharsets.UTF_8);
                 List<String> lines = new ArrayList<>(text.lines().toList());
                 List<String> kept = new ArrayList<>();
                 boolean torn = false;

@@ -27,7 +27,7 @@ public final class Annotations {
         String name = file.getFileName().toString();
         try {
             if (name.endsWith(".csv")) {
-                try (Reader r = Files.newBufferedReader(file)) {
+                try (Reader r = dev.limactl.data.Utf8Text.reader(file)) {
                     var p = CSVFormat.RFC4180.builder().setHeader().setSkipHeaderRecord(true).get().parse(r);
                     if (!p.getHeaderMap().keySet().containsAll(List.of("item", "label"))) {
                         throw new IllegalArgumentException(file + ": expected columns item,label; got " + p.getHeaderNames());
@@ -38,13 +38,13 @@ public final class Annotations {
                     }
                 }
             } else if (name.endsWith(".json")) {
-                JsonNode n = new ObjectMapper().readTree(file.toFile());
+                JsonNode n = new ObjectMapper().readTree(dev.limactl.data.Utf8Text.read(file));
                 JsonNode v = n.at("/results/0/verdicts");
                 if (!v.isObject()) throw new IllegalArgumentException(file + ": not a limactl pairwise.json report");
                 v.fields().forEachRemaining(e -> out.put(e.getKey(), e.getValue().asText()));
             } else {
                 ObjectMapper json = new ObjectMapper();
-                List<String> lines = Files.readAllLines(file);
+                List<String> lines = dev.limactl.data.Utf8Text.lines(file);
                 for (int i = 0; i < lines.size(); i++) {
                     if (lines.get(i).isBlank()) continue;
                     JsonNode n = json.readTree(lines.get(i));

@@ -44,7 +44,7 @@ public final class Experiment {
         ObjectMapper yaml = new ObjectMapper(new YAMLFactory()).enable(DeserializationFeature.FAIL_ON_UNKNOWN_PROPERTIES);
         Grid g;
         try {
-            g = yaml.readValue(Files.readString(file), Grid.class);
+            g = yaml.readValue(dev.limactl.data.Utf8Text.read(file), Grid.class);
         } catch (NoSuchFileException e) {
             throw new IllegalArgumentException("grid file " + file + " does not exist");
         } catch (JsonProcessingException e) {

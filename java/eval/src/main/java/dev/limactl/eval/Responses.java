@@ -23,7 +23,7 @@ public record Responses(String system, Map<String, List<Item>> byId) {
         Map<String, List<Item>> out = new LinkedHashMap<>();
         ObjectMapper json = new ObjectMapper();
         try {
-            List<String> lines = Files.readAllLines(file);
+            List<String> lines = dev.limactl.data.Utf8Text.lines(file);
             for (int i = 0; i < lines.size(); i++) {
                 if (lines.get(i).isBlank()) continue;
                 JsonNode n;

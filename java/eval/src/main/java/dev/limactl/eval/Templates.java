@@ -17,7 +17,7 @@ public record Templates(String name, String text) {
     public static Templates load(String protocol, Path userFile) {
         if (userFile != null) {
             try {
-                return new Templates(userFile.getFileName().toString(), Files.readString(userFile));
+                return new Templates(userFile.getFileName().toString(), dev.limactl.data.Utf8Text.read(userFile));
             } catch (NoSuchFileException e) {
                 throw new IllegalArgumentException("template file " + userFile + " does not exist");
             } catch (IOException e) {

@@ -79,6 +79,23 @@ class EvaluationTest {
         assertTrue(!e.getMessage().contains("[Source") && !e.getMessage().contains("REDACTED"), e.getMessage());
     }
 
+    @Test
+    void invalidUtf8InResponsesAndAnnotationsNamesTheFileAndLine() throws Exception {
+        for (String name : new String[] {"r.jsonl", "h.csv"}) {
+            Path p = dir.resolve(name);
+            String text = name.endsWith(".csv") ? "item,label\nq1,win\nq2,caf\u00e9\n" : line("a", 0, "Q", "x") + "\n" + line("b", 0, "Q", "caf\u00e9") + "\n";
+            byte[] b = text.getBytes(java.nio.charset.StandardCharsets.UTF_8);
+            for (int i = 0; i < b.length; i++) if (b[i] == (byte) 0xA9) b[i] = 'x';  // é's lead byte, then 'x': not UTF-8
+            Files.write(p, b);
+            RuntimeException e = assertThrows(RuntimeException.class, () -> {
+                if (name.endsWith(".csv")) Annotations.read(p);
+                else Responses.read(p);
+            });
+            int line = name.endsWith(".csv") ? 3 : 2;
+            assertTrue(e.getMessage().startsWith(p + ":" + line + ": not valid UTF-8 at byte"), e.getMessage());
+        }
+    }
+
     Responses write(String name, String... lines) throws Exception {
         Path p = dir.resolve(name + ".jsonl");
         Files.write(p, List.of(lines));

@@ -34,7 +34,7 @@ public final class ManualSource {
                 }
             } else {
                 ObjectMapper json = new ObjectMapper();
-                List<String> lines = Files.readAllLines(file);
+                List<String> lines = dev.limactl.data.Utf8Text.lines(file);
                 for (int i = 0; i < lines.size(); i++) {
                     if (lines.get(i).isBlank()) continue;
                     try {

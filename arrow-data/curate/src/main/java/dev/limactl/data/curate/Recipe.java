@@ -197,7 +197,7 @@ public record Recipe(long seed, @JsonProperty("on_error") String onError, Dedup 
 
     public static Recipe load(Path file) {
         try {
-            return parse(Files.readString(file), file.toString());
+            return parse(dev.limactl.data.Utf8Text.read(file), file.toString());
         } catch (NoSuchFileException e) {
             throw new DataFormatException("recipe " + file + " does not exist");
         } catch (IOException e) {

@@ -1,13 +1,12 @@
 package dev.limactl.data.curate;
 
 import dev.limactl.data.DataFormatException;
+import dev.limactl.data.Utf8Text;
 import dev.limactl.data.Example;
 import org.apache.commons.compress.archivers.sevenz.SevenZArchiveEntry;
 import org.apache.commons.compress.archivers.sevenz.SevenZFile;
-import java.io.BufferedInputStream;
 import java.io.IOException;
 import java.io.InputStream;
-import java.io.PushbackInputStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -186,10 +185,8 @@ public final class StackExchangeSource {
     }
 
     private static void parse(InputStream raw, String name, RowHandler h) throws IOException {
-        PushbackInputStream in = new PushbackInputStream(new BufferedInputStream(raw, 1 << 16), 3);
-        byte[] bom = new byte[3];
-        int n = in.readNBytes(bom, 0, 3);
-        if (!(n == 3 && (bom[0] & 0xff) == 0xEF && (bom[1] & 0xff) == 0xBB && (bom[2] & 0xff) == 0xBF)) in.unread(bom, 0, n);
+        // strict UTF-8 (an invalid byte is an error naming its line), a leading BOM dropped
+        java.io.Reader in = Utf8Text.reader(raw, name);
         XMLInputFactory f = XMLInputFactory.newFactory();
         f.setProperty(XMLInputFactory.SUPPORT_DTD, false);
         f.setProperty(XMLInputFactory.IS_SUPPORTING_EXTERNAL_ENTITIES, false);
@@ -205,7 +202,7 @@ public final class StackExchangeSource {
         }
         XMLStreamReader r = null;
         try {
-            r = f.createXMLStreamReader(in, "UTF-8");
+            r = f.createXMLStreamReader(in);
             Map<String, String> attrs = new HashMap<>();
             boolean root = true;
             long rows = 0;

@@ -33,12 +33,12 @@ public final class WikiHowSource {
         Map<String, StringBuilder> bodies = new LinkedHashMap<>();
         Map<String, String> categories = new LinkedHashMap<>();
         Map<String, Integer> steps = new LinkedHashMap<>();
-        CsvRecords.read(csv, "wikiHow", List.of("title", "paragraph"), "title, heading, paragraph", (rec, parser) -> {
-            if (!rec.isConsistent()) {
-                String msg = csv + ": record " + rec.getRecordNumber() + " (line " + parser.getCurrentLineNumber() + ") has "
-                        + rec.size() + " fields, the header has " + parser.getHeaderNames().size();
+        Consumer<String> broken = skipBad ? msg -> rejected.accept(new Rejection("wikihow", "broken-csv", "malformed-record", msg)) : null;
+        CsvRecords.read(csv, "wikiHow", List.of("title", "paragraph"), "title, heading, paragraph", broken, (rec, no, line, header) -> {
+            if (rec.size() != header.size()) {
+                String msg = csv + ": record " + no + " (line " + line + ") has " + rec.size() + " fields, the header has " + header.size();
                 if (!skipBad) throw new DataFormatException(msg);
-                rejected.accept(new Rejection("wikihow", "record-" + rec.getRecordNumber(), "malformed-record", msg));
+                rejected.accept(new Rejection("wikihow", "record-" + no, "malformed-record", msg));
                 return;
             }
             String title = rec.get("title").strip();

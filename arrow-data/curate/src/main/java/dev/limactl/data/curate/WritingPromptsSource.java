@@ -24,10 +24,12 @@ public final class WritingPromptsSource {
 
     public static List<Pair> read(Path csv, boolean skipBad, Consumer<Rejection> rejected) {
         List<Pair> out = new ArrayList<>();
-        CsvRecords.read(csv, "WritingPrompts", List.of("prompt", "story"), "prompt and story", (rec, parser) -> {
-            String id = rec.isMapped("row_id") && rec.isSet("row_id") ? rec.get("row_id").strip() : Long.toString(rec.getRecordNumber());
+        Consumer<String> broken = skipBad ? msg -> rejected.accept(new Rejection("writingprompts", "broken-csv", "malformed-record", msg))
+                : null;
+        CsvRecords.read(csv, "WritingPrompts", List.of("prompt", "story"), "prompt and story", broken, (rec, no, line, header) -> {
+            String id = rec.isMapped("row_id") && rec.isSet("row_id") ? rec.get("row_id").strip() : Long.toString(no);
             if (!rec.isSet("story")) {
-                String msg = csv + ": record " + rec.getRecordNumber() + " has no story field";
+                String msg = csv + ": record " + no + " (line " + line + ") has no story field";
                 if (!skipBad) throw new DataFormatException(msg);
                 rejected.accept(new Rejection("writingprompts", id, "malformed-record", msg));
                 return;
@@ -37,7 +39,8 @@ public final class WritingPromptsSource {
                 try {
                     score = (int) Double.parseDouble(rec.get("score"));
                 } catch (NumberFormatException e) {
-                    throw new DataFormatException(csv + ": record " + rec.getRecordNumber() + ": score \"" + rec.get("score") + "\" is not a number");
+                    throw new DataFormatException(csv + ": record " + no + " (line " + line + "): score \"" + rec.get("score")
+                            + "\" is not a number");
                 }
             }
             out.add(new Pair(id, stripTags(detokenize(rec.get("prompt"))), detokenize(rec.get("story")), score));
@@ -69,7 +72,7 @@ public final class WritingPromptsSource {
             Path sel = ctx.path(s.selection());
             List<String> ids;
             try {
-                ids = Files.readAllLines(sel).stream().map(String::strip).filter(l -> !l.isEmpty() && !l.startsWith("#")).toList();
+                ids = dev.limactl.data.Utf8Text.lines(sel).stream().map(String::strip).filter(l -> !l.isEmpty() && !l.startsWith("#")).toList();
             } catch (IOException e) {
                 throw new DataFormatException("selection file " + sel + " cannot be read: " + e.getMessage(), e);
             }

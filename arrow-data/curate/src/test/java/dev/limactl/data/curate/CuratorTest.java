@@ -170,6 +170,25 @@ class CuratorTest {
         Curator.Result res = new Curator(skip, dir, m -> { }).run();
         assertEquals(1, res.splits().get("train").size());
         assertEquals("malformed-record", res.rejected().get(0).rule());  // skipped, but counted
+        // on_error: skip skips a record the CSV grammar cannot parse too (an unclosed quote runs to the
+        // end of the file): reading goes on from the next line, so the records after it are kept
+        Files.writeString(csv, "title,heading,paragraph\nHow to X,Step.,Boil the water first.\nHow to Z,Step.,\"unclosed quote\n"
+                + "How to Y,Step,Sand the board along the grain.\nHow to W,Step,\"Plant bulbs in autumn, pointy end up.\"\n");
+        e = assertThrows(DataFormatException.class, () -> new Curator(r, dir, m -> { }).run());
+        assertTrue(e.getMessage().startsWith(csv + ": broken CSV record 2 starting on line 3"), e.getMessage());
+        res = new Curator(skip, dir, m -> { }).run();
+        assertEquals(3, res.splits().get("train").size(), res.rejected().toString());
+        assertEquals(1, res.rejected().size());
+        String detail = res.rejected().get(0).detail();
+        assertTrue(detail.contains("starting on line 3") && detail.contains("from line 4") && !detail.contains("Exception"), detail);
+        // invalid UTF-8 names the file and the line, skip or not
+        byte[] bad = "title,heading,paragraph\nHow to X,Step.,text\nHow to Y,Step,caf\u00e9\n".getBytes(java.nio.charset.StandardCharsets.UTF_8);
+        bad[bad.length - 3] = (byte) 0xff;
+        Files.write(csv, bad);
+        for (Recipe each : List.of(r, skip)) {
+            e = assertThrows(DataFormatException.class, () -> new Curator(each, dir, m -> { }).run());
+            assertTrue(e.getMessage().startsWith(csv + ":3: not valid UTF-8 at byte"), e.getMessage());
+        }
         Path manual = dir.resolve("m.jsonl");
         Files.writeString(manual, "{\"prompt\": \"a\", \"response\": \"b\"}\n{\"prompt\": \"a\"}\n");
         Recipe rm = Recipe.parse("seed: 1\nsources:\n  - {type: manual, split: train, path: m.jsonl}\n", "t");

@@ -163,5 +163,13 @@ class StackExchangeSourceTest {
         Files.writeString(bad, "<?xml version=\"1.0\"?>\n<posts>\n</posts>\n");
         e = assertThrows(DataFormatException.class, () -> StackExchangeSource.read("x", bad, paper(), r -> { }));
         assertTrue(e.getMessage().contains("holds no <row> elements"), e.getMessage());
+        byte[] utf = "\uFEFF<?xml version=\"1.0\"?>\n<posts>\n  <row Id=\"1\" PostTypeId=\"1\" Body=\"caf\u00e9\" />\n</posts>\n"
+                .getBytes(java.nio.charset.StandardCharsets.UTF_8);
+        Files.write(bad, utf);  // a BOM is fine
+        StackExchangeSource.read("x", bad, paper(), r -> { });
+        for (int i = 0; i < utf.length; i++) if (utf[i] == (byte) 0xA9) utf[i] = 'A';  // the lead byte of é, then 'A': not UTF-8
+        Files.write(bad, utf);
+        e = assertThrows(DataFormatException.class, () -> StackExchangeSource.read("x", bad, paper(), r -> { }));
+        assertTrue(e.getMessage().startsWith(bad + ":3: not valid UTF-8 at byte"), e.getMessage());
     }
 }
