@@ -90,7 +90,7 @@ public final class PlanCommand implements Callable<Integer> {
             return ModelConfig.llama(need(j, "vocab_size", p), need(j, "hidden_size", p), need(j, "intermediate_size", p),
                     need(j, "num_hidden_layers", p), heads, j.path("num_key_value_heads").asInt(heads), j.path("max_position_embeddings").asInt(2048));
         } catch (IOException e) {
-            throw new IllegalArgumentException(p + " is not readable JSON: " + e.getMessage());
+            throw new IllegalArgumentException(p + " is not readable JSON: " + dev.limactl.data.DataFormatException.reason(e));
         }
     }
 

@@ -75,7 +75,7 @@ public final class AnswerFile {
                             torn = true;
                             break;
                         }
-                        throw new IllegalArgumentException(out + ":" + (i + 1) + ": not an answer line: " + e.getMessage());
+                        throw new IllegalArgumentException(out + ":" + (i + 1) + ": not an answer line: " + dev.limactl.data.DataFormatException.reason(e));
                     }
                     JsonNode s = n.get("settings");
                     if (!mixSettings && (s == null ? !modelName.equals(n.path("model").asText()) : !s.equals(settings))) {

@@ -165,7 +165,7 @@ final class RunDirectory {
                     n = JSON.readTree(line);
                 } catch (IOException torn) {
                     if (i == lines.size() - 1) break;  // the last line, cut by a kill: the resume redoes that step
-                    throw new RunStateException(metrics + ":" + (i + 1) + " is not a metrics line: " + torn.getMessage());
+                    throw new RunStateException(metrics + ":" + (i + 1) + " is not a metrics line: " + dev.limactl.data.DataFormatException.reason(torn));
                 }
                 if (n.path("step").asLong() <= step) keep.add(line);
             }
@@ -222,7 +222,7 @@ final class RunDirectory {
         try {
             return JSON.readTree(p.toFile());
         } catch (IOException e) {
-            throw new RunStateException("cannot read " + p + ": " + e.getMessage());
+            throw new RunStateException("cannot read " + p + ": " + dev.limactl.data.DataFormatException.reason(e));
         }
     }
 

@@ -40,7 +40,7 @@ public final class ManualSource {
                     try {
                         items.add(json.readTree(lines.get(i)));
                     } catch (IOException e) {
-                        throw new DataFormatException(file + ":" + (i + 1) + ": invalid JSON: " + e.getMessage(), e);
+                        throw new DataFormatException(file + ":" + (i + 1) + ": invalid JSON: " + DataFormatException.reason(e), e);
                     }
                     where.add(file + ":" + (i + 1));
                 }
@@ -48,7 +48,7 @@ public final class ManualSource {
         } catch (java.nio.file.NoSuchFileException e) {
             throw new DataFormatException("hand-written examples file " + file + " does not exist", e);
         } catch (IOException e) {
-            throw new DataFormatException("cannot read " + file + ": " + e.getMessage(), e);
+            throw new DataFormatException("cannot read " + file + ": " + DataFormatException.reason(e), e);
         }
         String stem = file.getFileName().toString().replaceFirst("\\.[^.]+$", "");
         List<Example> out = new ArrayList<>();

@@ -42,7 +42,7 @@ public final class SuperNiSource {
             try {
                 n = JSON.readTree(f.toFile());
             } catch (IOException e) {
-                throw new DataFormatException(f + ": not valid JSON: " + e.getMessage(), e);
+                throw new DataFormatException(f + ": not valid JSON: " + DataFormatException.reason(e), e);
             }
             String name = f.getFileName().toString().replaceFirst("\\.json$", "");
             List<String> cats = new ArrayList<>();
