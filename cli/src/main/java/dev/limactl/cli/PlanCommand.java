@@ -37,6 +37,12 @@ public final class PlanCommand implements Callable<Integer> {
     @Option(names = "--tokens", defaultValue = "8192", description = "Tokens per micro-batch (default ${DEFAULT-VALUE}).")
     long tokens;
 
+    @Option(names = "--modes", description = "One GPU: device and host memory of full fine-tuning, optimizer offload, LoRA and QLoRA.")
+    boolean modes;
+
+    @Option(names = "--lora-r", defaultValue = "16", description = "LoRA rank for --modes (default ${DEFAULT-VALUE}).")
+    int loraR;
+
     @CommandLine.Spec CommandLine.Model.CommandSpec spec;
 
     @Override
@@ -46,6 +52,7 @@ public final class PlanCommand implements Callable<Integer> {
         if (tokens < 1 || tokens > 1_000_000_000L) throw new IllegalArgumentException("--tokens must be in [1, 1e9], got " + tokens);
         long gpuBytes = bytes(gpuMemory);
         ModelConfig c = config(model);
+        if (modes) return modes(c, gpuBytes, out);
         List<MemoryPlan.Stage> stages = MemoryPlan.stages(c, gpus, tokens, recompute);
         out.printf(Locale.ROOT, "%s: %,d parameters; %d GPU(s) of %s; micro-batch %,d tokens%s%n", model, MemoryPlan.parameters(c), gpus,
                 gib(gpuBytes), tokens, recompute ? ", recomputation" : "");
@@ -61,6 +68,26 @@ public final class PlanCommand implements Callable<Integer> {
             return ExitCodes.GENERIC;
         }
         out.printf("choice: ZeRO-%d (%s of %s per GPU)%n", choice, gib(stages.get(choice).total()), gib(gpuBytes));
+        return ExitCodes.OK;
+    }
+
+    private int modes(ModelConfig c, long gpuBytes, PrintWriter out) {
+        if (loraR < 1 || loraR > 65536) throw new IllegalArgumentException("--lora-r must be in [1, 65536], got " + loraR);
+        out.printf(Locale.ROOT, "%s: %,d parameters; one GPU of %s; micro-batch %,d tokens%s; LoRA rank %d%n", model,
+                MemoryPlan.parameters(c), gib(gpuBytes), tokens, recompute ? ", recomputation" : "", loraR);
+        out.printf("  %-8s %12s %12s %16s  %s%n", "mode", "device", "host", "trained", "");
+        MemoryPlan.Mode first = null;
+        for (MemoryPlan.Single s : MemoryPlan.singleGpu(c, tokens, recompute, loraR)) {
+            boolean fits = s.device() <= gpuBytes;
+            if (fits && first == null) first = s.mode();
+            out.printf(Locale.ROOT, "  %-8s %12s %12s %,16d  %s%n", s.mode().name().toLowerCase(Locale.ROOT), gib(s.device()), gib(s.host()),
+                    s.trainable(), fits ? "fits" : "does not fit");
+        }
+        if (first == null) {
+            out.println("nothing fits one GPU of " + gib(gpuBytes) + ": use several GPUs (limactl plan --gpus N), fewer tokens per micro-batch");
+            return ExitCodes.GENERIC;
+        }
+        out.println("choice: " + first.name().toLowerCase(Locale.ROOT) + " (the first that fits, in the order above)");
         return ExitCodes.OK;
     }
 

@@ -66,6 +66,41 @@ public final class MemoryPlan {
         return out;
     }
 
+    /** One GPU's ways to fine-tune: where the bytes go (device, host) in each. */
+    public enum Mode { FULL, OFFLOAD, LORA, QLORA }
+
+    /** A mode's bytes on the device and in (pinned) host memory. */
+    public record Single(Mode mode, long device, long host, long trainable) {}
+
+    /** Elements a LoRA adapter of rank r on every projection trains, with the EOT token's embedding and LM-head rows. */
+    public static long adapterParameters(ModelConfig c, int r) {
+        long d = c.hiddenSize(), f = c.intermediateSize(), hd = d / c.numHeads(), q = c.numHeads() * hd, kv = c.numKvHeads() * hd;
+        long perLayer = (long) r * ((d + q) + 2 * (d + kv) + (q + d) + 2 * (d + f) + (f + d));
+        return c.numLayers() * perLayer + d * (c.tieWordEmbeddings() ? 1 : 2);
+    }
+
+    /**
+     * Single-GPU fine-tuning, per mode, with micro-batches of `tokens` tokens:
+     * full (bf16 weights, fp32 master weights, gradients and AdamW moments on the device);
+     * offload (ZeRO-Offload's split: bf16 weights and gradients on the device, fp32 master weights,
+     * moments and a gradient copy in pinned host memory, activations recomputed);
+     * LoRA (the frozen base in bf16, the adapter and its AdamW state in fp32);
+     * QLoRA (the base's projections in NF4, block 64 with double-quantised absmax: 0.5 + 1/64 +
+     * 4/(64*256) bytes each; embeddings and norms bf16).
+     */
+    public static List<Single> singleGpu(ModelConfig c, long tokens, boolean recompute, int r) {
+        long p = parameters(c), a = adapterParameters(c, r), act = activations(c, tokens, recompute);
+        long d = c.hiddenSize(), embed = c.vocabSize() * d * (c.tieWordEmbeddings() ? 1 : 2), linear = p - embed - c.numLayers() * 2L * d - d;
+        long loraAct = tokens * c.numLayers() * 7L * r * 4;  // each adapter's x A^T, kept for backward
+        long nf4 = linear / 2 + linear / 64 + linear / (64 * 256) * 4 + 8;
+        List<Single> out = new ArrayList<>();
+        out.add(new Single(Mode.FULL, p * 2 + p * 4 + p * 12 + act, 0, p));
+        out.add(new Single(Mode.OFFLOAD, p * 2 + p * 2 + activations(c, tokens, true), p * 16, p));
+        out.add(new Single(Mode.LORA, p * 2 + a * 16 + act + loraAct, 0, a));
+        out.add(new Single(Mode.QLORA, nf4 + (p - linear) * 2 + a * 16 + act + loraAct, 0, a));
+        return out;
+    }
+
     /** The lowest stage (least communication) that fits, or -1. */
     public static int choose(List<Stage> stages, long gpuBytes) {
         for (Stage s : stages) {

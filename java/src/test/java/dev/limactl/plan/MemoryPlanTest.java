@@ -35,4 +35,28 @@ class MemoryPlanTest {
         // recomputation keeps far fewer activations
         assertTrue(MemoryPlan.activations(c, 8192, true) * 5 < MemoryPlan.activations(c, 8192, false));
     }
+
+    @Test
+    void singleGpuModesCountWhatTheEngineTrainsAndOrderTheirMemory() {
+        ModelConfig c7 = MemoryPlan.llama("7b");
+        // PEFT's count for LLaMA-7B, r = 16 on all seven projections: 39,976,960; + the EOT embedding and LM-head rows
+        assertEquals(39_976_960L + 2 * 4096, MemoryPlan.adapterParameters(c7, 16));
+        // and what liblima's adapter actually holds, on a small GQA model
+        ModelConfig small = new ModelConfig(1025, 64, 176, 3, 8, 2, 0, 128, 1e-5f, 10000f, false, 1, 2, -1, 0.02f);
+        try (dev.limactl.engine.Model m = dev.limactl.engine.Model.random(small, 1)) {
+            m.addAdapter(new dev.limactl.engine.Model.AdapterSpec(4, 8f, 0f, java.util.EnumSet.allOf(dev.limactl.engine.Model.LoraTarget.class),
+                    new int[] {1024}, false), 1);
+            assertEquals(MemoryPlan.adapterParameters(small, 4), m.adapterParams());
+            assertEquals(MemoryPlan.parameters(small), m.numParams());
+        }
+        List<MemoryPlan.Single> s = MemoryPlan.singleGpu(c7, 2048, true, 16);
+        long p = MemoryPlan.parameters(c7);
+        assertEquals(List.of(MemoryPlan.Mode.FULL, MemoryPlan.Mode.OFFLOAD, MemoryPlan.Mode.LORA, MemoryPlan.Mode.QLORA),
+                s.stream().map(MemoryPlan.Single::mode).toList());
+        assertEquals(16 * p, s.get(1).host());
+        for (int i = 1; i < 4; i++) assertTrue(s.get(i).device() < s.get(i - 1).device(), s.get(i).mode() + " needs less than " + s.get(i - 1).mode());
+        assertTrue(s.get(0).device() > 80L << 30, "7B full fine-tuning does not fit an 80 GB GPU");
+        assertTrue(s.get(3).device() < 24L << 30, "7B QLoRA fits a 24 GB GPU");
+        assertTrue(s.get(3).device() - s.get(2).device() < -(p * 1.4), "NF4 saves ~1.5 bytes of each linear weight's 2");
+    }
 }

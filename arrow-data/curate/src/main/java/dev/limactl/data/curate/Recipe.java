@@ -282,6 +282,7 @@ public record Recipe(long seed, @JsonProperty("on_error") String onError, Dedup 
         }
         for (int i = 0; i < r.sources().size(); i++) {
             Source src = r.sources().get(i);
+            if (src == null) throw new DataFormatException(where + ": sources[" + i + "] is empty (expected {type: ..., split: ..., path: ...})");
             String at = where + ": sources[" + i + "] (" + src.type() + ")";
             if (src.split() == null || !SPLITS.contains(src.split())) throw new DataFormatException(at + ": split must be train, dev or test, got " + src.split());
             if (src.path() == null) throw new DataFormatException(at + ": path is required");

@@ -243,6 +243,8 @@ class CuratorTest {
     void inputsTheFuzzerFoundAreDataErrors(@org.junit.jupiter.api.io.TempDir Path tmp) throws Exception {
         // RecipeAndCsvFuzzTest found these: an empty recipe (a NullPointerException) and a CSV header
         // with an empty column name (commons-csv's IllegalArgumentException)
+        DataFormatException nullSource = assertThrows(DataFormatException.class, () -> Recipe.parse("sources:\n  - ", "r.yaml"));
+        assertTrue(nullSource.getMessage().startsWith("r.yaml: sources[0] is empty"), nullSource.getMessage());
         for (String empty : new String[] {"", "~", "null", "# only a comment\n"}) {
             DataFormatException e = assertThrows(DataFormatException.class, () -> Recipe.parse(empty, "r.yaml"));
             assertTrue(e.getMessage().startsWith("r.yaml: the recipe is empty"), e.getMessage());
