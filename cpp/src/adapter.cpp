@@ -193,6 +193,8 @@ void remove_adapter(Model &m) {
 void merge_adapter(Model &m) {
     LIMA_REQUIRE(m.adapter, LIMA_ERR_STATE, "lima_model_merge_adapter: the model has no adapter");
     LIMA_REQUIRE(m.trainers == 0, LIMA_ERR_STATE, "lima_model_merge_adapter: free the model's trainer first");
+    LIMA_REQUIRE(!m.nf4(), LIMA_ERR_UNSUPPORTED, "lima_model_merge_adapter: the base is stored in NF4; merge the adapter into"
+                 " the unquantised base (load it without quantising), as QLoRA does");
     const Adapter &a = *m.adapter;
     Weights w = bind(m.cfg, m.layout, m.params.data());
     for (int i = 0; i < m.cfg.num_layers; ++i) {

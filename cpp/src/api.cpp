@@ -169,7 +169,7 @@ int lima_model_num_params(const lima_model *m, int64_t *out) {
     return guarded([&] {
         need(m, "lima_model_num_params", "model");
         need(out, "lima_model_num_params", "out");
-        *out = int64_t(m->m->layout.total);
+        *out = m->m->num_params();
     });
 }
 
@@ -213,6 +213,13 @@ int lima_model_read_tensor(const lima_model *m, const char *name, float *out, in
         need(m, "lima_model_read_tensor", "model");
         need(name, "lima_model_read_tensor", "name");
         need(out, "lima_model_read_tensor", "out");
+        const auto [layer, target] = lima::projection_of(name);
+        if (m->m->nf4() && layer >= 0 && layer < m->m->cfg.num_layers) {  // stored in NF4: dequantised
+            const lima::cpu::Nf4Tensor &q = m->m->qweights[size_t(layer * lima::LORA_TARGETS + target)];
+            LIMA_REQUIRE(n == q.n, LIMA_ERR_SHAPE, "lima_model_read_tensor: ", name, " has ", q.n, " elements, buffer has ", n);
+            lima::cpu::nf4_dequantize(q, out, 0, n);
+            return;
+        }
         auto [p, buf] = find_tensor(*m->m, name, "lima_model_read_tensor");
         LIMA_REQUIRE(n == p.numel(), LIMA_ERR_SHAPE, "lima_model_read_tensor: ", name, " has ", p.numel(), " elements, buffer has ", n);
         lima::cuda_sync_host(*m->m);
@@ -264,6 +271,21 @@ int lima_model_save_adapter(const lima_model *m, const char *dir, const char *ba
         need(m, "lima_model_save_adapter", "model");
         need(dir, "lima_model_save_adapter", "dir");
         lima::save_adapter(*m->m, dir, base_model ? base_model : "");
+    });
+}
+
+int lima_model_quantize_nf4(lima_model *m, int32_t double_quant) {
+    return guarded([&] {
+        need(m, "lima_model_quantize_nf4", "model");
+        lima::quantize_nf4(*m->m, double_quant != 0);
+    });
+}
+
+int lima_model_weight_bytes(const lima_model *m, int64_t *out) {
+    return guarded([&] {
+        need(m, "lima_model_weight_bytes", "model");
+        need(out, "lima_model_weight_bytes", "out");
+        *out = m->m->weight_bytes();
     });
 }
 
@@ -678,7 +700,7 @@ int lima_trainer_plan_memory(lima_trainer *t, int32_t rows, int32_t seq_len, lim
             lima::cuda_run(lima::cuda_api().plan, m.cuda, int64_t(rows) * seq_len, &p);
         } else {
             const int64_t trained = int64_t(t->t->space().total);
-            p.weights = int64_t(m.layout.total) * 4 + (m.adapter ? trained * 4 : 0);
+            p.weights = m.weight_bytes() + (m.adapter ? trained * 4 : 0);
             p.optimizer = trained * 12;
             p.activations = lima::activation_bytes(m.cfg, int64_t(rows) * seq_len, m.lora_r());
             p.total = p.weights + p.optimizer + p.activations;

@@ -92,6 +92,7 @@ void infer(Generator &g, const std::vector<Chunk> &chunks) {
     for (int l = 0; l < c.num_layers; ++l) {
         la.k_cache = g.k.data() + size_t(l) * layer_stride;
         la.v_cache = g.v.data() + size_t(l) * layer_stride;
+        materialize(m, l, w.layers[size_t(l)]);
         layer_forward(c, w.layers[size_t(l)], m.rope, buf, x.data(), x.data(), x.data(), pos.data(), N, la, nullptr, 0.0f, l);
     }
     // Final norm and LM head for each chunk's last token only.

@@ -39,9 +39,12 @@ void Layout::add(const std::string &name, int64_t rows, int64_t cols, bool decay
     params.push_back(p);
 }
 
-Layout make_layout(const ModelConfig &c) {
+Layout make_layout(const ModelConfig &c, bool without_linear) {
     Layout l;
-    auto add = [&](const std::string &name, int64_t rows, int64_t cols) { l.add(name, rows, cols, cols != 0); };
+    auto add = [&](const std::string &name, int64_t rows, int64_t cols) {
+        if (without_linear && projection_of(name).first >= 0) return;
+        l.add(name, rows, cols, cols != 0);
+    };
     const int64_t d = c.hidden_size, F = c.intermediate_size;
     add("model.embed_tokens.weight", c.vocab_size, d);
     for (int i = 0; i < c.num_layers; ++i) {
@@ -61,8 +64,27 @@ Layout make_layout(const ModelConfig &c) {
     return l;
 }
 
+std::pair<int, int> projection_of(const std::string &name) {
+    static const char *const names[LORA_TARGETS] = {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+                                                     "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight",
+                                                     "mlp.down_proj.weight"};
+    const std::string pre = "model.layers.";
+    if (name.compare(0, pre.size(), pre) != 0) return {-1, -1};
+    size_t dot = name.find('.', pre.size());
+    if (dot == std::string::npos || dot == pre.size()) return {-1, -1};
+    const std::string num = name.substr(pre.size(), dot - pre.size()), rest = name.substr(dot + 1);
+    if (num.find_first_not_of("0123456789") != std::string::npos || num.size() > 6) return {-1, -1};
+    for (int j = 0; j < LORA_TARGETS; ++j)
+        if (rest == names[j]) return {std::stoi(num), j};
+    return {-1, -1};
+}
+
 Weights bind(const ModelConfig &c, const Layout &l, float *base) {
-    auto at = [&](const std::string &n) { return base + l.params[l.index.at(n)].offset; };
+    // a tensor the layout does not hold (a projection stored in NF4) binds to null
+    auto at = [&](const std::string &n) -> float * {
+        auto it = l.index.find(n);
+        return it == l.index.end() ? nullptr : base + l.params[it->second].offset;
+    };
     Weights w;
     w.emb = at("model.embed_tokens.weight");
     w.norm = at("model.norm.weight");
@@ -180,6 +202,71 @@ int64_t activation_bytes(const ModelConfig &c, int64_t n, int lora_r) {
 
 Model::Model(const ModelConfig &c) : cfg(c), layout(make_layout(c)), params(layout.total, 0.0f) {}
 
+int64_t Model::num_params() const {
+    int64_t n = int64_t(layout.total);
+    for (const auto &q : qweights) n += q.n;
+    return n;
+}
+
+int64_t Model::weight_bytes() const {
+    int64_t b = int64_t(layout.total) * 4;
+    for (const auto &q : qweights) b += q.bytes();
+    return b;
+}
+
+namespace {
+
+// (in, out) of projection j.
+std::pair<int64_t, int64_t> proj_dims(const ModelConfig &c, int j) {
+    const int64_t d = c.hidden_size, F = c.intermediate_size, qd = c.q_dim(), kvd = c.kv_dim();
+    const int64_t dims[LORA_TARGETS][2] = {{d, qd}, {d, kvd}, {d, kvd}, {qd, d}, {d, F}, {d, F}, {F, d}};
+    return {dims[j][0], dims[j][1]};
+}
+
+}  // namespace
+
+void quantize_nf4(Model &m, bool dq) {
+    LIMA_REQUIRE(!m.cuda, LIMA_ERR_UNSUPPORTED, "lima_model_quantize_nf4: NF4 weights run on the CPU backend only in this build"
+                 " (the CUDA dequantise-and-multiply kernel is not written yet)");
+    LIMA_REQUIRE(m.trainers == 0, LIMA_ERR_STATE, "lima_model_quantize_nf4: free the model's trainer first");
+    LIMA_REQUIRE(!m.adapter, LIMA_ERR_STATE, "lima_model_quantize_nf4: quantise before adding an adapter");
+    LIMA_REQUIRE(!m.nf4(), LIMA_ERR_STATE, "lima_model_quantize_nf4: the model is already quantised");
+    std::vector<cpu::Nf4Tensor> q;
+    for (int l = 0; l < m.cfg.num_layers; ++l) {
+        const LayerWeights w = bind(m.cfg, m.layout, m.params.data()).layers[size_t(l)];
+        const float *W[LORA_TARGETS] = {w.wq, w.wk, w.wv, w.wo, w.wg, w.wu, w.wd};
+        for (int j = 0; j < LORA_TARGETS; ++j) {
+            const auto [in, out] = proj_dims(m.cfg, j);
+            q.push_back(cpu::nf4_quantize(W[j], in * out, dq));
+        }
+    }
+    Layout nl = make_layout(m.cfg, true);
+    std::vector<float> np(nl.total);
+    for (const ParamInfo &p : nl.params) {
+        const ParamInfo &o = m.layout.at(p.name, "lima_model_quantize_nf4");
+        std::copy(m.params.begin() + long(o.offset), m.params.begin() + long(o.offset) + p.numel(), np.begin() + long(p.offset));
+    }
+    m.layout = std::move(nl);
+    m.params = std::move(np);
+    m.qweights = std::move(q);
+    m.acts = Activations{};
+}
+
+void materialize(Model &m, int l, LayerWeights &w) {
+    if (!m.nf4()) return;
+    int64_t total = 0;
+    for (int j = 0; j < LORA_TARGETS; ++j) total += m.qweights[size_t(l * LORA_TARGETS + j)].n;
+    if (int64_t(m.deq.size()) < total) m.deq.assign(size_t(total), 0.0f);
+    float **W[LORA_TARGETS] = {&w.wq, &w.wk, &w.wv, &w.wo, &w.wg, &w.wu, &w.wd};
+    int64_t at = 0;
+    for (int j = 0; j < LORA_TARGETS; ++j) {
+        const cpu::Nf4Tensor &t = m.qweights[size_t(l * LORA_TARGETS + j)];
+        cpu::nf4_dequantize(t, m.deq.data() + at, 0, t.n);
+        *W[j] = m.deq.data() + at;
+        at += t.n;
+    }
+}
+
 Model::~Model() { cuda_detach(*this); }
 
 Weights Model::weights() {
@@ -213,7 +300,7 @@ void resize_vocab(Model &m, int32_t nv) {
     if (nv == m.cfg.vocab_size) return;
     ModelConfig nc = m.cfg;
     nc.vocab_size = nv;
-    Layout nl = make_layout(nc);
+    Layout nl = make_layout(nc, m.nf4());
     std::vector<float> np(nl.total, 0.0f);
     const int64_t d = m.cfg.hidden_size, ov = m.cfg.vocab_size;
     for (const ParamInfo &p : m.layout.params) {
@@ -328,6 +415,8 @@ Model *load_model(const std::string &dir) {
 }
 
 void save_model(const Model &m, const std::string &dir, int dtype, int64_t max_shard_bytes) {
+    LIMA_REQUIRE(!m.nf4(), LIMA_ERR_UNSUPPORTED, "lima_model_save: the model's projections are stored in NF4 (QLoRA);"
+                 " save its adapter, and merge the adapter into the unquantised base");
     cuda_sync_host(m);
     const char *st_dtype = dtype == LIMA_DTYPE_F32 ? "F32" : dtype == LIMA_DTYPE_BF16 ? "BF16" : dtype == LIMA_DTYPE_F16 ? "F16" : nullptr;
     LIMA_REQUIRE(st_dtype, LIMA_ERR_INVALID_ARGUMENT, "lima_model_save: unknown dtype ", dtype);
@@ -433,6 +522,7 @@ void forward(Model &m, const Batch &b, const DropoutKey *key, float p_max) {
     cpu::encoder_forward(a.resid.data(), w.emb, b.tokens.data(), N, d);
     for (int l = 0; l < c.num_layers; ++l) {
         float *x = a.resid.data() + size_t(l) * Nd;
+        materialize(m, l, w.layers[size_t(l)]);
         layer_forward(c, w.layers[size_t(l)], m.rope, a.layer(c, l, N), x, a.x_mid.data() + size_t(l) * Nd, x + Nd,
                       b.pos.data(), N, att, key, resid_dropout_rate(p_max, l, c.num_layers), l);
     }
@@ -459,6 +549,7 @@ void backward(Model &m, const Batch &b, const DropoutKey *key, float p_max, floa
     std::vector<float> dk(size_t(N) * kvd), dv(size_t(N) * kvd), dh(size_t(N) * F), dg(size_t(N) * F), du(size_t(N) * F);
     cpu::rmsnorm_backward(dres.data(), gw.norm, dxf, a.resid.data() + size_t(c.num_layers) * Nd, w.norm, a.rstdf.data(), N, d);
     for (int l = c.num_layers - 1; l >= 0; --l) {
+        materialize(m, l, w.layers[size_t(l)]);
         const LayerWeights &lw = w.layers[size_t(l)], &lg = gw.layers[size_t(l)];
         const LayerBuffers s = a.layer(c, l, N);
         const float p = resid_dropout_rate(p_max, l, c.num_layers);

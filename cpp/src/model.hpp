@@ -11,6 +11,7 @@
 #include "config.hpp"
 #include "cpu/attention.hpp"
 #include "cpu/rope.hpp"
+#include "cpu/nf4.hpp"
 #include "philox.hpp"
 
 namespace lima {
@@ -33,7 +34,8 @@ struct Layout {
     void add(const std::string &name, int64_t rows, int64_t cols, bool decay);
 };
 
-Layout make_layout(const ModelConfig &c);
+// without_linear: the layout of a model whose projections are stored in NF4 (Model::qweights).
+Layout make_layout(const ModelConfig &c, bool without_linear = false);
 
 // LoRA targets, in PEFT's module names: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj.
 enum LoraTarget { LORA_Q, LORA_K, LORA_V, LORA_O, LORA_GATE, LORA_UP, LORA_DOWN, LORA_TARGETS };
@@ -149,6 +151,15 @@ struct Model {
     // A LoRA adapter over the frozen weights (null: none). See adapter.hpp.
     std::unique_ptr<Adapter> adapter;
 
+    // QLoRA: the projections of every layer stored in NF4 (layer * LORA_TARGETS + target), frozen;
+    // the layout then holds the other tensors only, and each layer's projections are dequantised
+    // into `deq` when the layer runs (materialize).
+    std::vector<cpu::Nf4Tensor> qweights;
+    std::vector<float> deq;
+    bool nf4() const { return !qweights.empty(); }
+    int64_t num_params() const;     // every weight, stored in fp32 or NF4
+    int64_t weight_bytes() const;   // host bytes the weights take
+
     explicit Model(const ModelConfig &c);
     ~Model();
     Model(const Model &) = delete;
@@ -160,6 +171,12 @@ struct Model {
 void random_init(Model &m, uint64_t seed);
 void resize_vocab(Model &m, int32_t new_vocab);
 Model *load_model(const std::string &dir);
+// QLoRA's storage: the 7 projections of every layer to NF4 (double-quantised absmax when dq).
+void quantize_nf4(Model &m, bool dq);
+// Points w's projections at layer l's weights dequantised into m.deq (a model without NF4: nothing to do).
+void materialize(Model &m, int l, LayerWeights &w);
+// (layer, target) of a projection tensor's name, or {-1, -1}.
+std::pair<int, int> projection_of(const std::string &name);
 void save_model(const Model &m, const std::string &dir, int dtype, int64_t max_shard_bytes);
 
 // Forward through the final norm (acts.xf). key == nullptr: eval mode, no dropout.

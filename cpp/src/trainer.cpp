@@ -28,6 +28,8 @@ void validate(const lima_train_config &c) {
 
 Trainer::Trainer(Model *m, const lima_train_config &c) : model(m), cfg(c) {
     validate(c);
+    LIMA_REQUIRE(!m->nf4() || m->adapter, LIMA_ERR_STATE, "lima_trainer_create: the model's projections are stored in NF4: it"
+                 " trains adapters only (QLoRA); add an adapter first");
     if (m->cuda) {
         // gradients and moments live on the device; host copies only for save/load/read_grad
         cuda_run(cuda_api().train_init, m->cuda, c.recompute_activations);

@@ -280,6 +280,14 @@ LIMA_API int lima_model_load_adapter(lima_model *m, const char *dir);
 /* Writes the adapter in PEFT's format into dir (created if missing; files renamed into place).
  * base_model (may be NULL) becomes adapter_config.json's base_model_name_or_path. */
 LIMA_API int lima_model_save_adapter(const lima_model *m, const char *dir, const char *base_model);
+/* QLoRA: stores the 7 projections of every layer in 4-bit NormalFloat (NF4: blocks of 64, absmax
+ * scaled, bitsandbytes' levels and packing; double_quant: the absmax values in 8 bits, blocks of
+ * 256), frozen; each layer's projections are dequantised when it runs (CPU backend). Embeddings,
+ * norms and the LM head stay fp32. Call before adding an adapter; the model then trains adapters only,
+ * lima_model_save refuses it, and lima_model_read_tensor returns a projection dequantised. */
+LIMA_API int lima_model_quantize_nf4(lima_model *m, int32_t double_quant);
+/* Host bytes the model's weights take (fp32 tensors + NF4 storage). */
+LIMA_API int lima_model_weight_bytes(const lima_model *m, int64_t *out);
 /* Folds the adapter into the weights (W += scale * B A, as PEFT's merge_and_unload) and drops it. */
 LIMA_API int lima_model_merge_adapter(lima_model *m);
 /* Drops the adapter, restoring the base's token rows. */

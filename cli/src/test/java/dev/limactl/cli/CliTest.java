@@ -352,6 +352,25 @@ class CliTest {
     }
 
     @Test
+    void planChoosesAZeroStageOrASingleGpuModeAndRefusesBadSizes() {
+        Run z = limactl("plan", "--model", "65b", "--gpus", "64", "--gpu-memory", "80GB", "--recompute");
+        assertEquals(0, z.code(), z.err());
+        assertTrue(z.out().contains("choice: ZeRO-3"), z.out());
+        Run m = limactl("plan", "--model", "7b", "--modes", "--gpu-memory", "24GB", "--tokens", "2048", "--recompute");
+        assertEquals(0, m.code(), m.err());
+        assertTrue(m.out().contains("full") && m.out().contains("offload") && m.out().contains("qlora"), m.out());
+        assertTrue(m.out().contains("choice: lora"), "7B: LoRA is the first mode that fits 24 GB: " + m.out());
+        Run none = limactl("plan", "--model", "65b", "--modes", "--gpu-memory", "24GB", "--tokens", "2048", "--recompute");
+        assertEquals(ExitCodes.GENERIC, none.code(), none.out());
+        assertTrue(none.out().contains("nothing fits one GPU"), none.out());
+        Run bad = limactl("plan", "--model", "7b", "--modes", "--lora-r", "0");
+        assertEquals(ExitCodes.INVALID_INPUT, bad.code());
+        assertTrue(bad.err().contains("--lora-r must be in [1, 65536]"), bad.err());
+        Run mem = limactl("plan", "--model", "7b", "--gpus", "1", "--gpu-memory", "lots");
+        assertEquals(ExitCodes.INVALID_INPUT, mem.code());
+    }
+
+    @Test
     void badInputExitsWithTwoAndNamesTheProblem() throws Exception {
         Run r = limactl("train", "--run", dir.resolve("r").toString(), "--preset", "demo", "--set", "optimizer.lrr=1");
         assertEquals(ExitCodes.INVALID_INPUT, r.code());
