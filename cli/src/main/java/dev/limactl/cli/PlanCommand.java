@@ -22,7 +22,7 @@ public final class PlanCommand implements Callable<Integer> {
     @Option(names = {"-m", "--model"}, required = true, description = "7b, 13b, 33b, 65b (LLaMA), a config.json or a checkpoint directory.")
     String model;
 
-    @Option(names = "--gpus", required = true, description = "Data-parallel ranks (GPUs).")
+    @Option(names = "--gpus", defaultValue = "1", description = "Data-parallel ranks (GPUs; default ${DEFAULT-VALUE}).")
     int gpus;
 
     @Option(names = "--gpu-memory", defaultValue = "80GB", description = "Memory of one GPU, e.g. 80GB or 141GB (default ${DEFAULT-VALUE}).")

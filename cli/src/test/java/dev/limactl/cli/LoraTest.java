@@ -142,11 +142,12 @@ class LoraTest {
         }
     }
 
-    /** A LoRA run stopped mid-epoch and resumed ends with the same adapter, bit for bit, as one that ran through. */
-    @Test
-    void aStoppedLoraRunResumesExactly() throws Exception {
+    /** A LoRA (and a QLoRA) run stopped mid-epoch and resumed ends with the same adapter, bit for bit, as one that ran through. */
+    @org.junit.jupiter.params.ParameterizedTest
+    @org.junit.jupiter.params.provider.ValueSource(strings = {"lora", "qlora"})
+    void aStoppedAdapterRunResumesExactly(String type) throws Exception {
         List<String> sets = List.of("model.architecture.hidden_size=32", "model.architecture.intermediate_size=64",
-                "model.architecture.num_layers=2", "data.max_tokens=128", "training.epochs=2", "training.batch_size=16", "adapter.type=lora",
+                "model.architecture.num_layers=2", "data.max_tokens=128", "training.epochs=2", "training.batch_size=16", "adapter.type=" + type,
                 "adapter.r=4", "optimizer.lr=1e-2");
         Path whole = dir.resolve("whole"), split = dir.resolve("split");
         assertTrue(TrainRun.create(ConfigLoader.preset("demo").set(sets), whole).run(new TrainListener() {}).completed());
@@ -165,10 +166,33 @@ class LoraTest {
         }
     }
 
+    /** QLoRA trains over the NF4 base: its adapter is a PEFT adapter like LoRA's, and scores close to LoRA's. */
+    @Test
+    void aQloraRunTrainsOverNf4AndItsAdapterServesOverTheFullPrecisionBase() throws Exception {
+        Path lora = dir.resolve("lora"), qlora = dir.resolve("qlora");
+        assertEquals(0, limactl(concat(new String[] {"-q", "train", "--run", lora.toString(), "--preset", "demo"}, LORA)).code());
+        CliTest.Run q = limactl(concat(new String[] {"-q", "train", "--run", qlora.toString(), "--preset", "demo"},
+                concat(LORA, "--set", "adapter.type=qlora")));
+        assertEquals(0, q.code(), q.err());
+        Path ck = qlora.resolve("checkpoints/epoch-02");
+        assertTrue(Files.exists(ck.resolve("adapter_model.safetensors")));
+        assertEquals(Files.size(lora.resolve("base/model.safetensors")), Files.size(qlora.resolve("base/model.safetensors")),
+                "the base is saved in full precision (fp32), before quantising");
+        String dev = lora.resolve("embedded/demo/dev.jsonl").toString();
+        double pl = json(limactl("perplexity", "--json", "-m", lora.resolve("checkpoints/epoch-02").toString(), "-d", dev).out())
+                .get("perplexity").asDouble();
+        double pq = json(limactl("perplexity", "--json", "-m", ck.toString(), "-d", dev).out()).get("perplexity").asDouble();
+        assertTrue(pq != pl && Math.abs(pq - pl) < 0.05 * pl, "QLoRA " + pq + " vs LoRA " + pl);
+        var lossL = Files.readAllLines(lora.resolve("metrics.jsonl")).get(0);
+        var lossQ = Files.readAllLines(qlora.resolve("metrics.jsonl")).get(0);
+        double l0 = json(lossL).get("loss").asDouble(), q0 = json(lossQ).get("loss").asDouble();
+        assertTrue(l0 != q0 && Math.abs(l0 - q0) < 0.05 * l0, "the first step's loss over NF4 weights is close to, not equal to, LoRA's");
+    }
+
     @Test
     void badAdapterSettingsAreInputErrorsNamingTheKey() {
         record Case(String set, String says) {}
-        for (Case c : List.of(new Case("adapter.type=qlora", "\"adapter.type\""), new Case("adapter.targets=q_proj,wq", "\"adapter.targets\""),
+        for (Case c : List.of(new Case("adapter.type=dora", "\"adapter.type\""), new Case("adapter.targets=q_proj,wq", "\"adapter.targets\""),
                 new Case("adapter.r=0", "\"adapter.r\""), new Case("adapter.dropout=1", "\"adapter.dropout\""))) {
             CliTest.Run r = limactl("train", "--run", dir.resolve("bad").toString(), "--preset", "demo", "--set", "adapter.type=lora", "--set",
                     c.set());

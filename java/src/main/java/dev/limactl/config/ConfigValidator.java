@@ -52,7 +52,8 @@ final class ConfigValidator {
         require(c.checkpoint().stateEverySteps() >= 0, "checkpoint.state_every_steps", "must be >= 0 (0 = every ~5 minutes), got "
                 + c.checkpoint().stateEverySteps());
         LimaConfig.Adapter a = c.adapter();
-        require(java.util.Set.of("none", "lora").contains(a.type()), "adapter.type", "must be none or lora, got \"" + a.type() + "\"");
+        require(java.util.Set.of("none", "lora", "qlora").contains(a.type()), "adapter.type", "must be none, lora or qlora, got \""
+                + a.type() + "\"");
         if (a.lora()) {
             require(a.r() >= 1 && a.r() <= 65536, "adapter.r", "must be in [1, 65536], got " + a.r());
             require(a.alpha() > 0 && Double.isFinite(a.alpha()), "adapter.alpha", "must be > 0, got " + a.alpha());
@@ -62,8 +63,8 @@ final class ConfigValidator {
                     || java.util.Arrays.stream(a.targets().split(",")).map(String::trim).allMatch(known::contains));
             require(targetsOk, "adapter.targets", "must be all-linear or a comma list of " + String.join(",", known) + ", got \""
                     + a.targets() + "\"");
-            require(t.device().equals("cpu"), "adapter.type", "lora runs on the CPU backend only in this version (training.device is "
-                    + t.device() + "); the CUDA LoRA kernels are not written yet");
+            require(t.device().equals("cpu"), "adapter.type", a.type() + " runs on the CPU backend only in this version (training.device is "
+                    + t.device() + "); the CUDA LoRA and NF4 kernels are not written yet");
         }
         require(d.rendezvous() != null && (d.rendezvous().isEmpty() || (d.rendezvous().startsWith("file:") && d.rendezvous().length() > 5)),
                 "distributed.rendezvous", "must be empty or file:DIR, got \"" + d.rendezvous() + "\"");

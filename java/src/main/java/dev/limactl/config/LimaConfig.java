@@ -71,9 +71,15 @@ public record LimaConfig(Model model, Data data, Optimizer optimizer, Training t
      * trainable_token_indices).
      */
     public record Adapter(String type, int r, double alpha, double dropout, String targets, @JsonProperty("train_eot") boolean trainEot,
-                          boolean rslora) {
+                          boolean rslora, @JsonProperty("double_quant") boolean doubleQuant) {
+        /** Adapters are trained (lora or qlora). */
         public boolean lora() {
-            return "lora".equals(type);
+            return "lora".equals(type) || "qlora".equals(type);
+        }
+
+        /** The base's projections are stored in NF4 while training (QLoRA). */
+        public boolean qlora() {
+            return "qlora".equals(type);
         }
 
         /** The target modules: all seven for all-linear, else the comma list. */

@@ -121,6 +121,21 @@ public final class Model implements AutoCloseable {
         Native.check(LimaNative.lima_model_save_adapter(live(), dir.toString(), baseModel));
     }
 
+    /**
+     * QLoRA's storage: the projections of every layer in 4-bit NormalFloat (double-quantised absmax when
+     * doubleQuant), frozen. Before adding an adapter; the model then trains adapters only.
+     */
+    public void quantizeNf4(boolean doubleQuant) {
+        Native.check(LimaNative.lima_model_quantize_nf4(live(), doubleQuant ? 1 : 0));
+    }
+
+    /** Host bytes the weights take (fp32 tensors + NF4 storage). */
+    public long weightBytes() {
+        long[] out = new long[1];
+        Native.check(LimaNative.lima_model_weight_bytes(live(), out));
+        return out[0];
+    }
+
     /** Folds the adapter into the weights (W += scale * B A) and drops it. */
     public void mergeAdapter() {
         Native.check(LimaNative.lima_model_merge_adapter(live()));

@@ -378,6 +378,7 @@ public final class TrainRun {
      * name and a resume starts from the same one.
      */
     private void attachAdapter(Model model, int eot, Path state, Path tokPath) {
+        if (cfg.adapter().qlora() && state != null) model.quantizeNf4(cfg.adapter().doubleQuant());
         if (state != null) {
             model.loadAdapter(state.resolve("adapter"));
             return;
@@ -390,6 +391,7 @@ public final class TrainRun {
             }
         }
         LimaConfig.Adapter a = cfg.adapter();
+        if (a.qlora()) model.quantizeNf4(a.doubleQuant());  // after the base was saved in full precision
         model.addAdapter(new Model.AdapterSpec(a.r(), (float) a.alpha(), (float) a.dropout(), a.targetSet(),
                 a.trainEot() ? new int[] {eot} : new int[0], a.rslora()), cfg.training().seed());
     }

@@ -233,6 +233,10 @@ public final class LimaNative {
 
     public static native int lima_model_merge_adapter(lima_model m);
 
+    public static native int lima_model_quantize_nf4(lima_model m, int doubleQuant);
+
+    public static native int lima_model_weight_bytes(@Const lima_model m, @Cast("int64_t*") long[] out);
+
     public static native int lima_model_remove_adapter(lima_model m);
 
     public static native int lima_model_adapter_info(@Const lima_model m, int[] r, float[] alpha, float[] dropout,
