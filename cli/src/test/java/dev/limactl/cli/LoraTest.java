@@ -189,6 +189,24 @@ class LoraTest {
         assertTrue(l0 != q0 && Math.abs(l0 - q0) < 0.05 * l0, "the first step's loss over NF4 weights is close to, not equal to, LoRA's");
     }
 
+    /** Data parallelism over an adapter: two local ranks (Gloo, ZeRO-1 over the adapter's state) train as one process does. */
+    @Test
+    void twoRanksTrainAnAdapterAsOneProcessDoes() throws Exception {
+        Path one = dir.resolve("one"), two = dir.resolve("two");
+        String[] common = concat(new String[] {"-q", "train", "--preset", "demo"}, LORA);
+        assertEquals(0, limactl(concat(common, "--run", one.toString())).code());
+        CliTest.Run r = limactl(concat(common, "--run", two.toString(), "--nproc-per-node", "2"));
+        assertEquals(0, r.code(), r.err());
+        List<String> a = Files.readAllLines(one.resolve("metrics.jsonl")), b = Files.readAllLines(two.resolve("metrics.jsonl"));
+        assertEquals(a.size(), b.size());
+        for (int i = 0; i < a.size(); i++) {
+            double x = json(a.get(i)).get("loss").asDouble(), y = json(b.get(i)).get("loss").asDouble();
+            assertEquals(x, y, 1e-5 * x, "loss of step " + (i + 1));
+        }
+        assertTrue(Files.exists(two.resolve("state/optimizer-rank1-of2.safetensors")));
+        assertTrue(Files.exists(two.resolve("checkpoints/epoch-02/adapter_model.safetensors")));
+    }
+
     @Test
     void badAdapterSettingsAreInputErrorsNamingTheKey() {
         record Case(String set, String says) {}
