@@ -41,6 +41,9 @@ std::string module_name(int layer, int j) {
 
 void check_config(const ModelConfig &mc, const AdapterConfig &c, const std::string &where) {
     LIMA_REQUIRE(c.r >= 1 && c.r <= 65536, LIMA_ERR_INVALID_ARGUMENT, where, ": r must be in [1, 65536], got ", c.r);
+    const int64_t smallest = std::min<int64_t>({mc.hidden_size, mc.kv_dim(), mc.q_dim(), mc.intermediate_size});
+    LIMA_REQUIRE(c.r <= smallest, LIMA_ERR_INVALID_ARGUMENT, where, ": r (", c.r, ") exceeds the smallest projection dimension of this model (",
+                 smallest, "): a rank that large is full rank");
     LIMA_REQUIRE(std::isfinite(c.alpha) && c.alpha > 0, LIMA_ERR_INVALID_ARGUMENT, where, ": alpha must be > 0, got ", c.alpha);
     LIMA_REQUIRE(std::isfinite(c.dropout) && c.dropout >= 0 && c.dropout < 1, LIMA_ERR_INVALID_ARGUMENT, where,
                  ": dropout must be in [0, 1), got ", c.dropout);

@@ -313,6 +313,8 @@ TEST(Lora, BadConfigsAndFilesAreClearErrors) {
     const int32_t bad_tok[1] = {c.vocab_size};
     EXPECT_LIMA_ERR(lima_model_add_adapter(m.get(), 0, 8, 0, LIMA_LORA_ALL, nullptr, 0, 0, 1), LIMA_ERR_INVALID_ARGUMENT, "r must be");
     EXPECT_LIMA_ERR(lima_model_add_adapter(m.get(), 4, 8, 1.0f, LIMA_LORA_ALL, nullptr, 0, 0, 1), LIMA_ERR_INVALID_ARGUMENT, "dropout");
+    EXPECT_LIMA_ERR(lima_model_add_adapter(m.get(), 17, 8, 0, LIMA_LORA_ALL, nullptr, 0, 0, 1), LIMA_ERR_INVALID_ARGUMENT,
+                    "exceeds the smallest projection dimension of this model (8)");
     EXPECT_LIMA_ERR(lima_model_add_adapter(m.get(), 4, 8, 0, 0, nullptr, 0, 0, 1), LIMA_ERR_INVALID_ARGUMENT, "targets");
     EXPECT_LIMA_ERR(lima_model_add_adapter(m.get(), 4, 8, 0, 1u << 9, nullptr, 0, 0, 1), LIMA_ERR_INVALID_ARGUMENT, "targets");
     EXPECT_LIMA_ERR(lima_model_add_adapter(m.get(), 4, 8, 0, LIMA_LORA_Q, bad_tok, 1, 0, 1), LIMA_ERR_INVALID_ARGUMENT,
