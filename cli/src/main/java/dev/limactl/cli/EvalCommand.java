@@ -12,7 +12,9 @@ import java.io.PrintWriter;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.Callable;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
@@ -151,11 +153,16 @@ public final class EvalCommand implements Runnable {
     }
 
     @Command(name = "agreement", mixinStandardHelpOptions = true,
-            description = "Tie-discounted accuracy between two annotators (human or judge) over their shared items (Section 4.1).")
+            description = {"Tie-discounted accuracy (Section 4.1) and Cohen's kappa between annotators over their shared items:",
+                    "two annotators (--a, --b), or every pair of the humans of a study export (--humans) and each human against a judge (--judge)."})
     static final class Agreement implements Callable<Integer> {
-        @Option(names = "--a", required = true, description = "Annotations: JSONL {item, label}, CSV item,label, or a pairwise.json report.") Path a;
+        @Option(names = "--a", description = "Annotations: JSONL {item, label}, CSV item,label, or a pairwise.json report.") Path a;
 
-        @Option(names = "--b", required = true, description = "The other annotator, same formats.") Path b;
+        @Option(names = "--b", description = "The other annotator, same formats.") Path b;
+
+        @Option(names = "--humans", description = "A study export (limactl annotate export): labels grouped by their 'annotator' field.") Path humans;
+
+        @Option(names = "--judge", description = "With --humans: a judge's verdicts (pairwise.json, or JSONL/CSV item,label) against each human.") Path judge;
 
         @Option(names = "--tie", defaultValue = "tie", description = "The tie label (default ${DEFAULT-VALUE}).") String tie;
 
@@ -163,17 +170,62 @@ public final class EvalCommand implements Runnable {
 
         @Override
         public Integer call() {
-            Evaluation.Agreement g = Evaluation.agreement(Annotations.read(a), Annotations.read(b), tie.toLowerCase());
-            Stats.MeanCi m = g.score();
-            if (g.shared() == 0) throw new IllegalArgumentException(a + " and " + b + " share no items");
-            if (m.n() == 0) {  // nothing to score (a judge whose every verdict was unparsable): said, not an error
-                spec.commandLine().getOut().printf("tie-discounted agreement n/a: %d shared items, none with a parsable label on both sides"
-                        + " (%d left out: unparsable verdict)%n", g.shared(), g.leftOut());
+            PrintWriter out = spec.commandLine().getOut();
+            String t = tie.toLowerCase();
+            if (humans == null) {
+                if (a == null || b == null || judge != null) {
+                    throw new IllegalArgumentException("eval agreement: give --a and --b (two annotators), or --humans [--judge]");
+                }
+                Evaluation.Agreement g = Evaluation.agreement(Annotations.read(a), Annotations.read(b), t);
+                if (g.shared() == 0) throw new IllegalArgumentException(a + " and " + b + " share no items");
+                printAgreement(out, null, g);
                 return ExitCodes.OK;
             }
-            spec.commandLine().getOut().printf("tie-discounted agreement %.3f over %d shared items (95%% Wilson interval [%.3f, %.3f])%s%n",
-                    m.mean(), m.n(), m.low(), m.high(), g.leftOut() == 0 ? "" : "; " + g.leftOut() + " item(s) left out: unparsable verdict");
+            if (a != null || b != null) throw new IllegalArgumentException("eval agreement: --humans goes without --a and --b");
+            Map<String, Map<String, String>> people = Annotations.readAll(humans);
+            if (people.isEmpty()) throw new IllegalArgumentException(humans + " holds no labels");
+            List<Evaluation.PairAgreement> hh = Evaluation.pairs(people, t);
+            if (people.size() > 1 && hh.isEmpty()) out.printf("human-human: no two annotators of %s share an item%n", humans);
+            for (Evaluation.PairAgreement p : hh) printAgreement(out, p.a() + " / " + p.b(), p.agreement());
+            summary(out, "human-human", hh);
+            if (judge != null) {
+                Map<String, Map<String, String>> j = Annotations.readAll(judge);
+                if (j.size() != 1) throw new IllegalArgumentException(judge + " holds " + j.size() + " annotators: --judge takes one");
+                var judgeName = j.keySet().iterator().next();
+                List<Evaluation.PairAgreement> hj = new ArrayList<>();
+                for (var e : people.entrySet()) {
+                    Evaluation.Agreement g = Evaluation.agreement(e.getValue(), j.get(judgeName), t);
+                    if (g.shared() > 0) hj.add(new Evaluation.PairAgreement(e.getKey(), judgeName, g));
+                }
+                if (hj.isEmpty()) throw new IllegalArgumentException(humans + " and " + judge + " share no items");
+                for (Evaluation.PairAgreement p : hj) printAgreement(out, p.a() + " / " + p.b(), p.agreement());
+                summary(out, "human-judge", hj);
+            }
             return ExitCodes.OK;
         }
+
+        /** The mean over pairs of their agreement, as the paper reports it (pairs with nothing to score left out). */
+        private static void summary(PrintWriter out, String what, List<Evaluation.PairAgreement> pairs) {
+            List<Evaluation.PairAgreement> scored = pairs.stream().filter(p -> p.agreement().score().n() > 0).toList();
+            if (scored.size() < 2) return;
+            double mean = scored.stream().mapToDouble(p -> p.agreement().score().mean()).average().orElseThrow();
+            double[] kappas = scored.stream().mapToDouble(p -> p.agreement().kappa()).filter(Double::isFinite).toArray();
+            out.printf("%s: mean tie-discounted agreement %.3f over %d pairs; mean kappa %s%n", what, mean, scored.size(),
+                    kappas.length == 0 ? "n/a" : String.format(java.util.Locale.ROOT, "%.3f", Arrays.stream(kappas).average().orElseThrow()));
+        }
+    }
+
+    /** One agreement line: tie-discounted accuracy with its interval, Cohen's kappa, what was left out. */
+    static void printAgreement(PrintWriter out, String who, Evaluation.Agreement g) {
+        Stats.MeanCi m = g.score();
+        String prefix = who == null ? "" : who + ": ";
+        if (m.n() == 0) {  // nothing to score (a judge whose every verdict was unparsable): said, not an error
+            out.printf("%stie-discounted agreement n/a: %d shared items, none with a parsable label on both sides"
+                    + " (%d left out: unparsable verdict)%n", prefix, g.shared(), g.leftOut());
+            return;
+        }
+        out.printf("%stie-discounted agreement %.3f over %d shared items (95%% Wilson interval [%.3f, %.3f]); Cohen's kappa %s%s%n", prefix,
+                m.mean(), m.n(), m.low(), m.high(), Double.isNaN(g.kappa()) ? "n/a" : String.format(java.util.Locale.ROOT, "%.3f", g.kappa()),
+                g.leftOut() == 0 ? "" : "; " + g.leftOut() + " item(s) left out: unparsable verdict");
     }
 }

@@ -46,12 +46,7 @@ public final class ServeCommand implements Callable<Integer> {
                     + " (set --api-key or LIMACTL_API_KEY)%n", host);
             err.flush();
         }
-        java.util.function.Consumer<String> log = accessLog ? line -> {
-            synchronized (err) {
-                err.println(line);
-                err.flush();
-            }
-        } : line -> { };
+        java.util.function.Consumer<String> log = accessLog(err, accessLog);
         try (ModelDir md = modelOptions.open();
              OpenAiServer server = listen(md, key, log)) {
             server.start();
@@ -62,6 +57,17 @@ public final class ServeCommand implements Callable<Integer> {
             stop.await();
         }
         return ExitCodes.OK;
+    }
+
+    /** The access log of a server: one line per request on stderr, whole lines from concurrent requests; off: nothing. */
+    static java.util.function.Consumer<String> accessLog(PrintWriter err, boolean on) {
+        if (!on) return line -> { };
+        return line -> {
+            synchronized (err) {
+                err.println(line);
+                err.flush();
+            }
+        };
     }
 
     private OpenAiServer listen(ModelDir md, String key, java.util.function.Consumer<String> log) throws java.io.IOException {

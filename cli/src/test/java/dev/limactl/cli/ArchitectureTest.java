@@ -20,7 +20,7 @@ class ArchitectureTest {
 
     static final ArchRule layers = layeredArchitecture().consideringOnlyDependenciesInLayers()
             .layer("cli").definedBy("dev.limactl.cli..")
-            .layer("apps").definedBy("dev.limactl.eval..", "dev.limactl.serve..")
+            .layer("apps").definedBy("dev.limactl.eval..", "dev.limactl.serve..", "dev.limactl.annotate..")
             .layer("run").definedBy("dev.limactl.train..", "dev.limactl.generate..", "dev.limactl.plan..")
             .layer("formats").definedBy("dev.limactl.tokenizer..", "dev.limactl.chat..", "dev.limactl.checkpoint..", "dev.limactl.config..")
             .layer("engine").definedBy("dev.limactl.engine..")
@@ -42,7 +42,7 @@ class ArchitectureTest {
     static final ArchRule leanEngine = noClasses().that().resideInAnyPackage(LEAN)
             .should().dependOnClassesThat().resideInAnyPackage("org.jfree..", "org.apache.commons.math3..", "com.sun.net.httpserver..",
                     "org.jsoup..", "org.apache.commons.csv..", "org.slf4j.simple..", "dev.limactl.eval..", "dev.limactl.serve..",
-                    "dev.limactl.data.curate..")
+                    "dev.limactl.data.curate..", "dev.limactl.annotate..", "io.javalin..", "org.sqlite..")
             .as("the engine a service embeds (limactl-engine, limactl-arrow-data) needs no charts, HTTP server, judge,"
                     + " HTML/CSV libraries or logging binding");
 
@@ -64,7 +64,8 @@ class ArchitectureTest {
     @Test
     void everyModuleIsImported() {
         for (String pkg : new String[] {"dev.limactl.cli", "dev.limactl.engine.binding", "dev.limactl.train", "dev.limactl.data",
-                "dev.limactl.data.curate", "dev.limactl.eval", "dev.limactl.serve", "dev.limactl.checkpoint"}) {
+                "dev.limactl.data.curate", "dev.limactl.eval", "dev.limactl.serve", "dev.limactl.checkpoint",
+                "dev.limactl.annotate"}) {
             org.junit.jupiter.api.Assertions.assertTrue(CLASSES.stream().anyMatch(c -> c.getPackageName().equals(pkg)),
                     "no classes of " + pkg + " imported: the rules would pass vacuously");
         }

@@ -22,9 +22,26 @@ import org.apache.commons.csv.CSVRecord;
 public final class Annotations {
     private Annotations() {}
 
+    /** One annotator's labels; a file that holds several annotators' (an export of a study) is refused, naming them. */
     public static Map<String, String> read(Path file) {
-        Map<String, String> out = new LinkedHashMap<>();
+        Map<String, Map<String, String>> all = readAll(file);
+        if (all.size() > 1) {
+            throw new IllegalArgumentException(file + " holds the labels of " + all.size() + " annotators " + all.keySet()
+                    + ": use eval agreement --humans for a study export");
+        }
+        return all.isEmpty() ? new LinkedHashMap<>() : all.values().iterator().next();
+    }
+
+    /**
+     * Labels per annotator: JSONL or CSV records with an {@code annotator} field (a study export of
+     * {@code limactl annotate export}) are grouped by it; a file without one is one annotator, named by
+     * the file (a pairwise.json report by its judge model). The same item twice for one annotator is an
+     * error naming the line.
+     */
+    public static Map<String, Map<String, String>> readAll(Path file) {
+        Map<String, Map<String, String>> out = new LinkedHashMap<>();
         String name = file.getFileName().toString();
+        String self = name.replaceFirst("\\.(jsonl|csv|json)$", "");
         try {
             if (name.endsWith(".csv")) {
                 try (Reader r = dev.limactl.data.Utf8Text.reader(file)) {
@@ -32,16 +49,19 @@ public final class Annotations {
                     if (!p.getHeaderMap().keySet().containsAll(List.of("item", "label"))) {
                         throw new IllegalArgumentException(file + ": expected columns item,label; got " + p.getHeaderNames());
                     }
+                    boolean named = p.getHeaderMap().containsKey("annotator");
                     for (CSVRecord rec : p) {
                         if (!rec.isConsistent()) throw new IllegalArgumentException(file + ": record " + rec.getRecordNumber() + " is malformed");
-                        out.put(rec.get("item"), rec.get("label").strip().toLowerCase());
+                        put(out, named ? rec.get("annotator") : self, rec.get("item"), rec.get("label"), file + ": record " + rec.getRecordNumber());
                     }
                 }
             } else if (name.endsWith(".json")) {
                 JsonNode n = new ObjectMapper().readTree(dev.limactl.data.Utf8Text.read(file));
                 JsonNode v = n.at("/results/0/verdicts");
                 if (!v.isObject()) throw new IllegalArgumentException(file + ": not a limactl pairwise.json report");
-                v.fields().forEachRemaining(e -> out.put(e.getKey(), e.getValue().asText()));
+                String judge = n.path("judge").isTextual() ? "judge " + n.get("judge").asText() : self;
+                Map<String, String> m = out.computeIfAbsent(judge, k -> new LinkedHashMap<>());
+                v.fields().forEachRemaining(e -> m.put(e.getKey(), e.getValue().asText()));
             } else {
                 ObjectMapper json = new ObjectMapper();
                 List<String> lines = dev.limactl.data.Utf8Text.lines(file);
@@ -51,7 +71,11 @@ public final class Annotations {
                     if (!n.path("item").isValueNode() || !n.path("label").isTextual()) {
                         throw new IllegalArgumentException(file + ":" + (i + 1) + ": expected {\"item\", \"label\"}");
                     }
-                    out.put(n.get("item").asText(), n.get("label").asText().strip().toLowerCase());
+                    if (n.has("annotator") && !n.get("annotator").isTextual()) {
+                        throw new IllegalArgumentException(file + ":" + (i + 1) + ": \"annotator\" must be a string");
+                    }
+                    put(out, n.has("annotator") ? n.get("annotator").asText() : self, n.get("item").asText(), n.get("label").asText(),
+                            file + ":" + (i + 1));
                 }
             }
         } catch (NoSuchFileException e) {
@@ -62,5 +86,12 @@ public final class Annotations {
             throw new UncheckedIOException("cannot read " + file, e);
         }
         return out;
+    }
+
+    private static void put(Map<String, Map<String, String>> out, String annotator, String item, String label, String where) {
+        Map<String, String> m = out.computeIfAbsent(annotator, k -> new LinkedHashMap<>());
+        if (m.put(item, label.strip().toLowerCase()) != null) {
+            throw new IllegalArgumentException(where + ": item " + item + " labelled twice by " + annotator);
+        }
     }
 }

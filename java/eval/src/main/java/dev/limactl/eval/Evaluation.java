@@ -109,7 +109,10 @@ public final class Evaluation {
     }
 
     /** Agreement over the shared items both annotators labelled; unparsable verdicts are left out and counted. */
-    public record Agreement(Stats.MeanCi score, int shared, int leftOut) {}
+    public record Agreement(Stats.MeanCi score, double kappa, int shared, int leftOut) {}
+
+    /** Agreement of one pair of annotators (human or judge), named. */
+    public record PairAgreement(String a, String b, Agreement agreement) {}
 
     /**
      * Mean tie-discounted accuracy of two annotators over their shared items, with a 95% Wilson
@@ -118,6 +121,7 @@ public final class Evaluation {
      */
     public static Agreement agreement(Map<String, String> a, Map<String, String> b, String tie) {
         List<Double> xs = new ArrayList<>();
+        List<String> la = new ArrayList<>(), lb = new ArrayList<>();
         int shared = 0, leftOut = 0;
         for (var e : a.entrySet()) {
             String other = b.get(e.getKey());
@@ -128,8 +132,26 @@ public final class Evaluation {
                 continue;
             }
             xs.add(Stats.tieDiscounted(e.getValue(), other, tie));
+            la.add(e.getValue());
+            lb.add(other);
         }
-        return new Agreement(Stats.wilson95(xs), shared, leftOut);
+        return new Agreement(Stats.wilson95(xs), Stats.cohensKappa(la, lb), shared, leftOut);
+    }
+
+    /**
+     * Every pair of the given annotators (in their order) that shares at least one item: the paper's
+     * human-human and human-judge agreement tables.
+     */
+    public static List<PairAgreement> pairs(Map<String, Map<String, String>> annotators, String tie) {
+        List<String> names = new ArrayList<>(annotators.keySet());
+        List<PairAgreement> out = new ArrayList<>();
+        for (int i = 0; i < names.size(); i++) {
+            for (int j = i + 1; j < names.size(); j++) {
+                Agreement g = agreement(annotators.get(names.get(i)), annotators.get(names.get(j)), tie);
+                if (g.shared() > 0) out.add(new PairAgreement(names.get(i), names.get(j), g));
+            }
+        }
+        return out;
     }
 
     private static boolean unlabelled(String label) {

@@ -26,8 +26,20 @@ public final class Reports {
     private Reports() {}
 
     public static void pairwise(Path dir, String ours, List<Evaluation.Pairwise> results, String judgeModel) {
-        StringBuilder md = new StringBuilder("# Pairwise preference: " + ours + "\n\nJudge: " + judgeModel
-                + ". Each prompt asked in both orders; disagreement counts as a tie.\n\n| baseline | " + ours
+        pairwise(dir, "pairwise", ours, results, judgeModel, "Judge: " + judgeModel + ". Each prompt asked in both orders; disagreement counts as a tie.");
+    }
+
+    /**
+     * The paper's Figure 1 from a human study: each annotator's verdict on each item they answered
+     * (ours shown on a random side), as shares of all human verdicts; written as human-pairwise.*.
+     */
+    public static void humanPairwise(Path dir, String ours, Evaluation.Pairwise verdicts, int annotators) {
+        pairwise(dir, "human-pairwise", ours, List.of(verdicts), "human annotators",
+                "Human annotators: " + annotators + ". Each verdict of each annotator counts once; our response was shown on a random side.");
+    }
+
+    private static void pairwise(Path dir, String name, String ours, List<Evaluation.Pairwise> results, String judgeModel, String protocol) {
+        StringBuilder md = new StringBuilder("# Pairwise preference: " + ours + "\n\n" + protocol + "\n\n| baseline | " + ours
                 + " wins | tie | baseline wins | unparsable |\n|---|---|---|---|---|\n");
         DefaultCategoryDataset ds = new DefaultCategoryDataset();
         for (Evaluation.Pairwise p : results) {
@@ -41,10 +53,14 @@ public final class Reports {
                 PlotOrientation.HORIZONTAL, true, false, false);
         c.getCategoryPlot().getRangeAxis().setRange(0, 100);
         if (results.stream().allMatch(p -> p.count("win") + p.count("tie") + p.count("loss") == 0)) noScores(c, md);
-        write(dir, "pairwise", Map.of("ours", ours, "judge", judgeModel, "results", results), md.toString(), c);
+        write(dir, name, Map.of("ours", ours, "judge", judgeModel, "results", results), md.toString(), c);
     }
 
     public static void absolute(Path dir, String system, Evaluation.Absolute a, String judgeModel) {
+        absolute(dir, "absolute", system, a, judgeModel);
+    }
+
+    public static void absolute(Path dir, String name, String system, Evaluation.Absolute a, String judgeModel) {
         DefaultCategoryDataset ds = new DefaultCategoryDataset();
         StringBuilder md = new StringBuilder("# Absolute grades: " + system + "\n\nJudge: " + judgeModel + "\n\n| grade | count |\n|---|---|\n");
         for (String g : List.of("fail", "pass", "excellent", "unparsable")) {
@@ -56,7 +72,7 @@ public final class Reports {
             c.getCategoryPlot().getRangeAxis().setRange(0, 1);
             noScores(c, md);
         }
-        write(dir, "absolute", Map.of("system", system, "judge", judgeModel, "grades", a.grades()), md.toString(), c);
+        write(dir, name, Map.of("system", system, "judge", judgeModel, "grades", a.grades()), md.toString(), c);
     }
 
     public static void likert(Path dir, List<Evaluation.Likert> results, String judgeModel) {

@@ -49,4 +49,26 @@ public final class Stats {
         if (a.equals(tie) || b.equals(tie)) return 0.5;
         return 0.0;
     }
+
+    /**
+     * Cohen's kappa of two raters over the same items (labels at equal indices): (p_o - p_e) / (1 - p_e)
+     * with p_e from each rater's own label frequencies. NaN when it is undefined: no items, or both
+     * raters used one and the same label throughout (p_e = 1).
+     */
+    public static double cohensKappa(List<String> a, List<String> b) {
+        if (a.size() != b.size()) throw new IllegalArgumentException("kappa needs two label lists of one length, got " + a.size() + " and " + b.size());
+        int n = a.size();
+        if (n == 0) return Double.NaN;
+        java.util.Map<String, Integer> ca = new java.util.HashMap<>(), cb = new java.util.HashMap<>();
+        int agree = 0;
+        for (int i = 0; i < n; i++) {
+            if (a.get(i).equals(b.get(i))) agree++;
+            ca.merge(a.get(i), 1, Integer::sum);
+            cb.merge(b.get(i), 1, Integer::sum);
+        }
+        double po = (double) agree / n, pe = 0;
+        for (var e : ca.entrySet()) pe += (double) e.getValue() / n * cb.getOrDefault(e.getKey(), 0) / n;
+        if (pe >= 1.0) return Double.NaN;
+        return (po - pe) / (1 - pe);
+    }
 }

@@ -203,6 +203,39 @@ class EvaluationTest {
     }
 
     @Test
+    void cohensKappaMatchesTheTextbookExample() {
+        // 50 items: both yes 20, A yes / B no 5, A no / B yes 10, both no 15 -> p_o 0.7, p_e 0.5, kappa 0.4
+        List<String> a = new java.util.ArrayList<>(), b = new java.util.ArrayList<>();
+        int[][] cells = {{20, 1, 1}, {5, 1, 0}, {10, 0, 1}, {15, 0, 0}};
+        for (int[] c : cells) {
+            for (int i = 0; i < c[0]; i++) {
+                a.add(c[1] == 1 ? "yes" : "no");
+                b.add(c[2] == 1 ? "yes" : "no");
+            }
+        }
+        assertEquals(0.4, Stats.cohensKappa(a, b), 1e-12);
+        assertEquals(1.0, Stats.cohensKappa(List.of("win", "tie", "loss"), List.of("win", "tie", "loss")), 1e-12);
+        // worse than chance is negative; one label throughout on both sides is undefined, not 1
+        assertEquals(-1.0, Stats.cohensKappa(List.of("win", "loss"), List.of("loss", "win")), 1e-12);
+        assertTrue(Double.isNaN(Stats.cohensKappa(List.of("win", "win"), List.of("win", "win"))));
+        assertTrue(Double.isNaN(Stats.cohensKappa(List.of(), List.of())));
+        assertThrows(IllegalArgumentException.class, () -> Stats.cohensKappa(List.of("a"), List.of()));
+        // agreement carries it, over the items both labelled
+        Evaluation.Agreement g = Evaluation.agreement(Map.of("1", "win", "2", "loss", "3", "unparsable"), Map.of("1", "win", "2", "loss", "3", "win"), "tie");
+        assertEquals(1.0, g.kappa(), 1e-12);
+        // every pair of annotators that shares an item, in order
+        Map<String, Map<String, String>> people = new java.util.LinkedHashMap<>();
+        people.put("x", Map.of("1", "win"));
+        people.put("y", Map.of("1", "tie"));
+        people.put("z", Map.of("2", "win"));
+        List<Evaluation.PairAgreement> pairs = Evaluation.pairs(people, "tie");
+        assertEquals(1, pairs.size());
+        assertEquals("x", pairs.get(0).a());
+        assertEquals("y", pairs.get(0).b());
+        assertEquals(0.5, pairs.get(0).agreement().score().mean(), 1e-12);
+    }
+
+    @Test
     void agreementIsTieDiscountedAccuracy() {
         Map<String, String> a = Map.of("1", "A", "2", "tie", "3", "B", "4", "A", "9", "A");
         Map<String, String> b = Map.of("1", "A", "2", "B", "3", "A", "4", "tie");
