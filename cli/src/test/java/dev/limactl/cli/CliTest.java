@@ -1,6 +1,7 @@
 package dev.limactl.cli;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
@@ -130,6 +131,44 @@ class CliTest {
         assertTrue(bad.err().contains("none.yaml does not exist"), bad.err());
         Run idx = limactl("data", "show", out.resolve("dev.arrow").toString(), "-t", LLAMA_TOK, "--index", "99");
         assertEquals(ExitCodes.INVALID_INPUT, idx.code());
+    }
+
+    /**
+     * A base whose tokenizer is only a tokenizer.json (here a character-level one written for the test):
+     * every checkpoint holds that file and the base's tokenizer_config.json as regular files (it once got an
+     * empty directory named tokenizer.model), and generate runs on the checkpoint.
+     */
+    @Test
+    void aTokenizerJsonOnlyBaseGivesCheckpointsWithItsTokenizerFiles() throws Exception {
+        Path base = dir.resolve("hf-tok");
+        Files.createDirectories(base);
+        StringBuilder vocab = new StringBuilder("\"<unk>\": 0, \"<s>\": 1, \"</s>\": 2");
+        int id = 3;
+        for (char ch = 32; ch < 127; ch++) {
+            vocab.append(", ").append(new ObjectMapper().writeValueAsString(String.valueOf(ch))).append(": ").append(id++);
+        }
+        String added = "[{\"id\": 0, \"content\": \"<unk>\", \"single_word\": false, \"lstrip\": false, \"rstrip\": false, \"normalized\": false, \"special\": true},"
+                + " {\"id\": 1, \"content\": \"<s>\", \"single_word\": false, \"lstrip\": false, \"rstrip\": false, \"normalized\": false, \"special\": true},"
+                + " {\"id\": 2, \"content\": \"</s>\", \"single_word\": false, \"lstrip\": false, \"rstrip\": false, \"normalized\": false, \"special\": true}]";
+        Files.writeString(base.resolve("tokenizer.json"), "{\"version\": \"1.0\", \"truncation\": null, \"padding\": null, \"added_tokens\": " + added
+                + ", \"normalizer\": null, \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \".\"}, \"behavior\": \"Isolated\", \"invert\": false},"
+                + " \"post_processor\": null, \"decoder\": null, \"model\": {\"type\": \"WordLevel\", \"vocab\": {" + vocab + "}, \"unk_token\": \"<unk>\"}}");
+        Files.writeString(base.resolve("tokenizer_config.json"), "{\"bos_token\": \"<s>\", \"eos_token\": \"</s>\"}");
+        Path run = dir.resolve("hf-run");
+        Run t = limactl(concat(new String[] {"-q", "train", "--preset", "demo", "--init", "random", "--run", run.toString(),
+                "--set", "model.tokenizer=" + base, "--set", "training.epochs=1"}, java.util.Arrays.copyOfRange(SMALL, 0, 8)));
+        assertEquals(0, t.code(), t.err());
+        Path ck = run.resolve("checkpoints/epoch-01");
+        assertTrue(Files.isRegularFile(ck.resolve("tokenizer.json")));
+        assertEquals(Files.readString(base.resolve("tokenizer.json")), Files.readString(ck.resolve("tokenizer.json")));
+        assertTrue(Files.isRegularFile(ck.resolve("tokenizer_config.json")));
+        assertFalse(Files.exists(ck.resolve("tokenizer.model")), "a tokenizer.model appeared in the checkpoint");
+        Path prompts = dir.resolve("p.jsonl");
+        Files.writeString(prompts, "{\"conversations\": [\"How do I brew coffee?\"]}\n");
+        Run g = limactl("-q", "generate", "-m", ck.toString(), "--prompts", prompts.toString(), "--out", dir.resolve("hf-answers.jsonl").toString(),
+                "--max-new-tokens", "8");
+        assertEquals(0, g.code(), g.err());
+        assertEquals(1, Files.readAllLines(dir.resolve("hf-answers.jsonl")).size());
     }
 
     @Test

@@ -32,6 +32,12 @@ public interface Tokenizer extends AutoCloseable {
      * {@code tokenizer.json} (Hugging Face); a directory is searched for those names in that order.
      */
     static Tokenizer open(Path path) {
+        Path p = file(path);
+        return p.getFileName().toString().endsWith(".json") ? HfTokenizer.open(p) : SentencePieceTokenizer.open(p);
+    }
+
+    /** The tokenizer file {@link #open} reads for a file or a model directory. */
+    static Path file(Path path) {
         Path p = path;
         if (Files.isDirectory(p)) {
             if (Files.exists(p.resolve("tokenizer.model"))) p = p.resolve("tokenizer.model");
@@ -39,6 +45,10 @@ public interface Tokenizer extends AutoCloseable {
             else throw new TokenizerException("directory " + path + " has neither tokenizer.model nor tokenizer.json");
         }
         if (!Files.isRegularFile(p)) throw new TokenizerException("tokenizer file " + p + " does not exist");
-        return p.getFileName().toString().endsWith(".json") ? HfTokenizer.open(p) : SentencePieceTokenizer.open(p);
+        return p;
     }
+
+    /** The Hugging Face tokenizer files a model directory may hold, kept together in every checkpoint. */
+    java.util.List<String> FILES = java.util.List.of("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+            "added_tokens.json");
 }

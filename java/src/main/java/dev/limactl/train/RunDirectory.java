@@ -146,9 +146,23 @@ final class RunDirectory {
         return ck;
     }
 
-    /** The tokenizer file into a checkpoint directory, under its standard name. */
+    /**
+     * The tokenizer into a checkpoint directory: every tokenizer file of the model directory it comes
+     * from (tokenizer.model and/or tokenizer.json, tokenizer_config.json, special_tokens_map.json,
+     * added_tokens.json, as the base had them); a tokenizer given as a file of another name is copied
+     * under its standard name.
+     */
     void copyTokenizer(Path tokenizer, Path dir) {
-        copy(tokenizer, dir.resolve(tokenizer.getFileName().toString().endsWith(".json") ? "tokenizer.json" : "tokenizer.model"));
+        Path file = dev.limactl.tokenizer.Tokenizer.file(tokenizer);
+        String name = file.getFileName().toString();
+        if (!dev.limactl.tokenizer.Tokenizer.FILES.contains(name)) {
+            copy(file, dir.resolve(name.endsWith(".json") ? "tokenizer.json" : "tokenizer.model"));
+            return;
+        }
+        Path from = file.toAbsolutePath().getParent();
+        for (String f : dev.limactl.tokenizer.Tokenizer.FILES) {
+            if (Files.isRegularFile(from.resolve(f))) copy(from.resolve(f), dir.resolve(f));
+        }
     }
 
     /** After a crash between a metrics line and the next state save, drop the lines the resume will redo. */
