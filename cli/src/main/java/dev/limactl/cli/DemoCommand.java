@@ -45,7 +45,9 @@ public final class DemoCommand implements Callable<Integer> {
         out.println();
         out.println("limactl demo: summary");
         for (int e = 0; e < r.epochLosses().size(); e++) {
-            out.printf("  epoch %2d  mean train loss %.4f  checkpoint %s%n", e + 1, r.epochLosses().get(e), r.checkpoints().get(e));
+            Path ck = dir.resolve("checkpoints").resolve(String.format("epoch-%02d", e + 1));
+            out.printf("  epoch %2d  mean train loss %.4f  checkpoint %s%n", e + 1, r.epochLosses().get(e),
+                    java.nio.file.Files.exists(ck) ? ck : "(not kept: checkpoint.keep)");
         }
         out.printf("  %d optimiser steps in %.1f s; run directory %s (metrics.jsonl, config.yaml)%n", r.steps(), secs, dir);
         answerOneDevPrompt(r.checkpoints().get(r.checkpoints().size() - 1), dir, out);

@@ -55,8 +55,14 @@ final class ProgressBar implements TrainListener {
     public void onEpoch(int epoch, Path checkpoint, double devPerplexity) {
         if (quiet) return;
         if (tty) err.println();
-        err.printf("epoch %d: checkpoint %s%s%n", epoch, checkpoint,
+        err.printf("epoch %d: %s%s%n", epoch, checkpoint == null ? "no checkpoint (checkpoint.keep)" : "checkpoint " + checkpoint,
                 Double.isNaN(devPerplexity) ? "" : String.format(", dev perplexity %.2f", devPerplexity));
+    }
+
+    @Override
+    public void onPruned(java.util.List<Path> checkpoints, String keep) {
+        if (quiet) return;
+        err.printf("pruned %s (checkpoint.keep: %s)%n", String.join(", ", checkpoints.stream().map(Path::toString).toList()), keep);
     }
 
     @Override

@@ -133,6 +133,38 @@ class CliTest {
         assertEquals(ExitCodes.INVALID_INPUT, idx.code());
     }
 
+    /** checkpoint.keep: epochs no term keeps are not written, last:N prunes older ones and says so, bad rules are exit 2. */
+    @Test
+    void checkpointKeepWritesAndPrunesOnlyWhatItSays() throws Exception {
+        String[] small = java.util.Arrays.copyOfRange(SMALL, 0, 8);
+        Path run = dir.resolve("keep");
+        Run r = limactl(concat(new String[] {"train", "--preset", "demo", "--init", "random", "--run", run.toString(), "--set", "training.epochs=4",
+                "--set", "checkpoint.keep=1,last:2"}, small));
+        assertEquals(0, r.code(), r.err());
+        List<String> kept;
+        try (var ls = Files.list(run.resolve("checkpoints"))) {
+            kept = ls.map(p -> p.getFileName().toString()).sorted().toList();
+        }
+        assertEquals(List.of("epoch-01", "epoch-03", "epoch-04"), kept);
+        assertTrue(r.err().contains("pruned " + run.resolve("checkpoints/epoch-02") + " (checkpoint.keep: 1,last:2)"), r.err());
+        Path window = dir.resolve("window");
+        r = limactl(concat(new String[] {"train", "--preset", "demo", "--init", "random", "--run", window.toString(), "--set", "training.epochs=4",
+                "--set", "checkpoint.keep=2-3"}, small));
+        assertEquals(0, r.code(), r.err());
+        try (var ls = Files.list(window.resolve("checkpoints"))) {
+            assertEquals(List.of("epoch-02", "epoch-03"), ls.map(p -> p.getFileName().toString()).sorted().toList());
+        }
+        assertTrue(r.err().contains("epoch 1: no checkpoint (checkpoint.keep)"), r.err());
+        assertFalse(r.err().contains("pruned"), "nothing was written that needed pruning: " + r.err());
+        for (String bad : new String[] {"0", "3-2", "last:0", "best", "", "20-30", "1,,2", "99999999999"}) {
+            Run b = limactl(concat(new String[] {"-q", "train", "--preset", "demo", "--init", "random", "--run", dir.resolve("bad").toString(),
+                    "--set", "training.epochs=4", "--set", "checkpoint.keep=" + bad}, small));
+            assertEquals(ExitCodes.INVALID_INPUT, b.code(), bad + ": " + b.err());
+            assertTrue(b.err().contains("checkpoint.keep"), b.err());
+            assertFalse(Files.exists(dir.resolve("bad/config.yaml")), "a refused run left its config");
+        }
+    }
+
     /**
      * A base whose tokenizer is only a tokenizer.json (here a character-level one written for the test):
      * every checkpoint holds that file and the base's tokenizer_config.json as regular files (it once got an

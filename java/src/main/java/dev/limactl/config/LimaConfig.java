@@ -62,8 +62,9 @@ public record LimaConfig(Model model, Data data, Optimizer optimizer, Training t
     /**
      * @param stateEverySteps save the resumable state every this many steps within an epoch (0: when 5
      *                        minutes of work have passed); it is always saved at the start and after each epoch
+     * @param keep            which epoch checkpoints stay: all, an epoch N, a range A-B, last:N, comma-separated
      */
-    public record Checkpoint(@JsonProperty("state_every_steps") int stateEverySteps) {}
+    public record Checkpoint(@JsonProperty("state_every_steps") int stateEverySteps, String keep) {}
 
     /**
      * Full fine-tuning (type none) or LoRA adapters over the frozen model (type lora), saved in PEFT's

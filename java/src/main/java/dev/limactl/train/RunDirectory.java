@@ -165,6 +165,19 @@ final class RunDirectory {
         }
     }
 
+    /** Deletes the epoch checkpoints up to {@code epoch} that {@code keep} does not keep; returns them. */
+    List<Path> pruneCheckpoints(dev.limactl.config.KeepRule keep, int epoch) {
+        List<Path> pruned = new ArrayList<>();
+        for (int k = 1; k <= epoch; k++) {
+            Path ck = checkpointDir(k);
+            if (!keep.keeps(k, epoch) && Files.exists(ck)) {
+                deleteTree(ck);
+                pruned.add(ck);
+            }
+        }
+        return pruned;
+    }
+
     /** After a crash between a metrics line and the next state save, drop the lines the resume will redo. */
     void keepMetricsUpTo(long step) {
         Path metrics = metrics();

@@ -62,12 +62,14 @@ public final class TrainRun {
     private final RunDirectory run;
     private final boolean resume;
     private final Placement place;
+    private final dev.limactl.config.KeepRule keep;
     private final AtomicBoolean stop = new AtomicBoolean();
     private final CountDownLatch finished = new CountDownLatch(1);
     private final AtomicBoolean started = new AtomicBoolean();
 
     private TrainRun(LimaConfig cfg, String configYaml, Path runDir, boolean resume, Placement place) {
         this.cfg = cfg;
+        this.keep = dev.limactl.config.KeepRule.parse(cfg.checkpoint().keep() == null ? "all" : cfg.checkpoint().keep());
         this.configYaml = configYaml;
         this.run = new RunDirectory(runDir);
         this.resume = resume;
@@ -267,7 +269,13 @@ public final class TrainRun {
                     }
                 }
                 epochLosses.add(lossN == 0 ? Double.NaN : lossSum / lossN);
-                checkpoints.add(endOfEpoch(s, trainer, comm, epoch, global, listener));
+                Path ck = endOfEpoch(s, trainer, comm, epoch, global, listener);
+                if (ck != null) checkpoints.add(ck);
+                if (place.rank() == 0) {
+                    List<Path> pruned = run.pruneCheckpoints(keep, epoch);
+                    checkpoints.removeAll(pruned);
+                    if (!pruned.isEmpty()) listener.onPruned(pruned, keep.text());
+                }
                 lastSave = System.nanoTime();
                 if (stopAgreed(comm) && epoch < tc.epochs()) {
                     listener.onStopped(run.dir.resolve("state"), global);
@@ -326,8 +334,9 @@ public final class TrainRun {
     private Path endOfEpoch(Session s, Trainer trainer, Communicator comm, int epoch, long global, TrainListener listener) {
         LimaConfig.Training tc = cfg.training();
         Dtype dtype = tc.saveDtype().equals("f32") ? Dtype.F32 : Dtype.BF16;
-        Path ck = place.rank() == 0 ? run.saveCheckpoint(s.model(), dtype, s.tokenizer(), s.eot(), epoch, global)
-                : run.checkpointDir(epoch);
+        // checkpoint.keep: an epoch no term keeps is not written at all
+        Path ck = !keep.writes(epoch) ? null
+                : place.rank() == 0 ? run.saveCheckpoint(s.model(), dtype, s.tokenizer(), s.eot(), epoch, global) : run.checkpointDir(epoch);
         run.saveState(s.model(), trainer, s.eot(), new RunDirectory.Position(epoch + 1, 0, global), comm, cfg.distributed().zeroStage());
         double ppl = s.dev().isEmpty() ? Double.NaN : Perplexity.of(s.model(), s.format(), s.dev(), tc.microBatchTokens()).perplexity();
         listener.onEpoch(epoch, ck, ppl);
