@@ -88,6 +88,16 @@ public final class ConfigLoader {
         return this;
     }
 
+    /** Hugging Face Trainer names accepted for limactl's keys (full dotted name -> our key in that section). */
+    static final Map<String, String> ALIASES = Map.of(
+            "training.num_train_epochs", "epochs",
+            "optimizer.learning_rate", "lr",
+            "optimizer.max_grad_norm", "grad_clip",
+            "optimizer.lr_scheduler_type", "schedule",
+            "optimizer.adam_beta1", "beta1",
+            "optimizer.adam_beta2", "beta2",
+            "optimizer.adam_epsilon", "eps");
+
     private void merge(JsonNode patch, String where, String prefix) {
         merge(tree, patch, where, prefix);
     }
@@ -97,7 +107,9 @@ public final class ConfigLoader {
         while (it.hasNext()) {
             Map.Entry<String, JsonNode> e = it.next();
             String key = prefix + e.getKey();
-            JsonNode cur = base.get(e.getKey());
+            String name = ALIASES.getOrDefault(key, e.getKey());  // a familiar name (Hugging Face's) for one of ours
+            key = prefix + name;
+            JsonNode cur = base.get(name);
             if (cur == null) {
                 List<String> known = new ArrayList<>();
                 base.fieldNames().forEachRemaining(known::add);
@@ -108,7 +120,7 @@ public final class ConfigLoader {
                 merge((ObjectNode) cur, e.getValue(), where, key + ".");
             } else {
                 if (e.getValue().isContainerNode()) throw new ConfigException(where + ": \"" + key + "\" must be a single value");
-                base.set(e.getKey(), e.getValue());
+                base.set(name, e.getValue());
             }
         }
     }

@@ -33,7 +33,12 @@ final class ConfigValidator {
         require(o.beta2() >= 0 && o.beta2() < 1, "optimizer.beta2", "must be in [0, 1), got " + o.beta2());
         require(o.eps() > 0, "optimizer.eps", "must be > 0, got " + o.eps());
         require(o.weightDecay() >= 0, "optimizer.weight_decay", "must be >= 0, got " + o.weightDecay());
-        require(o.gradClip() >= 0, "optimizer.grad_clip", "must be >= 0 (0 = off), got " + o.gradClip());
+        require(o.gradClip() >= 0 && Double.isFinite(o.gradClip()), "optimizer.grad_clip", "must be >= 0 (0 = off), got " + o.gradClip());
+        require(dev.limactl.train.LrSchedule.TYPES.contains(o.schedule()), "optimizer.schedule",
+                "must be one of " + dev.limactl.train.LrSchedule.TYPES + " (LIMA: linear), got " + o.schedule());
+        require(o.warmupSteps() >= 0, "optimizer.warmup_steps", "must be >= 0, got " + o.warmupSteps());
+        require(o.warmupRatio() >= 0 && o.warmupRatio() < 1, "optimizer.warmup_ratio", "must be in [0, 1), got " + o.warmupRatio());
+        require(o.warmupSteps() == 0 || o.warmupRatio() == 0, "optimizer.warmup_ratio", "and optimizer.warmup_steps: give one of them, not both");
         LimaConfig.Training t = c.training();
         positive(t.epochs(), "training.epochs");
         positive(t.batchSize(), "training.batch_size");

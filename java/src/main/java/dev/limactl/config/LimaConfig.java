@@ -34,7 +34,14 @@ public record LimaConfig(Model model, Data data, Optimizer optimizer, Training t
     /** AdamW and the linear learning-rate schedule (lr at the first step, final_lr at the last, no warm-up). */
     public record Optimizer(double lr, @JsonProperty("final_lr") double finalLr, double beta1, double beta2, double eps,
                             @JsonProperty("weight_decay") double weightDecay,
-                            @JsonProperty("grad_clip") double gradClip) {}
+                            @JsonProperty("grad_clip") double gradClip,
+                            String schedule,
+                            @JsonProperty("warmup_steps") long warmupSteps,
+                            @JsonProperty("warmup_ratio") double warmupRatio) {
+        public Optimizer {
+            if (schedule == null) schedule = "linear";  // a run made before the key existed
+        }
+    }
 
     /**
      * @param batchSize        examples per optimiser step (LIMA: 32; 64 for smaller models)

@@ -217,7 +217,7 @@ public final class TrainRun {
         listener.onStart(new Plan(data.examples().size(), stepsPerEpoch, tc.epochs(), total, data.trimmedExamples(),
                 data.trimmedTokens(), data.dropped(), trained, eot, start.globalStep(), cfg.adapter().lora() ? model.numParams() : 0));
         return new Session(model, tokPath, eot, format, data, dev, stepsPerEpoch,
-                new LrSchedule(cfg.optimizer().lr(), cfg.optimizer().finalLr(), total), start);
+                schedule(total), start);
     }
 
     /** The epochs from the start position: steps, then each epoch's checkpoint, state and dev perplexity. */
@@ -341,6 +341,12 @@ public final class TrainRun {
         double ppl = s.dev().isEmpty() ? Double.NaN : Perplexity.of(s.model(), s.format(), s.dev(), tc.microBatchTokens()).perplexity();
         listener.onEpoch(epoch, ck, ppl);
         return ck;
+    }
+
+    /** The config's schedule over a run of {@code total} steps (LIMA's presets: linear, no warm-up). */
+    private LrSchedule schedule(long total) {
+        LimaConfig.Optimizer o = cfg.optimizer();
+        return new LrSchedule(o.lr(), o.finalLr(), total, o.schedule(), LrSchedule.warmup(o.warmupSteps(), o.warmupRatio(), total));
     }
 
     private TrainOptions trainOptions() {

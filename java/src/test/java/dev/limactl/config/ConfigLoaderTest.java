@@ -30,11 +30,40 @@ class ConfigLoaderTest {
         assertEquals(0.1, big.optimizer().weightDecay());
         assertEquals(2048, big.data().maxTokens());
         assertEquals(0.3, big.training().residDropout());
+        // the paper names no clipping, no warm-up, a linear decay
+        assertEquals(0.0, big.optimizer().gradClip());
+        assertEquals("linear", big.optimizer().schedule());
+        assertEquals(0, big.optimizer().warmupSteps());
+        assertEquals(0.0, big.optimizer().warmupRatio());
         LimaConfig small = ConfigLoader.preset("lima-7b").set(List.of("model.path=/ckpt", "data.train=t.jsonl")).load();
         assertEquals(64, small.training().batchSize());
         assertEquals(0.2, small.training().residDropout());
+        assertEquals(0.0, small.optimizer().gradClip());
         LimaConfig demo = ConfigLoader.preset("demo").load();
         assertEquals("random", demo.model().init());
+        assertEquals(1.0, demo.optimizer().gradClip());
+    }
+
+    @Test
+    void huggingFaceNamesAreAliasesAndSchedulesAreChecked() {
+        LimaConfig c = ConfigLoader.preset("lima-7b").set(List.of("model.path=/ckpt", "data.train=t.jsonl", "training.num_train_epochs=3",
+                "optimizer.learning_rate=2e-5", "optimizer.max_grad_norm=0.5", "optimizer.lr_scheduler_type=cosine",
+                "optimizer.warmup_ratio=0.1", "optimizer.adam_beta2=0.999")).load();
+        assertEquals(3, c.training().epochs());
+        assertEquals(2e-5, c.optimizer().lr());
+        assertEquals(0.5, c.optimizer().gradClip());
+        assertEquals("cosine", c.optimizer().schedule());
+        assertEquals(0.1, c.optimizer().warmupRatio());
+        assertEquals(0.999, c.optimizer().beta2());
+        for (String bad : List.of("optimizer.schedule=exponential", "optimizer.warmup_steps=-1", "optimizer.warmup_ratio=1.0",
+                "optimizer.grad_clip=-1")) {
+            ConfigException e = assertThrows(ConfigException.class,
+                    () -> ConfigLoader.preset("lima-7b").set(List.of("model.path=/ckpt", "data.train=t.jsonl", bad)).load(), bad);
+            assertTrue(e.getMessage().contains(bad.substring(0, bad.indexOf('='))), e.getMessage());
+        }
+        ConfigException both = assertThrows(ConfigException.class, () -> ConfigLoader.preset("lima-7b")
+                .set(List.of("model.path=/ckpt", "data.train=t.jsonl", "optimizer.warmup_steps=5", "optimizer.warmup_ratio=0.1")).load());
+        assertTrue(both.getMessage().contains("not both"), both.getMessage());
     }
 
     @Test

@@ -47,6 +47,29 @@ class TrainRunTest {
     }
 
     @Test
+    void warmUpAndCosineAndConstantSchedulesForOtherRecipes() {
+        // Hugging Face's linear warm-up: lr * step / W (0 at the first step), then the decay over the rest
+        LrSchedule w = new LrSchedule(1e-4, 0, 14, "linear", 4);
+        assertEquals(0.0, w.at(0), 1e-18);
+        assertEquals(0.5e-4, w.at(2), 1e-18);
+        assertEquals(1e-4, w.at(4), 1e-18);
+        assertEquals(1e-4 * (1 - 4.0 / 9), w.at(8), 1e-18);  // 4 of the 9 decay steps done
+        assertEquals(0.0, w.at(13), 1e-18);
+        LrSchedule c = new LrSchedule(1e-4, 1e-5, 11, "cosine", 0);
+        assertEquals(1e-4, c.at(0), 1e-18);
+        assertEquals(1e-5 + 0.9e-4 * 0.5, c.at(5), 1e-15);  // cos(pi/2) = 0: half-way between
+        assertEquals(1e-5, c.at(10), 1e-18);
+        assertTrue(c.at(2) > new LrSchedule(1e-4, 1e-5, 11).at(2), "cosine stays higher early on");
+        LrSchedule k = new LrSchedule(3e-4, 0, 10, "constant", 2);
+        assertEquals(1.5e-4, k.at(1), 1e-18);
+        assertEquals(3e-4, k.at(9), 1e-18);
+        assertEquals(3, LrSchedule.warmup(0, 0.03, 100));  // ceil(0.03 * 100)
+        assertEquals(5, LrSchedule.warmup(5, 0, 100));
+        assertThrows(dev.limactl.config.ConfigException.class, () -> LrSchedule.warmup(100, 0, 100));
+        assertThrows(IllegalArgumentException.class, () -> new LrSchedule(1e-4, 0, 10, "step", 0));
+    }
+
+    @Test
     void packingKeepsEveryTokenAndTargetInRowsOfTheLongestExample() {
         List<ChatFormat.Encoded> ex = new ArrayList<>();
         int[] lens = {10, 3, 4, 7, 2, 9};
