@@ -64,8 +64,13 @@ public record Checkpoint(int eotTokenId, String chatFormat, int epoch, long step
 
     /** Writes limactl.json into dir (atomically). */
     public void write(Path dir) {
-        String text = JSON.createObjectNode().put("eot_token_id", eotTokenId).put("chat_format", chatFormat).put("epoch", epoch)
-                .put("step", step).toPrettyString();
-        AtomicFiles.writeString(dir.resolve(FILE), text);
+        write(dir, Double.NaN);
+    }
+
+    /** Writes limactl.json into dir (atomically), with the dev perplexity of these weights when there is one. */
+    public void write(Path dir, double devPerplexity) {
+        var o = JSON.createObjectNode().put("eot_token_id", eotTokenId).put("chat_format", chatFormat).put("epoch", epoch).put("step", step);
+        if (Double.isFinite(devPerplexity)) o.put("dev_perplexity", devPerplexity);
+        AtomicFiles.writeString(dir.resolve(FILE), o.toPrettyString());
     }
 }

@@ -137,12 +137,12 @@ final class RunDirectory {
      * checkpoints/epoch-NN: the Hugging Face checkpoint (a LoRA run: the adapter in PEFT's format, fp32),
      * its tokenizer and limactl.json.
      */
-    Path saveCheckpoint(Model model, Dtype dtype, Path tokenizer, int eot, int epoch, long step) {
+    Path saveCheckpoint(Model model, Dtype dtype, Path tokenizer, int eot, int epoch, long step, double devPerplexity) {
         Path ck = checkpointDir(epoch);
         if (adapterBase != null) model.saveAdapter(ck, adapterBase.toAbsolutePath().toString());
         else model.save(ck, dtype);
         copyTokenizer(tokenizer, ck);
-        Checkpoint.lima(eot, epoch, step).write(ck);
+        Checkpoint.lima(eot, epoch, step).write(ck, devPerplexity);
         return ck;
     }
 

@@ -37,7 +37,8 @@ import java.util.concurrent.atomic.AtomicBoolean;
  * One fine-tuning run with the LIMA recipe, in a run directory:
  * <pre>
  *   config.yaml                 the resolved configuration (a resume reads it back)
- *   metrics.jsonl               one line per optimiser step
+ *   metrics.jsonl               one line per optimiser step (the epoch's last also has dev_perplexity)
+ *   tensorboard/                the same scalars as TensorBoard event files
  *   checkpoints/epoch-NN/       Hugging Face checkpoint + tokenizer + limactl.json, one per epoch
  *   state/                      resumable state: fp32 model, optimiser moments, position in the data
  * </pre>
@@ -235,17 +236,32 @@ public final class TrainRun {
         int every = cfg.checkpoint().stateEverySteps();
         long lastSave = System.nanoTime();
         try (BufferedWriter metrics = Files.newBufferedWriter(metricsFile, StandardCharsets.UTF_8, StandardOpenOption.CREATE,
-                StandardOpenOption.APPEND)) {
+                StandardOpenOption.APPEND);
+             TensorBoardWriter tb = place.rank() == 0 ? TensorBoardWriter.open(run.dir.resolve("tensorboard")) : null) {
             for (int epoch = s.start().epoch(); epoch <= tc.epochs(); epoch++) {
+                double devPerplexity = Double.NaN;
                 int[] order = order(s.data().examples().size(), tc.seed(), epoch);
                 double lossSum = 0;
                 long lossN = 0;
                 for (int k = epoch == s.start().epoch() ? s.start().stepInEpoch() : 0; k < s.stepsPerEpoch(); k++) {
                     StepMetrics m = trainStep(s, trainer, comm, s.data().step(order, k, tc.batchSize()), epoch, k, global, t0);
                     global = m.step();
-                    metrics.write(JSON.writeValueAsString(metricsJson(m)));
+                    ObjectNode line = metricsJson(m);
+                    if (k + 1 == s.stepsPerEpoch()) {  // the epoch's last step: its dev perplexity goes on this line
+                        devPerplexity = devPerplexity(s);
+                        if (Double.isFinite(devPerplexity)) line.put("dev_perplexity", devPerplexity);
+                    }
+                    metrics.write(JSON.writeValueAsString(line));
                     metrics.write('\n');
                     metrics.flush();
+                    if (tb != null) {
+                        tb.scalar("train/loss", global, m.loss());
+                        tb.scalar("train/lr", global, m.lr());
+                        tb.scalar("train/grad_norm", global, m.gradNorm());
+                        tb.scalar("train/tokens_per_s", global, m.tokensPerSec());
+                        if (Double.isFinite(devPerplexity) && k + 1 == s.stepsPerEpoch()) tb.scalar("dev/perplexity", global, devPerplexity);
+                        tb.flush();
+                    }
                     lossSum += m.loss() * m.targets();
                     lossN += m.targets();
                     listener.onStep(m);
@@ -269,7 +285,7 @@ public final class TrainRun {
                     }
                 }
                 epochLosses.add(lossN == 0 ? Double.NaN : lossSum / lossN);
-                Path ck = endOfEpoch(s, trainer, comm, epoch, global, listener);
+                Path ck = endOfEpoch(s, trainer, comm, epoch, global, devPerplexity, listener);
                 if (ck != null) checkpoints.add(ck);
                 if (place.rank() == 0) {
                     List<Path> pruned = run.pruneCheckpoints(keep, epoch);
@@ -330,15 +346,19 @@ public final class TrainRun {
                 tokens / secs, (System.nanoTime() - t0) / 1e9, st.commSeconds() + lossComm);
     }
 
-    /** The epoch's checkpoint (rank 0), a resumable state at the next epoch, and the dev perplexity. */
-    private Path endOfEpoch(Session s, Trainer trainer, Communicator comm, int epoch, long global, TrainListener listener) {
+    /** The model's perplexity on the dev set (NaN without one). */
+    private double devPerplexity(Session s) {
+        return s.dev().isEmpty() ? Double.NaN : Perplexity.of(s.model(), s.format(), s.dev(), cfg.training().microBatchTokens()).perplexity();
+    }
+
+    /** The epoch's checkpoint (rank 0, with its dev perplexity in limactl.json) and a resumable state at the next epoch. */
+    private Path endOfEpoch(Session s, Trainer trainer, Communicator comm, int epoch, long global, double ppl, TrainListener listener) {
         LimaConfig.Training tc = cfg.training();
         Dtype dtype = tc.saveDtype().equals("f32") ? Dtype.F32 : Dtype.BF16;
         // checkpoint.keep: an epoch no term keeps is not written at all
         Path ck = !keep.writes(epoch) ? null
-                : place.rank() == 0 ? run.saveCheckpoint(s.model(), dtype, s.tokenizer(), s.eot(), epoch, global) : run.checkpointDir(epoch);
+                : place.rank() == 0 ? run.saveCheckpoint(s.model(), dtype, s.tokenizer(), s.eot(), epoch, global, ppl) : run.checkpointDir(epoch);
         run.saveState(s.model(), trainer, s.eot(), new RunDirectory.Position(epoch + 1, 0, global), comm, cfg.distributed().zeroStage());
-        double ppl = s.dev().isEmpty() ? Double.NaN : Perplexity.of(s.model(), s.format(), s.dev(), tc.microBatchTokens()).perplexity();
         listener.onEpoch(epoch, ck, ppl);
         return ck;
     }

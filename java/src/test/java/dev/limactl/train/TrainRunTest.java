@@ -148,6 +148,55 @@ class TrainRunTest {
         assertEquals(5e-3, first.get("lr").asDouble(), 1e-12);
     }
 
+    /**
+     * The dev perplexity of each epoch is on the epoch's last metrics line and in its checkpoint's
+     * limactl.json; the TensorBoard event files, read back with TensorBoard's own reader, hold the same
+     * loss, lr and perplexity at the same steps.
+     */
+    @Test
+    void devPerplexityPerEpochAndTensorBoardEventsFollowTheRun() throws Exception {
+        Path run = dir.resolve("tb");
+        TrainRun.create(small(), run).run(new TrainListener() {});
+        List<JsonNode> lines = new ArrayList<>();
+        for (String l : Files.readAllLines(run.resolve("metrics.jsonl"))) lines.add(new ObjectMapper().readTree(l));
+        assertEquals(6, lines.size());
+        List<Long> pplSteps = new ArrayList<>();
+        for (JsonNode n : lines) if (n.has("dev_perplexity")) pplSteps.add(n.get("step").asLong());
+        assertEquals(List.of(3L, 6L), pplSteps, "the dev perplexity belongs on each epoch's last step");
+        for (int e = 1; e <= 2; e++) {
+            JsonNode meta = new ObjectMapper().readTree(run.resolve(String.format("checkpoints/epoch-%02d/limactl.json", e)).toFile());
+            double ppl = lines.get(3 * e - 1).get("dev_perplexity").asDouble();
+            assertTrue(ppl > 1 && ppl < 2000, "implausible perplexity " + ppl);
+            assertEquals(ppl, meta.get("dev_perplexity").asDouble(), 0.0);
+        }
+        Process probe = new ProcessBuilder("python3", "-c", "import tensorboard").redirectErrorStream(true).start();
+        boolean ok = probe.waitFor(60, java.util.concurrent.TimeUnit.SECONDS) && probe.exitValue() == 0;
+        org.junit.jupiter.api.Assumptions.assumeTrue(ok, "python3 with tensorboard is not installed: the event-file cross-check is skipped");
+        Path script = dir.resolve("read_tb.py");
+        Files.writeString(script, String.join("\n",
+                "import json, sys",
+                "from tensorboard.backend.event_processing.event_accumulator import EventAccumulator",
+                "ea = EventAccumulator(sys.argv[1], size_guidance={'scalars': 0})",
+                "ea.Reload()",
+                "print(json.dumps({t: [[e.step, e.value] for e in ea.Scalars(t)] for t in ea.Tags()['scalars']}))", ""));
+        Process p = new ProcessBuilder("python3", script.toString(), run.resolve("tensorboard").toString()).redirectErrorStream(true).start();
+        String out = new String(p.getInputStream().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
+        assertTrue(p.waitFor(120, java.util.concurrent.TimeUnit.SECONDS) && p.exitValue() == 0, out);
+        JsonNode tb = new ObjectMapper().readTree(out.lines().reduce((a, b) -> b).orElseThrow());
+        for (String[] k : new String[][] {{"train/loss", "loss"}, {"train/lr", "lr"}, {"train/grad_norm", "grad_norm"}}) {
+            JsonNode series = tb.get(k[0]);
+            assertEquals(6, series.size(), k[0] + ": " + tb);
+            for (int i = 0; i < 6; i++) {
+                assertEquals(lines.get(i).get("step").asLong(), series.get(i).get(0).asLong());
+                assertEquals((float) lines.get(i).get(k[1]).asDouble(), (float) series.get(i).get(1).asDouble(), 0.0f, k[0]);
+            }
+        }
+        JsonNode ppl = tb.get("dev/perplexity");
+        assertEquals(2, ppl.size());
+        assertEquals(6, ppl.get(1).get(0).asLong());
+        assertEquals((float) lines.get(5).get("dev_perplexity").asDouble(), (float) ppl.get(1).get(1).asDouble(), 0.0f);
+    }
+
     @Test
     void runDirectoryStatesAreChecked() {
         Path run = dir.resolve("r");
