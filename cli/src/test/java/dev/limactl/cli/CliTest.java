@@ -133,6 +133,27 @@ class CliTest {
         assertEquals(ExitCodes.INVALID_INPUT, idx.code());
     }
 
+    /** limactl report: one self-contained page with the run's charts and checkpoints; not a run: exit 2. */
+    @Test
+    void reportWritesOnePageAboutARun() throws Exception {
+        Path run = dir.resolve("rep");
+        assertEquals(0, limactl(concat(new String[] {"-q", "train", "--preset", "demo", "--init", "random", "--run", run.toString()},
+                java.util.Arrays.copyOfRange(SMALL, 0, 12))).code());
+        Run r = limactl("report", run.toString());
+        assertEquals(0, r.code(), r.err());
+        int steps = Files.readAllLines(run.resolve("metrics.jsonl")).size();
+        assertTrue(r.out().contains("wrote " + run.resolve("report.html") + ": " + steps + " steps; loss, learning rate, gradient norm, throughput,"
+                + " dev perplexity, checkpoints"), r.out());
+        String html = Files.readString(run.resolve("report.html"));
+        assertEquals(5, html.split("<svg", -1).length - 1, "five charts expected");
+        assertTrue(html.contains("Dev perplexity") && html.contains("epoch-01") && html.contains("epoch-02"));
+        double ppl = new ObjectMapper().readTree(run.resolve("checkpoints/epoch-02/limactl.json").toFile()).get("dev_perplexity").asDouble();
+        assertTrue(html.contains(String.format(java.util.Locale.ROOT, "%.3f", ppl)), "the checkpoint table lacks its perplexity");
+        Run notRun = limactl("report", dir.toString());
+        assertEquals(ExitCodes.INVALID_INPUT, notRun.code());
+        assertTrue(notRun.err().contains("is not a run directory"), notRun.err());
+    }
+
     /** checkpoint.keep: epochs no term keeps are not written, last:N prunes older ones and says so, bad rules are exit 2. */
     @Test
     void checkpointKeepWritesAndPrunesOnlyWhatItSays() throws Exception {
