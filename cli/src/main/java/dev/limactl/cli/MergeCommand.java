@@ -53,15 +53,21 @@ public final class MergeCommand implements Callable<Integer> {
         try (Model m = AdapterCheckpoint.open(base, adapter, "cpu")) {
             m.mergeAdapter();
             m.save(tmp, dt);
-            for (Path dir : new Path[] {adapter, base}) {  // the tokenizer: the adapter's, else the base's
-                Path tok = Files.isRegularFile(dir.resolve("tokenizer.model")) ? dir.resolve("tokenizer.model") : dir.resolve("tokenizer.json");
-                if (Files.isRegularFile(tok)) {
-                    Files.copy(tok, tmp.resolve(tok.getFileName()), StandardCopyOption.REPLACE_EXISTING);
-                    break;
+            for (Path dir : new Path[] {adapter, base}) {  // the tokenizer files: the adapter's, else the base's
+                if (dev.limactl.tokenizer.Tokenizer.FILES.stream().noneMatch(f -> Files.isRegularFile(dir.resolve(f)))) continue;
+                for (String f : dev.limactl.tokenizer.Tokenizer.FILES) {
+                    if (Files.isRegularFile(dir.resolve(f))) Files.copy(dir.resolve(f), tmp.resolve(f), StandardCopyOption.REPLACE_EXISTING);
                 }
+                break;
             }
             var rec = Checkpoint.read(adapter).or(() -> Checkpoint.read(base));
-            if (rec.isPresent()) rec.get().write(tmp);
+            if (rec.isPresent()) {
+                rec.get().write(tmp);
+                try (dev.limactl.tokenizer.Tokenizer tok = dev.limactl.tokenizer.Tokenizer.open(tmp)) {
+                    dev.limactl.tokenizer.HfTokenizerFiles.write(tmp, tok, rec.get().eotTokenId(), m.config().maxPositionEmbeddings(),
+                            w -> err.println("warning: " + w));
+                }
+            }
             if (Files.exists(out)) Files.delete(out);
             Files.move(tmp, out, StandardCopyOption.ATOMIC_MOVE);
         } finally {

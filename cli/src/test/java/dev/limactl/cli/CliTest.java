@@ -31,6 +31,16 @@ class CliTest {
             "--set", "model.architecture.num_layers=2", "--set", "data.max_tokens=128", "--set", "training.epochs=2",
             "--set", "training.batch_size=32"};
 
+    /** 16 examples whose answer is "Yes.": a model trained on them learns to answer and then stop (EOT). */
+    static Path yesData(Path dir) throws java.io.IOException {
+        Path data = dir.resolve("yes.jsonl");
+        StringBuilder sb = new StringBuilder();
+        for (int i = 0; i < 16; i++) sb.append("{\"id\": \"e").append(i).append("\", \"conversations\": [\"Question number ").append(i)
+                .append(": say yes?\", \"Yes.\"]}\n");
+        Files.writeString(data, sb.toString());
+        return data;
+    }
+
     static String[] concat(String[] a, String... b) {
         String[] out = java.util.Arrays.copyOf(a, a.length + b.length);
         System.arraycopy(b, 0, out, a.length, b.length);
@@ -213,7 +223,9 @@ class CliTest {
         assertEquals(0, t.code(), t.err());
         Path ck = run.resolve("checkpoints/epoch-01");
         assertTrue(Files.isRegularFile(ck.resolve("tokenizer.json")));
-        assertEquals(Files.readString(base.resolve("tokenizer.json")), Files.readString(ck.resolve("tokenizer.json")));
+        JsonNode baseTok = new ObjectMapper().readTree(base.resolve("tokenizer.json").toFile()), ckTok = new ObjectMapper().readTree(ck.resolve("tokenizer.json").toFile());
+        assertEquals(baseTok.get("model"), ckTok.get("model"), "the base's tokenizer model should be kept as it is");
+        assertEquals(baseTok.get("added_tokens").size() + 1, ckTok.get("added_tokens").size(), "LIMA's EOT should be added");
         assertTrue(Files.isRegularFile(ck.resolve("tokenizer_config.json")));
         assertFalse(Files.exists(ck.resolve("tokenizer.model")), "a tokenizer.model appeared in the checkpoint");
         Path prompts = dir.resolve("p.jsonl");

@@ -118,11 +118,7 @@ class LoraTest {
     /** The EOT rows are what lets a LoRA-tuned model stop: with them trained it ends its answers, without them it never does. */
     @Test
     void trainingTheEotRowsIsWhatLetsTheModelStop() throws Exception {
-        Path data = dir.resolve("yes.jsonl");
-        StringBuilder sb = new StringBuilder();
-        for (int i = 0; i < 16; i++) sb.append("{\"id\": \"e").append(i).append("\", \"conversations\": [\"Question number ").append(i)
-                .append(": say yes?\", \"Yes.\"]}\n");
-        Files.writeString(data, sb.toString());
+        Path data = CliTest.yesData(dir);
         for (boolean trainEot : new boolean[] {true, false}) {
             Path run = dir.resolve("eot-" + trainEot);
             CliTest.Run t = limactl("-q", "train", "--run", run.toString(), "--preset", "demo", "--data", data.toString(), "--set",

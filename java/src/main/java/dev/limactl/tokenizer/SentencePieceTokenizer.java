@@ -34,51 +34,12 @@ public final class SentencePieceTokenizer implements Tokenizer {
 
     public static SentencePieceTokenizer fromBytes(byte[] model, String name) {
         try {
-            int pieces = countPieces(model);
+            int pieces = SpModel.parse(model).pieces().size();  // DJL does not expose the vocabulary size
             if (pieces == 0) throw new IllegalArgumentException("no pieces");
             return new SentencePieceTokenizer(new SpTokenizer(model), pieces);
         } catch (RuntimeException e) {
             throw new TokenizerException(name + " is not a SentencePiece model: " + e.getMessage(), e);
         }
-    }
-
-    /**
-     * The number of pieces: repeated field 1 of the ModelProto message. DJL does not expose the
-     * vocabulary size (SpVocabulary.size() is unsupported) and asking the library for an id past
-     * the end is undefined, so the protobuf wire format is walked here (tags, varints, lengths).
-     */
-    static int countPieces(byte[] b) {
-        int pos = 0, pieces = 0;
-        while (pos < b.length) {
-            long tag = 0;
-            for (int shift = 0; ; shift += 7) {
-                if (pos >= b.length || shift > 63) throw new IllegalArgumentException("truncated protobuf tag");
-                int x = b[pos++] & 0xff;
-                tag |= (long) (x & 0x7f) << shift;
-                if (x < 0x80) break;
-            }
-            int field = (int) (tag >>> 3), wire = (int) (tag & 7);
-            long len;
-            switch (wire) {
-                case 0 -> { while (pos < b.length && (b[pos++] & 0x80) != 0) { } len = 0; }
-                case 1 -> len = 8;
-                case 5 -> len = 4;
-                case 2 -> {
-                    len = 0;
-                    for (int shift = 0; ; shift += 7) {
-                        if (pos >= b.length || shift > 63) throw new IllegalArgumentException("truncated protobuf length");
-                        int x = b[pos++] & 0xff;
-                        len |= (long) (x & 0x7f) << shift;
-                        if (x < 0x80) break;
-                    }
-                    if (field == 1) pieces++;
-                }
-                default -> throw new IllegalArgumentException("unexpected protobuf wire type " + wire);
-            }
-            if (len < 0 || pos + len > b.length) throw new IllegalArgumentException("truncated protobuf field " + field);
-            pos += (int) len;
-        }
-        return pieces;
     }
 
     @Override

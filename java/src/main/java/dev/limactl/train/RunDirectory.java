@@ -137,11 +137,13 @@ final class RunDirectory {
      * checkpoints/epoch-NN: the Hugging Face checkpoint (a LoRA run: the adapter in PEFT's format, fp32),
      * its tokenizer and limactl.json.
      */
-    Path saveCheckpoint(Model model, Dtype dtype, Path tokenizer, int eot, int epoch, long step, double devPerplexity) {
+    Path saveCheckpoint(Model model, Dtype dtype, Path tokenizer, int eot, int epoch, long step, double devPerplexity,
+                        java.util.function.Consumer<String> warn) {
         Path ck = checkpointDir(epoch);
         if (adapterBase != null) model.saveAdapter(ck, adapterBase.toAbsolutePath().toString());
         else model.save(ck, dtype);
         copyTokenizer(tokenizer, ck);
+        writeHfFiles(ck, tokenizer, eot, model.config().maxPositionEmbeddings(), warn);
         Checkpoint.lima(eot, epoch, step).write(ck, devPerplexity);
         return ck;
     }
@@ -162,6 +164,13 @@ final class RunDirectory {
         Path from = file.toAbsolutePath().getParent();
         for (String f : dev.limactl.tokenizer.Tokenizer.FILES) {
             if (Files.isRegularFile(from.resolve(f))) copy(from.resolve(f), dir.resolve(f));
+        }
+    }
+
+    /** tokenizer.json with EOT, tokenizer_config.json with the chat template, generation_config.json (HfTokenizerFiles). */
+    static void writeHfFiles(Path ck, Path tokenizer, int eot, int maxPositions, java.util.function.Consumer<String> warn) {
+        try (dev.limactl.tokenizer.Tokenizer tok = dev.limactl.tokenizer.Tokenizer.open(tokenizer)) {
+            dev.limactl.tokenizer.HfTokenizerFiles.write(ck, tok, eot, maxPositions, warn);
         }
     }
 

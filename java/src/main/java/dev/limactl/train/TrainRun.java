@@ -357,7 +357,7 @@ public final class TrainRun {
         Dtype dtype = tc.saveDtype().equals("f32") ? Dtype.F32 : Dtype.BF16;
         // checkpoint.keep: an epoch no term keeps is not written at all
         Path ck = !keep.writes(epoch) ? null
-                : place.rank() == 0 ? run.saveCheckpoint(s.model(), dtype, s.tokenizer(), s.eot(), epoch, global, ppl) : run.checkpointDir(epoch);
+                : place.rank() == 0 ? run.saveCheckpoint(s.model(), dtype, s.tokenizer(), s.eot(), epoch, global, ppl, listener::onWarning) : run.checkpointDir(epoch);
         run.saveState(s.model(), trainer, s.eot(), new RunDirectory.Position(epoch + 1, 0, global), comm, cfg.distributed().zeroStage());
         listener.onEpoch(epoch, ck, ppl);
         return ck;

@@ -1,0 +1,182 @@
+package dev.limactl.cli;
+
+import static dev.limactl.cli.CliTest.limactl;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.limactl.chat.ChatFormat;
+import dev.limactl.data.Turn;
+import dev.limactl.tokenizer.HfTokenizerFiles;
+import dev.limactl.tokenizer.SpModel;
+import dev.limactl.tokenizer.Tokenizer;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.Assumptions;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * A limactl checkpoint as Hugging Face users load it: AutoTokenizer gives limactl's ids (unicode,
+ * whitespace, digits, code, byte fallback), apply_chat_template gives limactl's chat format, and
+ * transformers' greedy generate stops at LIMA's EOT by itself with limactl's answer. For a SentencePiece
+ * base (the tokenizer.json is converted) and for a tokenizer.json-only base.
+ */
+class HfCheckpointTest {
+    @TempDir Path dir;
+
+    static final ObjectMapper JSON = new ObjectMapper();
+    static final List<String> TEXTS = List.of("How do I brew coffee?", "  two  spaces  and   three", "tabs\tand\nnewlines\n\nhere",
+            "123456 7.89 0x1F 2024-12-03", "def f(x):\n    return x**2  # square", "naïve café — “quotes” ½ ﬁ Ｆｕｌｌ", "日本語のテキスト",
+            "emoji 😀🚀 done", "Ünïcödé ÀÉÎ", "x = {'a': [1, 2, 3]}", "a");
+
+    @BeforeAll
+    static void needsTransformers() throws Exception {
+        Process probe = new ProcessBuilder("python3", "-c", "import torch, transformers").redirectErrorStream(true).start();
+        boolean ok = probe.waitFor(120, TimeUnit.SECONDS) && probe.exitValue() == 0;
+        Assumptions.assumeTrue(ok, "python3 with torch and transformers is not installed: the Hugging Face cross-checks are skipped");
+    }
+
+    /** Runs check_hf_checkpoint.py on a checkpoint; its JSON answer. */
+    /** A chat message as Hugging Face takes it (roles system, user, assistant). */
+    record Msg(String role, String text) {}
+
+    JsonNode huggingFace(Path ck, List<List<Msg>> conversations, List<int[]> prompts, int maxNew) throws Exception {
+        ObjectNode in = JSON.createObjectNode();
+        ArrayNode t = in.putArray("texts");
+        TEXTS.forEach(t::add);
+        ArrayNode cs = in.putArray("conversations");
+        for (List<Msg> c : conversations) {
+            ArrayNode a = cs.addArray();
+            for (Msg m : c) a.addObject().put("role", m.role()).put("content", m.text());
+        }
+        ArrayNode ps = in.putArray("prompts");
+        for (int[] p : prompts) {
+            ArrayNode a = ps.addArray();
+            for (int id : p) a.add(id);
+        }
+        in.put("max_new_tokens", maxNew);
+        Path input = dir.resolve("hf-input.json");
+        Files.writeString(input, in.toString());
+        Path script = dir.resolve("check_hf_checkpoint.py");
+        try (var s = HfCheckpointTest.class.getResourceAsStream("check_hf_checkpoint.py")) {
+            Files.write(script, s.readAllBytes());
+        }
+        Process p = new ProcessBuilder("python3", script.toString(), ck.toString(), input.toString()).redirectErrorStream(true).start();
+        String out = new String(p.getInputStream().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
+        assertTrue(p.waitFor(300, TimeUnit.SECONDS) && p.exitValue() == 0, out);
+        return JSON.readTree(out.lines().reduce((a, b) -> b).orElseThrow());
+    }
+
+    static List<Integer> list(int[] ids) {
+        List<Integer> l = new ArrayList<>();
+        for (int i : ids) l.add(i);
+        return l;
+    }
+
+    static List<Integer> list(JsonNode a) {
+        List<Integer> l = new ArrayList<>();
+        a.forEach(x -> l.add(x.asInt()));
+        return l;
+    }
+
+    /** A single-turn and a multi-turn conversation with a system message, as HF messages and as limactl turns (system text + blank line before the next user turn). */
+    static List<List<Msg>> conversations() {
+        return List.of(List.of(new Msg("user", "How do I brew coffee?")),
+                List.of(new Msg("system", "Be brief."), new Msg("user", "Hi"), new Msg("assistant", "Hello!"), new Msg("user", "Why is the sky blue?")));
+    }
+
+    static List<Turn> limactlTurns(List<Msg> c) {
+        List<Turn> out = new ArrayList<>();
+        String system = "";
+        for (Msg m : c) {
+            if (m.role().equals("system")) system += m.text() + "\n\n";
+            else if (m.role().equals(Turn.USER)) {
+                out.add(new Turn(Turn.USER, system + m.text()));
+                system = "";
+            } else out.add(new Turn(m.role(), m.text()));
+        }
+        return out;
+    }
+
+    void tokenizerAndTemplateAgree(Path ck, JsonNode hf, int eot) {
+        assertEquals(eot, hf.get("eot_id").asInt(), "AutoTokenizer does not know LIMA's EOT at its id");
+        assertEquals(eot + 1, hf.get("len").asInt(), "len(tokenizer) should count EOT");
+        try (Tokenizer tok = Tokenizer.open(ck)) {
+            for (int i = 0; i < TEXTS.size(); i++) {
+                assertEquals(list(tok.encode(TEXTS.get(i))), list(hf.get("texts").get(i)), "ids of " + JSON.valueToTree(TEXTS.get(i)));
+            }
+            List<Integer> withBos = new ArrayList<>(List.of(tok.bosId()));
+            withBos.addAll(list(tok.encode(TEXTS.get(0))));
+            assertEquals(withBos, list(hf.get("with_bos")), "encode() should put BOS first, once");
+            ChatFormat f = new ChatFormat(tok, eot, 4096);
+            List<List<Msg>> cs = conversations();
+            for (int i = 0; i < cs.size(); i++) {
+                assertEquals(list(f.prompt(limactlTurns(cs.get(i)))), list(hf.get("chats").get(i)), "apply_chat_template of conversation " + i);
+            }
+        }
+    }
+
+    @Test
+    void aSentencePieceBaseGetsATokenizerJsonTemplateAndGenerationConfigThatHuggingFaceFollows() throws Exception {
+        Path data = CliTest.yesData(dir);
+        Path run = dir.resolve("run");
+        CliTest.Run t = limactl("-q", "train", "--run", run.toString(), "--preset", "demo", "--data", data.toString(), "--set", "training.epochs=30",
+                "--set", "optimizer.lr=1e-2", "--set", "optimizer.final_lr=1e-3", "--set", "training.batch_size=8", "--set", "training.resid_dropout=0",
+                "--set", "checkpoint.keep=last:1");
+        assertEquals(0, t.code(), t.err());
+        Path ck = run.resolve("checkpoints/epoch-30");
+        int eot = JSON.readTree(ck.resolve("limactl.json").toFile()).get("eot_token_id").asInt();
+        Path out = dir.resolve("answers.jsonl");
+        CliTest.Run g = limactl("-q", "generate", "-m", ck.toString(), "--prompts", data.toString(), "--out", out.toString(), "--temperature", "0",
+                "--repetition-penalty", "1", "--max-new-tokens", "16");
+        assertEquals(0, g.code(), g.err());
+        List<JsonNode> answers = new ArrayList<>();
+        for (String l : Files.readAllLines(out)) answers.add(JSON.readTree(l));
+        List<int[]> prompts = new ArrayList<>();
+        try (Tokenizer tok = Tokenizer.open(ck)) {
+            ChatFormat f = new ChatFormat(tok, eot, 4096);
+            for (int i = 0; i < 2; i++) prompts.add(f.prompt(List.of(new Turn(Turn.USER, "Question number " + i + ": say yes?"))));
+        }
+        JsonNode hf = huggingFace(ck, conversations(), prompts, 16);
+        tokenizerAndTemplateAgree(ck, hf, eot);
+        assertEquals(List.of(2, eot), list(hf.get("generation_eos")));
+        for (int i = 0; i < 2; i++) {
+            List<Integer> gen = list(hf.get("generated").get(i));
+            assertEquals(eot, gen.get(gen.size() - 1), "transformers' generate did not stop at EOT by itself: " + gen);
+            assertTrue(gen.size() < 16, "it ran to the limit: " + gen);
+            assertEquals("eot", answers.get(i).get("finish").asText(), answers.get(i).toString());
+            try (Tokenizer tok = Tokenizer.open(ck)) {
+                int[] ids = gen.subList(0, gen.size() - 1).stream().mapToInt(Integer::intValue).toArray();
+                assertEquals(answers.get(i).get("response").asText(), tok.decode(ids), "transformers and limactl answered differently");
+            }
+        }
+        JsonNode config = JSON.readTree(ck.resolve("config.json").toFile());
+        assertEquals(List.of(2, eot), list(config.get("eos_token_id")), "config.json should agree with generation_config.json");
+    }
+
+    /** A base whose tokenizer is only a tokenizer.json (LLaMA's, converted): its checkpoints' AutoTokenizer, template and EOT agree too. */
+    @Test
+    void aTokenizerJsonOnlyBaseKeepsItsTokenizerWithEotAndTemplate() throws Exception {
+        Path base = dir.resolve("base");
+        Files.createDirectories(base);
+        byte[] sp = Files.readAllBytes(Path.of(CliTest.LLAMA_TOK));
+        Files.writeString(base.resolve("tokenizer.json"), HfTokenizerFiles.fromSentencePiece(SpModel.parse(sp)).toString());
+        Path run = dir.resolve("json-run");
+        CliTest.Run t = limactl(CliTest.concat(new String[] {"-q", "train", "--preset", "demo", "--init", "random", "--run", run.toString(),
+                "--set", "model.tokenizer=" + base, "--set", "training.epochs=1"}, java.util.Arrays.copyOfRange(CliTest.SMALL, 0, 8)));
+        assertEquals(0, t.code(), t.err());
+        Path ck = run.resolve("checkpoints/epoch-01");
+        assertTrue(!Files.exists(ck.resolve("tokenizer.model")));
+        int eot = JSON.readTree(ck.resolve("limactl.json").toFile()).get("eot_token_id").asInt();
+        assertEquals(32000, eot);
+        tokenizerAndTemplateAgree(ck, huggingFace(ck, conversations(), List.of(), 1), eot);
+    }
+}
