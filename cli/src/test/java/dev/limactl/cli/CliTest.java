@@ -409,9 +409,11 @@ class CliTest {
             judge.start();
             String url = "http://127.0.0.1:" + judge.port() + "/v1";
             Path out = dir.resolve("exp");
-            Run e = limactl("-q", "experiment", "--grid", dir.resolve("grid.yaml").toString(), "--out", out.toString(), "--judge-url", url,
+            Run e = limactl("experiment", "--grid", dir.resolve("grid.yaml").toString(), "--out", out.toString(), "--judge-url", url,
                     "--judge-model", "demo-judge");
             assertEquals(0, e.code(), e.err());
+            // the variant in training shows its steps
+            assertTrue(e.err().contains("stackexchange: training step ") && e.err().contains("(100%)"), e.err());
             assertTrue(e.out().contains("stackexchange") && e.out().contains("super-ni") && e.out().contains("over"), e.out());
             for (String v : List.of("stackexchange", "super-ni")) {
                 assertTrue(Files.exists(out.resolve(v + "/data/train.arrow")), v);

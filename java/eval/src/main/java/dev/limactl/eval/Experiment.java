@@ -62,6 +62,32 @@ public final class Experiment {
         return g;
     }
 
+    /** The variant's training as progress lines: about 20 step lines (step, loss, tokens/s) and one per epoch. */
+    static TrainListener stepProgress(String variant, Consumer<String> progress) {
+        return new TrainListener() {
+            long total = 1;
+
+            @Override
+            public void onStart(TrainRun.Plan plan) {
+                total = Math.max(1, plan.totalSteps());
+            }
+
+            @Override
+            public void onStep(TrainRun.StepMetrics m) {
+                long every = Math.max(1, total / 20);
+                if (m.step() % every == 0 || m.step() == total) {
+                    progress.accept(String.format(java.util.Locale.ROOT, "%s: training step %d/%d (%.0f%%), epoch %d, loss %.4f, %.0f tokens/s",
+                            variant, m.step(), total, 100.0 * m.step() / total, m.epoch(), m.loss(), m.tokensPerSec()));
+                }
+            }
+
+            @Override
+            public void onEpoch(int epoch, Path checkpoint, double devPerplexity) {
+                progress.accept(variant + ": epoch " + epoch + " done" + (checkpoint == null ? "" : ", checkpoint " + checkpoint));
+            }
+        };
+    }
+
     public static List<Evaluation.Likert> run(Path gridFile, Path out, Judge judge, Consumer<String> progress) {
         Grid g = load(gridFile);
         Path base = gridFile.toAbsolutePath().getParent();
@@ -92,7 +118,7 @@ public final class Experiment {
                     tr = TrainRun.create(ConfigLoader.preset(g.trainPreset()).set(sets), run);
                 }
                 progress.accept(v.name() + ": training");
-                TrainRun.Result res = tr.run(new TrainListener() {});
+                TrainRun.Result res = tr.run(stepProgress(v.name(), progress));
                 if (!res.completed()) throw new IllegalStateException("variant " + v.name() + ": training stopped early; rerun to resume");
                 last = lastCheckpoint(run);
             }
