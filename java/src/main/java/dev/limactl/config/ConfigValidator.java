@@ -34,8 +34,8 @@ final class ConfigValidator {
         require(o.eps() > 0, "optimizer.eps", "must be > 0, got " + o.eps());
         require(o.weightDecay() >= 0, "optimizer.weight_decay", "must be >= 0, got " + o.weightDecay());
         require(o.gradClip() >= 0 && Double.isFinite(o.gradClip()), "optimizer.grad_clip", "must be >= 0 (0 = off), got " + o.gradClip());
-        require(dev.limactl.train.LrSchedule.TYPES.contains(o.schedule()), "optimizer.schedule",
-                "must be one of " + dev.limactl.train.LrSchedule.TYPES + " (LIMA: linear), got " + o.schedule());
+        require(LimaConfig.Optimizer.SCHEDULES.contains(o.schedule()), "optimizer.schedule",
+                "must be one of " + LimaConfig.Optimizer.SCHEDULES + " (LIMA: linear), got " + o.schedule());
         require(o.warmupSteps() >= 0, "optimizer.warmup_steps", "must be >= 0, got " + o.warmupSteps());
         require(o.warmupRatio() >= 0 && o.warmupRatio() < 1, "optimizer.warmup_ratio", "must be in [0, 1), got " + o.warmupRatio());
         require(o.warmupSteps() == 0 || o.warmupRatio() == 0, "optimizer.warmup_ratio", "and optimizer.warmup_steps: give one of them, not both");

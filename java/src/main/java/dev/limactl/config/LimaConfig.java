@@ -38,6 +38,9 @@ public record LimaConfig(Model model, Data data, Optimizer optimizer, Training t
                             String schedule,
                             @JsonProperty("warmup_steps") long warmupSteps,
                             @JsonProperty("warmup_ratio") double warmupRatio) {
+        /** The learning-rate schedules (LIMA's is linear). */
+        public static final java.util.List<String> SCHEDULES = java.util.List.of("linear", "cosine", "constant");
+
         public Optimizer {
             if (schedule == null) schedule = "linear";  // a run made before the key existed
         }

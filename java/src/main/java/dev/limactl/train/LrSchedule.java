@@ -8,7 +8,7 @@ package dev.limactl.train;
  * first step has lr 0) and the decay then runs over the remaining steps.
  */
 public record LrSchedule(double lr, double finalLr, long totalSteps, String type, long warmupSteps) {
-    public static final java.util.List<String> TYPES = java.util.List.of("linear", "cosine", "constant");
+    public static final java.util.List<String> TYPES = dev.limactl.config.LimaConfig.Optimizer.SCHEDULES;
 
     /** LIMA's: linear, no warm-up. */
     public LrSchedule(double lr, double finalLr, long totalSteps) {

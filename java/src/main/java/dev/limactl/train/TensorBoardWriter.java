@@ -20,6 +20,7 @@ import java.util.zip.CRC32C;
  * skipped by TensorBoard's reader, and a resumed run starts a new file beside the old one.
  */
 public final class TensorBoardWriter implements AutoCloseable {
+    private static final java.util.concurrent.atomic.AtomicInteger COUNTER = new java.util.concurrent.atomic.AtomicInteger();
     private final OutputStream out;
     private final Path file;
 
@@ -38,8 +39,19 @@ public final class TensorBoardWriter implements AutoCloseable {
             host = "localhost";
         }
         long now = System.currentTimeMillis();
-        Path file = dir.resolve("events.out.tfevents." + now / 1000 + "." + host + "." + ProcessHandle.current().pid());
-        TensorBoardWriter w = new TensorBoardWriter(file, Files.newOutputStream(file, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE));
+        // TensorFlow's name: time, host, pid and a counter (two writers of one process in one second differ by it)
+        Path file;
+        OutputStream os;
+        while (true) {
+            file = dir.resolve("events.out.tfevents." + now / 1000 + "." + host + "." + ProcessHandle.current().pid() + "." + COUNTER.getAndIncrement());
+            try {
+                os = Files.newOutputStream(file, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE);
+                break;
+            } catch (java.nio.file.FileAlreadyExistsException e) {
+                // another writer (an earlier run of this process) has that name: take the next number
+            }
+        }
+        TensorBoardWriter w = new TensorBoardWriter(file, os);
         // the first event names the format version (Event.file_version = 3)
         ByteArrayOutputStream ev = new ByteArrayOutputStream();
         fixed64(ev, 1, Double.doubleToLongBits(now / 1000.0));
