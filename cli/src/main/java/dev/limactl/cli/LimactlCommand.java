@@ -7,7 +7,7 @@ import picocli.CommandLine.Option;
 @Command(name = "limactl", mixinStandardHelpOptions = true, versionProvider = VersionCommand.Provider.class,
         description = "LIMA (Less Is More for Alignment): fine-tune LLaMA on a small curated set, the paper's recipe.",
         subcommands = {DemoCommand.class, TrainCommand.class, CurateCommand.class, DataCommand.class, GenerateCommand.class,
-                ChatCommand.class, ServeCommand.class, MergeCommand.class, EvalCommand.class, AnnotateCommand.class, ReportCommand.class, SelectCommand.class, ExperimentCommand.class, TokenizeCommand.class, PerplexityCommand.class,
+                ChatCommand.class, ServeCommand.class, MergeCommand.class, EvalCommand.class, AnnotateCommand.class, ReportCommand.class, ExportCommand.class, SelectCommand.class, ExperimentCommand.class, TokenizeCommand.class, PerplexityCommand.class,
                 PlanCommand.class, VersionCommand.class, DoctorCommand.class, CommandLine.HelpCommand.class},
         exitCodeListHeading = "%nExit codes:%n",
         exitCodeList = {"0:ok", "1:failure not caused by the input", "2:invalid input (arguments, config, files)",

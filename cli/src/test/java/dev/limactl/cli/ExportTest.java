@@ -1,0 +1,79 @@
+package dev.limactl.cli;
+
+import static dev.limactl.cli.CliTest.limactl;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import dev.limactl.tokenizer.HfTokenizerFiles;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.Assumptions;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** limactl export --format gguf, read back with the gguf Python package: every tensor and the metadata. */
+class ExportTest {
+    @TempDir Path dir;
+
+    @Test
+    void ggufExportsReadBackWithLlamaCppsReader() throws Exception {
+        Path run = dir.resolve("run");
+        // intermediate_size 48: the down projection's rows are not blocks of 32, so q8_0 keeps it in f16
+        String[] args = CliTest.concat(new String[] {"-q", "train", "--preset", "demo", "--init", "random", "--run", run.toString(),
+                "--set", "training.epochs=1", "--set", "training.save_dtype=f32", "--set", "model.architecture.intermediate_size=48"},
+                java.util.Arrays.copyOfRange(CliTest.SMALL, 0, 2));
+        assertEquals(0, limactl(CliTest.concat(args, java.util.Arrays.copyOfRange(CliTest.SMALL, 4, 8))).code());
+        Path ck = run.resolve("checkpoints/epoch-01");
+        // bad requests first: nothing is written
+        assertEquals(ExitCodes.INVALID_INPUT, limactl("export", "-m", ck.toString(), "--type", "q4_k", "-o", dir.resolve("x.gguf").toString()).code());
+        assertEquals(ExitCodes.INVALID_INPUT, limactl("export", "-m", ck.toString(), "--format", "onnx", "-o", dir.resolve("x.gguf").toString()).code());
+        assertEquals(ExitCodes.INVALID_INPUT, limactl("export", "-m", dir.resolve("none").toString(), "-o", dir.resolve("x.gguf").toString()).code());
+        assertEquals(ExitCodes.INVALID_INPUT, limactl("export", "-m", ck.toString(), "-o", dir.toString()).code());
+        Path noSp = dir.resolve("nosp");
+        Files.createDirectories(noSp);
+        for (String f : new String[] {"config.json", "model.safetensors", "limactl.json", "tokenizer.json"}) Files.copy(ck.resolve(f), noSp.resolve(f));
+        CliTest.Run r = limactl("export", "-m", noSp.toString(), "-o", dir.resolve("x.gguf").toString());
+        assertEquals(ExitCodes.INVALID_INPUT, r.code());
+        assertTrue(r.err().contains("has no tokenizer.model"), r.err());
+        assertFalse(Files.exists(dir.resolve("x.gguf")));
+
+        Process probe = new ProcessBuilder("python3", "-c", "import gguf, numpy, safetensors").redirectErrorStream(true).start();
+        boolean ok = probe.waitFor(60, TimeUnit.SECONDS) && probe.exitValue() == 0;
+        Assumptions.assumeTrue(ok, "python3 with gguf is not installed: the read-back check is skipped");
+        Path script = dir.resolve("check_gguf.py");
+        try (var s = ExportTest.class.getResourceAsStream("check_gguf.py")) {
+            Files.write(script, s.readAllBytes());
+        }
+        JsonNode cfg = new ObjectMapper().readTree(ck.resolve("config.json").toFile());
+        int eot = new ObjectMapper().readTree(ck.resolve("limactl.json").toFile()).get("eot_token_id").asInt();
+        for (String type : new String[] {"f16", "bf16", "q8_0"}) {
+            Path out = dir.resolve("model-" + type + ".gguf");
+            r = limactl("export", "-m", ck.toString(), "--type", type, "-o", out.toString());
+            assertEquals(0, r.code(), r.err());
+            assertTrue(r.out().contains("wrote " + out), r.out());
+            Process p = new ProcessBuilder("python3", script.toString(), out.toString(), ck.toString(), type).redirectErrorStream(true).start();
+            String text = new String(p.getInputStream().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
+            assertTrue(p.waitFor(300, TimeUnit.SECONDS) && p.exitValue() == 0, type + ": " + text);
+            JsonNode g = new ObjectMapper().readTree(text.lines().reduce((a, b) -> b).orElseThrow());
+            int layers = cfg.get("num_hidden_layers").asInt();
+            boolean tied = cfg.path("tie_word_embeddings").asBoolean(false);
+            assertEquals(1 + 9 * layers + 1 + (tied ? 0 : 1), g.get("tensors").asInt(), g.toString());
+            assertEquals("llama", g.get("arch").asText());
+            assertEquals(layers, g.get("blocks").asInt());
+            assertEquals(cfg.get("hidden_size").asInt(), g.get("embd").asInt());
+            assertEquals(cfg.get("num_attention_heads").asInt(), g.get("heads").asInt());
+            assertEquals(cfg.get("num_key_value_heads").asInt(), g.get("kv_heads").asInt());
+            assertEquals(cfg.get("intermediate_size").asInt(), g.get("ff").asInt());
+            assertEquals(cfg.get("vocab_size").asInt(), g.get("n_tokens").asInt(), "every token, EOT included");
+            assertEquals(HfTokenizerFiles.EOT, g.get("last_token").asText());
+            assertEquals(3, g.get("last_type").asInt(), "EOT is a control token");
+            assertEquals(eot, g.get("eot").asInt());
+            assertEquals(HfTokenizerFiles.CHAT_TEMPLATE, g.get("template").asText());
+            assertTrue(g.get("types").toString().contains(type.toUpperCase()), g.toString());
+        }
+    }
+}
