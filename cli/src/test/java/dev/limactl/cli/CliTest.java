@@ -143,6 +143,65 @@ class CliTest {
         assertEquals(ExitCodes.INVALID_INPUT, idx.code());
     }
 
+    /**
+     * chat on a terminal (JLine over an xterm-type terminal fed through a pipe): the up arrow recalls the
+     * last line (kept in the history file), Ctrl-C while an answer is written stops it and the
+     * conversation goes on, --system goes before the first user message.
+     */
+    void chatOnATerminalEditsRecallsAndStops(Path ck) throws Exception {
+        java.io.PipedOutputStream keys = new java.io.PipedOutputStream();
+        java.io.PipedInputStream in = new java.io.PipedInputStream(keys, 1 << 16);
+        java.io.ByteArrayOutputStream screen = new java.io.ByteArrayOutputStream();
+        ChatCommand chat = new ChatCommand();
+        new picocli.CommandLine(chat).parseArgs("-m", ck.toString(), "--max-new-tokens", "64", "--system", "Be brief.");
+        Path historyFile = dir.resolve("chat-history");
+        List<String> userTurns = java.util.Collections.synchronizedList(new java.util.ArrayList<>());
+        boolean[] raised = {false};
+        try (org.jline.terminal.Terminal t = org.jline.terminal.TerminalBuilder.builder().system(false).streams(in, screen).type("xterm")
+                .encoding(java.nio.charset.StandardCharsets.UTF_8).build();
+             dev.limactl.generate.ModelDir md = new dev.limactl.generate.ModelDir(ck, null, 2048)) {
+            ChatCommand.Console c = ChatCommand.jline(t, historyFile);
+            ChatCommand.Console console = new ChatCommand.Console() {  // presses Ctrl-C once, as the first answer starts
+                boolean answering;
+
+                @Override
+                public String readLine(String prompt) throws java.io.IOException {
+                    answering = false;
+                    return c.readLine(prompt);
+                }
+
+                @Override
+                public void print(String text) {
+                    c.print(text);
+                    if (text.equals("lima> ")) answering = true;
+                    else if (answering && !raised[0]) {
+                        raised[0] = true;
+                        t.raise(org.jline.terminal.Terminal.Signal.INT);
+                    }
+                }
+
+                @Override
+                public void onInterrupt(Runnable cancel) {
+                    c.onInterrupt(cancel);
+                }
+            };
+            java.util.concurrent.Future<Integer> done = java.util.concurrent.Executors.newSingleThreadExecutor()
+                    .submit(() -> chat.loop(md.answerer, console));
+            keys.write("How do I grind?\r".getBytes(java.nio.charset.StandardCharsets.UTF_8));
+            keys.write("\u001bOA\r".getBytes(java.nio.charset.StandardCharsets.UTF_8));  // up arrow (xterm keypad mode): the last line again
+            keys.write("/exit\r".getBytes(java.nio.charset.StandardCharsets.UTF_8));
+            keys.flush();
+            assertEquals(0, done.get(120, java.util.concurrent.TimeUnit.SECONDS));
+            for (dev.limactl.data.Turn turn : chat.conversation) if (turn.role().equals(dev.limactl.data.Turn.USER)) userTurns.add(turn.text());
+            assertEquals(4, chat.conversation.size(), "the stopped answer stays in the conversation: " + chat.conversation);
+        }
+        String shown = screen.toString(java.nio.charset.StandardCharsets.UTF_8);
+        assertTrue(raised[0], "no answer text to interrupt: " + shown);
+        assertTrue(shown.contains("(stopped)"), "Ctrl-C did not stop the answer: " + shown);
+        assertEquals(List.of("Be brief.\n\nHow do I grind?", "How do I grind?"), userTurns, "the recalled line, and the system message first");
+        assertTrue(Files.readString(historyFile).contains("How do I grind?"), "the history file lacks the line");
+    }
+
     /** limactl report: one self-contained page with the run's charts and checkpoints; not a run: exit 2. */
     @Test
     void reportWritesOnePageAboutARun() throws Exception {
@@ -331,6 +390,7 @@ class CliTest {
         } finally {
             System.setIn(stdin);
         }
+        chatOnATerminalEditsRecallsAndStops(run.resolve("checkpoints/epoch-02"));
         Run bad = limactl("generate", "-m", dir.resolve("nomodel").toString(), "--prompts", "x.jsonl", "--out", "o.jsonl");
         assertEquals(ExitCodes.INVALID_INPUT, bad.code());
     }
