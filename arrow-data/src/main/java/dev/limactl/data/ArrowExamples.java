@@ -105,6 +105,21 @@ public final class ArrowExamples {
         root.setRowCount(rows.size());
     }
 
+    /** Whether a file is an Arrow IPC file carrying limactl's example schema. */
+    public static boolean isExampleFile(Path path) {
+        try (BufferAllocator alloc = ArrowMemory.allocator();
+             FileChannel ch = FileChannel.open(path, StandardOpenOption.READ);
+             ArrowFileReader reader = new ArrowFileReader(ch, alloc)) {
+            Map<String, String> meta = reader.getVectorSchemaRoot().getSchema().getCustomMetadata();
+            return meta != null && meta.containsKey(ExampleSchema.METADATA_KEY);
+        } catch (NoSuchFileException e) {
+            throw new DataFormatException("data file " + path + " does not exist", e);
+        } catch (IOException | RuntimeException e) {
+            if (e instanceof ArrowMemory.NotOpened) throw (RuntimeException) e;
+            return false;  // not an IPC file with our schema: a stream, another table, or not Arrow (said by the reader that tries it)
+        }
+    }
+
     /** Reads every example of an Arrow IPC file; errors name the file and the row. */
     public static List<Example> read(Path path) {
         List<Example> out = new ArrayList<>();

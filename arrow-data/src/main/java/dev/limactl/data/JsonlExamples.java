@@ -68,15 +68,36 @@ public final class JsonlExamples {
         return out;
     }
 
-    private static Example parse(JsonNode n, String defaultId, String defaultSplit) {
+    /**
+     * One example from its JSON object, in any of the formats users have:
+     * <ul>
+     *   <li>LIMA: {@code conversations: ["prompt", "response", ...]};</li>
+     *   <li>ShareGPT: {@code conversations: [{from: human|user|gpt|assistant|system, value}]};</li>
+     *   <li>OpenAI / chat JSONL: {@code messages: [{role: system|developer|user|assistant, content}]};</li>
+     *   <li>Alpaca: {@code instruction}, optional {@code input} (after a blank line), {@code output}.</li>
+     * </ul>
+     * LIMA has no system role: a system (or developer) message goes before the next user message,
+     * followed by a blank line (the rule of limactl serve, chat and the checkpoints' chat template);
+     * one with no user message after it is dropped.
+     */
+    static Example parse(JsonNode n, String defaultId, String defaultSplit) {
         if (!n.isObject()) throw new IllegalArgumentException("expected a JSON object");
-        List<Turn> turns = new ArrayList<>();
+        List<String[]> msgs = new ArrayList<>();  // (role, text) before the system rule
         if (n.has("conversations")) {
             JsonNode c = n.get("conversations");
-            if (!c.isArray()) throw new IllegalArgumentException("\"conversations\" must be an array of strings");
+            if (!c.isArray()) throw new IllegalArgumentException("\"conversations\" must be an array");
+            boolean shareGpt = c.size() > 0 && c.get(0).isObject();
             for (int i = 0; i < c.size(); i++) {
-                if (!c.get(i).isTextual()) throw new IllegalArgumentException("conversations[" + i + "] is not a string");
-                turns.add(new Turn(i % 2 == 0 ? Turn.USER : Turn.ASSISTANT, c.get(i).asText()));
+                JsonNode x = c.get(i);
+                if (shareGpt) {
+                    if (!x.path("from").isTextual() || !x.path("value").isTextual()) {
+                        throw new IllegalArgumentException("conversations[" + i + "] needs string \"from\" and \"value\" (ShareGPT)");
+                    }
+                    msgs.add(new String[] {role(x.get("from").asText(), "conversations[" + i + "].from"), x.get("value").asText()});
+                } else {
+                    if (!x.isTextual()) throw new IllegalArgumentException("conversations[" + i + "] is not a string (LIMA) nor {from, value} (ShareGPT)");
+                    msgs.add(new String[] {i % 2 == 0 ? Turn.USER : Turn.ASSISTANT, x.asText()});
+                }
             }
         } else if (n.has("messages")) {
             JsonNode m = n.get("messages");
@@ -86,11 +107,23 @@ public final class JsonlExamples {
                 if (!msg.path("role").isTextual() || !msg.path("content").isTextual()) {
                     throw new IllegalArgumentException("messages[" + i + "] needs string \"role\" and \"content\"");
                 }
-                turns.add(new Turn(msg.get("role").asText(), msg.get("content").asText()));
+                msgs.add(new String[] {role(msg.get("role").asText(), "messages[" + i + "].role"), msg.get("content").asText()});
             }
+        } else if (n.has("instruction") && n.has("output")) {
+            for (String k : List.of("instruction", "output")) {
+                if (!n.get(k).isTextual()) throw new IllegalArgumentException("\"" + k + "\" must be a string (Alpaca)");
+            }
+            JsonNode in = n.path("input");
+            if (!in.isMissingNode() && !in.isNull() && !in.isTextual()) throw new IllegalArgumentException("\"input\" must be a string (Alpaca)");
+            String input = in.isTextual() ? in.asText() : "";
+            msgs.add(new String[] {Turn.USER, input.isBlank() ? n.get("instruction").asText() : n.get("instruction").asText() + "\n\n" + input});
+            msgs.add(new String[] {Turn.ASSISTANT, n.get("output").asText()});
         } else {
-            throw new IllegalArgumentException("expected \"conversations\" (LIMA jsonl) or \"messages\" (chat JSONL)");
+            throw new IllegalArgumentException("expected \"conversations\" (LIMA or ShareGPT), \"messages\" (chat JSONL, OpenAI) or"
+                    + " \"instruction\" and \"output\" (Alpaca)");
         }
+        List<Turn> turns = withSystemRule(msgs);
+        if (turns.isEmpty()) throw new IllegalArgumentException("no user or assistant message (a system message with no user message after it is dropped)");
         Map<String, String> prov = new LinkedHashMap<>();
         JsonNode p = n.path("provenance");
         if (p.isObject()) p.fields().forEachRemaining(e -> prov.put(e.getKey(), e.getValue().asText()));
@@ -98,15 +131,56 @@ public final class JsonlExamples {
                 n.path("split").asText(defaultSplit), turns, prov);
     }
 
+    /** A role name of the formats above as limactl's: user, assistant or system. */
+    static String role(String r, String where) {
+        return switch (r.toLowerCase(java.util.Locale.ROOT)) {
+            case "user", "human" -> Turn.USER;
+            case "assistant", "gpt", "chatgpt", "bard", "bing", "model" -> Turn.ASSISTANT;
+            case "system", "developer" -> "system";
+            default -> throw new IllegalArgumentException(where + " is \"" + r + "\": expected user/human, assistant/gpt/model or system/developer");
+        };
+    }
+
+    /** System messages before the next user message, each followed by a blank line; one with no user message after it is dropped. */
+    static List<Turn> withSystemRule(List<String[]> msgs) {
+        List<Turn> turns = new ArrayList<>();
+        StringBuilder system = new StringBuilder();
+        for (String[] m : msgs) {
+            if (m[0].equals("system")) {
+                system.append(m[1]).append("\n\n");
+            } else if (m[0].equals(Turn.USER)) {
+                turns.add(new Turn(Turn.USER, system + m[1]));
+                system.setLength(0);
+            } else {
+                turns.add(new Turn(m[0], m[1]));
+            }
+        }
+        return turns;
+    }
+
     /** Writes examples in the LIMA jsonl form (plus id, split, provenance), via a temporary file. */
     public static void write(Path path, List<Example> examples) {
+        write(path, examples, false);
+    }
+
+    /**
+     * Writes examples as LIMA jsonl ({@code conversations} of strings) or, with {@code chat}, as chat JSONL
+     * ({@code messages} of {role, content}, what TRL and the OpenAI fine-tuning format take); both keep
+     * source, id, split and provenance, and both read back losslessly.
+     */
+    public static void write(Path path, List<Example> examples, boolean chat) {
         try {
             AtomicFiles.replace(path, tmp -> {
                 try (Writer w = Files.newBufferedWriter(tmp, StandardCharsets.UTF_8)) {
                     for (Example e : examples) {
                         ObjectNode o = JSON.createObjectNode();
-                        ArrayNode conv = o.putArray("conversations");
-                        e.turns().forEach(t -> conv.add(t.text()));
+                        if (chat) {
+                            ArrayNode msgs = o.putArray("messages");
+                            e.turns().forEach(t -> msgs.addObject().put("role", t.role()).put("content", t.text()));
+                        } else {
+                            ArrayNode conv = o.putArray("conversations");
+                            e.turns().forEach(t -> conv.add(t.text()));
+                        }
                         o.put("source", e.source());
                         o.put("id", e.id());
                         o.put("split", e.split());

@@ -40,6 +40,102 @@ class ExampleFilesTest {
         assertTrue(Files.notExists(dir.resolve("train.arrow.tmp")));
     }
 
+    /** ShareGPT, OpenAI messages with a system turn, Alpaca as JSONL and as a JSON array; chat JSONL out and back. */
+    @Test
+    void readsTheFormatsUsersHaveWithOneSystemRule() throws Exception {
+        Path share = dir.resolve("sharegpt.jsonl");
+        Files.writeString(share, "{\"id\": \"s1\", \"conversations\": [{\"from\": \"system\", \"value\": \"Be brief.\"},"
+                + " {\"from\": \"human\", \"value\": \"Hi\"}, {\"from\": \"gpt\", \"value\": \"Hello!\"},"
+                + " {\"from\": \"human\", \"value\": \"Why?\"}, {\"from\": \"gpt\", \"value\": \"Because.\"}]}\n");
+        Example s = ExampleFiles.read(share, "train").get(0);
+        assertEquals(List.of(new Turn(Turn.USER, "Be brief.\n\nHi"), new Turn(Turn.ASSISTANT, "Hello!"), new Turn(Turn.USER, "Why?"),
+                new Turn(Turn.ASSISTANT, "Because.")), s.turns());
+        assertEquals("s1", s.id());
+        Path openai = dir.resolve("openai.jsonl");
+        Files.writeString(openai, "{\"messages\": [{\"role\": \"system\", \"content\": \"A.\"}, {\"role\": \"developer\", \"content\": \"B.\"},"
+                + " {\"role\": \"user\", \"content\": \"Q\"}, {\"role\": \"assistant\", \"content\": \"R\"}, {\"role\": \"system\", \"content\": \"late\"}]}\n");
+        assertEquals(List.of(new Turn(Turn.USER, "A.\n\nB.\n\nQ"), new Turn(Turn.ASSISTANT, "R")), ExampleFiles.read(openai, "train").get(0).turns(),
+                "system messages before the next user message; one with none after it is dropped");
+        Path alpaca = dir.resolve("alpaca.json");
+        Files.writeString(alpaca, "[{\"instruction\": \"Translate.\", \"input\": \"Bonjour\", \"output\": \"Hello\"},"
+                + " {\"instruction\": \"Say hi.\", \"input\": \"\", \"output\": \"Hi\"}]");
+        List<Example> a = ExampleFiles.read(alpaca, "train");
+        assertEquals(List.of(new Turn(Turn.USER, "Translate.\n\nBonjour"), new Turn(Turn.ASSISTANT, "Hello")), a.get(0).turns());
+        assertEquals(List.of(new Turn(Turn.USER, "Say hi."), new Turn(Turn.ASSISTANT, "Hi")), a.get(1).turns());
+        assertEquals("alpaca-2", a.get(1).id());
+        Path alpacaL = dir.resolve("alpaca.jsonl");
+        Files.writeString(alpacaL, "{\"instruction\": \"Say hi.\", \"output\": \"Hi\"}\n");
+        assertEquals(a.get(1).turns(), ExampleFiles.read(alpacaL, "train").get(0).turns());
+        // chat JSONL out, and back, losslessly
+        List<Example> in = sample(7);
+        Path chat = dir.resolve("chat.jsonl");
+        JsonlExamples.write(chat, in, true);
+        assertTrue(Files.readString(chat).contains("\"messages\":[{\"role\":\"user\""));
+        assertEquals(in, ExampleFiles.read(chat, "train"));
+        // errors name the place
+        Files.writeString(share, "{\"conversations\": [{\"from\": \"robot\", \"value\": \"x\"}]}\n");
+        DataFormatException e = assertThrows(DataFormatException.class, () -> ExampleFiles.read(share, "train"));
+        assertTrue(e.getMessage().contains("sharegpt.jsonl:1: conversations[0].from is \"robot\""), e.getMessage());
+        Files.writeString(alpaca, "[{\"instruction\": 3, \"output\": \"x\"}]");
+        e = assertThrows(DataFormatException.class, () -> ExampleFiles.read(alpaca, "train"));
+        assertTrue(e.getMessage().contains("alpaca.json: element 0: \"instruction\" must be a string"), e.getMessage());
+        Files.writeString(alpaca, "{\"instruction\": \"x\"}");
+        e = assertThrows(DataFormatException.class, () -> ExampleFiles.read(alpaca, "train"));
+        assertTrue(e.getMessage().contains("expected a JSON array"), e.getMessage());
+    }
+
+    /** An Arrow table that is not limactl's (an IPC stream with a messages column, as Hugging Face datasets writes) is read by its columns. */
+    @Test
+    void readsForeignArrowTablesByTheirColumns() throws Exception {
+        Path p = dir.resolve("data-00000-of-00001.arrow");
+        var roleF = new org.apache.arrow.vector.types.pojo.Field("role", org.apache.arrow.vector.types.pojo.FieldType.nullable(
+                org.apache.arrow.vector.types.pojo.ArrowType.Utf8.INSTANCE), null);
+        var contentF = new org.apache.arrow.vector.types.pojo.Field("content", org.apache.arrow.vector.types.pojo.FieldType.nullable(
+                org.apache.arrow.vector.types.pojo.ArrowType.Utf8.INSTANCE), null);
+        var structF = new org.apache.arrow.vector.types.pojo.Field("item", org.apache.arrow.vector.types.pojo.FieldType.nullable(
+                org.apache.arrow.vector.types.pojo.ArrowType.Struct.INSTANCE), List.of(roleF, contentF));
+        var listF = new org.apache.arrow.vector.types.pojo.Field("messages", org.apache.arrow.vector.types.pojo.FieldType.nullable(
+                org.apache.arrow.vector.types.pojo.ArrowType.List.INSTANCE), List.of(structF));
+        var schema = new org.apache.arrow.vector.types.pojo.Schema(List.of(listF));
+        try (var alloc = new org.apache.arrow.memory.RootAllocator();
+             var root = org.apache.arrow.vector.VectorSchemaRoot.create(schema, alloc);
+             var out = Files.newOutputStream(p);
+             var w = new org.apache.arrow.vector.ipc.ArrowStreamWriter(root, null, out)) {
+            var list = (org.apache.arrow.vector.complex.ListVector) root.getVector("messages");
+            var writer = list.getWriter();
+            String[][] rows = {{"system", "S.", "user", "Q1", "assistant", "A1"}, {"user", "Q2", "assistant", "A2 ✓"}};
+            for (int r = 0; r < rows.length; r++) {
+                writer.setPosition(r);
+                writer.startList();
+                for (int k = 0; k < rows[r].length; k += 2) {
+                    var st = writer.struct();
+                    st.start();
+                    for (int f = 0; f < 2; f++) {
+                        byte[] b = rows[r][k + f].getBytes(java.nio.charset.StandardCharsets.UTF_8);
+                        try (var buf = alloc.buffer(b.length)) {
+                            buf.setBytes(0, b);
+                            st.varChar(f == 0 ? "role" : "content").writeVarChar(0, b.length, buf);
+                        }
+                    }
+                    st.end();
+                }
+                writer.endList();
+            }
+            list.setValueCount(rows.length);
+            root.setRowCount(rows.length);
+            w.start();
+            w.writeBatch();
+            w.end();
+        }
+        List<Example> ex = ExampleFiles.read(p, "train");
+        assertEquals(2, ex.size());
+        assertEquals(List.of(new Turn(Turn.USER, "S.\n\nQ1"), new Turn(Turn.ASSISTANT, "A1")), ex.get(0).turns());
+        assertEquals("A2 ✓", ex.get(1).turns().get(1).text());
+        // a Hugging Face save_to_disk folder: state.json naming the file
+        Files.writeString(dir.resolve("state.json"), "{\"_data_files\": [{\"filename\": \"data-00000-of-00001.arrow\"}]}");
+        assertEquals(ex, ExampleFiles.read(dir, "train"));
+    }
+
     @Test
     void emptyArrowFileRoundTrips() {
         Path p = dir.resolve("empty.arrow");
@@ -79,7 +175,7 @@ class ExampleFilesTest {
         assertTrue(!e.getMessage().contains("[Source") && !e.getMessage().contains("REDACTED"), e.getMessage());
         Files.writeString(p, "{\"messages\": [{\"role\": \"system\", \"content\": \"x\"}]}\n");
         e = assertThrows(DataFormatException.class, () -> JsonlExamples.read(p, "train"));
-        assertTrue(e.getMessage().contains(":1: ") && e.getMessage().contains("\"user\" or \"assistant\""), e.getMessage());
+        assertTrue(e.getMessage().contains(":1: no user or assistant message"), e.getMessage());
         Files.writeString(p, "{\"text\": \"x\"}\n");
         e = assertThrows(DataFormatException.class, () -> JsonlExamples.read(p, "train"));
         assertTrue(e.getMessage().contains("expected \"conversations\""), e.getMessage());
@@ -109,7 +205,7 @@ class ExampleFilesTest {
         Path junk = dir.resolve("junk.arrow");
         Files.writeString(junk, "not arrow at all");
         e = assertThrows(DataFormatException.class, () -> ExampleFiles.read(junk, "train"));
-        assertTrue(e.getMessage().startsWith(junk + ": not a readable Arrow IPC file"), e.getMessage());
+        assertTrue(e.getMessage().startsWith(junk + ": not a readable Arrow table"), e.getMessage());
         e = assertThrows(DataFormatException.class, () -> ExampleFiles.read(dir.resolve("x.csv"), "train"));
         assertTrue(e.getMessage().contains("unknown data file type"), e.getMessage());
     }

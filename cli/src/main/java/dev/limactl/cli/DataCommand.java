@@ -92,9 +92,11 @@ public final class DataCommand implements Runnable {
     }
 
     @Command(name = "import", mixinStandardHelpOptions = true,
-            description = "LIMA jsonl or chat JSONL -> Arrow example file.")
+            description = {"Examples in the formats users have -> Arrow example file: .jsonl (LIMA, ShareGPT, chat/OpenAI messages,",
+                    "Alpaca), .json (an array of those), .arrow tables or Hugging Face datasets folders with those columns.",
+                    "System messages go before the next user message, followed by a blank line (LIMA has no system role)."})
     static final class Import implements Callable<Integer> {
-        @Parameters(index = "0", description = "Input .jsonl") Path in;
+        @Parameters(index = "0", description = "Input file or Hugging Face datasets folder") Path in;
 
         @Parameters(index = "1", description = "Output .arrow") Path out;
 
@@ -104,25 +106,29 @@ public final class DataCommand implements Runnable {
 
         @Override
         public Integer call() {
-            List<Example> ex = JsonlExamples.read(in, split);
+            List<Example> ex = ExampleFiles.read(in, split);
             ArrowExamples.write(out, ex);
             spec.commandLine().getOut().printf("%d examples -> %s%n", ex.size(), out);
             return ExitCodes.OK;
         }
     }
 
-    @Command(name = "export", mixinStandardHelpOptions = true, description = "Arrow example file -> LIMA jsonl (lossless).")
+    @Command(name = "export", mixinStandardHelpOptions = true,
+            description = "Example file -> LIMA jsonl (default) or chat JSONL (--format chat: messages of role and content); lossless.")
     static final class Export implements Callable<Integer> {
-        @Parameters(index = "0", description = "Input .arrow") Path in;
+        @Parameters(index = "0", description = "Input (.arrow, or any format import reads)") Path in;
 
         @Parameters(index = "1", description = "Output .jsonl") Path out;
+
+        @Option(names = "--format", defaultValue = "lima", description = "lima or chat (default ${DEFAULT-VALUE}).") String format;
 
         @CommandLine.Spec CommandLine.Model.CommandSpec spec;
 
         @Override
         public Integer call() {
-            List<Example> ex = ArrowExamples.read(in);
-            JsonlExamples.write(out, ex);
+            if (!format.equals("lima") && !format.equals("chat")) throw new IllegalArgumentException("--format must be lima or chat, got \"" + format + "\"");
+            List<Example> ex = ExampleFiles.read(in, "train");
+            JsonlExamples.write(out, ex, format.equals("chat"));
             spec.commandLine().getOut().printf("%d examples -> %s%n", ex.size(), out);
             return ExitCodes.OK;
         }

@@ -202,6 +202,37 @@ class CliTest {
         assertTrue(Files.readString(historyFile).contains("How do I grind?"), "the history file lacks the line");
     }
 
+    /** data import reads a Hugging Face datasets folder written by datasets itself (chat messages with a system turn, Alpaca). */
+    @Test
+    void dataImportReadsHuggingFaceDatasetsFolders() throws Exception {
+        Process probe = new ProcessBuilder("python3", "-c", "import datasets").redirectErrorStream(true).start();
+        org.junit.jupiter.api.Assumptions.assumeTrue(probe.waitFor(120, java.util.concurrent.TimeUnit.SECONDS) && probe.exitValue() == 0,
+                "python3 with datasets is not installed: the Hugging Face datasets check is skipped");
+        Path script = dir.resolve("make_ds.py");
+        Files.writeString(script, String.join("\n",
+                "import sys",
+                "from datasets import Dataset",
+                "Dataset.from_list([{'messages': [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': 'Hi'},",
+                "    {'role': 'assistant', 'content': 'Hello!'}]}, {'messages': [{'role': 'user', 'content': 'Why?'},",
+                "    {'role': 'assistant', 'content': 'Because \u2713'}]}]).save_to_disk(sys.argv[1] + '/chat')",
+                "Dataset.from_list([{'instruction': 'Say hi.', 'input': '', 'output': 'Hi'}]).save_to_disk(sys.argv[1] + '/alpaca')", ""));
+        Process p = new ProcessBuilder("python3", script.toString(), dir.toString()).redirectErrorStream(true).start();
+        String log = new String(p.getInputStream().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
+        assertTrue(p.waitFor(300, java.util.concurrent.TimeUnit.SECONDS) && p.exitValue() == 0, log);
+        Run r = limactl("data", "import", dir.resolve("chat").toString(), dir.resolve("chat.arrow").toString());
+        assertEquals(0, r.code(), r.err());
+        assertTrue(r.out().contains("2 examples"), r.out());
+        r = limactl("data", "export", dir.resolve("chat.arrow").toString(), dir.resolve("chat.jsonl").toString(), "--format", "chat");
+        assertEquals(0, r.code(), r.err());
+        List<String> lines = Files.readAllLines(dir.resolve("chat.jsonl"));
+        assertTrue(lines.get(0).contains("{\"role\":\"user\",\"content\":\"Be brief.\\n\\nHi\"}"), lines.get(0));
+        assertTrue(lines.get(1).contains("Because ✓"), lines.get(1));
+        r = limactl("data", "import", dir.resolve("alpaca").toString(), dir.resolve("alpaca.arrow").toString());
+        assertEquals(0, r.code(), r.err());
+        assertEquals(ExitCodes.INVALID_INPUT, limactl("data", "export", dir.resolve("chat.arrow").toString(), dir.resolve("x.jsonl").toString(),
+                "--format", "sharegpt").code());
+    }
+
     /** limactl report: one self-contained page with the run's charts and checkpoints; not a run: exit 2. */
     @Test
     void reportWritesOnePageAboutARun() throws Exception {

@@ -14,7 +14,6 @@ import com.fasterxml.jackson.databind.exc.UnrecognizedPropertyException;
 import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
 import dev.limactl.data.DataFormatException;
 import dev.limactl.data.Example;
-import dev.limactl.data.JsonlExamples;
 import java.io.IOException;
 import java.io.InputStream;
 import java.nio.file.Files;
@@ -171,11 +170,14 @@ public record Recipe(long seed, @JsonProperty("on_error") String onError, Dedup 
         }
     }
 
-    /** Examples in LIMA jsonl or chat JSONL, all of them, moved to this block's split. */
+    /**
+     * Examples in any format limactl reads (LIMA jsonl, ShareGPT, chat/OpenAI messages, Alpaca, a JSON array
+     * of those, Arrow tables, Hugging Face datasets folders), all of them, moved to this block's split.
+     */
     public record Jsonl(String split, String path, Integer count) implements Source {
         @Override
         public List<Example> sample(Context ctx, Random rnd) {
-            return JsonlExamples.read(ctx.path(path), split).stream()
+            return dev.limactl.data.ExampleFiles.read(ctx.path(path), split).stream()
                     .map(e -> new Example(e.id(), e.source(), split, e.turns(), e.provenance())).toList();
         }
     }
