@@ -85,6 +85,7 @@ public final class OpenAiServer implements AutoCloseable {
         this.accessLog = accessLog;
         this.http = HttpServer.create(new InetSocketAddress(host, port), 64);
         http.createContext("/v1/models", logged(this::models));
+        http.createContext("/health", logged(this::health));
         http.createContext("/v1/chat/completions", logged(this::completions));
         http.createContext("/", logged(ex -> error(ex, 404, "not_found", "no route " + ex.getRequestURI().getPath(), null)));
         http.setExecutor(handlers);
@@ -180,15 +181,36 @@ public final class OpenAiServer implements AutoCloseable {
         return false;
     }
 
+    /** GET /v1/models (the list) and GET /v1/models/{id} (the served model, or a 404 model_not_found). */
     private void models(HttpExchange ex) throws IOException {
         if (!authorised(ex)) return;
         if (!ex.getRequestMethod().equals("GET")) {
             error(ex, 405, "method_not_allowed", "use GET on /v1/models", null);
             return;
         }
-        ObjectNode o = JSON.createObjectNode().put("object", "list");
-        o.putArray("data").addObject().put("id", modelName).put("object", "model").put("created", 0).put("owned_by", "limactl");
-        send(ex, 200, o);
+        String path = ex.getRequestURI().getPath();
+        ObjectNode model = JSON.createObjectNode().put("id", modelName).put("object", "model").put("created", 0).put("owned_by", "limactl");
+        if (path.equals("/v1/models") || path.equals("/v1/models/")) {
+            ObjectNode o = JSON.createObjectNode().put("object", "list");
+            o.putArray("data").add(model);
+            send(ex, 200, o);
+            return;
+        }
+        String id = java.net.URLDecoder.decode(path.substring("/v1/models/".length()), StandardCharsets.UTF_8);
+        if (!id.equals(modelName)) {
+            error(ex, 404, "model_not_found", "The model \"" + id + "\" does not exist; this server serves \"" + modelName + "\"", "model");
+            return;
+        }
+        send(ex, 200, model);
+    }
+
+    /** GET /health: 200 while the server runs (no key needed: load balancers and orchestrators probe it). */
+    private void health(HttpExchange ex) throws IOException {
+        if (!ex.getRequestMethod().equals("GET")) {
+            error(ex, 405, "method_not_allowed", "use GET on /health", null);
+            return;
+        }
+        send(ex, 200, JSON.createObjectNode().put("status", "ok").put("model", modelName));
     }
 
     private void completions(HttpExchange ex) throws IOException {
@@ -237,8 +259,18 @@ public final class OpenAiServer implements AutoCloseable {
             error(ex, 400, "invalid_request_error", "stream must be true or false", "stream");
             return;
         }
+        JsonNode options = body.get("stream_options");
+        boolean includeUsage = false;
+        if (options != null && !options.isNull()) {
+            JsonNode iu = options.get("include_usage");
+            if (!options.isObject() || (iu != null && !iu.isNull() && !iu.isBoolean())) {
+                error(ex, 400, "invalid_request_error", "stream_options must be an object whose include_usage is true or false", "stream_options");
+                return;
+            }
+            includeUsage = iu != null && iu.asBoolean();
+        }
         if (streamFlag != null && streamFlag.asBoolean()) {
-            stream(ex, req, id, created);
+            stream(ex, req, id, created, includeUsage);
             return;
         }
         Pending p = new Pending(req, t -> { }, new CompletableFuture<>());
@@ -257,12 +289,16 @@ public final class OpenAiServer implements AutoCloseable {
         ObjectNode choice = o.putArray("choices").addObject().put("index", 0);
         choice.putObject("message").put("role", "assistant").put("content", a.text());
         choice.put("finish_reason", finishReason(a));
-        o.putObject("usage").put("prompt_tokens", a.promptTokens()).put("completion_tokens", a.generatedTokens())
-                .put("total_tokens", a.promptTokens() + a.generatedTokens());
+        o.set("usage", usage(a));
         send(ex, 200, o);
     }
 
-    private void stream(HttpExchange ex, Answerer.Prepared req, String id, long created) throws IOException {
+    private static ObjectNode usage(Answerer.Answer a) {
+        return JSON.createObjectNode().put("prompt_tokens", a.promptTokens()).put("completion_tokens", a.generatedTokens())
+                .put("total_tokens", a.promptTokens() + a.generatedTokens());
+    }
+
+    private void stream(HttpExchange ex, Answerer.Prepared req, String id, long created, boolean includeUsage) throws IOException {
         ex.getResponseHeaders().set("Content-Type", "text/event-stream; charset=utf-8");
         ex.getResponseHeaders().set("Cache-Control", "no-cache");
         ex.sendResponseHeaders(200, 0);
@@ -289,6 +325,13 @@ public final class OpenAiServer implements AutoCloseable {
             ex.setAttribute("limactl.tokens", (a.promptTokens() + a.generatedTokens()) + (a.finish().equals("cancelled") ? " cancelled" : ""));
             if (a.finish().equals("cancelled")) return;  // nobody is listening
             event.accept(chunk(id, created, JSON.createObjectNode(), finishReason(a)));
+            if (includeUsage) {  // OpenAI's last chunk: no choices, the usage of the whole answer
+                ObjectNode u = JSON.createObjectNode().put("id", id).put("object", "chat.completion.chunk").put("created", created)
+                        .put("model", modelName);
+                u.putArray("choices");
+                u.set("usage", usage(a));
+                event.accept(u);
+            }
             os.write("data: [DONE]\n\n".getBytes(StandardCharsets.UTF_8));
         } catch (Exception e) {
             Throwable c = e instanceof java.util.concurrent.ExecutionException && e.getCause() != null ? e.getCause() : e;

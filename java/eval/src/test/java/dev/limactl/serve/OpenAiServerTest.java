@@ -73,6 +73,35 @@ class OpenAiServerTest {
         assertTrue(j.at("/usage/prompt_tokens").asInt() > 5);
     }
 
+    /** GET /health without a key, GET /v1/models/{id}, and the usage chunk of stream_options.include_usage. */
+    @Test
+    void healthModelByIdAndStreamUsage() throws Exception {
+        HttpResponse<String> h = call("GET", "/health", null, null);
+        assertEquals(200, h.statusCode(), h.body());
+        assertEquals("ok", JSON.readTree(h.body()).get("status").asText());
+        assertEquals(405, call("POST", "/health", "{}", null).statusCode());
+        HttpResponse<String> m = call("GET", "/v1/models/tiny-lima", null, "sekret");
+        assertEquals(200, m.statusCode(), m.body());
+        assertEquals("model", JSON.readTree(m.body()).get("object").asText());
+        assertEquals("tiny-lima", JSON.readTree(m.body()).get("id").asText());
+        HttpResponse<String> none = call("GET", "/v1/models/gpt-4", null, "sekret");
+        assertEquals(404, none.statusCode());
+        assertEquals("model_not_found", JSON.readTree(none.body()).at("/error/code").asText(JSON.readTree(none.body()).at("/error/type").asText()));
+        assertEquals(401, call("GET", "/v1/models/tiny-lima", null, null).statusCode());
+        HttpResponse<String> s = call("POST", "/v1/chat/completions", ASK + ", \"stream\": true, \"stream_options\": {\"include_usage\": true}}", "sekret");
+        assertEquals(200, s.statusCode());
+        List<JsonNode> chunks = new ArrayList<>();
+        for (String line : s.body().split("\n")) {
+            if (line.startsWith("data: {")) chunks.add(JSON.readTree(line.substring(6)));
+        }
+        JsonNode last = chunks.get(chunks.size() - 1);
+        assertEquals(0, last.get("choices").size(), last.toString());
+        assertEquals(12, last.at("/usage/completion_tokens").asInt());
+        assertTrue(chunks.subList(0, chunks.size() - 1).stream().noneMatch(c -> c.has("usage")), "usage comes once, last");
+        assertEquals(400, call("POST", "/v1/chat/completions", ASK + ", \"stream\": true, \"stream_options\": {\"include_usage\": \"yes\"}}",
+                "sekret").statusCode());
+    }
+
     @Test
     void streamingSendsDeltasThatAddUpToTheSameAnswer() throws Exception {
         String plain = JSON.readTree(call("POST", "/v1/chat/completions", ASK + "}", "sekret").body())
