@@ -31,7 +31,88 @@ public final class Answerer {
      * finish: "eot" (the model ended its turn), "eos", "stop" (a stop string), "length" (maxNewTokens or
      * the context), "cancelled" (the caller gave up on it).
      */
-    public record Answer(String text, int promptTokens, int generatedTokens, String finish) {}
+    public record Answer(String text, int promptTokens, int generatedTokens, String finish, int[] tokens) {
+        /** tokens: the generated token ids (EOT or EOS that ended the answer not included). */
+        public Answer(String text, int promptTokens, int generatedTokens, String finish) {
+            this(text, promptTokens, generatedTokens, finish, new int[0]);
+        }
+    }
+
+    /**
+     * Log-probabilities of a token sequence under the model (eval mode): logprob[j] of ids[j] after
+     * ids[0..j) for j >= 1 (logprob[0] is NaN: nothing precedes it), and at each position j >= 1 the k
+     * most likely tokens there with theirs, most likely first.
+     */
+    public record Scores(float[] logprob, int[][] topIds, float[][] topLogprob) {}
+
+    private final Object scoring = new Object();
+
+    /** Scores ids (at most the context); k in [0, 20] top tokens per position. */
+    public Scores score(int[] ids, int k) {
+        if (ids.length == 0 || ids.length > contextLength) {
+            throw new IllegalArgumentException("cannot score " + ids.length + " tokens: the context holds " + contextLength);
+        }
+        int v = model.config().vocabSize(), n = ids.length;
+        for (int id : ids) if (id < 0 || id >= v) throw new IllegalArgumentException("token id " + id + " is outside the vocabulary of " + v);
+        float[] logits;
+        synchronized (scoring) {  // the model's activation buffers serve one scoring pass at a time (decoding has its own)
+            try (dev.limactl.engine.Batch b = new dev.limactl.engine.Batch(1, n).set(ids, new byte[n], null)) {
+                logits = model.logits(b);
+            }
+        }
+        float[] lp = new float[n];
+        int[][] top = new int[n][];
+        float[][] topLp = new float[n][];
+        lp[0] = Float.NaN;
+        top[0] = new int[0];
+        topLp[0] = new float[0];
+        for (int j = 1; j < n; j++) {
+            int off = (j - 1) * v;
+            double max = Double.NEGATIVE_INFINITY, sum = 0;
+            for (int t = 0; t < v; t++) max = Math.max(max, logits[off + t]);
+            for (int t = 0; t < v; t++) sum += Math.exp(logits[off + t] - max);
+            double logZ = max + Math.log(sum);
+            lp[j] = (float) (logits[off + ids[j]] - logZ);
+            int kk = Math.min(k, v);
+            Integer[] order = new Integer[v];
+            for (int t = 0; t < v; t++) order[t] = t;
+            final int o = off;
+            java.util.Arrays.sort(order, (a, b) -> Float.compare(logits[o + b], logits[o + a]));
+            top[j] = new int[kk];
+            topLp[j] = new float[kk];
+            for (int t = 0; t < kk; t++) {
+                top[j][t] = order[t];
+                topLp[j][t] = (float) (logits[off + order[t]] - logZ);
+            }
+        }
+        return new Scores(lp, top, topLp);
+    }
+
+    /** A token as OpenAI's logprobs show it: its piece, SentencePiece's word marker as a space (byte pieces as {@code <0xNN>}). */
+    public String tokenText(int id) {
+        return tokenizer.piece(id).replace('\u2581', ' ');
+    }
+
+    /** A raw prompt's tokens as Hugging Face tokenizers give them by default: BOS, then the text. */
+    public int[] encodeRaw(String text) {
+        int[] t = tokenizer.encode(text);
+        int[] out = new int[t.length + 1];
+        out[0] = tokenizer.bosId();
+        System.arraycopy(t, 0, out, 1, t.length);
+        return out;
+    }
+
+    public String decode(int[] ids) {
+        return tokenizer.decode(ids);
+    }
+
+    public int contextLength() {
+        return contextLength;
+    }
+
+    public int vocabSize() {
+        return model.config().vocabSize();
+    }
 
     private final Model model;
     private final Tokenizer tokenizer;
@@ -165,7 +246,7 @@ public final class Answerer {
             }
         }
         List<Answer> answers = new ArrayList<>();
-        for (int i = 0; i < n; i++) answers.add(new Answer(text[i], prompts[i].length, out[i].tokens(), finish[i]));
+        for (int i = 0; i < n; i++) answers.add(new Answer(text[i], prompts[i].length, out[i].tokens(), finish[i], out[i].ids()));
         return answers;
     }
 

@@ -58,4 +58,9 @@ final class TextStream {
     private String decode(int from, int to) {
         return from == to ? "" : tokenizer.decode(Arrays.copyOfRange(ids, from, to));
     }
+
+    /** The token ids added so far. */
+    public int[] ids() {
+        return java.util.Arrays.copyOf(ids, size);
+    }
 }

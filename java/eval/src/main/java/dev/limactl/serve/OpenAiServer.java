@@ -87,6 +87,7 @@ public final class OpenAiServer implements AutoCloseable {
         http.createContext("/v1/models", logged(this::models));
         http.createContext("/health", logged(this::health));
         http.createContext("/v1/chat/completions", logged(this::completions));
+        http.createContext("/v1/completions", logged(this::textCompletions));
         http.createContext("/", logged(ex -> error(ex, 404, "not_found", "no route " + ex.getRequestURI().getPath(), null)));
         http.setExecutor(handlers);
         worker = new Thread(this::work, "limactl-serve-decoder");
@@ -213,31 +214,51 @@ public final class OpenAiServer implements AutoCloseable {
         send(ex, 200, JSON.createObjectNode().put("status", "ok").put("model", modelName));
     }
 
-    private void completions(HttpExchange ex) throws IOException {
-        if (!authorised(ex)) return;
+    /** The request's JSON object, after the key, method, size and model checks; null when an error was sent. */
+    private JsonNode requestBody(HttpExchange ex, String path) throws IOException {
+        if (!authorised(ex)) return null;
         if (!ex.getRequestMethod().equals("POST")) {
-            error(ex, 405, "method_not_allowed", "use POST on /v1/chat/completions", null);
-            return;
+            error(ex, 405, "method_not_allowed", "use POST on " + path, null);
+            return null;
         }
         JsonNode body;
         try {
             byte[] raw = ex.getRequestBody().readNBytes(MAX_BODY_BYTES + 1);
             if (raw.length > MAX_BODY_BYTES) {
                 error(ex, 413, "invalid_request_error", "request body exceeds " + MAX_BODY_BYTES + " bytes", null);
-                return;
+                return null;
             }
             body = JSON.readTree(raw);
             if (body == null || !body.isObject()) throw new IOException("expected a JSON object");
         } catch (com.fasterxml.jackson.core.JacksonException e) {
             error(ex, 400, "invalid_request_error", "request body is not valid JSON: " + e.getOriginalMessage(), null);
-            return;
+            return null;
         } catch (IOException e) {
             error(ex, 400, "invalid_request_error", "request body is not valid JSON: " + e.getMessage(), null);
-            return;
+            return null;
         }
         JsonNode model = body.get("model");
         if (model != null && !model.isNull() && !(model.isTextual() && model.asText().equals(modelName))) {
             error(ex, 404, "model_not_found", "The model " + model + " does not exist; this server serves \"" + modelName + "\"", "model");
+            return null;
+        }
+        return body;
+    }
+
+    private void completions(HttpExchange ex) throws IOException {
+        JsonNode body = requestBody(ex, "/v1/chat/completions");
+        if (body == null) return;
+        int topLogprobs;
+        boolean logprobs;
+        try {
+            logprobs = flag(body, "logprobs");
+            topLogprobs = (int) number(body, "top_logprobs", 0, 0, 20);
+            if (body.has("top_logprobs") && !body.get("top_logprobs").isNull() && !body.get("top_logprobs").isIntegralNumber()) {
+                throw new BadRequest("top_logprobs", "top_logprobs must be an integer in [0, 20]");
+            }
+            if (topLogprobs > 0 && !logprobs) throw new BadRequest("top_logprobs", "top_logprobs needs logprobs: true");
+        } catch (BadRequest e) {
+            error(ex, 400, "invalid_request_error", e.getMessage(), e.param);
             return;
         }
         // Every request is checked and tokenised here, on its own connection's thread: one that cannot
@@ -270,6 +291,10 @@ public final class OpenAiServer implements AutoCloseable {
             includeUsage = iu != null && iu.asBoolean();
         }
         if (streamFlag != null && streamFlag.asBoolean()) {
+            if (logprobs) {
+                error(ex, 400, "invalid_request_error", "logprobs with stream is not supported", "logprobs");
+                return;
+            }
             stream(ex, req, id, created, includeUsage);
             return;
         }
@@ -288,6 +313,20 @@ public final class OpenAiServer implements AutoCloseable {
         ObjectNode o = JSON.createObjectNode().put("id", id).put("object", "chat.completion").put("created", created).put("model", modelName);
         ObjectNode choice = o.putArray("choices").addObject().put("index", 0);
         choice.putObject("message").put("role", "assistant").put("content", a.text());
+        if (logprobs) {  // OpenAI's chat form: one entry per generated token, with its top alternatives
+            int[] prompt = req.prompt();
+            Answerer.Scores sc = answerer.score(concat(prompt, a.tokens()), topLogprobs);
+            ArrayNode content = choice.putObject("logprobs").putArray("content");
+            for (int j = 0; j < a.tokens().length; j++) {
+                int at = prompt.length + j;
+                ObjectNode e = content.addObject();
+                tokenEntry(e, a.tokens()[j], sc.logprob()[at]);
+                ArrayNode tops = e.putArray("top_logprobs");
+                for (int t = 0; t < sc.topIds()[at].length; t++) tokenEntry(tops.addObject(), sc.topIds()[at][t], sc.topLogprob()[at][t]);
+            }
+        } else {
+            choice.putNull("logprobs");
+        }
         choice.put("finish_reason", finishReason(a));
         o.set("usage", usage(a));
         send(ex, 200, o);
@@ -348,6 +387,186 @@ public final class OpenAiServer implements AutoCloseable {
         }
     }
 
+    private void tokenEntry(ObjectNode e, int id, float logprob) {
+        String text = answerer.tokenText(id);
+        e.put("token", text).put("logprob", logprob);
+        ArrayNode bytes = e.putArray("bytes");
+        for (byte b : text.getBytes(StandardCharsets.UTF_8)) bytes.add(b & 0xff);
+    }
+
+    private static int[] concat(int[] a, int[] b) {
+        int[] out = java.util.Arrays.copyOf(a, a.length + b.length);
+        System.arraycopy(b, 0, out, a.length, b.length);
+        return out;
+    }
+
+    private static boolean flag(JsonNode b, String key) {
+        JsonNode n = b.get(key);
+        if (n == null || n.isNull()) return false;
+        if (!n.isBoolean()) throw new BadRequest(key, key + " must be true or false");
+        return n.asBoolean();
+    }
+
+    /**
+     * POST /v1/completions: a raw prompt (a string, read with BOS first as Hugging Face tokenizers do, or
+     * token ids) continued without the chat format; {@code echo} returns the prompt too and, with
+     * {@code max_tokens: 0}, only scores it; {@code logprobs: k} gives each returned token's
+     * log-probability and the k most likely tokens there (what lm-evaluation-harness's loglikelihood
+     * requests read). Not streamed with logprobs.
+     */
+    private void textCompletions(HttpExchange ex) throws IOException {
+        JsonNode body = requestBody(ex, "/v1/completions");
+        if (body == null) return;
+        int[] prompt;
+        String promptText;
+        Options o;
+        boolean echo, stream;
+        int k;
+        try {
+            JsonNode p = body.get("prompt");
+            if (p != null && p.isArray() && p.size() == 1 && (p.get(0).isTextual() || p.get(0).isArray())) p = p.get(0);  // [prompt]
+            if (p == null || p.isNull()) throw new BadRequest("prompt", "prompt is required");
+            if (p.isTextual()) {
+                promptText = p.asText();
+                prompt = answerer.encodeRaw(promptText);
+            } else if (p.isArray() && p.size() > 0) {
+                prompt = new int[p.size()];
+                for (int i = 0; i < p.size(); i++) {
+                    JsonNode t = p.get(i);
+                    if (!t.isIntegralNumber() || !t.canConvertToInt() || t.asInt() < 0 || t.asInt() >= answerer.vocabSize()) {
+                        throw new BadRequest("prompt", "prompt[" + i + "] must be a token id in [0, " + answerer.vocabSize() + "), got " + t);
+                    }
+                    prompt[i] = t.asInt();
+                }
+                promptText = answerer.decode(prompt);
+            } else {
+                throw new BadRequest("prompt", "prompt must be a string, or an array of token ids (a batch of prompts is not supported)");
+            }
+            for (String unsupported : List.of("suffix", "best_of")) {
+                if (body.has(unsupported) && !body.get(unsupported).isNull()) throw new BadRequest(unsupported, unsupported + " is not supported");
+            }
+            echo = flag(body, "echo");
+            stream = flag(body, "stream");
+            JsonNode lp = body.get("logprobs");
+            if (lp != null && !lp.isNull() && !(lp.isIntegralNumber() && lp.asInt() >= 0 && lp.asInt() <= 20)) {
+                throw new BadRequest("logprobs", "logprobs must be an integer in [0, 20] (the top tokens per position), got " + lp);
+            }
+            k = lp == null || lp.isNull() ? -1 : lp.asInt();
+            o = options(body, 16, echo ? 0 : 1);
+            if (stream && (k >= 0 || o.maxTokens() == 0)) throw new BadRequest("stream", "stream with logprobs or max_tokens 0 is not supported");
+            int room = answerer.contextLength() - prompt.length;
+            if (room < (o.maxTokens() == 0 ? 0 : 1)) {
+                throw new BadRequest("prompt", "the prompt has " + prompt.length + " tokens; the context holds " + answerer.contextLength());
+            }
+        } catch (BadRequest e) {
+            error(ex, 400, "invalid_request_error", e.getMessage(), e.param);
+            return;
+        }
+        String id = "cmpl-" + UUID.randomUUID().toString().replace("-", "");
+        long created = System.currentTimeMillis() / 1000;
+        Answerer.Answer a = new Answerer.Answer("", prompt.length, 0, "length");
+        if (o.maxTokens() > 0) {
+            Answerer.Prepared req = new Answerer.Prepared(new Answerer.Request(List.of(new Turn(Turn.USER, promptText)), o.sampling(),
+                    (int) Math.min(o.maxTokens(), answerer.contextLength() - prompt.length), o.stop(), o.seed()), prompt);
+            if (stream) {
+                streamText(ex, req, id, created);
+                return;
+            }
+            Pending pending = new Pending(req, t -> { }, new CompletableFuture<>());
+            queue.add(pending);
+            try {
+                a = pending.done().get();
+            } catch (Exception e) {
+                Throwable c = e.getCause() != null ? e.getCause() : e;
+                error(ex, 500, "server_error", String.valueOf(c.getMessage()), null);
+                return;
+            }
+        }
+        ex.setAttribute("limactl.tokens", prompt.length + a.generatedTokens());
+        ObjectNode out = JSON.createObjectNode().put("id", id).put("object", "text_completion").put("created", created).put("model", modelName);
+        ObjectNode choice = out.putArray("choices").addObject().put("index", 0);
+        choice.put("text", echo ? promptText + a.text() : a.text());
+        if (k >= 0) {
+            int[] all = concat(prompt, a.tokens());
+            Answerer.Scores sc;
+            try {
+                sc = answerer.score(all, k);
+            } catch (IllegalArgumentException e) {
+                error(ex, 400, "invalid_request_error", e.getMessage(), "prompt");
+                return;
+            }
+            ObjectNode lp = choice.putObject("logprobs");
+            ArrayNode tokens = lp.putArray("tokens"), logps = lp.putArray("token_logprobs"), tops = lp.putArray("top_logprobs"),
+                    offsets = lp.putArray("text_offset");
+            int offset = echo ? 0 : promptText.length();
+            for (int j = echo ? 0 : prompt.length; j < all.length; j++) {
+                String t = answerer.tokenText(all[j]);
+                tokens.add(t);
+                offsets.add(offset);
+                offset += t.length();
+                if (j == 0) {  // nothing precedes the first token
+                    logps.addNull();
+                    tops.addNull();
+                    continue;
+                }
+                logps.add(sc.logprob()[j]);
+                ObjectNode top = tops.addObject();
+                for (int t2 = 0; t2 < sc.topIds()[j].length; t2++) top.put(answerer.tokenText(sc.topIds()[j][t2]), sc.topLogprob()[j][t2]);
+            }
+        } else {
+            choice.putNull("logprobs");
+        }
+        choice.put("finish_reason", o.maxTokens() == 0 ? "length" : finishReason(a));
+        out.set("usage", JSON.createObjectNode().put("prompt_tokens", prompt.length).put("completion_tokens", a.generatedTokens())
+                .put("total_tokens", prompt.length + a.generatedTokens()));
+        send(ex, 200, out);
+    }
+
+    /** A streamed text completion: "text_completion" chunks, then [DONE]. */
+    private void streamText(HttpExchange ex, Answerer.Prepared req, String id, long created) throws IOException {
+        ex.getResponseHeaders().set("Content-Type", "text/event-stream; charset=utf-8");
+        ex.getResponseHeaders().set("Cache-Control", "no-cache");
+        ex.sendResponseHeaders(200, 0);
+        try (OutputStream os = ex.getResponseBody()) {
+            Consumer<ObjectNode> event = c -> {
+                try {
+                    os.write(("data: " + JSON.writeValueAsString(c) + "\n\n").getBytes(StandardCharsets.UTF_8));
+                    os.flush();
+                } catch (IOException e) {
+                    throw new java.io.UncheckedIOException(e);
+                }
+            };
+            java.util.function.BiFunction<String, String, ObjectNode> chunk = (text, finish) -> {
+                ObjectNode c = JSON.createObjectNode().put("id", id).put("object", "text_completion").put("created", created).put("model", modelName);
+                ObjectNode ch = c.putArray("choices").addObject().put("index", 0).put("text", text);
+                ch.putNull("logprobs");
+                if (finish == null) ch.putNull("finish_reason");
+                else ch.put("finish_reason", finish);
+                return c;
+            };
+            Pending p = new Pending(req, text -> {
+                try {
+                    event.accept(chunk.apply(text, null));
+                } catch (java.io.UncheckedIOException gone) {
+                    req.cancel();
+                }
+            }, new CompletableFuture<>());
+            queue.add(p);
+            try {
+                Answerer.Answer a = p.done().get();
+                if (a.finish().equals("cancelled")) return;
+                event.accept(chunk.apply("", finishReason(a)));
+                os.write("data: [DONE]\n\n".getBytes(StandardCharsets.UTF_8));
+            } catch (Exception e) {
+                ObjectNode err = JSON.createObjectNode();
+                err.putObject("error").put("message", "the completion could not be generated").put("type", "server_error");
+                os.write(("data: " + JSON.writeValueAsString(err) + "\n\n").getBytes(StandardCharsets.UTF_8));
+            }
+        } catch (java.io.UncheckedIOException | IOException gone) {
+            // the client went away
+        }
+    }
+
     private ObjectNode chunk(String id, long created, ObjectNode delta, String finish) {
         ObjectNode o = JSON.createObjectNode().put("id", id).put("object", "chat.completion.chunk").put("created", created)
                 .put("model", modelName);
@@ -398,6 +617,14 @@ public final class OpenAiServer implements AutoCloseable {
         if (turns.isEmpty() || !turns.get(turns.size() - 1).role().equals(Turn.USER)) {
             throw new BadRequest("messages", "the last message must be from the user");
         }
+        Options o = options(b, 2048, 1);
+        return new Answerer.Request(turns, o.sampling(), o.maxTokens(), o.stop(), o.seed());
+    }
+
+    /** The sampling fields both endpoints share (temperature, top_p, top_k, repetition_penalty, max_tokens, stop, seed, n). */
+    private record Options(Sampling sampling, int maxTokens, List<String> stop, long seed) {}
+
+    private static Options options(JsonNode b, int defaultMax, int minMax) {
         if (b.has("n") && !(b.get("n").isIntegralNumber() && b.get("n").asInt() == 1)) throw new BadRequest("n", "only n = 1 is supported");
         Sampling lima = Sampling.lima();
         float temperature = (float) number(b, "temperature", lima.temperature(), 0, 2);
@@ -405,10 +632,10 @@ public final class OpenAiServer implements AutoCloseable {
         float penalty = (float) number(b, "repetition_penalty", lima.repetitionPenalty(), 1e-6, 100);
         int topK = (int) number(b, "top_k", 0, 0, 1e6);
         JsonNode maxNode = b.has("max_completion_tokens") ? b.get("max_completion_tokens") : b.get("max_tokens");
-        int maxTokens = 2048;
+        int maxTokens = defaultMax;
         if (maxNode != null && !maxNode.isNull()) {
-            if (!maxNode.isIntegralNumber() || !maxNode.canConvertToInt() || maxNode.asInt() < 1) {
-                throw new BadRequest("max_tokens", "max_tokens must be a positive integer of at most 2147483647, got " + maxNode);
+            if (!maxNode.isIntegralNumber() || !maxNode.canConvertToInt() || maxNode.asInt() < minMax) {
+                throw new BadRequest("max_tokens", "max_tokens must be an integer in [" + minMax + ", 2147483647], got " + maxNode);
             }
             maxTokens = maxNode.asInt();
         }
@@ -431,7 +658,7 @@ public final class OpenAiServer implements AutoCloseable {
             throw new BadRequest("seed", "seed must be an integer in the 64-bit range, got " + seedNode);
         }
         long seed = seedNode != null && !seedNode.isNull() ? seedNode.asLong() : System.nanoTime();
-        return new Answerer.Request(turns, new Sampling(temperature, topP, topK, penalty, false), maxTokens, stop, seed);
+        return new Options(new Sampling(temperature, topP, topK, penalty, false), maxTokens, stop, seed);
     }
 
     private static String contentOf(JsonNode c, int i) {

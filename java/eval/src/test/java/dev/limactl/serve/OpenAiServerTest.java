@@ -73,6 +73,67 @@ class OpenAiServerTest {
         assertTrue(j.at("/usage/prompt_tokens").asInt() > 5);
     }
 
+    /** /v1/completions with echo and logprobs scores a prompt as the model does (lm-evaluation-harness's loglikelihood request). */
+    @Test
+    void completionsScorePromptsAndContinueThem() throws Exception {
+        int[] ids = {1, 50, 300, 77, 5, 900, 12};
+        HttpResponse<String> r = call("POST", "/v1/completions", "{\"model\": \"tiny-lima\", \"prompt\": " + java.util.Arrays.toString(ids)
+                + ", \"echo\": true, \"max_tokens\": 0, \"logprobs\": 1}", "sekret");
+        assertEquals(200, r.statusCode(), r.body());
+        JsonNode lp = JSON.readTree(r.body()).at("/choices/0/logprobs");
+        assertEquals("text_completion", JSON.readTree(r.body()).get("object").asText());
+        assertEquals(ids.length, lp.get("tokens").size());
+        assertTrue(lp.get("token_logprobs").get(0).isNull() && lp.get("top_logprobs").get(0).isNull());
+        float[] want;
+        try (dev.limactl.engine.Batch b = new dev.limactl.engine.Batch(1, ids.length).set(ids, new byte[ids.length], null)) {
+            want = model.tokenLogprobs(b);
+        }
+        for (int j = 1; j < ids.length; j++) {
+            assertEquals(want[j], lp.get("token_logprobs").get(j).floatValue(), 1e-4, "token " + j);
+            JsonNode top = lp.get("top_logprobs").get(j);
+            assertEquals(1, top.size());
+            assertTrue(top.elements().next().floatValue() >= lp.get("token_logprobs").get(j).floatValue() - 1e-6, "the top token is the most likely");
+        }
+        // a text prompt continued greedily: each generated token is the most likely one, and streaming gives the same text
+        String ask = "{\"prompt\": \"How should I store coffee?\", \"max_tokens\": 6, \"temperature\": 0, \"repetition_penalty\": 1, \"seed\": 3";
+        JsonNode g = JSON.readTree(call("POST", "/v1/completions", ask + ", \"logprobs\": 2}", "sekret").body());
+        JsonNode glp = g.at("/choices/0/logprobs");
+        assertEquals(6, glp.get("tokens").size(), g.toString());
+        for (int j = 0; j < 6; j++) {
+            JsonNode top = glp.get("top_logprobs").get(j);
+            assertEquals(2, top.size());
+            assertEquals(top.elements().next().floatValue(), glp.get("token_logprobs").get(j).floatValue(), 1e-5, "greedy picks the top token");
+        }
+        assertEquals("length", g.at("/choices/0/finish_reason").asText());
+        HttpResponse<String> st = call("POST", "/v1/completions", ask + ", \"stream\": true}", "sekret");
+        StringBuilder text = new StringBuilder();
+        for (String line : st.body().split("\n")) {
+            if (line.startsWith("data: {")) text.append(JSON.readTree(line.substring(6)).at("/choices/0/text").asText());
+        }
+        assertEquals(g.at("/choices/0/text").asText(), text.toString());
+        // chat logprobs: one entry per generated token, the greedy token on top
+        JsonNode c = JSON.readTree(call("POST", "/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}],"
+                + " \"max_tokens\": 4, \"temperature\": 0, \"repetition_penalty\": 1, \"logprobs\": true, \"top_logprobs\": 3}", "sekret").body());
+        JsonNode content = c.at("/choices/0/logprobs/content");
+        assertEquals(c.at("/usage/completion_tokens").asInt(), content.size(), c.toString());
+        for (JsonNode e : content) {
+            assertEquals(3, e.get("top_logprobs").size());
+            assertEquals(e.get("top_logprobs").get(0).get("logprob").floatValue(), e.get("logprob").floatValue(), 1e-5);
+            assertEquals(e.get("top_logprobs").get(0).get("token").asText(), e.get("token").asText());
+        }
+        // bad requests, each named
+        String[][] bad = {{"{}", "prompt"}, {"{\"prompt\": [1, 999999]}", "prompt"}, {"{\"prompt\": \"x\", \"max_tokens\": 0}", "max_tokens"},
+                {"{\"prompt\": \"x\", \"logprobs\": 21}", "logprobs"}, {"{\"prompt\": \"x\", \"logprobs\": 1, \"stream\": true}", "stream"},
+                {"{\"prompt\": \"x\", \"suffix\": \"y\"}", "suffix"}, {"{\"prompt\": [\"a\", \"b\"]}", "prompt"}};
+        for (String[] b : bad) {
+            HttpResponse<String> e = call("POST", "/v1/completions", b[0], "sekret");
+            assertEquals(400, e.statusCode(), b[0] + " -> " + e.body());
+            assertEquals(b[1], JSON.readTree(e.body()).at("/error/param").asText(), e.body());
+        }
+        assertEquals(400, call("POST", "/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"top_logprobs\": 2}",
+                "sekret").statusCode(), "top_logprobs without logprobs");
+    }
+
     /** GET /health without a key, GET /v1/models/{id}, and the usage chunk of stream_options.include_usage. */
     @Test
     void healthModelByIdAndStreamUsage() throws Exception {

@@ -10,11 +10,16 @@ import java.nio.file.Path;
 record TinyServer(Tokenizer tok, Model model, OpenAiServer server) implements AutoCloseable {
 
     static TinyServer start(String name, int maxBatch) {
+        return start(name, maxBatch, null, 256, 9);
+    }
+
+    /** With an API key (null: none), a context and the random model's seed. */
+    static TinyServer start(String name, int maxBatch, String key, int context, long seed) {
         Tokenizer tok = Tokenizer.open(Path.of("../src/main/resources/dev/limactl/demo/tokenizer.model"));
-        Model model = Model.random(ModelConfig.llama(1025, 32, 64, 2, 4, 2, 256), 9);
+        Model model = Model.random(ModelConfig.llama(1025, 32, 64, 2, 4, 2, context), seed);
         TinyServer t;
         try {
-            t = new TinyServer(tok, model, new OpenAiServer(new Answerer(model, tok, 1024, 256), name, "127.0.0.1", 0, null, maxBatch));
+            t = new TinyServer(tok, model, new OpenAiServer(new Answerer(model, tok, 1024, context), name, "127.0.0.1", 0, key, maxBatch));
         } catch (java.io.IOException | RuntimeException e) {
             model.close();
             tok.close();
