@@ -123,7 +123,7 @@ void reserve(Ctx &c, long n) {
 void ensure_rope(Ctx &c, int positions) {
     if (c.rope_positions >= positions) return;
     cpu::RopeTable t;
-    t.build(c.cfg.hd(), std::max(positions, std::min(c.cfg.max_position_embeddings, 2048)), c.cfg.rope_theta);
+    t.build(c.cfg.hd(), std::max(positions, std::min(c.cfg.max_position_embeddings, 2048)), c.cfg);
     c.rope_cos.alloc(t.cos.size(), "rotary table");
     c.rope_sin.alloc(t.sin.size(), "rotary table");
     LIMA_CUDA_CHECK(cudaMemcpy(c.rope_cos.p, t.cos.data(), t.cos.size() * 4, cudaMemcpyHostToDevice));

@@ -28,6 +28,11 @@ extern "C" void lima_model_config_init(lima_model_config *c) {
     c->eos_token_id = 2;
     c->pad_token_id = -1;
     c->initializer_range = 0.02f;
+    c->rope_type = LIMA_ROPE_DEFAULT;
+    c->rope_factor = 1.0f;
+    c->rope_low_freq_factor = 1.0f;
+    c->rope_high_freq_factor = 4.0f;
+    c->rope_original_max_position_embeddings = 8192;
 }
 
 namespace lima {
@@ -57,6 +62,17 @@ void validate(const ModelConfig &c, const std::string &where) {
         bad("rms_norm_eps", cat("must be a finite value > 0, got ", c.rms_norm_eps));
     if (!(c.rope_theta > 0) || !std::isfinite(c.rope_theta))
         bad("rope_theta", cat("must be a finite value > 0, got ", c.rope_theta));
+    if (c.rope_type < LIMA_ROPE_DEFAULT || c.rope_type > LIMA_ROPE_LLAMA3)
+        bad("rope_type", cat("must be LIMA_ROPE_DEFAULT, LIMA_ROPE_LINEAR or LIMA_ROPE_LLAMA3, got ", c.rope_type));
+    if (c.rope_type != LIMA_ROPE_DEFAULT && !(c.rope_factor >= 1 && std::isfinite(c.rope_factor)))
+        bad("rope_scaling.factor", cat("must be a finite value >= 1, got ", c.rope_factor));
+    if (c.rope_type == LIMA_ROPE_LLAMA3) {
+        if (!(c.rope_low_freq_factor > 0 && c.rope_high_freq_factor > c.rope_low_freq_factor && std::isfinite(c.rope_high_freq_factor)))
+            bad("rope_scaling.high_freq_factor", cat("must be finite and above low_freq_factor > 0, got low ", c.rope_low_freq_factor,
+                                                     ", high ", c.rope_high_freq_factor));
+        if (c.rope_original_max_position_embeddings < 1)
+            bad("rope_scaling.original_max_position_embeddings", cat("must be >= 1, got ", c.rope_original_max_position_embeddings));
+    }
     if (!(c.initializer_range >= 0) || !std::isfinite(c.initializer_range))
         bad("initializer_range", cat("must be a finite value >= 0, got ", c.initializer_range));
     if (c.tie_word_embeddings != 0 && c.tie_word_embeddings != 1)
@@ -144,16 +160,17 @@ ModelConfig parse_hf_config(const std::string &text, const std::string &path) {
         fail(LIMA_ERR_UNSUPPORTED, path, ": model_type ", j["model_type"].dump(), " is not supported (only \"llama\")");
     if (j.contains("hidden_act") && j["hidden_act"] != "silu")
         fail(LIMA_ERR_UNSUPPORTED, path, ": hidden_act ", j["hidden_act"].dump(), " is not supported (only \"silu\")");
-    if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
-        fail(LIMA_ERR_UNSUPPORTED, path, ": rope_scaling ", j["rope_scaling"].dump(), " is not supported");
-    // transformers >= 5 writes rope settings as "rope_parameters": {"rope_type", "rope_theta"}.
-    const json *rope = nullptr;
+    // Rotary settings: "rope_scaling" (transformers < 5: {"rope_type" or "type", "factor", ...}) or
+    // "rope_parameters" (transformers >= 5: {"rope_type", "rope_theta", "factor", ...}).
+    const json *rope = nullptr, *scaling = nullptr;
     if (j.contains("rope_parameters") && !j["rope_parameters"].is_null()) {
         rope = &j["rope_parameters"];
         if (!rope->is_object()) fail(LIMA_ERR_FORMAT, path, ": rope_parameters must be an object");
-        if (rope->contains("rope_type") && (*rope)["rope_type"] != "default")
-            fail(LIMA_ERR_UNSUPPORTED, path, ": rope_parameters.rope_type ", (*rope)["rope_type"].dump(),
-                 " is not supported (only \"default\")");
+        scaling = rope;
+    }
+    if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
+        if (!j["rope_scaling"].is_object()) fail(LIMA_ERR_FORMAT, path, ": rope_scaling must be an object");
+        scaling = &j["rope_scaling"];
     }
     for (const char *k : {"attention_bias", "mlp_bias"})
         if (j.contains(k) && j[k] == true) fail(LIMA_ERR_UNSUPPORTED, path, ": ", k, "=true is not supported");
@@ -172,6 +189,26 @@ ModelConfig parse_hf_config(const std::string &text, const std::string &path) {
     c.rms_norm_eps = get_float(j, "rms_norm_eps", path, 1e-6f);
     c.rope_theta = get_float(j, "rope_theta", path, 10000.0f);
     if (rope) c.rope_theta = get_float(*rope, "rope_theta", path + ": rope_parameters", c.rope_theta);
+    if (scaling) {
+        const std::string where = path + (scaling == rope ? ": rope_parameters" : ": rope_scaling");
+        const json *type = scaling->contains("rope_type") ? &(*scaling)["rope_type"] : scaling->contains("type") ? &(*scaling)["type"] : nullptr;
+        const std::string t = type && type->is_string() ? type->get<std::string>() : "default";
+        if (type && !type->is_string()) fail(LIMA_ERR_FORMAT, where, ": rope_type must be a string");
+        if (t == "linear" || t == "llama3") {
+            c.rope_type = t == "linear" ? LIMA_ROPE_LINEAR : LIMA_ROPE_LLAMA3;
+            if (!scaling->contains("factor")) fail(LIMA_ERR_FORMAT, where, ": rope_type \"", t, "\" needs \"factor\"");
+            c.rope_factor = get_float(*scaling, "factor", where, 1.0f);
+            if (t == "llama3") {
+                for (const char *k : {"low_freq_factor", "high_freq_factor", "original_max_position_embeddings"})
+                    if (!scaling->contains(k)) fail(LIMA_ERR_FORMAT, where, ": rope_type \"llama3\" needs \"", k, "\"");
+                c.rope_low_freq_factor = get_float(*scaling, "low_freq_factor", where, 1.0f);
+                c.rope_high_freq_factor = get_float(*scaling, "high_freq_factor", where, 4.0f);
+                c.rope_original_max_position_embeddings = get_int(*scaling, "original_max_position_embeddings", where, true, 8192);
+            }
+        } else if (t != "default") {
+            fail(LIMA_ERR_UNSUPPORTED, where, ": rope_type \"", t, "\" is not supported (default, linear, llama3)");
+        }
+    }
     c.initializer_range = get_float(j, "initializer_range", path, 0.02f);
     c.bos_token_id = get_token_id(j, "bos_token_id", path, 1);
     c.eos_token_id = get_token_id(j, "eos_token_id", path, 2);
@@ -217,8 +254,19 @@ std::string write_hf_config(const ModelConfig &c, const std::string &base_json, 
     j["mlp_bias"] = false;
     j["attention_dropout"] = 0.0;
     j["initializer_range"] = shortest(c.initializer_range);
-    j["rope_scaling"] = nullptr;
-    j["rope_parameters"] = {{"rope_theta", shortest(c.rope_theta)}, {"rope_type", "default"}};
+    json params = {{"rope_theta", shortest(c.rope_theta)}, {"rope_type", "default"}};
+    json scaling = nullptr;
+    if (c.rope_type == LIMA_ROPE_LINEAR || c.rope_type == LIMA_ROPE_LLAMA3) {
+        scaling = {{"rope_type", c.rope_type == LIMA_ROPE_LINEAR ? "linear" : "llama3"}, {"factor", shortest(c.rope_factor)}};
+        if (c.rope_type == LIMA_ROPE_LLAMA3) {
+            scaling["low_freq_factor"] = shortest(c.rope_low_freq_factor);
+            scaling["high_freq_factor"] = shortest(c.rope_high_freq_factor);
+            scaling["original_max_position_embeddings"] = c.rope_original_max_position_embeddings;
+        }
+        for (auto &[k, v] : scaling.items()) params[k] = v;
+    }
+    j["rope_scaling"] = scaling;
+    j["rope_parameters"] = params;
     j["torch_dtype"] = torch_dtype;
     if (j.contains("dtype")) j["dtype"] = torch_dtype;
     if (!j.contains("use_cache")) j["use_cache"] = true;

@@ -74,7 +74,7 @@ void infer(Generator &g, const std::vector<Chunk> &chunks) {
             row[size_t(at)] = ch.row;
         }
     }
-    if (m.rope.max_pos < g.max_len || m.rope.half != hd / 2) m.rope.build(hd, std::max(g.max_len, 2048), c.rope_theta);
+    if (m.rope.max_pos < g.max_len || m.rope.half != hd / 2) m.rope.build(hd, std::max(g.max_len, 2048), c);
     Weights w = m.weights();
     // one set of layer buffers, reused by every layer
     std::vector<float> x(n_tok * d), xn1(n_tok * d), rstd1(n_tok), q(n_tok * qd), k(n_tok * kvd), v(n_tok * kvd),

@@ -511,7 +511,7 @@ void forward(Model &m, const Batch &b, const DropoutKey *key, float p_max) {
     LIMA_REQUIRE(b.max_seg_len <= c.max_position_embeddings, LIMA_ERR_INVALID_ARGUMENT, "batch: an example of ",
                  b.max_seg_len, " tokens exceeds max_position_embeddings (", c.max_position_embeddings, ")");
     if (m.rope.max_pos < b.max_seg_len || m.rope.half != hd / 2)
-        m.rope.build(hd, std::max(b.max_seg_len, std::min(c.max_position_embeddings, 2048)), c.rope_theta);
+        m.rope.build(hd, std::max(b.max_seg_len, std::min(c.max_position_embeddings, 2048)), c);
     Activations &a = m.acts;
     a.ensure(c, N, m.lora_r());
     Weights w = m.weights();

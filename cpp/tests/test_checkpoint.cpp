@@ -173,10 +173,38 @@ TEST_F(BadCheckpoint, ConfigNotJsonOrMissingKeyOrUnsupported) {
     bad.replace(bad.find("\"num_key_value_heads\": 2"), 24, "\"num_key_value_heads\": 3");
     write_text(dir + "/config.json", bad);
     expect_load_error(LIMA_ERR_INVALID_ARGUMENT, "num_key_value_heads (3) must be > 0 and divide num_attention_heads (4)");
-    bad = cfg;
-    bad.replace(bad.find("\"rope_scaling\": null"), 20, "\"rope_scaling\": {\"type\": \"linear\", \"factor\": 2.0}");
-    write_text(dir + "/config.json", bad);
-    expect_load_error(LIMA_ERR_UNSUPPORTED, "rope_scaling");
+    auto scaling = [&](const std::string &to) {
+        std::string c = cfg;
+        c.replace(c.find("\"rope_scaling\": null"), 20, "\"rope_scaling\": " + to);
+        write_text(dir + "/config.json", c);
+    };
+    scaling("{\"type\": \"dynamic\", \"factor\": 2.0}");
+    expect_load_error(LIMA_ERR_UNSUPPORTED, "rope_scaling: rope_type \"dynamic\" is not supported (default, linear, llama3)");
+    scaling("{\"rope_type\": \"llama3\", \"factor\": 8.0, \"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 8192}");
+    expect_load_error(LIMA_ERR_FORMAT, "rope_type \"llama3\" needs \"low_freq_factor\"");
+    scaling("{\"rope_type\": \"linear\", \"factor\": 0.5}");
+    expect_load_error(LIMA_ERR_INVALID_ARGUMENT, "rope_scaling.factor");
+    scaling("{\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 4.0, \"high_freq_factor\": 1.0, \"original_max_position_embeddings\": 8192}");
+    expect_load_error(LIMA_ERR_INVALID_ARGUMENT, "high_freq_factor");
+    scaling("[1, 2]");
+    expect_load_error(LIMA_ERR_FORMAT, "rope_scaling must be an object");
+    // the old key name "type" and linear scaling load, and the scaling survives a save and a reload
+    scaling("{\"type\": \"linear\", \"factor\": 2.0}");
+    {
+        lima_model *raw = nullptr;
+        LIMA_OK_OR_FAIL(lima_model_load(dir.c_str(), "cpu", &raw));
+        ModelPtr m(raw);
+        const std::string again = dir + "-saved";
+        LIMA_OK_OR_FAIL(lima_model_save(m.get(), again.c_str(), LIMA_DTYPE_F32, 0));
+        lima_model *raw2 = nullptr;
+        LIMA_OK_OR_FAIL(lima_model_load(again.c_str(), "cpu", &raw2));
+        ModelPtr m2(raw2);
+        lima_model_config c2;
+        LIMA_OK_OR_FAIL(lima_model_get_config(m2.get(), &c2));
+        EXPECT_EQ(c2.rope_type, LIMA_ROPE_LINEAR);
+        EXPECT_FLOAT_EQ(c2.rope_factor, 2.0f);
+        std::filesystem::remove_all(again);
+    }
     bad = cfg;
     bad.replace(bad.find("\"hidden_size\": 16"), 17, "\"hidden_size\": \"16\"");
     write_text(dir + "/config.json", bad);

@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 /* Bumped on every incompatible change of this header. */
-#define LIMA_ABI_VERSION 5
+#define LIMA_ABI_VERSION 6
 
 typedef enum lima_status {
     LIMA_OK = 0,
@@ -133,7 +133,20 @@ typedef struct lima_model_config {
     int32_t eos_token_id;
     int32_t pad_token_id;        /* -1 = none */
     float initializer_range;     /* std of the normal init of matrices (random init only) */
+    /* Rotary scaling (config.json "rope_scaling" / "rope_parameters"), as transformers computes the
+     * frequencies: LIMA_ROPE_DEFAULT none; LIMA_ROPE_LINEAR divides them by rope_factor;
+     * LIMA_ROPE_LLAMA3 (Llama 3.1+) divides the low ones by rope_factor and blends the middle band
+     * between rope_low_freq_factor and rope_high_freq_factor of the original context. */
+    int32_t rope_type;
+    float rope_factor;
+    float rope_low_freq_factor;
+    float rope_high_freq_factor;
+    int32_t rope_original_max_position_embeddings;
 } lima_model_config;
+
+#define LIMA_ROPE_DEFAULT 0
+#define LIMA_ROPE_LINEAR 1
+#define LIMA_ROPE_LLAMA3 2
 
 /* Fills a small valid config (the defaults of LlamaConfig where they apply). */
 LIMA_API void lima_model_config_init(lima_model_config *cfg);

@@ -7,19 +7,38 @@
 #include <cstdint>
 #include <vector>
 
+#include "lima/lima.h"
+
 namespace lima::cpu {
 
 // cos/sin tables (max_pos, hd/2), computed like HF: inv_freq and angles in fp32.
+// The inverse frequency of rotary pair i of hd, with the config's scaling, as transformers computes it
+// (modeling_rope_utils: default, linear, llama3), in float32.
+inline float rope_inv_freq(const lima_model_config &c, int hd, int i) {
+    float inv = 1.0f / std::pow(c.rope_theta, float(2 * i) / float(hd));
+    if (c.rope_type == LIMA_ROPE_LINEAR) return inv / c.rope_factor;
+    if (c.rope_type == LIMA_ROPE_LLAMA3) {
+        const float old_len = float(c.rope_original_max_position_embeddings);
+        const float low_wavelen = old_len / c.rope_low_freq_factor, high_wavelen = old_len / c.rope_high_freq_factor;
+        const float wavelen = 2.0f * float(M_PI) / inv;
+        const float scaled = wavelen > low_wavelen ? inv / c.rope_factor : inv;
+        if (wavelen < high_wavelen || wavelen > low_wavelen) return scaled;
+        const float smooth = (old_len / wavelen - c.rope_low_freq_factor) / (c.rope_high_freq_factor - c.rope_low_freq_factor);
+        return (1.0f - smooth) * scaled / c.rope_factor + smooth * scaled;
+    }
+    return inv;
+}
+
 struct RopeTable {
     int half = 0, max_pos = 0;
     std::vector<float> cos, sin;
-    void build(int hd, int positions, float theta) {
+    void build(int hd, int positions, const lima_model_config &c) {
         half = hd / 2;
         max_pos = positions;
         cos.resize(size_t(positions) * half);
         sin.resize(size_t(positions) * half);
         for (int i = 0; i < half; ++i) {
-            const float inv = 1.0f / std::pow(theta, float(2 * i) / float(hd));
+            const float inv = rope_inv_freq(c, hd, i);
             for (int p = 0; p < positions; ++p) {
                 const float a = float(p) * inv;
                 cos[size_t(p) * half + i] = std::cos(a);

@@ -52,7 +52,9 @@ TEST(CudaKernels, RopeForwardBackward) {
     std::vector<int32_t> pos(static_cast<size_t>(N));
     for (long n = 0; n < N; ++n) pos[size_t(n)] = int32_t((n * 7) % 200);
     cpu::RopeTable t;
-    t.build(hd, 256, 10000.0f);
+    lima_model_config rc;
+    lima_model_config_init(&rc);
+    t.build(hd, 256, rc);
     // CPU reference on the first heads*hd columns of each row
     std::vector<float> ref(size_t(N) * heads * hd);
     for (long n = 0; n < N; ++n) std::copy(x.begin() + n * ld, x.begin() + n * ld + heads * hd, ref.begin() + n * heads * hd);

@@ -9,6 +9,8 @@ Run by a developer (needs torch, transformers, safetensors), not by CI:
 Cases:
   gqa_odd   : hidden 45 (odd), 9 heads of head_dim 6 (explicit), 3 KV heads (GQA), untied LM head
   tied      : hidden 32, 4 heads, 4 KV heads, tied embeddings, rope_theta 500000
+  rope_llama3, rope_linear: transformers' rotary scaling (Llama 3.1 and linear)
+Pass case names after the directory to write just those.
 """
 import json
 import os
@@ -25,6 +27,16 @@ CASES = {
     "tied": dict(vocab_size=53, hidden_size=32, intermediate_size=40, num_hidden_layers=2,
                  num_attention_heads=4, num_key_value_heads=4, rms_norm_eps=1e-6,
                  rope_theta=500000.0, tie_word_embeddings=True),
+    # Llama 3.1's rotary scaling with a tiny original context, so every band (kept, blended, divided)
+    # is used by the 11 positions; and linear scaling (Llama 3.2 1B/3B style tied embeddings)
+    "rope_llama3": dict(vocab_size=61, hidden_size=64, intermediate_size=48, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, rope_theta=500000.0,
+                        tie_word_embeddings=False,
+                        rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                                          original_max_position_embeddings=16)),
+    "rope_linear": dict(vocab_size=59, hidden_size=32, intermediate_size=40, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6, rope_theta=10000.0,
+                        tie_word_embeddings=True, rope_scaling=dict(rope_type="linear", factor=4.0)),
 }
 
 
@@ -73,8 +85,12 @@ def make(out_dir, name, kw):
 def main():
     out_dir = sys.argv[1] if len(sys.argv) > 1 else "cpp/tests/data/golden"
     os.makedirs(out_dir, exist_ok=True)
+    only = sys.argv[2:]  # case names: regenerate just those
     for name, kw in CASES.items():
-        make(out_dir, name, kw)
+        if not only or name in only:
+            make(out_dir, name, kw)
+    if only:  # a partial run leaves README.md (which names every generator's run) to be edited by hand
+        return
     with open(os.path.join(out_dir, "README.md"), "w") as f:
         f.write("Golden data written by cpp/tests/golden/make_golden.py with torch %s, transformers %s.\n"
                 % (torch.__version__, __import__("transformers").__version__))

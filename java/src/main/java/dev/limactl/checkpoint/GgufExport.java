@@ -65,6 +65,15 @@ public final class GgufExport {
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException(spFile + " is not a SentencePiece model: " + e.getMessage());
         }
+        try {
+            var cfg = new com.fasterxml.jackson.databind.ObjectMapper().readTree(ck.resolve("config.json").toFile());
+            if (cfg.hasNonNull("rope_scaling")) {
+                throw new IllegalArgumentException(ck + ": GGUF export of a model with rope_scaling " + cfg.get("rope_scaling")
+                        + " is not supported yet (llama.cpp needs its rope frequency factors written too)");
+            }
+        } catch (IOException e) {
+            throw new IllegalArgumentException(ck + ": cannot read config.json: " + e.getMessage());
+        }
         int eot = Checkpoint.read(ck).map(Checkpoint::eotTokenId).orElse(-1);
         Path tmp = out.resolveSibling("." + out.getFileName() + ".tmp-" + ProcessHandle.current().pid());
         try (Model m = Model.load(ck)) {

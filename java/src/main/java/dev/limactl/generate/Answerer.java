@@ -36,6 +36,24 @@ public final class Answerer {
         public Answer(String text, int promptTokens, int generatedTokens, String finish) {
             this(text, promptTokens, generatedTokens, finish, new int[0]);
         }
+
+        // the token ids compared by content (a record compares arrays by reference)
+        @Override
+        public boolean equals(Object o) {
+            return o instanceof Answer a && text.equals(a.text) && promptTokens == a.promptTokens && generatedTokens == a.generatedTokens
+                    && finish.equals(a.finish) && java.util.Arrays.equals(tokens, a.tokens);
+        }
+
+        @Override
+        public int hashCode() {
+            return java.util.Objects.hash(text, promptTokens, generatedTokens, finish) * 31 + java.util.Arrays.hashCode(tokens);
+        }
+
+        @Override
+        public String toString() {
+            return "Answer[text=" + text + ", promptTokens=" + promptTokens + ", generatedTokens=" + generatedTokens + ", finish=" + finish
+                    + ", tokens=" + java.util.Arrays.toString(tokens) + "]";
+        }
     }
 
     /**

@@ -5,6 +5,7 @@ import ai.djl.huggingface.tokenizers.HuggingFaceTokenizer;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import java.io.IOException;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.List;
@@ -15,15 +16,43 @@ public final class HfTokenizer implements Tokenizer {
     private final HuggingFaceTokenizer tok;
     private final int vocab;
 
-    private HfTokenizer(HuggingFaceTokenizer tok, int vocab) {
+    private final String bos, eos;
+
+    private HfTokenizer(HuggingFaceTokenizer tok, int vocab, String bos, String eos) {
         this.tok = tok;
         this.vocab = vocab;
+        this.bos = bos;
+        this.eos = eos;
+    }
+
+    /**
+     * The BOS and EOS tokens as tokenizer_config.json beside the file names them (a string or
+     * {"content": ...}; Llama 3's are <|begin_of_text|> and <|end_of_text|>), else LLaMA's <s> and </s>.
+     */
+    private static String[] specials(Path file) {
+        String[] out = {"<s>", "</s>"};
+        Path cfg = file.toAbsolutePath().resolveSibling("tokenizer_config.json");
+        if (!Files.isRegularFile(cfg)) return out;
+        try {
+            JsonNode c = new ObjectMapper().readTree(cfg.toFile());
+            String[] keys = {"bos_token", "eos_token"};
+            for (int i = 0; i < 2; i++) {
+                JsonNode t = c.path(keys[i]);
+                if (t.isTextual()) out[i] = t.asText();
+                else if (t.path("content").isTextual()) out[i] = t.get("content").asText();
+            }
+        } catch (IOException e) {
+            throw new TokenizerException("cannot read " + cfg + ": " + e.getMessage(), e);
+        }
+        return out;
     }
 
     public static HfTokenizer open(Path file) {
         NativeTokenizers.prepare();
         try {
-            return new HfTokenizer(HuggingFaceTokenizer.newInstance(file, Map.of("addSpecialTokens", "false", "truncation", "false", "padding", "false")), vocabSize(file));
+            String[] sp = specials(file);
+            return new HfTokenizer(HuggingFaceTokenizer.newInstance(file, Map.of("addSpecialTokens", "false", "truncation", "false", "padding", "false")),
+                    vocabSize(file), sp[0], sp[1]);
         } catch (IOException | RuntimeException e) {
             throw new TokenizerException("cannot load tokenizer " + file + ": " + e.getMessage(), e);
         }
@@ -57,12 +86,12 @@ public final class HfTokenizer implements Tokenizer {
 
     @Override
     public int bosId() {
-        return idOf("<s>");
+        return idOf(bos);
     }
 
     @Override
     public int eosId() {
-        return idOf("</s>");
+        return idOf(eos);
     }
 
     /** 1 + the largest id of model.vocab and added_tokens (the HF binding does not expose it). */

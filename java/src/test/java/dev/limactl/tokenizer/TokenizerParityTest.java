@@ -65,6 +65,39 @@ class TokenizerParityTest {
         }
     }
 
+    /**
+     * A tokenizer.json whose BOS and EOS are not LLaMA's (Llama 3's <|begin_of_text|>, <|end_of_text|>) takes them
+     * from tokenizer_config.json beside it; the converted LLaMA tokenizer gives SentencePiece's ids.
+     */
+    @Test
+    void specialTokensComeFromTokenizerConfigAndTheConvertedTokenizerMatches(@TempDir Path dir) throws Exception {
+        String added = "[{\"id\": 0, \"content\": \"<|begin_of_text|>\", \"single_word\": false, \"lstrip\": false, \"rstrip\": false,"
+                + " \"normalized\": false, \"special\": true}, {\"id\": 1, \"content\": \"<|end_of_text|>\", \"single_word\": false,"
+                + " \"lstrip\": false, \"rstrip\": false, \"normalized\": false, \"special\": true}]";
+        Files.writeString(dir.resolve("tokenizer.json"), "{\"version\": \"1.0\", \"truncation\": null, \"padding\": null, \"added_tokens\": "
+                + added + ", \"normalizer\": null, \"pre_tokenizer\": {\"type\": \"Whitespace\"}, \"post_processor\": null, \"decoder\": null,"
+                + " \"model\": {\"type\": \"WordLevel\", \"vocab\": {\"<|begin_of_text|>\": 0, \"<|end_of_text|>\": 1, \"hi\": 2, \"[UNK]\": 3},"
+                + " \"unk_token\": \"[UNK]\"}}");
+        Files.writeString(dir.resolve("tokenizer_config.json"), "{\"bos_token\": \"<|begin_of_text|>\", \"eos_token\": {\"content\": \"<|end_of_text|>\"}}");
+        try (Tokenizer t = Tokenizer.open(dir)) {
+            assertEquals(0, t.bosId());
+            assertEquals(1, t.eosId());
+            assertEquals(4, t.vocabSize());
+        }
+        Path conv = dir.resolve("converted");
+        Files.createDirectories(conv);
+        Files.writeString(conv.resolve("tokenizer.json"), HfTokenizerFiles.fromSentencePiece(SpModel.parse(Files.readAllBytes(LLAMA))).toString());
+        try (Tokenizer sp = Tokenizer.open(LLAMA); Tokenizer hf = Tokenizer.open(conv)) {
+            for (String text : new String[] {"Hello  world", "naïve café 😀", "def f(x):\n\treturn x", "12345.678", "日本語"}) {
+                assertArrayEquals(sp.encode(text), hf.encode(text), text);
+                assertEquals(sp.decode(sp.encode(text)), hf.decode(hf.encode(text)), text);
+            }
+            assertEquals(sp.bosId(), hf.bosId());
+            assertEquals(sp.eosId(), hf.eosId());
+            assertEquals(sp.vocabSize(), hf.vocabSize());
+        }
+    }
+
     @Test
     void directoriesAreSearchedAndMissingFilesNamed(@TempDir Path dir) throws Exception {
         Files.copy(LLAMA, dir.resolve("tokenizer.model"));
