@@ -32,9 +32,9 @@ if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import torch, transformer
   timeout 900 python3 -m pip install -q peft || echo "ci/setup.sh: pip install peft failed: the PEFT cross-check will be skipped" >&2
 fi
 
-# TensorBoard, gguf and datasets (their readers and writers check the run's tensorboard/ files, limactl's GGUF export and
-# data import of Hugging Face datasets folders in tests, which skip, saying so, without them).
-for mod in tensorboard gguf datasets; do
+# TensorBoard, gguf, datasets and openai (their readers, writers and client check the run's tensorboard/ files, limactl's
+# GGUF export, data import of Hugging Face datasets folders and serve in tests, which skip, saying so, without them).
+for mod in tensorboard gguf datasets openai; do
   if command -v python3 >/dev/null 2>&1 && ! python3 -c "import $mod" >/dev/null 2>&1; then
     echo "ci/setup.sh: installing $mod for its cross-check"
     timeout 600 python3 -m pip install -q "$mod" || echo "ci/setup.sh: pip install $mod failed: its cross-check will be skipped" >&2

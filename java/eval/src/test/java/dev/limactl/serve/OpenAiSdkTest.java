@@ -20,7 +20,7 @@ import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 
-/** limactl serve driven by the official OpenAI Java SDK: chat, streaming, completions with logprobs, models, errors. */
+/** limactl serve driven by the official OpenAI SDKs (Java, and Python where installed): chat, streaming, completions with logprobs, models, errors. */
 class OpenAiSdkTest {
     static TinyServer server;
     static OpenAIClient client;
@@ -82,5 +82,30 @@ class OpenAiSdkTest {
         } finally {
             wrong.close();
         }
+    }
+
+    /** The official OpenAI Python SDK (from the machine's package index) against the same server. */
+    @Test
+    void thePythonSdkToo() throws Exception {
+        Process probe = new ProcessBuilder("python3", "-c", "import openai").redirectErrorStream(true).start();
+        org.junit.jupiter.api.Assumptions.assumeTrue(probe.waitFor(60, java.util.concurrent.TimeUnit.SECONDS) && probe.exitValue() == 0,
+                "python3 with openai is not installed: the Python SDK check is skipped");
+        java.nio.file.Path script = java.nio.file.Files.createTempFile("openai_client", ".py");
+        try (var in = OpenAiSdkTest.class.getResourceAsStream("openai_client.py")) {
+            java.nio.file.Files.write(script, in.readAllBytes());
+        }
+        Process p = new ProcessBuilder("python3", script.toString(), "http://127.0.0.1:" + server.port() + "/v1", "sekret", "tiny-lima")
+                .redirectErrorStream(true).start();
+        String out = new String(p.getInputStream().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
+        assertTrue(p.waitFor(120, java.util.concurrent.TimeUnit.SECONDS) && p.exitValue() == 0, out);
+        java.nio.file.Files.deleteIfExists(script);
+        var r = new com.fasterxml.jackson.databind.ObjectMapper().readTree(out.lines().reduce((a, b) -> b).orElseThrow());
+        assertEquals(r.get("chat").asText(), r.get("streamed").asText(), out);
+        assertEquals("length", r.get("finish").asText());
+        assertEquals(6, r.get("usage").asInt());
+        assertEquals("How should I store coffee?", r.get("echo").asText());
+        assertTrue(r.get("n_logprobs").asInt() > 5 && r.get("first_logprob").isNull(), out);
+        assertEquals("tiny-lima", r.get("models").get(0).asText());
+        assertEquals(404, r.get("error").asInt());
     }
 }
