@@ -75,5 +75,27 @@ class ExportTest {
             assertEquals(HfTokenizerFiles.CHAT_TEMPLATE, g.get("template").asText());
             assertTrue(g.get("types").toString().contains(type.toUpperCase()), g.toString());
         }
+        // rotary scaling travels: llama3 as llama.cpp's rope_freqs factors, linear as metadata
+        for (String rope : new String[] {"{\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0,"
+                + " \"original_max_position_embeddings\": 16}", "{\"rope_type\": \"linear\", \"factor\": 4.0}"}) {
+            Path scaled = dir.resolve("scaled-" + rope.hashCode());
+            Files.createDirectories(scaled);
+            try (var files = Files.list(ck)) {
+                for (Path f : files.toList()) Files.copy(f, scaled.resolve(f.getFileName()));
+            }
+            var c = (com.fasterxml.jackson.databind.node.ObjectNode) new ObjectMapper().readTree(scaled.resolve("config.json").toFile());
+            c.set("rope_scaling", new ObjectMapper().readTree(rope));
+            c.remove("rope_parameters");
+            Files.writeString(scaled.resolve("config.json"), c.toString());
+            Path out = dir.resolve("scaled.gguf");
+            r = limactl("export", "-m", scaled.toString(), "-o", out.toString());
+            assertEquals(0, r.code(), r.err());
+            Process p = new ProcessBuilder("python3", script.toString(), out.toString(), scaled.toString(), "f16").redirectErrorStream(true).start();
+            String text = new String(p.getInputStream().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
+            assertTrue(p.waitFor(300, TimeUnit.SECONDS) && p.exitValue() == 0, text);
+            JsonNode g = new ObjectMapper().readTree(text.lines().reduce((a, b) -> b).orElseThrow());
+            if (rope.contains("llama3")) assertEquals(cfg.get("hidden_size").asInt() / cfg.get("num_attention_heads").asInt() / 2, g.get("rope_freqs").asInt());
+            else assertEquals("linear", g.get("scaling_type").asText(), g.toString());
+        }
     }
 }

@@ -41,8 +41,12 @@ parts = {"attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k":
          "attn_output": "self_attn.o_proj", "ffn_norm": "post_attention_layernorm", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
          "ffn_down": "mlp.down_proj"}
 worst, count, types = 0.0, 0, set()
+rope_freqs = None
 for t in r.tensors:
     name = t.name
+    if name == "rope_freqs.weight":  # llama3 rope: llama.cpp's converter's factors, compared below
+        rope_freqs = t.data.astype(np.float32).tolist()
+        continue
     if name.startswith("blk."):
         _, l, part, _w = name.split(".")
         hfname = "model.layers.%s.%s.weight" % (l, parts[part])
@@ -82,4 +86,26 @@ out = {
     "bos": field("tokenizer.ggml.bos_token_id"), "eos": field("tokenizer.ggml.eos_token_id"), "eot": field("tokenizer.ggml.eot_token_id"),
     "last_type": field("tokenizer.ggml.token_type")[-1], "template": field("tokenizer.chat_template"), "file_type": field("general.file_type"),
 }
+out["tensors"] = count
+scaling = cfg.get("rope_scaling") or {}
+if scaling.get("rope_type") == "llama3":
+    import math
+    hd = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    freqs = 1.0 / (cfg["rope_theta"] ** (np.arange(0, hd, 2, dtype=np.float32) / hd))
+    f, lo, hi, old = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"], scaling["original_max_position_embeddings"]
+    want = []
+    for fr in freqs:
+        wl = 2 * math.pi / fr
+        if wl < old / hi:
+            want.append(1.0)
+        elif wl > old / lo:
+            want.append(f)
+        else:
+            sm = (old / wl - lo) / (hi - lo)
+            want.append(1 / ((1 - sm) / f + sm))
+    assert rope_freqs is not None and np.allclose(rope_freqs, want, rtol=1e-5), (rope_freqs, want)
+    out["rope_freqs"] = len(rope_freqs)
+if scaling.get("rope_type") == "linear":
+    out["scaling_type"] = field("llama.rope.scaling.type")
+    out["scaling_factor"] = field("llama.rope.scaling.factor")
 print(json.dumps(out))

@@ -65,15 +65,13 @@ public final class GgufExport {
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException(spFile + " is not a SentencePiece model: " + e.getMessage());
         }
+        com.fasterxml.jackson.databind.JsonNode scaling;
         try {
-            var cfg = new com.fasterxml.jackson.databind.ObjectMapper().readTree(ck.resolve("config.json").toFile());
-            if (cfg.hasNonNull("rope_scaling")) {
-                throw new IllegalArgumentException(ck + ": GGUF export of a model with rope_scaling " + cfg.get("rope_scaling")
-                        + " is not supported yet (llama.cpp needs its rope frequency factors written too)");
-            }
+            scaling = new com.fasterxml.jackson.databind.ObjectMapper().readTree(ck.resolve("config.json").toFile()).path("rope_scaling");
         } catch (IOException e) {
             throw new IllegalArgumentException(ck + ": cannot read config.json: " + e.getMessage());
         }
+        Rope rope = Rope.of(scaling, ck);
         int eot = Checkpoint.read(ck).map(Checkpoint::eotTokenId).orElse(-1);
         Path tmp = out.resolveSibling("." + out.getFileName() + ".tmp-" + ProcessHandle.current().pid());
         try (Model m = Model.load(ck)) {
@@ -83,12 +81,17 @@ public final class GgufExport {
                         + sp.pieces().size() + " pieces" + (eot >= 0 ? " plus LIMA's EOT" : ""));
             }
             List<Tensor> tensors = tensors(m, c, type);
+            if (rope.type().equals("llama3")) tensors.add(0, new Tensor("", "rope_freqs.weight", new long[] {c.headDim() / 2}, 0, 4L * (c.headDim() / 2)));
             try (OutputStream os = new BufferedOutputStream(Files.newOutputStream(tmp), 1 << 20)) {
                 Header h = new Header();
                 h.bytes(new byte[] {'G', 'G', 'U', 'F'});
                 h.u32(3);
                 h.u64(tensors.size());
                 Map<String, Object[]> kv = metadata(ck, c, sp, eot, type);
+                if (rope.type().equals("linear")) {
+                    kv.put("llama.rope.scaling.type", new Object[] {STRING, "linear"});
+                    kv.put("llama.rope.scaling.factor", new Object[] {F32, rope.factor()});
+                }
                 h.u64(kv.size());
                 for (var e : kv.entrySet()) {
                     h.string(e.getKey());
@@ -108,7 +111,7 @@ public final class GgufExport {
                 written = pad(os, written);
                 int i = 0;
                 for (Tensor t : tensors) {
-                    byte[] data = encode(m, c, t);
+                    byte[] data = t.hf().isEmpty() ? rope.freqFactors(c) : encode(m, c, t);
                     os.write(data);
                     written = pad(os, written + data.length);
                     progress.accept(String.format("%d/%d %s%s", ++i, tensors.size(), t.name(),
@@ -124,6 +127,40 @@ public final class GgufExport {
             } catch (IOException ignored) {
                 // the temporary is only ever a partial file beside the output; the output itself is whole or absent
             }
+        }
+    }
+
+    /**
+     * The model's rotary scaling as llama.cpp takes it: linear as metadata (llama.rope.scaling.*), llama3 as
+     * the per-frequency factors of a rope_freqs tensor, computed as llama.cpp's converter does.
+     */
+    record Rope(String type, float factor, float low, float high, int original) {
+        static Rope of(com.fasterxml.jackson.databind.JsonNode s, Path ck) {
+            if (s == null || s.isMissingNode() || s.isNull()) return new Rope("default", 1, 1, 4, 8192);
+            String t = s.path("rope_type").asText(s.path("type").asText("default"));
+            if (!List.of("default", "linear", "llama3").contains(t)) {
+                throw new IllegalArgumentException(ck + ": rope_type \"" + t + "\" cannot be exported to GGUF (default, linear, llama3)");
+            }
+            return new Rope(t, (float) s.path("factor").asDouble(1), (float) s.path("low_freq_factor").asDouble(1),
+                    (float) s.path("high_freq_factor").asDouble(4), s.path("original_max_position_embeddings").asInt(8192));
+        }
+
+        byte[] freqFactors(ModelConfig c) {
+            int hd = c.headDim();
+            ByteBuffer b = ByteBuffer.allocate(4 * (hd / 2)).order(ByteOrder.LITTLE_ENDIAN);
+            double lowWavelen = original / low, highWavelen = original / high;
+            for (int i = 0; i < hd / 2; i++) {
+                double freq = 1.0 / Math.pow(c.ropeTheta(), 2.0 * i / hd), wavelen = 2 * Math.PI / freq;
+                double f;
+                if (wavelen < highWavelen) f = 1;
+                else if (wavelen > lowWavelen) f = factor;
+                else {
+                    double smooth = (original / wavelen - low) / (high - low);
+                    f = 1 / ((1 - smooth) / factor + smooth);
+                }
+                b.putFloat((float) f);
+            }
+            return b.array();
         }
     }
 
@@ -157,7 +194,7 @@ public final class GgufExport {
         }
         out.add(tensor(byName, "model.norm.weight", "output_norm.weight", type));
         if (!c.tieWordEmbeddings()) out.add(tensor(byName, "lm_head.weight", "output.weight", type));
-        return out;
+        return new ArrayList<>(out);
     }
 
     private static Tensor tensor(Map<String, Model.TensorInfo> byName, String hf, String name, Type type) {
