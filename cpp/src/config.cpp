@@ -77,6 +77,8 @@ void validate(const ModelConfig &c, const std::string &where) {
         bad("initializer_range", cat("must be a finite value >= 0, got ", c.initializer_range));
     if (c.tie_word_embeddings != 0 && c.tie_word_embeddings != 1)
         bad("tie_word_embeddings", "must be 0 or 1");
+    if ((c.attention_bias != 0 && c.attention_bias != 1) || (c.mlp_bias != 0 && c.mlp_bias != 1))
+        bad("attention_bias", "attention_bias and mlp_bias must be 0 or 1");
     // Sizes far beyond any LLaMA are typos or hostile files: refused before anything is allocated.
     auto at_most = [&](const char *key, int64_t v, int64_t limit) {
         if (v > limit) bad(key, cat(v, " is beyond what liblima supports (at most ", limit, ")"));
@@ -172,8 +174,6 @@ ModelConfig parse_hf_config(const std::string &text, const std::string &path) {
         if (!j["rope_scaling"].is_object()) fail(LIMA_ERR_FORMAT, path, ": rope_scaling must be an object");
         scaling = &j["rope_scaling"];
     }
-    for (const char *k : {"attention_bias", "mlp_bias"})
-        if (j.contains(k) && j[k] == true) fail(LIMA_ERR_UNSUPPORTED, path, ": ", k, "=true is not supported");
 
     ModelConfig c;
     lima_model_config_init(&c);
@@ -213,6 +213,12 @@ ModelConfig parse_hf_config(const std::string &text, const std::string &path) {
     c.bos_token_id = get_token_id(j, "bos_token_id", path, 1);
     c.eos_token_id = get_token_id(j, "eos_token_id", path, 2);
     c.pad_token_id = get_token_id(j, "pad_token_id", path, -1);
+    for (auto [k, field] : {std::pair<const char *, int32_t *>{"attention_bias", &c.attention_bias}, {"mlp_bias", &c.mlp_bias}}) {
+        auto it = j.find(k);
+        if (it == j.end() || it->is_null()) continue;
+        if (!it->is_boolean()) fail(LIMA_ERR_FORMAT, path, ": key \"", k, "\" must be true or false");
+        *field = it->get<bool>() ? 1 : 0;
+    }
     auto tie = j.find("tie_word_embeddings");
     if (tie != j.end() && !tie->is_null()) {
         if (!tie->is_boolean()) fail(LIMA_ERR_FORMAT, path, ": key \"tie_word_embeddings\" must be true or false");
@@ -250,8 +256,8 @@ std::string write_hf_config(const ModelConfig &c, const std::string &base_json, 
     j["eos_token_id"] = c.eos_token_id;
     j["pad_token_id"] = c.pad_token_id >= 0 ? json(c.pad_token_id) : json(nullptr);
     j["hidden_act"] = "silu";
-    j["attention_bias"] = false;
-    j["mlp_bias"] = false;
+    j["attention_bias"] = c.attention_bias != 0;
+    j["mlp_bias"] = c.mlp_bias != 0;
     j["attention_dropout"] = 0.0;
     j["initializer_range"] = shortest(c.initializer_range);
     json params = {{"rope_theta", shortest(c.rope_theta)}, {"rope_type", "default"}};

@@ -34,6 +34,8 @@ void cuda_attach(Model &m, int device) {
         LIMA_REQUIRE(device < n, LIMA_ERR_INVALID_ARGUMENT, "CUDA device ", device, " does not exist (", n, " found)");
     }
     const ModelConfig &c = m.cfg;
+    LIMA_REQUIRE(!c.attention_bias && !c.mlp_bias, LIMA_ERR_UNSUPPORTED,
+                 "the CUDA backend does not run models with attention_bias or mlp_bias yet; use the CPU");
     const Layout &l = m.layout;
     auto off = [&](const std::string &n) { return int64_t(l.params[l.index.at(n)].offset); };
     std::vector<lima_cuda_layer> layers;

@@ -58,6 +58,17 @@ Layout make_layout(const ModelConfig &c, bool without_linear) {
         add(p + "mlp.down_proj.weight", d, F);
         add(p + "input_layernorm.weight", d, 0);
         add(p + "post_attention_layernorm.weight", d, 0);
+        if (c.attention_bias) {
+            add(p + "self_attn.q_proj.bias", c.q_dim(), 0);
+            add(p + "self_attn.k_proj.bias", c.kv_dim(), 0);
+            add(p + "self_attn.v_proj.bias", c.kv_dim(), 0);
+            add(p + "self_attn.o_proj.bias", d, 0);
+        }
+        if (c.mlp_bias) {
+            add(p + "mlp.gate_proj.bias", F, 0);
+            add(p + "mlp.up_proj.bias", F, 0);
+            add(p + "mlp.down_proj.bias", d, 0);
+        }
     }
     add("model.norm.weight", d, 0);
     if (!c.tie_word_embeddings) add("lm_head.weight", c.vocab_size, d);
@@ -96,6 +107,10 @@ Weights bind(const ModelConfig &c, const Layout &l, float *base) {
                             at(p + "self_attn.o_proj.weight"), at(p + "post_attention_layernorm.weight"),
                             at(p + "mlp.gate_proj.weight"), at(p + "mlp.up_proj.weight"),
                             at(p + "mlp.down_proj.weight")});
+        static const char *const bias[LORA_TARGETS] = {"self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias",
+                                                       "self_attn.o_proj.bias", "mlp.gate_proj.bias", "mlp.up_proj.bias",
+                                                       "mlp.down_proj.bias"};
+        for (int j = 0; j < LORA_TARGETS; ++j) w.layers.back().bias[j] = at(p + bias[j]);
     }
     return w;
 }
@@ -470,6 +485,7 @@ void layer_forward(const ModelConfig &c, const LayerWeights &w, const cpu::RopeT
     // A projection y = x @ W^T, plus its adapter's low-rank term when target j has one.
     auto project = [&](int j, float *y, const float *in, const float *W, int n_in, int n_out) {
         cpu::matmul_forward(y, in, W, int(N), n_in, n_out);
+        if (w.bias[j]) cpu::bias_forward(y, w.bias[j], N, n_out);
         const LayerLora *lo = w.lora;
         if (lo && lo->a[j])
             cpu::lora_forward(y, a.xa + size_t(j) * size_t(N) * size_t(lo->r), in, lo->a[j], lo->b[j], int(N), n_in, n_out, lo->r,
@@ -559,6 +575,7 @@ void backward(Model &m, const Batch &b, const DropoutKey *key, float p_max, floa
         auto project_back = [&](int j, float *dx, float *dW, const float *dyj, const float *in, const float *W, int n_in, int n_out,
                                 bool accumulate) {
             cpu::matmul_backward(dx, dW, dyj, in, W, int(N), n_in, n_out, accumulate);
+            if (lg.bias[j]) cpu::bias_backward(lg.bias[j], dyj, N, n_out);
             const LayerLora *lo = lw.lora;
             if (!lo || !lo->a[j]) return;
             const LayerLora &lgr = ag->layers[size_t(l)];

@@ -52,6 +52,7 @@ struct LayerLora {
 struct LayerWeights {
     float *ln1, *wq, *wk, *wv, *wo, *ln2, *wg, *wu, *wd;
     const LayerLora *lora = nullptr;  // the adapter of this layer (null: none)
+    float *bias[LORA_TARGETS] = {};   // projection biases (attention_bias, mlp_bias), by LoRA target index; null: none
 };
 struct Weights {
     float *emb, *norm, *lm_head;  // lm_head == emb when tied

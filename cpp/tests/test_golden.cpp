@@ -50,7 +50,7 @@ TEST_P(Golden, LogitsLossAndEveryGradientMatchTransformers) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(HfLlama, Golden, ::testing::Values("gqa_odd", "tied", "rope_llama3", "rope_linear"));
+INSTANTIATE_TEST_SUITE_P(HfLlama, Golden, ::testing::Values("gqa_odd", "tied", "rope_llama3", "rope_linear", "bias"));
 
 }  // namespace
 
@@ -84,7 +84,7 @@ TEST_P(GoldenGenerate, GreedyDecodingEqualsTransformersGenerate) {
     EXPECT_EQ(got, std::vector<int32_t>(want.begin(), want.end()));
 }
 
-INSTANTIATE_TEST_SUITE_P(HfLlama, GoldenGenerate, ::testing::Values("gqa_odd", "tied", "rope_llama3", "rope_linear"));
+INSTANTIATE_TEST_SUITE_P(HfLlama, GoldenGenerate, ::testing::Values("gqa_odd", "tied", "rope_llama3", "rope_linear", "bias"));
 
 }  // namespace
 

@@ -142,6 +142,8 @@ typedef struct lima_model_config {
     float rope_low_freq_factor;
     float rope_high_freq_factor;
     int32_t rope_original_max_position_embeddings;
+    int32_t attention_bias;      /* 1: q, k, v and o projections have biases (config.json attention_bias) */
+    int32_t mlp_bias;            /* 1: gate, up and down projections have biases (config.json mlp_bias) */
 } lima_model_config;
 
 #define LIMA_ROPE_DEFAULT 0

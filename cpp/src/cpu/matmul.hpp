@@ -18,4 +18,21 @@ inline void matmul_backward(float *dx, float *dw, const float *dy, const float *
     if (dw) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, N, 1.0f, dy, out, x, in, 1.0f, dw, in);
 }
 
+// y (N, out) += b (out): a Linear layer's bias (attention_bias, mlp_bias)
+inline void bias_forward(float *y, const float *b, long N, int out) {
+#pragma omp parallel for schedule(static)
+    for (long n = 0; n < N; ++n)
+        for (int o = 0; o < out; ++o) y[n * out + o] += b[o];
+}
+
+// db (out) += sum over rows of dy (N, out)
+inline void bias_backward(float *db, const float *dy, long N, int out) {
+#pragma omp parallel for schedule(static)
+    for (int o = 0; o < out; ++o) {
+        double s = 0.0;
+        for (long n = 0; n < N; ++n) s += dy[n * out + o];
+        db[o] += float(s);
+    }
+}
+
 }  // namespace lima::cpu

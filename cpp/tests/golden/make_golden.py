@@ -10,6 +10,7 @@ Cases:
   gqa_odd   : hidden 45 (odd), 9 heads of head_dim 6 (explicit), 3 KV heads (GQA), untied LM head
   tied      : hidden 32, 4 heads, 4 KV heads, tied embeddings, rope_theta 500000
   rope_llama3, rope_linear: transformers' rotary scaling (Llama 3.1 and linear)
+  bias      : attention_bias and mlp_bias
 Pass case names after the directory to write just those.
 """
 import json
@@ -34,6 +35,9 @@ CASES = {
                         tie_word_embeddings=False,
                         rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
                                           original_max_position_embeddings=16)),
+    "bias": dict(vocab_size=47, hidden_size=32, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, rms_norm_eps=1e-6, rope_theta=10000.0, tie_word_embeddings=False,
+                 attention_bias=True, mlp_bias=True),
     "rope_linear": dict(vocab_size=59, hidden_size=32, intermediate_size=40, num_hidden_layers=2,
                         num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6, rope_theta=10000.0,
                         tie_word_embeddings=True, rope_scaling=dict(rope_type="linear", factor=4.0)),
@@ -49,6 +53,8 @@ def make(out_dir, name, kw):
         for n, p in model.named_parameters():
             if "norm" in n:
                 p.copy_(1.0 + 0.3 * torch.randn_like(p))
+            elif n.endswith(".bias"):  # transformers starts them at 0; random ones check their use
+                p.copy_(0.1 * torch.randn_like(p))
     ckpt = os.path.join(out_dir, name)
     model.save_pretrained(ckpt, safe_serialization=True)
 

@@ -67,7 +67,11 @@ public final class GgufExport {
         }
         com.fasterxml.jackson.databind.JsonNode scaling;
         try {
-            scaling = new com.fasterxml.jackson.databind.ObjectMapper().readTree(ck.resolve("config.json").toFile()).path("rope_scaling");
+            var cfgJson = new com.fasterxml.jackson.databind.ObjectMapper().readTree(ck.resolve("config.json").toFile());
+            scaling = cfgJson.path("rope_scaling");
+            if (cfgJson.path("attention_bias").asBoolean(false) || cfgJson.path("mlp_bias").asBoolean(false)) {
+                throw new IllegalArgumentException(ck + ": GGUF export of a model with attention_bias or mlp_bias is not supported yet");
+            }
         } catch (IOException e) {
             throw new IllegalArgumentException(ck + ": cannot read config.json: " + e.getMessage());
         }
