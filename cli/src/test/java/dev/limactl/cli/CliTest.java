@@ -286,6 +286,58 @@ class CliTest {
         }
     }
 
+    /** A character-level tokenizer.json (written for the tests) with <unk>, <s>, </s>, printable ASCII, then the given special tokens. */
+    static Path charTokenizer(Path base, String... specials) throws Exception {
+        Files.createDirectories(base);
+        StringBuilder vocab = new StringBuilder("\"<unk>\": 0, \"<s>\": 1, \"</s>\": 2");
+        int id = 3;
+        for (char ch = 32; ch < 127; ch++) {
+            vocab.append(", ").append(new ObjectMapper().writeValueAsString(String.valueOf(ch))).append(": ").append(id++);
+        }
+        StringBuilder added = new StringBuilder();
+        List<String> all = new java.util.ArrayList<>(List.of("<unk>", "<s>", "</s>"));
+        all.addAll(List.of(specials));
+        for (int i = 0; i < all.size(); i++) {
+            int tid = i < 3 ? i : id++;
+            if (i >= 3) vocab.append(", ").append(new ObjectMapper().writeValueAsString(all.get(i))).append(": ").append(tid);
+            added.append(added.length() == 0 ? "" : ", ").append("{\"id\": ").append(tid).append(", \"content\": ")
+                    .append(new ObjectMapper().writeValueAsString(all.get(i)))
+                    .append(", \"single_word\": false, \"lstrip\": false, \"rstrip\": false, \"normalized\": false, \"special\": true}");
+        }
+        Files.writeString(base.resolve("tokenizer.json"), "{\"version\": \"1.0\", \"truncation\": null, \"padding\": null, \"added_tokens\": ["
+                + added + "], \"normalizer\": null, \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \".\"}, \"behavior\": \"Isolated\","
+                + " \"invert\": false}, \"post_processor\": null, \"decoder\": null, \"model\": {\"type\": \"WordLevel\", \"vocab\": {" + vocab
+                + "}, \"unk_token\": \"<unk>\"}}");
+        return base;
+    }
+
+    /** model.eot_token reuses a token the tokenizer has (as Llama 3's <|eot_id|>): no new row, the template and limactl.json say it. */
+    @Test
+    void eotTokenCanReuseATokenTheTokenizerHas() throws Exception {
+        Path base = charTokenizer(dir.resolve("eot-tok"), "<|eot_id|>");
+        Path run = dir.resolve("eot-run");
+        String[] common = {"-q", "train", "--preset", "demo", "--init", "random", "--set", "model.tokenizer=" + base, "--set", "training.epochs=1"};
+        Run t = limactl(concat(concat(common, "--run", run.toString(), "--set", "model.eot_token=<|eot_id|>"), java.util.Arrays.copyOfRange(SMALL, 0, 8)));
+        assertEquals(0, t.code(), t.err());
+        Path ck = run.resolve("checkpoints/epoch-01");
+        assertEquals(98, new ObjectMapper().readTree(ck.resolve("limactl.json").toFile()).get("eot_token_id").asInt());
+        assertEquals(99, new ObjectMapper().readTree(ck.resolve("config.json").toFile()).get("vocab_size").asInt(), "no row was added");
+        JsonNode tc = new ObjectMapper().readTree(ck.resolve("tokenizer_config.json").toFile());
+        assertTrue(tc.get("chat_template").asText().contains("'<|eot_id|>'"), tc.toString());
+        assertEquals(4, new ObjectMapper().readTree(ck.resolve("tokenizer.json").toFile()).get("added_tokens").size(), "no token added to tokenizer.json");
+        Path prompts = dir.resolve("eot-p.jsonl");
+        Files.writeString(prompts, "{\"conversations\": [\"Hi\"]}\n");
+        assertEquals(0, limactl("-q", "generate", "-m", ck.toString(), "--prompts", prompts.toString(), "--out", dir.resolve("eot-a.jsonl").toString(),
+                "--max-new-tokens", "4").code());
+        for (String bad : new String[] {"</s>", "abc"}) {
+            Run b = limactl(concat(concat(common, "--run", dir.resolve("eot-bad").toString(), "--set", "model.eot_token=" + bad),
+                    java.util.Arrays.copyOfRange(SMALL, 0, 8)));
+            assertEquals(ExitCodes.INVALID_INPUT, b.code(), bad + ": " + b.err());
+            assertTrue(b.err().contains("model.eot_token"), b.err());
+            assertFalse(Files.exists(dir.resolve("eot-bad/config.yaml")), "a refused run left its config");
+        }
+    }
+
     /**
      * A base whose tokenizer is only a tokenizer.json (here a character-level one written for the test):
      * every checkpoint holds that file and the base's tokenizer_config.json as regular files (it once got an
@@ -293,19 +345,7 @@ class CliTest {
      */
     @Test
     void aTokenizerJsonOnlyBaseGivesCheckpointsWithItsTokenizerFiles() throws Exception {
-        Path base = dir.resolve("hf-tok");
-        Files.createDirectories(base);
-        StringBuilder vocab = new StringBuilder("\"<unk>\": 0, \"<s>\": 1, \"</s>\": 2");
-        int id = 3;
-        for (char ch = 32; ch < 127; ch++) {
-            vocab.append(", ").append(new ObjectMapper().writeValueAsString(String.valueOf(ch))).append(": ").append(id++);
-        }
-        String added = "[{\"id\": 0, \"content\": \"<unk>\", \"single_word\": false, \"lstrip\": false, \"rstrip\": false, \"normalized\": false, \"special\": true},"
-                + " {\"id\": 1, \"content\": \"<s>\", \"single_word\": false, \"lstrip\": false, \"rstrip\": false, \"normalized\": false, \"special\": true},"
-                + " {\"id\": 2, \"content\": \"</s>\", \"single_word\": false, \"lstrip\": false, \"rstrip\": false, \"normalized\": false, \"special\": true}]";
-        Files.writeString(base.resolve("tokenizer.json"), "{\"version\": \"1.0\", \"truncation\": null, \"padding\": null, \"added_tokens\": " + added
-                + ", \"normalizer\": null, \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \".\"}, \"behavior\": \"Isolated\", \"invert\": false},"
-                + " \"post_processor\": null, \"decoder\": null, \"model\": {\"type\": \"WordLevel\", \"vocab\": {" + vocab + "}, \"unk_token\": \"<unk>\"}}");
+        Path base = charTokenizer(dir.resolve("hf-tok"));
         Files.writeString(base.resolve("tokenizer_config.json"), "{\"bos_token\": \"<s>\", \"eos_token\": \"</s>\"}");
         Path run = dir.resolve("hf-run");
         Run t = limactl(concat(new String[] {"-q", "train", "--preset", "demo", "--init", "random", "--run", run.toString(),

@@ -80,9 +80,10 @@ public final class GgufExport {
         Path tmp = out.resolveSibling("." + out.getFileName() + ".tmp-" + ProcessHandle.current().pid());
         try (Model m = Model.load(ck)) {
             ModelConfig c = m.config();
-            if (sp.pieces().size() + (eot >= 0 ? 1 : 0) != c.vocabSize()) {
+            boolean newEot = eot >= sp.pieces().size();  // LIMA's own EOT, after the pieces (else a reused piece)
+            if (sp.pieces().size() + (newEot ? 1 : 0) != c.vocabSize()) {
                 throw new IllegalArgumentException(ck + ": the model's vocabulary (" + c.vocabSize() + ") is not tokenizer.model's "
-                        + sp.pieces().size() + " pieces" + (eot >= 0 ? " plus LIMA's EOT" : ""));
+                        + sp.pieces().size() + " pieces" + (newEot ? " plus LIMA's EOT" : ""));
             }
             List<Tensor> tensors = tensors(m, c, type);
             if (rope.type().equals("llama3")) tensors.add(0, new Tensor("", "rope_freqs.weight", new long[] {c.headDim() / 2}, 0, 4L * (c.headDim() / 2)));
@@ -308,7 +309,7 @@ public final class GgufExport {
             scores.add(p.score());
             types.add(p.type());
         }
-        if (eot >= 0) {
+        if (eot >= sp.pieces().size()) {  // LIMA's own EOT, a control token after the pieces
             tokens.add(HfTokenizerFiles.EOT);
             scores.add(0f);
             types.add(3);  // CONTROL
@@ -324,7 +325,8 @@ public final class GgufExport {
         if (eot >= 0) kv.put("tokenizer.ggml.eot_token_id", new Object[] {U32, eot});
         kv.put("tokenizer.ggml.add_bos_token", new Object[] {BOOL, true});
         kv.put("tokenizer.ggml.add_eos_token", new Object[] {BOOL, false});
-        kv.put("tokenizer.chat_template", new Object[] {STRING, HfTokenizerFiles.CHAT_TEMPLATE});
+        kv.put("tokenizer.chat_template", new Object[] {STRING, HfTokenizerFiles.chatTemplate(eot >= 0 && eot < sp.pieces().size()
+                ? sp.pieces().get(eot).text() : HfTokenizerFiles.EOT)});
         return kv;
     }
 

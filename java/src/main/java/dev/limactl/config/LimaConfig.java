@@ -15,7 +15,15 @@ public record LimaConfig(Model model, Data data, Optimizer optimizer, Training t
      * @param tokenizer    tokenizer.model / tokenizer.json or a directory holding one; empty = {@code path}
      * @param architecture the shape of a random model (init: random)
      */
-    public record Model(String init, String path, String tokenizer, Architecture architecture) {}
+    /**
+     * @param eotToken empty: LIMA's own end-of-turn token, added to the vocabulary (the paper's EOT); a
+     *                 token of the tokenizer (e.g. Llama 3's "<|eot_id|>"): that token ends each turn instead
+     */
+    public record Model(String init, String path, String tokenizer, Architecture architecture, @JsonProperty("eot_token") String eotToken) {
+        public Model {
+            if (eotToken == null) eotToken = "";  // a run made before the key existed
+        }
+    }
 
     public record Architecture(@JsonProperty("hidden_size") int hiddenSize,
                                @JsonProperty("intermediate_size") int intermediateSize,

@@ -106,7 +106,8 @@ public final class HfTokenizer implements Tokenizer {
         return max + 1;
     }
 
-    private int idOf(String token) {
+    @Override
+    public int idOf(String token) {
         long[] ids = tok.encode(token, false, false).getIds();
         return ids.length == 1 ? Math.toIntExact(ids[0]) : -1;
     }

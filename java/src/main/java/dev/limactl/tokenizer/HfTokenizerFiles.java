@@ -38,10 +38,16 @@ public final class HfTokenizerFiles {
      * put before the next user message, each followed by a blank line, as limactl serve does (LIMA has
      * no system role). The prompt for a reply already ends with EOT, so the generation prompt adds nothing.
      */
-    public static final String CHAT_TEMPLATE = "{{ bos_token }}{% set ns = namespace(system='') %}{% for message in messages %}"
-            + "{% if message['role'] in ['system', 'developer'] %}{% set ns.system = ns.system + message['content'] + '\\n\\n' %}"
-            + "{% elif message['role'] == 'user' %}{{ ns.system + message['content'] + '" + EOT + "' }}{% set ns.system = '' %}"
-            + "{% else %}{{ message['content'] + '" + EOT + "' }}{% endif %}{% endfor %}";
+    public static final String CHAT_TEMPLATE = chatTemplate(EOT);
+
+    /** The chat template with the given end-of-turn token text (LIMA's own, or a reused one such as Llama 3's <|eot_id|>). */
+    public static String chatTemplate(String eot) {
+        String e = eot.replace("\\", "\\\\").replace("'", "\\'");
+        return "{{ bos_token }}{% set ns = namespace(system='') %}{% for message in messages %}"
+                + "{% if message['role'] in ['system', 'developer'] %}{% set ns.system = ns.system + message['content'] + '\\n\\n' %}"
+                + "{% elif message['role'] == 'user' %}{{ ns.system + message['content'] + '" + e + "' }}{% set ns.system = '' %}"
+                + "{% else %}{{ message['content'] + '" + e + "' }}{% endif %}{% endfor %}";
+    }
 
     private static final ObjectMapper JSON = new ObjectMapper();
 
@@ -136,14 +142,27 @@ public final class HfTokenizerFiles {
      * id, the file is left as it is and false returned) and makes the post-processor put BOS first when
      * special tokens are asked for ({@code encode(text)}; apply_chat_template asks for none).
      */
-    static boolean addEot(ObjectNode tj, int eotId, int bosId, String bos) {
+    static boolean addEot(ObjectNode tj, int eotId, String eot, int bosId, String bos) {
         ArrayNode added = tj.withArray("added_tokens");
-        for (JsonNode t : added) if (t.path("id").asInt() == eotId) return t.path("content").asText().equals(EOT);
-        JsonNode vocab = tj.path("model").path("vocab");
-        if (vocab.isObject()) {
-            for (JsonNode id : (Iterable<JsonNode>) vocab::elements) if (id.asInt() == eotId) return false;
+        boolean present = false;
+        for (JsonNode t : added) {
+            if (t.path("id").asInt() == eotId) {
+                if (!t.path("content").asText().equals(eot)) return false;
+                present = true;
+            }
         }
-        added.add(addedToken(eotId, EOT));
+        JsonNode vocab = tj.path("model").path("vocab");
+        if (!present && vocab.isObject()) {
+            var it = vocab.fields();
+            while (it.hasNext()) {
+                var e = it.next();
+                if (e.getValue().asInt() == eotId) {
+                    if (!e.getKey().equals(eot)) return false;
+                    present = true;
+                }
+            }
+        }
+        if (!present) added.add(addedToken(eotId, eot));
         if (tj.path("post_processor").isNull() || tj.path("post_processor").isMissingNode()) {
             ObjectNode pp = tj.putObject("post_processor").put("type", "TemplateProcessing");
             ArrayNode single = pp.putArray("single");
@@ -171,6 +190,8 @@ public final class HfTokenizerFiles {
         try {
             int bosId = tok.bosId(), eosId = tok.eosId();
             String bos = tok.piece(bosId), eos = tok.piece(eosId);
+            // LIMA's own EOT (a new id after the tokenizer's), or a token the tokenizer has (model.eot_token)
+            String eot = eotId < tok.vocabSize() ? tok.piece(eotId) : EOT;
             Path tjFile = ck.resolve("tokenizer.json");
             ObjectNode tj = null;
             if (Files.isRegularFile(tjFile)) {
@@ -182,7 +203,7 @@ public final class HfTokenizerFiles {
                     warn.accept(ck + ": no tokenizer.json written (" + e.getMessage() + "); Hugging Face loads tokenizer.model with sentencepiece");
                 }
             }
-            boolean eotKnown = tj != null && addEot(tj, eotId, bosId, bos);
+            boolean eotKnown = tj != null && addEot(tj, eotId, eot, bosId, bos);
             if (tj != null && !eotKnown) {
                 warn.accept(ck + ": tokenizer.json already has a token at LIMA's EOT id " + eotId + "; it is left as it is");
             }
@@ -197,12 +218,12 @@ public final class HfTokenizerFiles {
             cfg.remove("added_tokens_decoder");  // tokenizer.json's added_tokens say it, with EOT
             cfg.put("add_bos_token", true).put("add_eos_token", false).put("clean_up_tokenization_spaces", false);
             cfg.put("model_max_length", maxPositions);
-            cfg.putArray("additional_special_tokens").add(EOT);
-            cfg.put("chat_template", CHAT_TEMPLATE);
+            cfg.putArray("additional_special_tokens").add(eot);
+            cfg.put("chat_template", chatTemplate(eot));
             dev.limactl.data.AtomicFiles.writeString(ck.resolve("tokenizer_config.json"), JSON.writerWithDefaultPrettyPrinter().writeValueAsString(cfg) + "\n");
 
             ObjectNode map = JSON.createObjectNode().put("bos_token", bos).put("eos_token", eos).put("unk_token", tok.piece(0));
-            map.putArray("additional_special_tokens").add(EOT);
+            map.putArray("additional_special_tokens").add(eot);
             dev.limactl.data.AtomicFiles.writeString(ck.resolve("special_tokens_map.json"), JSON.writerWithDefaultPrettyPrinter().writeValueAsString(map) + "\n");
 
             // LIMA's sampling; EOS and EOT both end an answer

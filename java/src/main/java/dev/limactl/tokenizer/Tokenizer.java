@@ -24,6 +24,12 @@ public interface Tokenizer extends AutoCloseable {
 
     int eosId();
 
+    /** The id of a text that is exactly one token (a special token such as "<|eot_id|>" included), else -1. */
+    default int idOf(String token) {
+        int[] ids = encode(token);
+        return ids.length == 1 ? ids[0] : -1;
+    }
+
     @Override
     void close();
 

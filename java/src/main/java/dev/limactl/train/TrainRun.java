@@ -444,6 +444,19 @@ public final class TrainRun {
                 return recorded.get().eotWithin(model.config().vocabSize(), dir);
             }
         }
+        String reuse = cfg.model().eotToken();
+        if (!reuse.isEmpty()) {  // a token the tokenizer already has ends each turn (e.g. Llama 3's <|eot_id|>)
+            int id = tok.idOf(reuse);
+            if (id < 0 || id >= vocab) {
+                throw new dev.limactl.config.ConfigException("config key \"model.eot_token\": \"" + reuse + "\" is not one token of the tokenizer"
+                        + (id >= vocab ? " within the model's vocabulary of " + vocab : "") + "; leave it empty to add LIMA's own EOT token");
+            }
+            if (id == tok.eosId() || id == tok.bosId()) {
+                throw new dev.limactl.config.ConfigException("config key \"model.eot_token\": \"" + reuse + "\" is the tokenizer's "
+                        + (id == tok.eosId() ? "EOS" : "BOS") + "; LIMA's end of turn must be a token of its own");
+            }
+            return id;
+        }
         int eot = ChatFormat.eotIdFor(tok);
         if (vocab < eot) {
             throw new RunStateException("the model's vocabulary (" + vocab + ") is smaller than the tokenizer's (" + eot
