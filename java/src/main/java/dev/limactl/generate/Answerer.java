@@ -161,9 +161,14 @@ public final class Answerer {
      * A request checked and tokenised: what a batch row decodes. cancel() (a client that went away)
      * ends its row at the next step with finish "cancelled"; the other rows go on.
      */
-    public record Prepared(Request request, int[] prompt, java.util.concurrent.atomic.AtomicBoolean cancelled) {
+    public record Prepared(Request request, int[] prompt, java.util.concurrent.atomic.AtomicBoolean cancelled, boolean continuation) {
         public Prepared(Request request, int[] prompt) {
-            this(request, prompt, new java.util.concurrent.atomic.AtomicBoolean());
+            this(request, prompt, new java.util.concurrent.atomic.AtomicBoolean(), false);
+        }
+
+        /** A raw prompt continued as text (/v1/completions): the answer's text keeps the space of a word boundary at its start. */
+        public static Prepared continuing(Request request, int[] prompt) {
+            return new Prepared(request, prompt, new java.util.concurrent.atomic.AtomicBoolean(), true);
         }
 
         public void cancel() {
@@ -209,7 +214,9 @@ public final class Answerer {
         String[] text = new String[n], finish = new String[n];
         boolean[] active = new boolean[n];
         for (int i = 0; i < n; i++) {
-            out[i] = new TextStream(tokenizer);
+            int[] p = prompts[i];
+            out[i] = prepared.get(i).continuation() && p.length > 0 ? new TextStream(tokenizer, new int[] {p[p.length - 1]})
+                    : new TextStream(tokenizer);
             active[i] = true;
         }
         int longestStop = 0;

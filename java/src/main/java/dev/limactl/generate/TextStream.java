@@ -16,10 +16,23 @@ final class TextStream {
     private final Tokenizer tokenizer;
     private int[] ids = new int[64];
     private int size, prefix, read;
+    private final int context;
     private final StringBuilder text = new StringBuilder();
 
     TextStream(Tokenizer tokenizer) {
+        this(tokenizer, new int[0]);
+    }
+
+    /**
+     * A stream that continues the given tokens (a raw prompt's last one): its text is what the new
+     * tokens add after them, so a word boundary at the start keeps its space.
+     */
+    TextStream(Tokenizer tokenizer, int[] context) {
         this.tokenizer = tokenizer;
+        this.context = context.length;
+        if (context.length > ids.length) ids = new int[context.length * 2];
+        System.arraycopy(context, 0, ids, 0, context.length);
+        size = read = context.length;
     }
 
     /** Adds a token and returns the text that became stable with it ("" if none). */
@@ -52,7 +65,7 @@ final class TextStream {
     }
 
     int tokens() {
-        return size;
+        return size - context;
     }
 
     private String decode(int from, int to) {
@@ -61,6 +74,6 @@ final class TextStream {
 
     /** The token ids added so far. */
     public int[] ids() {
-        return java.util.Arrays.copyOf(ids, size);
+        return java.util.Arrays.copyOfRange(ids, context, size);
     }
 }

@@ -466,7 +466,7 @@ public final class OpenAiServer implements AutoCloseable {
         long created = System.currentTimeMillis() / 1000;
         Answerer.Answer a = new Answerer.Answer("", prompt.length, 0, "length");
         if (o.maxTokens() > 0) {
-            Answerer.Prepared req = new Answerer.Prepared(new Answerer.Request(List.of(new Turn(Turn.USER, promptText)), o.sampling(),
+            Answerer.Prepared req = Answerer.Prepared.continuing(new Answerer.Request(List.of(new Turn(Turn.USER, promptText)), o.sampling(),
                     (int) Math.min(o.maxTokens(), answerer.contextLength() - prompt.length), o.stop(), o.seed()), prompt);
             if (stream) {
                 streamText(ex, req, id, created);

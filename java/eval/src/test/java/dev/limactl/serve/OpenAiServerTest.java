@@ -105,6 +105,9 @@ class OpenAiServerTest {
             assertEquals(top.elements().next().floatValue(), glp.get("token_logprobs").get(j).floatValue(), 1e-5, "greedy picks the top token");
         }
         assertEquals("length", g.at("/choices/0/finish_reason").asText());
+        // the text continues the prompt: a word boundary at its start keeps its space
+        String cont = g.at("/choices/0/text").asText();
+        assertEquals(glp.get("tokens").get(0).asText().startsWith(" "), cont.startsWith(" "), g.toString());
         HttpResponse<String> st = call("POST", "/v1/completions", ask + ", \"stream\": true}", "sekret");
         StringBuilder text = new StringBuilder();
         for (String line : st.body().split("\n")) {
