@@ -61,4 +61,25 @@ class TextStreamTest {
             assertTrue(tok.decoded < 40L * ids.length, tok.decoded + " ids decoded for " + ids.length + " tokens");
         }
     }
+
+    /** A stream continuing a prompt's last token gives the text the new tokens add after it: a word boundary keeps its space. */
+    @org.junit.jupiter.api.Test
+    void aContinuationKeepsTheSpaceOfAWordBoundary() {
+        try (Tokenizer tok = Tokenizer.open(Path.of("../../shared/data/tokenizers/llama/tokenizer.model"))) {
+            int[] prompt = tok.encode("How should I");
+            int[] more = tok.encode("How should I store coffee? In a jar.");
+            int[] gen = java.util.Arrays.copyOfRange(more, prompt.length, more.length);
+            TextStream plain = new TextStream(tok), cont = new TextStream(tok, new int[] {prompt[prompt.length - 1]});
+            StringBuilder streamed = new StringBuilder();
+            for (int id : gen) {
+                plain.add(id);
+                streamed.append(cont.add(id));
+            }
+            assertEquals(" store coffee? In a jar.", cont.finish());
+            assertEquals(cont.finish(), streamed.toString());
+            assertEquals("store coffee? In a jar.", plain.finish(), "an answer (no context) starts without the space");
+            assertEquals(gen.length, cont.tokens());
+            assertEquals(java.util.Arrays.toString(gen), java.util.Arrays.toString(cont.ids()));
+        }
+    }
 }
