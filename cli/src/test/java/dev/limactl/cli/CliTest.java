@@ -41,6 +41,28 @@ class CliTest {
         return data;
     }
 
+    /** Skips the calling test, saying why, where python3 cannot import these modules (ci/setup.sh installs them for CI). */
+    static void assumePython(String modules, String skipped) throws Exception {
+        Process probe = new ProcessBuilder("python3", "-c", "import " + modules).redirectErrorStream(true).start();
+        boolean ok = probe.waitFor(120, java.util.concurrent.TimeUnit.SECONDS) && probe.exitValue() == 0;
+        org.junit.jupiter.api.Assumptions.assumeTrue(ok, "python3 with " + modules + " is not installed: " + skipped);
+    }
+
+    /** Runs a Python script, which must succeed within 5 minutes; its output (the failure message shows it whole). */
+    static String python(String... args) throws Exception {
+        List<String> cmd = new java.util.ArrayList<>(List.of("python3"));
+        cmd.addAll(List.of(args));
+        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
+        String out = new String(p.getInputStream().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
+        assertTrue(p.waitFor(300, java.util.concurrent.TimeUnit.SECONDS) && p.exitValue() == 0, String.join(" ", args) + ": " + out);
+        return out;
+    }
+
+    /** The last line of a script's output, as JSON. */
+    static JsonNode pythonJson(String... args) throws Exception {
+        return new ObjectMapper().readTree(python(args).lines().reduce((a, b) -> b).orElseThrow());
+    }
+
     static String[] concat(String[] a, String... b) {
         String[] out = java.util.Arrays.copyOf(a, a.length + b.length);
         System.arraycopy(b, 0, out, a.length, b.length);
@@ -205,9 +227,7 @@ class CliTest {
     /** data import reads a Hugging Face datasets folder written by datasets itself (chat messages with a system turn, Alpaca). */
     @Test
     void dataImportReadsHuggingFaceDatasetsFolders() throws Exception {
-        Process probe = new ProcessBuilder("python3", "-c", "import datasets").redirectErrorStream(true).start();
-        org.junit.jupiter.api.Assumptions.assumeTrue(probe.waitFor(120, java.util.concurrent.TimeUnit.SECONDS) && probe.exitValue() == 0,
-                "python3 with datasets is not installed: the Hugging Face datasets check is skipped");
+        assumePython("datasets", "the Hugging Face datasets check is skipped");
         Path script = dir.resolve("make_ds.py");
         Files.writeString(script, String.join("\n",
                 "import sys",
@@ -216,9 +236,7 @@ class CliTest {
                 "    {'role': 'assistant', 'content': 'Hello!'}]}, {'messages': [{'role': 'user', 'content': 'Why?'},",
                 "    {'role': 'assistant', 'content': 'Because \u2713'}]}]).save_to_disk(sys.argv[1] + '/chat')",
                 "Dataset.from_list([{'instruction': 'Say hi.', 'input': '', 'output': 'Hi'}]).save_to_disk(sys.argv[1] + '/alpaca')", ""));
-        Process p = new ProcessBuilder("python3", script.toString(), dir.toString()).redirectErrorStream(true).start();
-        String log = new String(p.getInputStream().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
-        assertTrue(p.waitFor(300, java.util.concurrent.TimeUnit.SECONDS) && p.exitValue() == 0, log);
+        python(script.toString(), dir.toString());
         Run r = limactl("data", "import", dir.resolve("chat").toString(), dir.resolve("chat.arrow").toString());
         assertEquals(0, r.code(), r.err());
         assertTrue(r.out().contains("2 examples"), r.out());

@@ -10,8 +10,6 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.limactl.tokenizer.HfTokenizerFiles;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.concurrent.TimeUnit;
-import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -41,9 +39,7 @@ class ExportTest {
         assertTrue(r.err().contains("has no tokenizer.model"), r.err());
         assertFalse(Files.exists(dir.resolve("x.gguf")));
 
-        Process probe = new ProcessBuilder("python3", "-c", "import gguf, numpy, safetensors").redirectErrorStream(true).start();
-        boolean ok = probe.waitFor(60, TimeUnit.SECONDS) && probe.exitValue() == 0;
-        Assumptions.assumeTrue(ok, "python3 with gguf is not installed: the read-back check is skipped");
+        CliTest.assumePython("gguf, numpy, safetensors", "the read-back check is skipped");
         Path script = dir.resolve("check_gguf.py");
         try (var s = ExportTest.class.getResourceAsStream("check_gguf.py")) {
             Files.write(script, s.readAllBytes());
@@ -55,10 +51,7 @@ class ExportTest {
             r = limactl("export", "-m", ck.toString(), "--type", type, "-o", out.toString());
             assertEquals(0, r.code(), r.err());
             assertTrue(r.out().contains("wrote " + out), r.out());
-            Process p = new ProcessBuilder("python3", script.toString(), out.toString(), ck.toString(), type).redirectErrorStream(true).start();
-            String text = new String(p.getInputStream().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
-            assertTrue(p.waitFor(300, TimeUnit.SECONDS) && p.exitValue() == 0, type + ": " + text);
-            JsonNode g = new ObjectMapper().readTree(text.lines().reduce((a, b) -> b).orElseThrow());
+            JsonNode g = CliTest.pythonJson(script.toString(), out.toString(), ck.toString(), type);
             int layers = cfg.get("num_hidden_layers").asInt();
             boolean tied = cfg.path("tie_word_embeddings").asBoolean(false);
             assertEquals(1 + 9 * layers + 1 + (tied ? 0 : 1), g.get("tensors").asInt(), g.toString());
@@ -90,10 +83,7 @@ class ExportTest {
             Path out = dir.resolve("scaled.gguf");
             r = limactl("export", "-m", scaled.toString(), "-o", out.toString());
             assertEquals(0, r.code(), r.err());
-            Process p = new ProcessBuilder("python3", script.toString(), out.toString(), scaled.toString(), "f16").redirectErrorStream(true).start();
-            String text = new String(p.getInputStream().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
-            assertTrue(p.waitFor(300, TimeUnit.SECONDS) && p.exitValue() == 0, text);
-            JsonNode g = new ObjectMapper().readTree(text.lines().reduce((a, b) -> b).orElseThrow());
+            JsonNode g = CliTest.pythonJson(script.toString(), out.toString(), scaled.toString(), "f16");
             if (rope.contains("llama3")) assertEquals(cfg.get("hidden_size").asInt() / cfg.get("num_attention_heads").asInt() / 2, g.get("rope_freqs").asInt());
             else assertEquals("linear", g.get("scaling_type").asText(), g.toString());
         }

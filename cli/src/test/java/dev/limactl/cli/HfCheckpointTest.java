@@ -17,8 +17,6 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.concurrent.TimeUnit;
-import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -39,9 +37,7 @@ class HfCheckpointTest {
 
     @BeforeAll
     static void needsTransformers() throws Exception {
-        Process probe = new ProcessBuilder("python3", "-c", "import torch, transformers").redirectErrorStream(true).start();
-        boolean ok = probe.waitFor(120, TimeUnit.SECONDS) && probe.exitValue() == 0;
-        Assumptions.assumeTrue(ok, "python3 with torch and transformers is not installed: the Hugging Face cross-checks are skipped");
+        CliTest.assumePython("torch, transformers", "the Hugging Face cross-checks are skipped");
     }
 
     /** Runs check_hf_checkpoint.py on a checkpoint; its JSON answer. */
@@ -69,10 +65,7 @@ class HfCheckpointTest {
         try (var s = HfCheckpointTest.class.getResourceAsStream("check_hf_checkpoint.py")) {
             Files.write(script, s.readAllBytes());
         }
-        Process p = new ProcessBuilder("python3", script.toString(), ck.toString(), input.toString()).redirectErrorStream(true).start();
-        String out = new String(p.getInputStream().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
-        assertTrue(p.waitFor(300, TimeUnit.SECONDS) && p.exitValue() == 0, out);
-        return JSON.readTree(out.lines().reduce((a, b) -> b).orElseThrow());
+        return CliTest.pythonJson(script.toString(), ck.toString(), input.toString());
     }
 
     static List<Integer> list(int[] ids) {

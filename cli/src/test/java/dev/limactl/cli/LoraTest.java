@@ -17,8 +17,6 @@ import dev.limactl.train.TrainRun;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
-import java.util.concurrent.TimeUnit;
-import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -92,9 +90,7 @@ class LoraTest {
     /** PEFT (Python) loads the adapter over the base and gives limactl's logits; so does transformers on the merge. */
     private void peftReadsWhatLimactlWrote(Path base, Path ck, Path merged) throws Exception {
         Path script = Path.of("../cpp/tests/golden/check_peft_adapter.py").toAbsolutePath().normalize();
-        Process probe = new ProcessBuilder("python3", "-c", "import torch, transformers, peft").redirectErrorStream(true).start();
-        boolean ok = probe.waitFor(120, TimeUnit.SECONDS) && probe.exitValue() == 0;
-        Assumptions.assumeTrue(ok, "python3 with torch, transformers and peft is not installed: the PEFT cross-check is skipped");
+        CliTest.assumePython("torch, transformers, peft", "the PEFT cross-check is skipped");
         int[] ids = {1, 50, 300, 1024, 77, 5, 1024, 9};
         float[] logits;
         try (ModelDir md = new ModelDir(ck, null, 2048); Batch b = new Batch(1, ids.length)) {
@@ -108,11 +104,7 @@ class LoraTest {
         var lg = node.putArray("logits");
         for (float f : logits) lg.add(f);
         Files.writeString(expected, node.toString());
-        Process p = new ProcessBuilder("python3", script.toString(), base.toString(), ck.toString(), expected.toString(), merged.toString())
-                .redirectErrorStream(true).start();
-        String out = new String(p.getInputStream().readAllBytes());
-        assertTrue(p.waitFor(300, TimeUnit.SECONDS), "the PEFT check did not finish");
-        assertEquals(0, p.exitValue(), out);
+        CliTest.python(script.toString(), base.toString(), ck.toString(), expected.toString(), merged.toString());
     }
 
     /** The EOT rows are what lets a LoRA-tuned model stop: with them trained it ends its answers, without them it never does. */

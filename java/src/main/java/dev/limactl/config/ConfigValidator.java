@@ -54,12 +54,10 @@ final class ConfigValidator {
         require(d.zeroStage() >= 0 && d.zeroStage() <= 3, "distributed.zero_stage", "must be 0, 1, 2 or 3, got " + d.zeroStage());
         require(d.zeroStage() <= 2, "distributed.zero_stage", "3 (sharded parameters) is not implemented yet; use 0, 1 or 2");
         positive(d.timeoutS(), "distributed.timeout_s");
-        if (c.checkpoint().keep() != null) {  // absent (a run made before the key existed): all
-            try {
-                KeepRule.parse(c.checkpoint().keep()).checkAgainst(Math.max(1, c.training().epochs()));
-            } catch (IllegalArgumentException e) {
-                require(false, "checkpoint.keep", e.getMessage());
-            }
+        try {
+            KeepRule.parse(c.checkpoint().keep()).checkAgainst(Math.max(1, c.training().epochs()));
+        } catch (IllegalArgumentException e) {
+            require(false, "checkpoint.keep", e.getMessage());
         }
         require(c.checkpoint().stateEverySteps() >= 0, "checkpoint.state_every_steps", "must be >= 0 (0 = every ~5 minutes), got "
                 + c.checkpoint().stateEverySteps());

@@ -82,7 +82,11 @@ public record LimaConfig(Model model, Data data, Optimizer optimizer, Training t
      *                        minutes of work have passed); it is always saved at the start and after each epoch
      * @param keep            which epoch checkpoints stay: all, an epoch N, a range A-B, last:N, comma-separated
      */
-    public record Checkpoint(@JsonProperty("state_every_steps") int stateEverySteps, String keep) {}
+    public record Checkpoint(@JsonProperty("state_every_steps") int stateEverySteps, String keep) {
+        public Checkpoint {
+            if (keep == null) keep = "all";  // a run made before the key existed
+        }
+    }
 
     /**
      * Full fine-tuning (type none) or LoRA adapters over the frozen model (type lora), saved in PEFT's

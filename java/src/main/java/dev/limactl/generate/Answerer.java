@@ -91,19 +91,29 @@ public final class Answerer {
             for (int t = 0; t < v; t++) sum += Math.exp(logits[off + t] - max);
             double logZ = max + Math.log(sum);
             lp[j] = (float) (logits[off + ids[j]] - logZ);
-            int kk = Math.min(k, v);
-            Integer[] order = new Integer[v];
-            for (int t = 0; t < v; t++) order[t] = t;
-            final int o = off;
-            java.util.Arrays.sort(order, (a, b) -> Float.compare(logits[o + b], logits[o + a]));
-            top[j] = new int[kk];
-            topLp[j] = new float[kk];
-            for (int t = 0; t < kk; t++) {
-                top[j][t] = order[t];
-                topLp[j][t] = (float) (logits[off + order[t]] - logZ);
-            }
+            top[j] = topK(logits, off, v, Math.min(k, v));
+            topLp[j] = new float[top[j].length];
+            for (int t = 0; t < top[j].length; t++) topLp[j][t] = (float) (logits[off + top[j][t]] - logZ);
         }
         return new Scores(lp, top, topLp);
+    }
+
+    /** The k largest of x[off, off + v), largest first, the lower id first among equals: one pass with k kept (k <= 20). */
+    private static int[] topK(float[] x, int off, int v, int k) {
+        int[] best = new int[k];
+        if (k == 0) return best;
+        int n = 0;
+        for (int t = 0; t < v; t++) {
+            float val = x[off + t];
+            if (n == k && !(val > x[off + best[k - 1]])) continue;
+            int at = n < k ? n++ : k - 1;
+            while (at > 0 && val > x[off + best[at - 1]]) {
+                best[at] = best[at - 1];
+                at--;
+            }
+            best[at] = t;
+        }
+        return best;
     }
 
     /** A token as OpenAI's logprobs show it: its piece, SentencePiece's word marker as a space (byte pieces as {@code <0xNN>}). */

@@ -180,6 +180,10 @@ public final class HfTokenizerFiles {
         return true;
     }
 
+    private static void writeJson(Path file, JsonNode value) throws IOException {
+        dev.limactl.data.AtomicFiles.writeString(file, JSON.writerWithDefaultPrettyPrinter().writeValueAsString(value) + "\n");
+    }
+
     /**
      * Writes the files into a checkpoint directory that already holds the base's tokenizer file(s):
      * tokenizer.json (the base's, with EOT, or converted from tokenizer.model), tokenizer_config.json,
@@ -207,7 +211,7 @@ public final class HfTokenizerFiles {
             if (tj != null && !eotKnown) {
                 warn.accept(ck + ": tokenizer.json already has a token at LIMA's EOT id " + eotId + "; it is left as it is");
             }
-            if (tj != null) dev.limactl.data.AtomicFiles.writeString(tjFile, JSON.writerWithDefaultPrettyPrinter().writeValueAsString(tj) + "\n");
+            if (tj != null) writeJson(tjFile, tj);
 
             ObjectNode cfg = Files.isRegularFile(ck.resolve("tokenizer_config.json"))
                     ? (ObjectNode) JSON.readTree(ck.resolve("tokenizer_config.json").toFile()) : JSON.createObjectNode();
@@ -220,18 +224,18 @@ public final class HfTokenizerFiles {
             cfg.put("model_max_length", maxPositions);
             cfg.putArray("additional_special_tokens").add(eot);
             cfg.put("chat_template", chatTemplate(eot));
-            dev.limactl.data.AtomicFiles.writeString(ck.resolve("tokenizer_config.json"), JSON.writerWithDefaultPrettyPrinter().writeValueAsString(cfg) + "\n");
+            writeJson(ck.resolve("tokenizer_config.json"), cfg);
 
             ObjectNode map = JSON.createObjectNode().put("bos_token", bos).put("eos_token", eos).put("unk_token", tok.piece(0));
             map.putArray("additional_special_tokens").add(eot);
-            dev.limactl.data.AtomicFiles.writeString(ck.resolve("special_tokens_map.json"), JSON.writerWithDefaultPrettyPrinter().writeValueAsString(map) + "\n");
+            writeJson(ck.resolve("special_tokens_map.json"), map);
 
             // LIMA's sampling; EOS and EOT both end an answer
             ObjectNode gen = JSON.createObjectNode().put("_from_model_config", false).put("bos_token_id", bosId);
             gen.putArray("eos_token_id").add(eosId).add(eotId);
             gen.put("pad_token_id", eosId).put("do_sample", true).put("temperature", 0.7).put("top_p", 0.9).put("top_k", 0)
                     .put("repetition_penalty", 1.2).put("max_new_tokens", 2048);
-            dev.limactl.data.AtomicFiles.writeString(ck.resolve("generation_config.json"), JSON.writerWithDefaultPrettyPrinter().writeValueAsString(gen) + "\n");
+            writeJson(ck.resolve("generation_config.json"), gen);
 
             Path config = ck.resolve("config.json");
             if (Files.isRegularFile(config)) {
@@ -239,7 +243,7 @@ public final class HfTokenizerFiles {
                 c.put("bos_token_id", bosId);
                 c.putArray("eos_token_id").add(eosId).add(eotId);
                 if (!c.hasNonNull("pad_token_id") || c.get("pad_token_id").asInt(-1) < 0) c.put("pad_token_id", eosId);
-                dev.limactl.data.AtomicFiles.writeString(config, JSON.writerWithDefaultPrettyPrinter().writeValueAsString(c) + "\n");
+                writeJson(config, c);
             }
         } catch (IOException e) {
             throw new UncheckedIOException("cannot write the tokenizer files of " + ck + ": " + e.getMessage(), e);

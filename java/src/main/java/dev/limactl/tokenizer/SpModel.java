@@ -17,11 +17,12 @@ public record SpModel(List<Piece> pieces, int modelType, int unkId, boolean byte
     /** SentencePiece.Type: NORMAL 1, UNKNOWN 2, CONTROL 3, USER_DEFINED 4, UNUSED 5, BYTE 6. */
     public record Piece(String text, float score, int type) {}
 
-    public static final int UNIGRAM = 1, BPE = 2;
+    /** TrainerSpec.model_type of a BPE model (LLaMA's); 1 is Unigram. */
+    public static final int BPE = 2;
 
     public static SpModel parse(byte[] b) {
         List<Piece> pieces = new ArrayList<>();
-        int[] trainer = {UNIGRAM, 0, 0};  // model_type (3), unk_id (40), byte_fallback (35)
+        int[] trainer = {1, 0, 0};  // model_type (3), unk_id (40), byte_fallback (35)
         Object[] norm = {new byte[0], Boolean.TRUE, Boolean.TRUE};  // precompiled_charsmap (2), add_dummy_prefix (3), remove_extra_whitespaces (4)
         new Reader(b, 0, b.length).fields((field, wire, r, v) -> {
             if (field == 1 && wire == 2) {  // ModelProto.pieces

@@ -22,10 +22,8 @@ import java.util.zip.CRC32C;
 public final class TensorBoardWriter implements AutoCloseable {
     private static final java.util.concurrent.atomic.AtomicInteger COUNTER = new java.util.concurrent.atomic.AtomicInteger();
     private final OutputStream out;
-    private final Path file;
 
-    private TensorBoardWriter(Path file, OutputStream out) {
-        this.file = file;
+    private TensorBoardWriter(OutputStream out) {
         this.out = out;
     }
 
@@ -51,17 +49,13 @@ public final class TensorBoardWriter implements AutoCloseable {
                 // another writer (an earlier run of this process) has that name: take the next number
             }
         }
-        TensorBoardWriter w = new TensorBoardWriter(file, os);
+        TensorBoardWriter w = new TensorBoardWriter(os);
         // the first event names the format version (Event.file_version = 3)
         ByteArrayOutputStream ev = new ByteArrayOutputStream();
         fixed64(ev, 1, Double.doubleToLongBits(now / 1000.0));
         bytes(ev, 3, "brain.Event:2".getBytes(StandardCharsets.UTF_8));
         w.record(ev.toByteArray());
         return w;
-    }
-
-    public Path file() {
-        return file;
     }
 
     /** One scalar: Event{wall_time = 1, step = 2, summary = 5 {value = 1 {tag = 1, simple_value = 2}}}. */

@@ -70,7 +70,7 @@ public final class TrainRun {
 
     private TrainRun(LimaConfig cfg, String configYaml, Path runDir, boolean resume, Placement place) {
         this.cfg = cfg;
-        this.keep = dev.limactl.config.KeepRule.parse(cfg.checkpoint().keep() == null ? "all" : cfg.checkpoint().keep());
+        this.keep = dev.limactl.config.KeepRule.parse(cfg.checkpoint().keep());
         this.configYaml = configYaml;
         this.run = new RunDirectory(runDir);
         this.resume = resume;
@@ -247,7 +247,8 @@ public final class TrainRun {
                     StepMetrics m = trainStep(s, trainer, comm, s.data().step(order, k, tc.batchSize()), epoch, k, global, t0);
                     global = m.step();
                     ObjectNode line = metricsJson(m);
-                    if (k + 1 == s.stepsPerEpoch()) {  // the epoch's last step: its dev perplexity goes on this line
+                    boolean epochEnd = k + 1 == s.stepsPerEpoch();
+                    if (epochEnd) {  // the epoch's last step: its dev perplexity goes on this line
                         devPerplexity = devPerplexity(s);
                         if (Double.isFinite(devPerplexity)) line.put("dev_perplexity", devPerplexity);
                     }
@@ -259,7 +260,7 @@ public final class TrainRun {
                         tb.scalar("train/lr", global, m.lr());
                         tb.scalar("train/grad_norm", global, m.gradNorm());
                         tb.scalar("train/tokens_per_s", global, m.tokensPerSec());
-                        if (Double.isFinite(devPerplexity) && k + 1 == s.stepsPerEpoch()) tb.scalar("dev/perplexity", global, devPerplexity);
+                        if (epochEnd && Double.isFinite(devPerplexity)) tb.scalar("dev/perplexity", global, devPerplexity);
                         tb.flush();
                     }
                     lossSum += m.loss() * m.targets();

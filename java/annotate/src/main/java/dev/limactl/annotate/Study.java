@@ -115,7 +115,7 @@ public final class Study {
      */
     public static Study create(Path file, Spec spec) {
         if (Files.exists(file)) throw new dev.limactl.train.RunStateException(file + " already exists: choose another study file or remove it");
-        List<String[]> items = items(spec);
+        Items items = items(spec);
         List<String> names = spec.annotators();
         if (names.isEmpty()) throw new IllegalArgumentException("--annotators: name at least one annotator");
         for (String n : names) {
@@ -153,12 +153,16 @@ public final class Study {
         return new Study(file);
     }
 
-    /** (item key, prompt, ours, baseline or null) in the order of our file. */
-    private static List<String[]> items(Spec spec) {
+    /** The study's items, (item key, prompt, ours, baseline or null) in the order of our file, and the two systems' names. */
+    private record Items(List<String[]> rows, String ours, String baseline) {}
+
+    private static Items items(Spec spec) {
         Responses ours = Responses.read(spec.ours());
+        String baseName = null;
         List<String[]> out = new ArrayList<>();
         if (spec.mode() == Mode.PAIRWISE) {
             Responses base = Responses.read(spec.baseline());
+            baseName = base.system();
             for (var e : ours.byId().entrySet()) {
                 List<Responses.Item> b = base.byId().get(e.getKey());
                 if (b == null) continue;
@@ -176,10 +180,10 @@ public final class Study {
             }
             if (out.isEmpty()) throw new IllegalArgumentException(spec.ours() + " holds no responses");
         }
-        return out;
+        return new Items(out, ours.system(), baseName);
     }
 
-    private static void write(Path tmp, Spec spec, List<String[]> items) throws SQLException {
+    private static void write(Path tmp, Spec spec, Items items) throws SQLException {
         SecureRandom tokens = new SecureRandom();
         Random rng = new Random(spec.seed());
         try (Connection c = DriverManager.getConnection("jdbc:sqlite:" + tmp)) {
@@ -200,8 +204,8 @@ public final class Study {
             Map<String, String> meta = new LinkedHashMap<>();
             meta.put("schema_version", Integer.toString(SCHEMA_VERSION));
             meta.put("mode", spec.mode().name());
-            meta.put("ours", Responses.read(spec.ours()).system());
-            if (spec.mode() == Mode.PAIRWISE) meta.put("baseline", Responses.read(spec.baseline()).system());
+            meta.put("ours", items.ours());
+            if (items.baseline() != null) meta.put("baseline", items.baseline());
             meta.put("guidelines", spec.guidelines());
             meta.put("seed", Long.toString(spec.seed()));
             meta.put("overlap", Integer.toString(spec.overlap()));
@@ -216,9 +220,9 @@ public final class Study {
                 }
             }
             try (PreparedStatement p = c.prepareStatement("INSERT INTO items(id, item, prompt, ours, baseline) VALUES (?, ?, ?, ?, ?)")) {
-                for (int i = 0; i < items.size(); i++) {
+                for (int i = 0; i < items.rows().size(); i++) {
                     p.setInt(1, i + 1);
-                    for (int k = 0; k < 4; k++) p.setString(k + 2, items.get(i)[k]);
+                    for (int k = 0; k < 4; k++) p.setString(k + 2, items.rows().get(i)[k]);
                     p.executeUpdate();
                 }
             }
@@ -229,7 +233,7 @@ public final class Study {
                     p.executeUpdate();
                 }
             }
-            assign(c, items.size(), spec, rng);
+            assign(c, items.rows().size(), spec, rng);
             c.commit();
         }
     }
@@ -337,11 +341,12 @@ public final class Study {
     }
 
     /**
-     * Records (or replaces) an annotator's answer to one of their items, committed when this returns.
+     * Records (or replaces) an annotator's answer to one of their items, committed when this returns; the
+     * item's position in their queue.
      * Everything is checked here, whatever the page sent: the item must be theirs, the choice one of
      * the mode's, the seconds a finite number in [0, 1 day], the note at most 4,000 characters.
      */
-    public void answer(String annotator, int itemId, String choice, Double seconds, String note) {
+    public int answer(String annotator, int itemId, String choice, Double seconds, String note) {
         List<String> allowed = mode() == Mode.PAIRWISE ? PAIRWISE_CHOICES : ABSOLUTE_CHOICES;
         if (choice == null || !allowed.contains(choice)) throw new IllegalArgumentException("choice must be one of " + allowed + ", got " + quote(choice));
         if (seconds != null && !(Double.isFinite(seconds) && seconds >= 0 && seconds <= 86_400)) {
@@ -349,11 +354,13 @@ public final class Study {
         }
         if (note != null && note.length() > MAX_NOTE) throw new IllegalArgumentException("note is longer than " + MAX_NOTE + " characters");
         try (Connection c = connect()) {
-            try (PreparedStatement p = c.prepareStatement("SELECT 1 FROM assignments WHERE annotator = ? AND item_id = ?")) {
+            int position;
+            try (PreparedStatement p = c.prepareStatement("SELECT position FROM assignments WHERE annotator = ? AND item_id = ?")) {
                 p.setString(1, annotator);
                 p.setInt(2, itemId);
                 try (ResultSet r = p.executeQuery()) {
                     if (!r.next()) throw new NotYours("item " + itemId + " is not one of " + annotator + "'s items");
+                    position = r.getInt(1);
                 }
             }
             try (PreparedStatement p = c.prepareStatement("INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(annotator, item_id) DO UPDATE"
@@ -367,6 +374,7 @@ public final class Study {
                 p.setString(6, Instant.now().toString());
                 p.executeUpdate();
             }
+            return position;
         } catch (SQLException e) {
             throw new UncheckedIOException("cannot record the answer in " + file + ": " + e.getMessage(), new IOException(e));
         }

@@ -25,11 +25,9 @@ import javax.crypto.spec.SecretKeySpec;
  * committed to the study file before the page moves on.
  */
 public final class StudyServer implements AutoCloseable {
-    private final Study study;
     private final Javalin app;
 
-    private StudyServer(Study study, Javalin app) {
-        this.study = study;
+    private StudyServer(Javalin app) {
         this.app = app;
     }
 
@@ -103,15 +101,11 @@ public final class StudyServer implements AutoCloseable {
             }
             throw e;
         }
-        return new StudyServer(study, app);
+        return new StudyServer(app);
     }
 
     public int port() {
         return app.port();
-    }
-
-    public Study study() {
-        return study;
     }
 
     @Override
@@ -221,8 +215,7 @@ public final class StudyServer implements AutoCloseable {
                 throw new IllegalArgumentException("seconds must be a number, got '" + (secs.length() > 20 ? secs.substring(0, 20) + "..." : secs) + "'");
             }
         }
-        study.answer(name, id, ctx.formParam("choice"), seconds, ctx.formParam("note"));
-        int pos = study.queue(name).stream().filter(s -> s.itemId() == id).findFirst().orElseThrow().position();
+        int pos = study.answer(name, id, ctx.formParam("choice"), seconds, ctx.formParam("note"));
         ctx.redirect("/a/" + token + "?after=" + pos, HttpStatus.SEE_OTHER);
     }
 

@@ -252,10 +252,7 @@ public final class OpenAiServer implements AutoCloseable {
         boolean logprobs;
         try {
             logprobs = flag(body, "logprobs");
-            topLogprobs = (int) number(body, "top_logprobs", 0, 0, 20);
-            if (body.has("top_logprobs") && !body.get("top_logprobs").isNull() && !body.get("top_logprobs").isIntegralNumber()) {
-                throw new BadRequest("top_logprobs", "top_logprobs must be an integer in [0, 20]");
-            }
+            topLogprobs = integer(body, "top_logprobs", 0, 0, 20);
             if (topLogprobs > 0 && !logprobs) throw new BadRequest("top_logprobs", "top_logprobs needs logprobs: true");
         } catch (BadRequest e) {
             error(ex, 400, "invalid_request_error", e.getMessage(), e.param);
@@ -295,21 +292,23 @@ public final class OpenAiServer implements AutoCloseable {
                 error(ex, 400, "invalid_request_error", "logprobs with stream is not supported", "logprobs");
                 return;
             }
-            stream(ex, req, id, created, includeUsage);
+            boolean usage = includeUsage;
+            stream(ex, req, chunk(id, created, JSON.createObjectNode().put("role", "assistant").put("content", ""), null),
+                    text -> chunk(id, created, JSON.createObjectNode().put("content", text), null), a -> {
+                        List<ObjectNode> last = new ArrayList<>(List.of(chunk(id, created, JSON.createObjectNode(), finishReason(a))));
+                        if (usage) {  // OpenAI's last chunk: no choices, the usage of the whole answer
+                            ObjectNode u = JSON.createObjectNode().put("id", id).put("object", "chat.completion.chunk").put("created", created)
+                                    .put("model", modelName);
+                            u.putArray("choices");
+                            u.set("usage", usage(a));
+                            last.add(u);
+                        }
+                        return last;
+                    });
             return;
         }
-        Pending p = new Pending(req, t -> { }, new CompletableFuture<>());
-        queue.add(p);
-        Answerer.Answer a;
-        try {
-            a = p.done().get();
-        } catch (Exception e) {
-            Throwable c = e.getCause() != null ? e.getCause() : e;
-            error(ex, c instanceof IllegalArgumentException ? 400 : 500, c instanceof IllegalArgumentException ? "invalid_request_error" : "server_error",
-                    String.valueOf(c.getMessage()), null);
-            return;
-        }
-        ex.setAttribute("limactl.tokens", a.promptTokens() + a.generatedTokens());
+        Answerer.Answer a = answer(ex, req);
+        if (a == null) return;
         ObjectNode o = JSON.createObjectNode().put("id", id).put("object", "chat.completion").put("created", created).put("model", modelName);
         ObjectNode choice = o.putArray("choices").addObject().put("index", 0);
         choice.putObject("message").put("role", "assistant").put("content", a.text());
@@ -337,7 +336,30 @@ public final class OpenAiServer implements AutoCloseable {
                 .put("total_tokens", a.promptTokens() + a.generatedTokens());
     }
 
-    private void stream(HttpExchange ex, Answerer.Prepared req, String id, long created, boolean includeUsage) throws IOException {
+    /** A request decoded in its turn of the batch; null when it failed (the error already sent). */
+    private Answerer.Answer answer(HttpExchange ex, Answerer.Prepared req) throws IOException {
+        Pending p = new Pending(req, t -> { }, new CompletableFuture<>());
+        queue.add(p);
+        Answerer.Answer a;
+        try {
+            a = p.done().get();
+        } catch (Exception e) {
+            Throwable c = e.getCause() != null ? e.getCause() : e;
+            error(ex, c instanceof IllegalArgumentException ? 400 : 500, c instanceof IllegalArgumentException ? "invalid_request_error" : "server_error",
+                    String.valueOf(c.getMessage()), null);
+            return null;
+        }
+        ex.setAttribute("limactl.tokens", a.promptTokens() + a.generatedTokens());
+        return a;
+    }
+
+    /**
+     * A streamed answer as server-sent events: {@code first} (if any), a chunk per new piece of text, the
+     * closing chunks {@code last} makes from the answer, then [DONE]. A client that goes away has its row
+     * cancelled at the next step; an error mid-stream is an OpenAI-style error event.
+     */
+    private void stream(HttpExchange ex, Answerer.Prepared req, ObjectNode first, java.util.function.Function<String, ObjectNode> piece,
+                        java.util.function.Function<Answerer.Answer, List<ObjectNode>> last) throws IOException {
         ex.getResponseHeaders().set("Content-Type", "text/event-stream; charset=utf-8");
         ex.getResponseHeaders().set("Cache-Control", "no-cache");
         ex.sendResponseHeaders(200, 0);
@@ -350,10 +372,15 @@ public final class OpenAiServer implements AutoCloseable {
                 throw new java.io.UncheckedIOException(e);
             }
         };
-        event.accept(chunk(id, created, JSON.createObjectNode().put("role", "assistant").put("content", ""), null));
+        try {
+            if (first != null) event.accept(first);
+        } catch (java.io.UncheckedIOException gone) {
+            os.close();
+            return;
+        }
         Pending p = new Pending(req, text -> {
             try {
-                event.accept(chunk(id, created, JSON.createObjectNode().put("content", text), null));
+                event.accept(piece.apply(text));
             } catch (java.io.UncheckedIOException closedByClient) {
                 req.cancel();  // the client went away: its row stops at the next step, the batch goes on
             }
@@ -363,14 +390,7 @@ public final class OpenAiServer implements AutoCloseable {
             Answerer.Answer a = p.done().get();
             ex.setAttribute("limactl.tokens", (a.promptTokens() + a.generatedTokens()) + (a.finish().equals("cancelled") ? " cancelled" : ""));
             if (a.finish().equals("cancelled")) return;  // nobody is listening
-            event.accept(chunk(id, created, JSON.createObjectNode(), finishReason(a)));
-            if (includeUsage) {  // OpenAI's last chunk: no choices, the usage of the whole answer
-                ObjectNode u = JSON.createObjectNode().put("id", id).put("object", "chat.completion.chunk").put("created", created)
-                        .put("model", modelName);
-                u.putArray("choices");
-                u.set("usage", usage(a));
-                event.accept(u);
-            }
+            last.apply(a).forEach(event);
             os.write("data: [DONE]\n\n".getBytes(StandardCharsets.UTF_8));
         } catch (Exception e) {
             Throwable c = e instanceof java.util.concurrent.ExecutionException && e.getCause() != null ? e.getCause() : e;
@@ -398,6 +418,16 @@ public final class OpenAiServer implements AutoCloseable {
         int[] out = java.util.Arrays.copyOf(a, a.length + b.length);
         System.arraycopy(b, 0, out, a.length, b.length);
         return out;
+    }
+
+    /** An optional integer field in [lo, hi] (dflt when absent or null); anything else is a 400 naming it. */
+    private static int integer(JsonNode b, String key, int dflt, int lo, int hi) {
+        JsonNode n = b.get(key);
+        if (n == null || n.isNull()) return dflt;
+        if (!n.isIntegralNumber() || !n.canConvertToInt() || n.asInt() < lo || n.asInt() > hi) {
+            throw new BadRequest(key, key + " must be an integer in [" + lo + ", " + hi + "], got " + n);
+        }
+        return n.asInt();
     }
 
     private static boolean flag(JsonNode b, String key) {
@@ -447,11 +477,7 @@ public final class OpenAiServer implements AutoCloseable {
             }
             echo = flag(body, "echo");
             stream = flag(body, "stream");
-            JsonNode lp = body.get("logprobs");
-            if (lp != null && !lp.isNull() && !(lp.isIntegralNumber() && lp.asInt() >= 0 && lp.asInt() <= 20)) {
-                throw new BadRequest("logprobs", "logprobs must be an integer in [0, 20] (the top tokens per position), got " + lp);
-            }
-            k = lp == null || lp.isNull() ? -1 : lp.asInt();
+            k = integer(body, "logprobs", -1, 0, 20);  // -1: none; k: the top tokens per position
             o = options(body, 16, echo ? 0 : 1);
             if (stream && (k >= 0 || o.maxTokens() == 0)) throw new BadRequest("stream", "stream with logprobs or max_tokens 0 is not supported");
             int room = answerer.contextLength() - prompt.length;
@@ -469,18 +495,11 @@ public final class OpenAiServer implements AutoCloseable {
             Answerer.Prepared req = Answerer.Prepared.continuing(new Answerer.Request(List.of(new Turn(Turn.USER, promptText)), o.sampling(),
                     (int) Math.min(o.maxTokens(), answerer.contextLength() - prompt.length), o.stop(), o.seed()), prompt);
             if (stream) {
-                streamText(ex, req, id, created);
+                stream(ex, req, null, text -> textChunk(id, created, text, null), a2 -> List.of(textChunk(id, created, "", finishReason(a2))));
                 return;
             }
-            Pending pending = new Pending(req, t -> { }, new CompletableFuture<>());
-            queue.add(pending);
-            try {
-                a = pending.done().get();
-            } catch (Exception e) {
-                Throwable c = e.getCause() != null ? e.getCause() : e;
-                error(ex, 500, "server_error", String.valueOf(c.getMessage()), null);
-                return;
-            }
+            a = answer(ex, req);
+            if (a == null) return;
         }
         ex.setAttribute("limactl.tokens", prompt.length + a.generatedTokens());
         ObjectNode out = JSON.createObjectNode().put("id", id).put("object", "text_completion").put("created", created).put("model", modelName);
@@ -517,54 +536,17 @@ public final class OpenAiServer implements AutoCloseable {
             choice.putNull("logprobs");
         }
         choice.put("finish_reason", o.maxTokens() == 0 ? "length" : finishReason(a));
-        out.set("usage", JSON.createObjectNode().put("prompt_tokens", prompt.length).put("completion_tokens", a.generatedTokens())
-                .put("total_tokens", prompt.length + a.generatedTokens()));
+        out.set("usage", usage(a));
         send(ex, 200, out);
     }
 
-    /** A streamed text completion: "text_completion" chunks, then [DONE]. */
-    private void streamText(HttpExchange ex, Answerer.Prepared req, String id, long created) throws IOException {
-        ex.getResponseHeaders().set("Content-Type", "text/event-stream; charset=utf-8");
-        ex.getResponseHeaders().set("Cache-Control", "no-cache");
-        ex.sendResponseHeaders(200, 0);
-        try (OutputStream os = ex.getResponseBody()) {
-            Consumer<ObjectNode> event = c -> {
-                try {
-                    os.write(("data: " + JSON.writeValueAsString(c) + "\n\n").getBytes(StandardCharsets.UTF_8));
-                    os.flush();
-                } catch (IOException e) {
-                    throw new java.io.UncheckedIOException(e);
-                }
-            };
-            java.util.function.BiFunction<String, String, ObjectNode> chunk = (text, finish) -> {
-                ObjectNode c = JSON.createObjectNode().put("id", id).put("object", "text_completion").put("created", created).put("model", modelName);
-                ObjectNode ch = c.putArray("choices").addObject().put("index", 0).put("text", text);
-                ch.putNull("logprobs");
-                if (finish == null) ch.putNull("finish_reason");
-                else ch.put("finish_reason", finish);
-                return c;
-            };
-            Pending p = new Pending(req, text -> {
-                try {
-                    event.accept(chunk.apply(text, null));
-                } catch (java.io.UncheckedIOException gone) {
-                    req.cancel();
-                }
-            }, new CompletableFuture<>());
-            queue.add(p);
-            try {
-                Answerer.Answer a = p.done().get();
-                if (a.finish().equals("cancelled")) return;
-                event.accept(chunk.apply("", finishReason(a)));
-                os.write("data: [DONE]\n\n".getBytes(StandardCharsets.UTF_8));
-            } catch (Exception e) {
-                ObjectNode err = JSON.createObjectNode();
-                err.putObject("error").put("message", "the completion could not be generated").put("type", "server_error");
-                os.write(("data: " + JSON.writeValueAsString(err) + "\n\n").getBytes(StandardCharsets.UTF_8));
-            }
-        } catch (java.io.UncheckedIOException | IOException gone) {
-            // the client went away
-        }
+    private ObjectNode textChunk(String id, long created, String text, String finish) {
+        ObjectNode c = JSON.createObjectNode().put("id", id).put("object", "text_completion").put("created", created).put("model", modelName);
+        ObjectNode ch = c.putArray("choices").addObject().put("index", 0).put("text", text);
+        ch.putNull("logprobs");
+        if (finish == null) ch.putNull("finish_reason");
+        else ch.put("finish_reason", finish);
+        return c;
     }
 
     private ObjectNode chunk(String id, long created, ObjectNode delta, String finish) {
