@@ -72,6 +72,7 @@ int g_default_threads = 0;
 
 // A tensor by name: the model's, or its adapter's (PEFT names); with the buffer holding it.
 std::pair<const lima::ParamInfo &, std::vector<float> *> find_tensor(lima::Model &m, const char *name, const char *fn) {
+    m.require_whole(fn);
     if (m.adapter && m.adapter->layout.index.count(name)) return {m.adapter->layout.at(name, fn), &m.adapter->params};
     return {m.layout.at(name, fn), &m.params};
 }
@@ -149,6 +150,7 @@ int lima_model_load(const char *dir, const char *device, lima_model **out) {
 int lima_model_save(const lima_model *m, const char *dir, int dtype, int64_t max_shard_bytes) {
     return guarded([&] {
         need(m, "lima_model_save", "model");
+        m->m->require_whole("lima_model_save");
         need(dir, "lima_model_save", "dir");
         lima::save_model(*m->m, dir, dtype, max_shard_bytes);
     });
@@ -176,6 +178,7 @@ int lima_model_num_params(const lima_model *m, int64_t *out) {
 int lima_model_resize_vocab(lima_model *m, int32_t n) {
     return guarded([&] {
         need(m, "lima_model_resize_vocab", "model");
+        m->m->require_whole("lima_model_resize_vocab");
         lima::resize_vocab(*m->m, n);
     });
 }
@@ -245,6 +248,7 @@ int lima_model_add_adapter(lima_model *m, int32_t r, float alpha, float dropout,
                            int32_t n_tokens, int32_t rslora, uint64_t seed) {
     return guarded([&] {
         need(m, "lima_model_add_adapter", "model");
+        m->m->require_whole("lima_model_add_adapter");
         LIMA_REQUIRE(n_tokens >= 0 && (n_tokens == 0 || tokens), LIMA_ERR_INVALID_ARGUMENT,
                      "lima_model_add_adapter: n_tokens (", n_tokens, ") must be >= 0, with tokens non-NULL when > 0");
         lima::AdapterConfig c;
@@ -261,6 +265,7 @@ int lima_model_add_adapter(lima_model *m, int32_t r, float alpha, float dropout,
 int lima_model_load_adapter(lima_model *m, const char *dir) {
     return guarded([&] {
         need(m, "lima_model_load_adapter", "model");
+        m->m->require_whole("lima_model_load_adapter");
         need(dir, "lima_model_load_adapter", "dir");
         lima::load_adapter(*m->m, dir);
     });
@@ -277,6 +282,7 @@ int lima_model_save_adapter(const lima_model *m, const char *dir, const char *ba
 int lima_model_quantize_nf4(lima_model *m, int32_t double_quant) {
     return guarded([&] {
         need(m, "lima_model_quantize_nf4", "model");
+        m->m->require_whole("lima_model_quantize_nf4");
         lima::quantize_nf4(*m->m, double_quant != 0);
     });
 }
@@ -292,6 +298,7 @@ int lima_model_weight_bytes(const lima_model *m, int64_t *out) {
 int lima_model_merge_adapter(lima_model *m) {
     return guarded([&] {
         need(m, "lima_model_merge_adapter", "model");
+        m->m->require_whole("lima_model_merge_adapter");
         lima::merge_adapter(*m->m);
     });
 }
@@ -352,6 +359,26 @@ int lima_batch_num_targets(const lima_batch *b, int64_t *out) {
 void lima_batch_free(lima_batch *b) { delete b; }
 
 namespace {
+// The LM head; a sharded model's (ZeRO-3) is gathered for the call, which every rank makes together.
+struct Head {
+    lima::Model &m;
+    int unit = -1;
+    const float *w = nullptr;
+    explicit Head(lima::Model &model) : m(model) {
+        if (!m.source) {
+            w = m.weights().lm_head;
+            return;
+        }
+        unit = m.cfg.tie_word_embeddings ? 0 : m.cfg.num_layers + 1;
+        w = lima::bind(m.cfg, m.layout, m.source->gather(unit), m.units[size_t(unit)].first, m.units[size_t(unit)].second).lm_head;
+    }
+    ~Head() {
+        if (unit >= 0) m.source->release(unit);  // weights only: no collective, nothing to throw
+    }
+    Head(const Head &) = delete;
+    Head &operator=(const Head &) = delete;
+};
+
 void eval_forward(lima_model *m, const lima_batch *b, const char *fn) {
     need(m, fn, "model");
     need(b, fn, "batch");
@@ -368,7 +395,8 @@ int lima_model_logits(lima_model *m, const lima_batch *b, float *out, int64_t n)
         LIMA_REQUIRE(n == want, LIMA_ERR_SHAPE, "lima_model_logits: out has ", n, " floats, (B, T, V) needs ", want);
         eval_forward(m, b, "lima_model_logits");
         lima::Model &mm = *m->m;
-        lima::cpu::classifier_logits(out, mm.acts.xf.data(), mm.weights().lm_head, b->b.N(), mm.cfg.hidden_size,
+        const Head head(mm);
+        lima::cpu::classifier_logits(out, mm.acts.xf.data(), head.w, b->b.N(), mm.cfg.hidden_size,
                                      mm.cfg.vocab_size);
     });
 }
@@ -387,7 +415,8 @@ int lima_model_token_logprobs(lima_model *m, const lima_batch *b, float *out, in
         }
         eval_forward(m, b, "lima_model_token_logprobs");
         lima::Model &mm = *m->m;
-        lima::cpu::classifier_logprobs(out, mm.acts.xf.data(), mm.weights().lm_head, b->b.all_rows.data(),
+        const Head head(mm);
+        lima::cpu::classifier_logprobs(out, mm.acts.xf.data(), head.w, b->b.all_rows.data(),
                                        b->b.all_labels.data(), long(b->b.all_rows.size()), mm.cfg.hidden_size,
                                        mm.cfg.vocab_size);
     });
@@ -541,6 +570,20 @@ int lima_trainer_set_micro_batch(lima_trainer *t, int32_t index) {
     });
 }
 
+int lima_trainer_skip_micro_batch(lima_trainer *t) {
+    return guarded([&] {
+        need(t, "lima_trainer_skip_micro_batch", "trainer");
+        t->t->skip_micro();
+    });
+}
+
+int lima_trainer_gather_params(lima_trainer *t, int32_t root) {
+    return guarded([&] {
+        need(t, "lima_trainer_gather_params", "trainer");
+        t->t->gather_params(root);
+    });
+}
+
 int lima_trainer_zero_grad(lima_trainer *t) {
     return guarded([&] {
         need(t, "lima_trainer_zero_grad", "trainer");
@@ -595,6 +638,7 @@ void lima_sampling_init(lima_sampling *s) {
 int lima_generator_create(lima_model *m, int32_t max_rows, int32_t max_len, lima_generator **out) {
     return guarded([&] {
         need(m, "lima_generator_create", "model");
+        m->m->require_whole("lima_generator_create");
         need(out, "lima_generator_create", "out");
         auto g = std::make_unique<lima_generator>();
         g->g = std::make_unique<lima::Generator>(m->m.get(), max_rows, max_len);

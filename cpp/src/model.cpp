@@ -90,11 +90,13 @@ std::pair<int, int> projection_of(const std::string &name) {
     return {-1, -1};
 }
 
-Weights bind(const ModelConfig &c, const Layout &l, float *base) {
-    // a tensor the layout does not hold (a projection stored in NF4) binds to null
+Weights bind(const ModelConfig &c, const Layout &l, float *base, size_t lo, size_t hi) {
+    // a tensor the layout does not hold (a projection stored in NF4), or outside [lo, hi), binds to null
     auto at = [&](const std::string &n) -> float * {
         auto it = l.index.find(n);
-        return it == l.index.end() ? nullptr : base + l.params[it->second].offset;
+        if (it == l.index.end()) return nullptr;
+        const size_t o = l.params[it->second].offset;
+        return o >= lo && o < hi ? base + (o - lo) : nullptr;
     };
     Weights w;
     w.emb = at("model.embed_tokens.weight");
@@ -113,6 +115,31 @@ Weights bind(const ModelConfig &c, const Layout &l, float *base) {
         for (int j = 0; j < LORA_TARGETS; ++j) w.layers.back().bias[j] = at(p + bias[j]);
     }
     return w;
+}
+
+std::vector<std::pair<size_t, size_t>> make_units(const ModelConfig &c, const Layout &l) {
+    std::vector<std::pair<size_t, size_t>> u(size_t(c.num_layers) + 2, {SIZE_MAX, 0});
+    const std::string pre = "model.layers.";
+    for (const ParamInfo &p : l.params) {
+        size_t k = size_t(c.num_layers) + 1;
+        if (p.name.rfind("model.embed_tokens.", 0) == 0) {
+            k = 0;
+        } else if (p.name.rfind(pre, 0) == 0) {
+            k = 1 + size_t(std::stoul(p.name.substr(pre.size(), p.name.find('.', pre.size()) - pre.size())));
+        }
+        u[k].first = std::min(u[k].first, p.offset);
+        u[k].second = std::max(u[k].second, p.offset + size_t(p.numel()));
+    }
+    for (size_t k = 0; k < u.size(); ++k)  // the layout is in this order, each unit contiguous
+        LIMA_REQUIRE(u[k].first == (k ? u[k - 1].second : 0) && u[k].second > u[k].first, LIMA_ERR_INTERNAL,
+                     "ZeRO-3 units: unit ", k, " of the layout is not contiguous");
+    LIMA_REQUIRE(u.back().second == l.total, LIMA_ERR_INTERNAL, "ZeRO-3 units do not cover the layout");
+    return u;
+}
+
+void Model::require_whole(const char *fn) const {
+    LIMA_REQUIRE(!source, LIMA_ERR_STATE, fn, ": the model's weights are sharded over the ranks of a ZeRO-3 trainer; gather them"
+                 " first (lima_trainer_gather_params)");
 }
 
 // ------------------------------------------------------------------------------------ batch
@@ -285,6 +312,7 @@ void materialize(Model &m, int l, LayerWeights &w) {
 Model::~Model() { cuda_detach(*this); }
 
 Weights Model::weights() {
+    require_whole("the model");
     Weights w = bind(cfg, layout, params.data());
     if (adapter)
         for (size_t l = 0; l < w.layers.size(); ++l) w.layers[l].lora = &adapter->layers[l];
@@ -530,20 +558,29 @@ void forward(Model &m, const Batch &b, const DropoutKey *key, float p_max) {
         m.rope.build(hd, std::max(b.max_seg_len, std::min(c.max_position_embeddings, 2048)), c);
     Activations &a = m.acts;
     a.ensure(c, N, m.lora_r());
-    Weights w = m.weights();
+    ParamSource *src = m.source;
+    const Weights whole = src ? Weights{} : m.weights();
+    auto unit = [&](int u) { return src ? bind(c, m.layout, src->gather(u), m.units[size_t(u)].first, m.units[size_t(u)].second) : whole; };
+    auto done = [&](int u) {
+        if (src) src->release(u);
+    };
     const size_t Nd = size_t(N) * d;
     LayerAttention att;
     att.segs = &b.segs;
     att.max_seg_len = b.max_seg_len;
-    cpu::encoder_forward(a.resid.data(), w.emb, b.tokens.data(), N, d);
+    cpu::encoder_forward(a.resid.data(), unit(0).emb, b.tokens.data(), N, d);
+    done(0);
     for (int l = 0; l < c.num_layers; ++l) {
         float *x = a.resid.data() + size_t(l) * Nd;
+        Weights w = unit(1 + l);
         materialize(m, l, w.layers[size_t(l)]);
         layer_forward(c, w.layers[size_t(l)], m.rope, a.layer(c, l, N), x, a.x_mid.data() + size_t(l) * Nd, x + Nd,
                       b.pos.data(), N, att, key, resid_dropout_rate(p_max, l, c.num_layers), l);
+        done(1 + l);
     }
-    cpu::rmsnorm_forward(a.xf.data(), a.rstdf.data(), a.resid.data() + size_t(c.num_layers) * Nd, w.norm, N, d,
+    cpu::rmsnorm_forward(a.xf.data(), a.rstdf.data(), a.resid.data() + size_t(c.num_layers) * Nd, unit(c.num_layers + 1).norm, N, d,
                          c.rms_norm_eps);
+    done(c.num_layers + 1);
 }
 
 void backward(Model &m, const Batch &b, const DropoutKey *key, float p_max, float *dxf, float *grads, const AdapterGrads *ag) {
@@ -551,22 +588,35 @@ void backward(Model &m, const Batch &b, const DropoutKey *key, float p_max, floa
     const long N = b.N();
     const int d = c.hidden_size, F = c.intermediate_size, hd = c.hd(), qd = c.q_dim(), kvd = c.kv_dim();
     const size_t Nd = size_t(N) * d;
-    LIMA_REQUIRE(bool(grads) != bool(ag), LIMA_ERR_INTERNAL, "backward: gradients for the model or for its adapter, one of them");
+    ParamSource *src = m.source;
+    LIMA_REQUIRE(src ? !grads && !ag : bool(grads) != bool(ag), LIMA_ERR_INTERNAL,
+                 "backward: gradients for the model, for its adapter or for its source's units, one of them");
     Activations &a = m.acts;
-    Weights w = m.weights();
+    const Weights whole = src ? Weights{} : m.weights();
     // With an adapter the base is frozen: null gradient pointers (no dW, no norm-gain gradient).
     Weights gw{};
     if (grads)
         gw = bind(c, m.layout, grads);
     else
         gw.layers.assign(size_t(c.num_layers), LayerWeights{nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr});
+    // A unit's weights and gradients: the model's own, or its source's (ZeRO-3), released when done.
+    auto range = [&](int u) { return m.units[size_t(u)]; };
+    auto unit = [&](int u) { return src ? bind(c, m.layout, src->gather(u), range(u).first, range(u).second) : whole; };
+    auto unit_grad = [&](int u) { return src ? bind(c, m.layout, src->grad(u), range(u).first, range(u).second) : gw; };
+    auto done = [&](int u) {
+        if (src) src->release(u);
+    };
     // Gradient buffers for one layer, reused down the stack.
     std::vector<float> dres(Nd, 0.0f), dy(Nd), dxn(Nd), dq(size_t(N) * qd), datt(size_t(N) * qd);
     std::vector<float> dk(size_t(N) * kvd), dv(size_t(N) * kvd), dh(size_t(N) * F), dg(size_t(N) * F), du(size_t(N) * F);
-    cpu::rmsnorm_backward(dres.data(), gw.norm, dxf, a.resid.data() + size_t(c.num_layers) * Nd, w.norm, a.rstdf.data(), N, d);
+    cpu::rmsnorm_backward(dres.data(), unit_grad(c.num_layers + 1).norm, dxf, a.resid.data() + size_t(c.num_layers) * Nd,
+                          unit(c.num_layers + 1).norm, a.rstdf.data(), N, d);
+    done(c.num_layers + 1);
     for (int l = c.num_layers - 1; l >= 0; --l) {
+        Weights w = unit(1 + l);
+        const Weights gu = unit_grad(1 + l);
         materialize(m, l, w.layers[size_t(l)]);
-        const LayerWeights &lw = w.layers[size_t(l)], &lg = gw.layers[size_t(l)];
+        const LayerWeights &lw = w.layers[size_t(l)], &lg = gu.layers[size_t(l)];
         const LayerBuffers s = a.layer(c, l, N);
         const float p = resid_dropout_rate(p_max, l, c.num_layers);
         const float *x = a.resid.data() + size_t(l) * Nd, *xmid = a.x_mid.data() + size_t(l) * Nd;
@@ -601,11 +651,14 @@ void backward(Model &m, const Batch &b, const DropoutKey *key, float p_max, floa
         project_back(LORA_K, dxn.data(), lg.wk, dk.data(), xn1, lw.wk, d, kvd, true);
         project_back(LORA_V, dxn.data(), lg.wv, dv.data(), xn1, lw.wv, d, kvd, true);
         cpu::rmsnorm_backward(dres.data(), lg.ln1, dxn.data(), x, lw.ln1, s.rstd1, N, d);
+        done(1 + l);
     }
-    if (grads)
-        cpu::encoder_backward(gw.emb, dres.data(), b.tokens.data(), N, d);
-    else if (ag->n_tokens > 0)
+    if (grads || src) {
+        cpu::encoder_backward(unit_grad(0).emb, dres.data(), b.tokens.data(), N, d);
+        done(0);
+    } else if (ag->n_tokens > 0) {
         cpu::encoder_rows_backward(ag->emb_rows, ag->tokens, ag->n_tokens, dres.data(), b.tokens.data(), N, d);
+    }
 }
 
 }  // namespace lima

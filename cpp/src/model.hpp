@@ -58,7 +58,25 @@ struct Weights {
     float *emb, *norm, *lm_head;  // lm_head == emb when tied
     std::vector<LayerWeights> layers;
 };
-Weights bind(const ModelConfig &c, const Layout &l, float *base);
+// Points every tensor at base + its offset; with a range [lo, hi), base holds that range of the
+// flat buffer and tensors outside it bind to null (one ZeRO-3 unit).
+Weights bind(const ModelConfig &c, const Layout &l, float *base, size_t lo = 0, size_t hi = SIZE_MAX);
+
+// ZeRO-3's units of the flat buffer, in order: the embedding, each layer, the final norm with the
+// LM head. Each is a contiguous [begin, end) of the layout.
+std::vector<std::pair<size_t, size_t>> make_units(const ModelConfig &c, const Layout &l);
+
+// Where a sharded model's weights come from (ZeRO-3, trainer.cpp): forward and backward ask for a
+// unit whole just before they use it (gather), for a zeroed buffer of its gradient (grad), and give
+// both back after (release: the gradient is then summed into the ranks' shards). Every rank runs
+// the same passes, so these collective calls come in the same order everywhere. Calls for a unit
+// already held return the same buffer until its release.
+struct ParamSource {
+    virtual ~ParamSource() = default;
+    virtual float *gather(int unit) = 0;
+    virtual float *grad(int unit) = 0;
+    virtual void release(int unit) = 0;
+};
 
 struct Batch {
     int B = 0, T = 0;
@@ -158,6 +176,12 @@ struct Model {
     std::vector<cpu::Nf4Tensor> qweights;
     std::vector<float> deq;
     bool nf4() const { return !qweights.empty(); }
+    // ZeRO-3: the weights live in the ranks' shards, `params` is empty, and `source` gathers each
+    // unit (of `units`) when it is used; null: the model holds its weights.
+    ParamSource *source = nullptr;
+    std::vector<std::pair<size_t, size_t>> units;
+    // Throws LIMA_ERR_STATE naming fn when the weights are sharded (not held whole here).
+    void require_whole(const char *fn) const;
     int64_t num_params() const;     // every weight, stored in fp32 or NF4
     int64_t weight_bytes() const;   // host bytes the weights take
 
@@ -191,7 +215,8 @@ struct AdapterGrads {
     int n_tokens = 0;
 };
 // Backward from dxf (N, d) into grads (flat, the layout of params), or, with an adapter (ag non-null,
-// grads null: the base is frozen), into the adapter's gradients. Needs the matching forward.
+// grads null: the base is frozen), into the adapter's gradients, or, for a sharded model (both null),
+// into its source's unit gradients. Needs the matching forward.
 void backward(Model &m, const Batch &b, const DropoutKey *key, float p_max, float *dxf, float *grads,
               const AdapterGrads *ag = nullptr);
 

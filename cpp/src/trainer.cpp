@@ -14,6 +14,60 @@
 
 namespace lima {
 
+namespace {
+
+template <typename F>
+void timed(double &seconds, F &&f) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// The concatenation of v's elements in the given global ranges.
+std::vector<float> extract(const std::vector<float> &v, const std::vector<std::pair<int64_t, int64_t>> &ranges) {
+    std::vector<float> out;
+    for (auto [b, e] : ranges) out.insert(out.end(), v.begin() + b, v.begin() + e);
+    return out;
+}
+
+int64_t length(const std::vector<std::pair<int64_t, int64_t>> &ranges) {
+    int64_t n = 0;
+    for (auto [b, e] : ranges) n += e - b;
+    return n;
+}
+
+}  // namespace
+
+float *Zero3::gather(int unit) {
+    std::vector<float> &h = held[size_t(unit)];
+    if (!h.empty()) return h.data();
+    const int64_t n = block[size_t(unit)];
+    send.assign(size_t(n), 0.0f);  // the padding past the unit's end is zero
+    std::copy(params.begin() + local[size_t(unit)], params.begin() + local[size_t(unit)] + valid[size_t(unit)], send.begin());
+    h.resize(size_t(n) * size_t(comm->world));
+    timed(comm_seconds, [&] { comm->allgather(send.data(), n, h.data()); });
+    return h.data();
+}
+
+float *Zero3::grad(int unit) {
+    std::vector<float> &g = held_grad[size_t(unit)];
+    if (g.empty()) g.assign(size_t(block[size_t(unit)]) * size_t(comm->world), 0.0f);
+    return g.data();
+}
+
+void Zero3::release(int unit) {
+    std::vector<float> &g = held_grad[size_t(unit)];
+    if (!g.empty()) {  // this rank's block of the sum over ranks joins its shard of the gradient
+        const int64_t n = block[size_t(unit)];
+        timed(comm_seconds, [&] { comm->reduce_scatter_sum(g.data(), n); });
+        const float *mine = g.data() + n * comm->rank;
+        float *dst = grads->data() + local[size_t(unit)];
+        for (int64_t i = 0; i < valid[size_t(unit)]; ++i) dst[i] += mine[i];
+        std::vector<float>().swap(g);
+    }
+    std::vector<float>().swap(held[size_t(unit)]);
+}
+
 void validate(const lima_train_config &c) {
     auto in01 = [](float x) { return std::isfinite(x) && x >= 0.0f && x < 1.0f; };
     LIMA_REQUIRE(in01(c.beta1), LIMA_ERR_INVALID_ARGUMENT, "train config: beta1 must be in [0, 1), got ", c.beta1);
@@ -47,6 +101,7 @@ const Layout &Trainer::space() const { return model->adapter ? model->adapter->l
 std::vector<float> &Trainer::space_params() const { return model->adapter ? model->adapter->params : model->params; }
 
 Trainer::~Trainer() {
+    if (z3 && model->source == z3.get()) model->source = nullptr;  // the weights leave with their shards
     --model->trainers;
     if (comm) --comm->trainers;
 }
@@ -57,21 +112,85 @@ void Trainer::set_comm(Comm *c, int stage) {
     LIMA_REQUIRE(micro == 0, LIMA_ERR_STATE, "lima_trainer_set_comm: call it between optimiser steps, not mid-step");
     LIMA_REQUIRE(stage >= 0 && stage <= 3, LIMA_ERR_INVALID_ARGUMENT, "lima_trainer_set_comm: zero_stage must be 0, 1, 2 or 3, got ",
                  stage);
-    LIMA_REQUIRE(stage <= 2, LIMA_ERR_UNSUPPORTED, "lima_trainer_set_comm: ZeRO stage 3 (sharded parameters) is not implemented yet;"
-                 " use stage 0, 1 or 2");
     LIMA_REQUIRE(!model->cuda, LIMA_ERR_UNSUPPORTED, "lima_trainer_set_comm: data parallelism on CUDA devices needs the NCCL"
                  " backend, which is not implemented yet; CPU ranks use gloo");
+    LIMA_REQUIRE(stage < 3 || (!model->adapter && !model->nf4()), LIMA_ERR_UNSUPPORTED,
+                 "lima_trainer_set_comm: ZeRO stage 3 shards the weights of full fine-tuning; an adapter's trainer (LoRA/QLoRA,"
+                 " whose base is frozen) uses stage 0, 1 or 2");
+    LIMA_REQUIRE(stage < 3 || model->trainers == 1, LIMA_ERR_STATE, "lima_trainer_set_comm: ZeRO stage 3 moves the model's"
+                 " weights into this trainer's shards; the model has ", model->trainers, " trainers");
     // every rank starts from rank 0's weights and optimiser position, as one model would
     c->broadcast(space_params().data(), int64_t(space_params().size()), 0);
     shard = Shard(int64_t(space().total), c->rank, c->world);
-    if (stage >= 2) grads.resize(size_t(shard.padded), 0.0f);  // padded: the reduce-scatter cuts equal blocks
-    if (stage >= 1) {  // keep the moments of this rank's shard only
-        m1 = std::vector<float>(m1.begin() + shard.begin, m1.begin() + shard.end);
-        m2 = std::vector<float>(m2.begin() + shard.begin, m2.begin() + shard.end);
-    }
     comm = c;
     zero = stage;
     ++c->trainers;
+    if (stage == 0) return;
+    owned = pieces(c->rank, c->world, stage == 3);
+    m1 = extract(m1, owned);  // the moments of this rank's pieces only
+    m2 = extract(m2, owned);
+    if (stage == 2) grads.resize(size_t(shard.padded), 0.0f);  // padded: the reduce-scatter cuts equal blocks
+    if (stage < 3) return;
+    auto z = std::make_unique<Zero3>();
+    z->comm = c;
+    z->units = make_units(model->cfg, model->layout);
+    int64_t at = 0;
+    for (size_t u = 0; u < z->units.size(); ++u) {
+        const int64_t n = int64_t(z->units[u].second - z->units[u].first);
+        z->block.push_back((n + c->world - 1) / c->world);
+        z->local.push_back(at);
+        z->valid.push_back(owned[u].second - owned[u].first);
+        at += z->valid.back();
+    }
+    z->params = extract(model->params, owned);
+    grads.assign(size_t(at), 0.0f);
+    z->grads = &grads;
+    z->held.resize(z->units.size());
+    z->held_grad.resize(z->units.size());
+    model->units = z->units;
+    std::vector<float>().swap(model->params);  // from now on the weights are the ranks' shards
+    model->source = z.get();
+    z3 = std::move(z);
+}
+
+std::vector<std::pair<int64_t, int64_t>> Trainer::pieces(int rank, int world, bool units) const {
+    if (!units) {
+        const Shard s(int64_t(space().total), rank, world);
+        return {{s.begin, s.end}};
+    }
+    std::vector<std::pair<int64_t, int64_t>> out;
+    for (auto [b, e] : make_units(model->cfg, space())) {
+        const int64_t n = int64_t(e - b), block = (n + world - 1) / world;
+        out.push_back({int64_t(b) + std::min(n, rank * block), int64_t(b) + std::min(n, (rank + 1) * block)});
+    }
+    return out;
+}
+
+void Trainer::gather_params(int root) {
+    LIMA_REQUIRE(root >= -1 && (!comm || root < comm->world), LIMA_ERR_INVALID_ARGUMENT, "lima_trainer_gather_params: root ", root,
+                 " is not a rank (or -1 for every rank)");
+    if (!z3) return;  // below stage 3 every rank holds the whole weights
+    const bool keep = root < 0 || root == comm->rank;
+    if (keep) model->params.resize(model->layout.total);
+    for (size_t u = 0; u < z3->units.size(); ++u) {
+        const float *w = z3->gather(int(u));
+        if (keep) std::copy(w, w + (z3->units[u].second - z3->units[u].first), model->params.begin() + long(z3->units[u].first));
+        z3->release(int(u));
+    }
+    if (keep) model->source = nullptr;
+}
+
+void Trainer::reshard() {
+    if (!z3 || model->source) return;
+    std::vector<float>().swap(model->params);
+    model->source = z3.get();
+}
+
+void Trainer::skip_micro() {
+    if (!z3) return;
+    Batch none;  // no rows: the forward and backward run only their gathers and reduce-scatters
+    none.filled = true;
+    forward_backward(none, 1);
 }
 
 void Trainer::set_micro(uint32_t m) {
@@ -87,7 +206,8 @@ lima_fb_result Trainer::forward_backward(const Batch &b, int64_t step_targets) {
                  ") must count the targets of every micro-batch of the step; this one alone has ", M);
     LIMA_REQUIRE(micro < 65536, LIMA_ERR_STATE, "lima_trainer_forward_backward: more than 65535 micro-batches in one step");
     lima_fb_result r{0.0, M};
-    if (M == 0) {  // nothing to learn from: no gradient, but the micro-batch still counts
+    reshard();
+    if (M == 0 && !z3) {  // nothing to learn from: no gradient, but the micro-batch still counts (ZeRO-3: the collectives run)
         ++micro;
         return r;
     }
@@ -118,12 +238,16 @@ lima_fb_result Trainer::forward_backward(const Batch &b, int64_t step_targets) {
         ++micro;
         return r;
     }
-    Weights gw = bind(m.cfg, m.layout, grads.data());
-    r.loss_sum = cpu::classifier_train(dxf.data(), gw.lm_head, m.acts.xf.data(), m.weights().lm_head, b.pred_rows.data(),
-                                       b.labels.data(), M, d, m.cfg.vocab_size, inv);
+    // The LM head and its gradient: the model's, or (ZeRO-3) its unit, gathered and held through backward.
+    const int head = m.cfg.tie_word_embeddings ? 0 : m.cfg.num_layers + 1;
+    auto unit_bind = [&](float *buf) { return bind(m.cfg, m.layout, buf, m.units[size_t(head)].first, m.units[size_t(head)].second); };
+    const float *head_w = z3 ? unit_bind(z3->gather(head)).lm_head : m.weights().lm_head;
+    float *head_g = z3 ? unit_bind(z3->grad(head)).lm_head : bind(m.cfg, m.layout, grads.data()).lm_head;
+    r.loss_sum = cpu::classifier_train(dxf.data(), head_g, m.acts.xf.data(), head_w, b.pred_rows.data(), b.labels.data(), M, d,
+                                       m.cfg.vocab_size, inv);
     LIMA_REQUIRE(std::isfinite(r.loss_sum), LIMA_ERR_INVALID_ARGUMENT,
                  "lima_trainer_forward_backward: the loss is not finite (", r.loss_sum, "): the weights or inputs hold NaN/inf");
-    backward(m, b, kp, cfg.resid_dropout, dxf.data(), grads.data());
+    backward(m, b, kp, cfg.resid_dropout, dxf.data(), z3 ? nullptr : grads.data());
     ++micro;
     return r;
 }
@@ -141,26 +265,27 @@ lima_step_result Trainer::apply(float lr) {
         r.step = ++step;
         return r;
     }
+    reshard();
     // Data parallel: every rank's gradient summed (each normalised by the whole step's targets).
     double comm_s = 0.0;
-    auto timed = [&](auto &&f) {
-        const auto t0 = std::chrono::steady_clock::now();
-        f();
-        comm_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    };
-    // ZeRO-2: only this rank's block of the sum is needed (the rest of grads is then scratch).
-    if (comm && comm->world > 1) {
-        if (zero >= 2)
-            timed([&] { comm->reduce_scatter_sum(grads.data(), shard.shard); });
-        else
-            timed([&] { comm->allreduce_sum(grads.data(), int64_t(grads.size())); });
+    if (z3) {  // ZeRO-3 reduce-scattered each unit's gradient as backward released it
+        comm_s += z3->comm_seconds;
+        z3->comm_seconds = 0.0;
     }
-    // ZeRO >= 1: this rank updates its shard of the weights with its shard of the moments.
-    const int64_t lo = zero >= 1 ? shard.begin : 0, hi = zero >= 1 ? shard.end : int64_t(space().total);
+    // ZeRO-2: only this rank's block of the sum is needed (the rest of grads is then scratch).
+    if (comm && comm->world > 1 && zero < 3) {
+        if (zero >= 2)
+            timed(comm_s, [&] { comm->reduce_scatter_sum(grads.data(), shard.shard); });
+        else
+            timed(comm_s, [&] { comm->allreduce_sum(grads.data(), int64_t(grads.size())); });
+    }
+    // ZeRO >= 1: this rank updates its shard of the weights with its shard of the moments (stage 3:
+    // the gradient too holds that shard only).
+    const int64_t lo = z3 ? 0 : zero >= 1 ? shard.begin : 0, hi = z3 ? int64_t(grads.size()) : zero >= 1 ? shard.end : int64_t(space().total);
     double ss = 0.0;
 #pragma omp parallel for schedule(static) reduction(+ : ss)
     for (long i = long(lo); i < long(hi); ++i) ss += double(grads[size_t(i)]) * double(grads[size_t(i)]);
-    if (zero >= 1 && comm->world > 1) timed([&] { comm->allreduce_sum(&ss, 1); });  // the norm of the global gradient
+    if (zero >= 1 && comm->world > 1) timed(comm_s, [&] { comm->allreduce_sum(&ss, 1); });  // the norm of the global gradient
     lima_step_result r{std::sqrt(ss), 0, step, 0.0};
     LIMA_REQUIRE(std::isfinite(r.grad_norm), LIMA_ERR_STATE, "lima_trainer_step: the gradient norm is ", r.grad_norm,
                  "; no update was made (zero the gradients to go on)");
@@ -170,16 +295,28 @@ lima_step_result Trainer::apply(float lr) {
         r.clipped = 1;
     }
     const cpu::AdamWParams a{lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay, scale, long(step + 1)};
+    if (z3) {  // each owned piece, tensor by tensor (weight decay is per tensor)
+        int64_t at = 0;
+        for (auto [pb, pe] : owned) {
+            for (const ParamInfo &p : space().params) {
+                const int64_t b = std::max<int64_t>(pb, int64_t(p.offset)), e = std::min<int64_t>(pe, int64_t(p.offset) + p.numel());
+                if (b >= e) continue;
+                const int64_t i = at + (b - pb);
+                cpu::adamw_update(z3->params.data() + i, m1.data() + i, m2.data() + i, grads.data() + i, long(e - b), p.decay, a);
+            }
+            at += pe - pb;
+        }
+    }
     for (const ParamInfo &p : space().params) {
         const int64_t b = std::max<int64_t>(lo, int64_t(p.offset)), e = std::min<int64_t>(hi, int64_t(p.offset) + p.numel());
-        if (b >= e) continue;
+        if (z3 || b >= e) continue;
         cpu::adamw_update(space_params().data() + b, m1.data() + (b - lo), m2.data() + (b - lo), grads.data() + b, long(e - b),
                           p.decay, a);
     }
-    if (zero >= 1 && comm->world > 1) {  // every rank gets every shard's new weights
+    if (zero >= 1 && zero < 3 && comm->world > 1) {  // every rank gets every shard's new weights
         std::vector<float> mine(size_t(shard.shard), 0.0f), all(size_t(shard.padded));
         std::copy(space_params().begin() + lo, space_params().begin() + hi, mine.begin());
-        timed([&] { comm->allgather(mine.data(), shard.shard, all.data()); });
+        timed(comm_s, [&] { comm->allgather(mine.data(), shard.shard, all.data()); });
         std::copy(all.begin(), all.begin() + int64_t(space_params().size()), space_params().begin());
     }
     if (model->adapter) sync_token_rows(*model);  // the model's EOT rows follow the trained ones
@@ -199,6 +336,7 @@ void Trainer::zero_grad() {
 }
 
 void Trainer::read_grad(const ParamInfo &p, float *out) const {
+    LIMA_REQUIRE(!z3, LIMA_ERR_STATE, "lima_trainer_read_grad: a ZeRO-3 trainer holds its shard of the gradient only");
     if (!model->cuda) {
         std::copy(grads.begin() + long(p.offset), grads.begin() + long(p.offset) + p.numel(), out);
         return;
@@ -211,12 +349,17 @@ void Trainer::read_grad(const ParamInfo &p, float *out) const {
 void Trainer::save_state(const std::string &path) const {
     if (zero >= 1) {  // this rank's shard of the moments; gradients only mid-step, whole
         LIMA_REQUIRE(micro == 0, LIMA_ERR_STATE, "lima_trainer_save_state: a sharded trainer saves between optimiser steps only");
-        const int64_t n = shard.end - shard.begin;
+        const int64_t n = int64_t(m1.size());
         std::vector<StWriteItem> items{{"exp_avg", {n}, m1.data()}, {"exp_avg_sq", {n}, m2.data()}};
         std::map<std::string, std::string> meta{{"format", "lima-adamw-shard-1"}, {"step", std::to_string(step)},
                                                 {"num_params", std::to_string(space().total)},
-                                                {"rank", std::to_string(comm->rank)}, {"world", std::to_string(comm->world)},
-                                                {"shard_begin", std::to_string(shard.begin)}, {"shard_end", std::to_string(shard.end)}};
+                                                {"rank", std::to_string(comm->rank)}, {"world", std::to_string(comm->world)}};
+        if (z3) {  // one piece per unit (padded per unit), concatenated
+            meta["pieces"] = "units";
+        } else {
+            meta["shard_begin"] = std::to_string(shard.begin);
+            meta["shard_end"] = std::to_string(shard.end);
+        }
         st_write(path, items, "F32", meta);
         return;
     }
@@ -275,21 +418,32 @@ void Trainer::load_state_shards(const std::vector<std::string> &paths) {
         LIMA_REQUIRE(r < w && std::find(seen.begin(), seen.end(), int(r)) == seen.end(), LIMA_ERR_FORMAT, path, ": rank ", r,
                      " of ", w, " given twice or out of range");
         seen.push_back(int(r));
-        const Shard sh(total, int(r), int(w));
-        LIMA_REQUIRE(number("shard_begin") == sh.begin && number("shard_end") == sh.end, LIMA_ERR_FORMAT, path,
-                     ": shard bounds do not match rank ", r, " of ", w);
+        const bool units = f.metadata["pieces"] == "units";
+        LIMA_REQUIRE(units || f.metadata["pieces"].empty(), LIMA_ERR_FORMAT, path, ": unknown shard layout \"", f.metadata["pieces"], "\"");
+        const auto pcs = pieces(int(r), int(w), units);
+        if (!units) {
+            LIMA_REQUIRE(number("shard_begin") == pcs[0].first && number("shard_end") == pcs[0].second, LIMA_ERR_FORMAT, path,
+                         ": shard bounds do not match rank ", r, " of ", w);
+        }
+        const int64_t n = length(pcs);
+        std::vector<float> piece(static_cast<size_t>(n));
         for (auto [name, dst] : {std::pair<const char *, float *>{"exp_avg", a.data()}, {"exp_avg_sq", b.data()}}) {
             auto e = f.tensors.find(name);
-            LIMA_REQUIRE(e != f.tensors.end() && e->second.numel() == sh.end - sh.begin, LIMA_ERR_FORMAT, path, ": tensor ", name,
+            LIMA_REQUIRE(e != f.tensors.end() && e->second.numel() == n, LIMA_ERR_FORMAT, path, ": tensor ", name,
                          " is missing or has the wrong size");
-            st_read_f32(f, e->second, dst + sh.begin, sh.end - sh.begin);
+            st_read_f32(f, e->second, piece.data(), n);
+            int64_t at = 0;
+            for (auto [pb, pe] : pcs) {
+                std::copy(piece.begin() + at, piece.begin() + at + (pe - pb), dst + pb);
+                at += pe - pb;
+            }
         }
     }
     LIMA_REQUIRE(int64_t(seen.size()) == world, LIMA_ERR_FORMAT, "lima_trainer_load_state_shards: ", seen.size(), " shard(s) of a state",
                  " saved by ", world, " ranks; every rank's shard is needed");
     if (zero >= 1) {
-        m1.assign(a.begin() + shard.begin, a.begin() + shard.end);
-        m2.assign(b.begin() + shard.begin, b.begin() + shard.end);
+        m1 = extract(a, owned);
+        m2 = extract(b, owned);
     } else {
         m1.swap(a);
         m2.swap(b);
@@ -316,12 +470,14 @@ void Trainer::load_state(const std::string &path) {
     LIMA_REQUIRE(np == int64_t(space().total), LIMA_ERR_SHAPE, path, ": optimiser state is for a model of ", np,
                  " parameters, this model has ", space().total);
     if (format == "lima-adamw-shard-1") {  // one rank's shard: the same shard of the same world only
-        LIMA_REQUIRE(zero >= 1 && number("world") == comm->world && number("rank") == comm->rank &&
-                         number("shard_begin") == shard.begin && number("shard_end") == shard.end,
+        const bool units = f.metadata["pieces"] == "units";
+        LIMA_REQUIRE(zero >= 1 && number("world") == comm->world && number("rank") == comm->rank && units == bool(z3) &&
+                         (units || (number("shard_begin") == shard.begin && number("shard_end") == shard.end)),
                      LIMA_ERR_STATE, path, ": the shard of rank ", f.metadata["rank"], " of ", f.metadata["world"],
-                     " ranks; this trainer is ", zero >= 1 ? cat("rank ", comm->rank, " of ", comm->world) : std::string("not sharded"),
-                     " (loading another world size's shards is not implemented yet)");
-        const int64_t n = shard.end - shard.begin;
+                     units ? " ranks at ZeRO stage 3" : " ranks at ZeRO stage 1 or 2", "; this trainer is ",
+                     zero >= 1 ? cat("rank ", comm->rank, " of ", comm->world, " at stage ", zero) : std::string("not sharded"),
+                     " (lima_trainer_load_state_shards loads every rank's shards into any trainer)");
+        const int64_t n = int64_t(m1.size());
         std::vector<float> a(static_cast<size_t>(n)), b(static_cast<size_t>(n));
         for (auto [name, dst] : {std::pair<const char *, float *>{"exp_avg", a.data()}, {"exp_avg_sq", b.data()}}) {
             auto e = f.tensors.find(name);
@@ -354,10 +510,11 @@ void Trainer::load_state(const std::string &path) {
         cuda_run(cuda_api().state, model->cuda, a.data(), b.data(), g.data(), 1);
     } else if (zero >= 1) {  // a whole state (one rank's) loaded into a shard: its slice
         LIMA_REQUIRE(nmicro == 0, LIMA_ERR_STATE, path, ": a mid-step state cannot be loaded into a sharded trainer");
-        m1.assign(a.begin() + shard.begin, a.begin() + shard.end);
-        m2.assign(b.begin() + shard.begin, b.begin() + shard.end);
-        grads.swap(g);
-        if (zero >= 2) grads.resize(size_t(shard.padded), 0.0f);
+        m1 = extract(a, owned);
+        m2 = extract(b, owned);
+        if (zero < 3) grads.swap(g);
+        std::fill(grads.begin(), grads.end(), 0.0f);
+        if (zero == 2) grads.resize(size_t(shard.padded), 0.0f);
     } else {
         m1.swap(a);
         m2.swap(b);

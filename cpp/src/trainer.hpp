@@ -1,11 +1,33 @@
 // The optimiser side: gradient buffers, AdamW moments, step counter, and the train step.
 #pragma once
+#include <memory>
 #include <vector>
 
 #include "comm.hpp"
 #include "model.hpp"
 
 namespace lima {
+
+// ZeRO-3's parameter source: this rank's shard of each unit (the embedding, each layer, the final
+// norm with the LM head; each padded to a multiple of the world size), gathered whole when forward
+// or backward asks and dropped after; a unit's gradient is reduce-scattered into the rank's shard of
+// the gradient when the unit is released.
+struct Zero3 final : ParamSource {
+    Comm *comm = nullptr;
+    std::vector<std::pair<size_t, size_t>> units;  // [begin, end) of each unit in the flat layout
+    std::vector<int64_t> block;                    // per unit: elements per rank (padded size / world)
+    std::vector<int64_t> local;                    // per unit: offset of this rank's piece in `params`/grads
+    std::vector<int64_t> valid;                    // per unit: elements of that piece inside the unit
+    std::vector<float> params;                     // this rank's pieces of the weights (fp32 master)
+    std::vector<float> *grads = nullptr;           // the trainer's gradient, the same pieces
+    std::vector<std::vector<float>> held, held_grad;
+    std::vector<float> send;
+    double comm_seconds = 0.0;
+
+    float *gather(int unit) override;
+    float *grad(int unit) override;
+    void release(int unit) override;
+};
 
 struct Trainer {
     Model *model;
@@ -19,6 +41,10 @@ struct Trainer {
     Comm *comm = nullptr;
     int zero = 0;
     Shard shard;
+    // The global ranges of the flat layout this rank owns with zero >= 1 (one range at stages 1-2,
+    // one per unit at stage 3): m1/m2 hold their concatenation, and so do grads at stage 3.
+    std::vector<std::pair<int64_t, int64_t>> owned;
+    std::unique_ptr<Zero3> z3;  // stage 3: the model's parameters live here, not in model->params
 
     Trainer(Model *m, const lima_train_config &c);
     ~Trainer();
@@ -39,6 +65,15 @@ struct Trainer {
     // The shards of an optimiser state saved by every rank of an earlier job (any world size):
     // assembled, then loaded as this trainer holds them (whole, or its own shard).
     void load_state_shards(const std::vector<std::string> &paths);
+    // The ranges rank r of `world` owns: one per unit (stage 3) or one flat shard (stages 1-2).
+    std::vector<std::pair<int64_t, int64_t>> pieces(int rank, int world, bool units) const;
+    // ZeRO-3: every rank gathers every unit; root (or every rank, root < 0) then holds the whole
+    // weights in model->params until the next forward_backward or step shards them again.
+    void gather_params(int root);
+    void reshard();
+    // A round of micro-batches in which this rank has none: at stage 3 it still takes part in the
+    // collectives of the others' forward and backward (an empty batch); nothing otherwise.
+    void skip_micro();
 };
 
 void validate(const lima_train_config &c);

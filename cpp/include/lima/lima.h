@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 /* Bumped on every incompatible change of this header. */
-#define LIMA_ABI_VERSION 6
+#define LIMA_ABI_VERSION 7
 
 typedef enum lima_status {
     LIMA_OK = 0,
@@ -348,10 +348,19 @@ LIMA_API int lima_comm_abort(lima_comm *c);
  * optimiser; 1 and 2: each rank keeps the AdamW moments of its shard of the weights only (the flat
  * parameter buffer padded to a multiple of the world size), updates that shard and all-gathers the
  * weights; the gradient norm and clipping are over the global gradient. Stage 2 reduce-scatters the
- * gradient instead of summing all of it (each rank receives the sum of its own shard only). Stage 3
- * and CUDA ranks (NCCL) are LIMA_ERR_UNSUPPORTED for now. A sharded trainer saves and loads its own
- * shard of the optimiser state (lima_trainer_save_state), or the slice of a whole state saved by one
- * rank. */
+ * gradient instead of summing all of it (each rank receives the sum of its own shard only).
+ * Stage 3 also shards the weights: the model's flat buffer is cut into units (the embedding, each
+ * layer, the final norm with the LM head), each padded to a multiple of the world size; a rank keeps
+ * its piece of every unit (fp32 weights, gradient and moments) and the model holds no weights of its
+ * own: forward and backward all-gather each unit just before it runs and drop it after, and backward
+ * reduce-scatters each unit's gradient as it finishes. So every rank must run the same number of
+ * lima_trainer_forward_backward calls per step (lima_trainer_skip_micro_batch where it has no
+ * micro-batch), and lima_model_logits/lima_model_token_logprobs on the model are collective too. The
+ * model's other functions (read_tensor, save, generate...) fail with LIMA_ERR_STATE until
+ * lima_trainer_gather_params. Stage 3 needs full fine-tuning (no adapter) and the model's only
+ * trainer; freeing the trainer leaves the model without weights. CUDA ranks (NCCL) are
+ * LIMA_ERR_UNSUPPORTED for now. A sharded trainer saves and loads its own shard of the optimiser
+ * state (lima_trainer_save_state), or the slice of a whole state saved by one rank. */
 LIMA_API int lima_trainer_set_comm(lima_trainer *t, lima_comm *c, int32_t zero_stage);
 /* Loads the optimiser state that every rank of an earlier job saved (lima_trainer_save_state of a
  * sharded trainer, one file per rank, any number of ranks): the shards are assembled and this
@@ -361,6 +370,13 @@ LIMA_API int lima_trainer_load_state_shards(lima_trainer *t, const char *const *
 /* The index, within the whole optimiser step, of the next micro-batch this rank runs (part of the
  * dropout key): ranks that share a step's micro-batches round-robin draw the masks one rank would. */
 LIMA_API int lima_trainer_set_micro_batch(lima_trainer *t, int32_t index);
+/* ZeRO-3: this rank has no micro-batch in this round of the step's micro-batches but takes part in
+ * the collectives of the others' forward and backward. Does nothing below stage 3. */
+LIMA_API int lima_trainer_skip_micro_batch(lima_trainer *t);
+/* ZeRO-3: every rank calls it together; rank `root` (every rank when root is -1) then holds the whole
+ * weights in the model (to save, read or evaluate it alone) until the next forward_backward or step
+ * shards them again. Does nothing below stage 3 (every rank holds them already). */
+LIMA_API int lima_trainer_gather_params(lima_trainer *t, int32_t root);
 
 /* ---------------------------------------------------------------- generation */
 

@@ -682,6 +682,47 @@ class CliTest {
         assertTrue(Files.exists(two.resolve("state/optimizer-rank2-of3.safetensors")));
     }
 
+    @Test
+    void zeroThreeRanksTrainAsOneProcessDoesAndTheirStateResumesAtOtherStages() throws Exception {
+        Path one = dir.resolve("one"), z3 = dir.resolve("z3");
+        String[] common = concat(new String[] {"-q", "train", "--preset", "demo", "--init", "random"}, SMALL);
+        assertEquals(0, limactl(concat(common, "--run", one.toString())).code());
+        Run r = limactl(concat(common, "--run", z3.toString(), "--nproc-per-node", "2", "--set", "distributed.zero_stage=3"));
+        assertEquals(0, r.code(), r.err());
+        ObjectMapper json = new ObjectMapper();
+        List<String> a = Files.readAllLines(one.resolve("metrics.jsonl")), b = Files.readAllLines(z3.resolve("metrics.jsonl"));
+        assertEquals(a.size(), b.size());
+        for (int i = 0; i < a.size(); i++) {
+            JsonNode x = json.readTree(a.get(i)), y = json.readTree(b.get(i));
+            assertEquals(x.get("loss").asDouble(), y.get("loss").asDouble(), 1e-5 * x.get("loss").asDouble(), "loss of step " + (i + 1));
+            assertEquals(x.get("grad_norm").asDouble(), y.get("grad_norm").asDouble(), 1e-4 * x.get("grad_norm").asDouble());
+            assertTrue(y.get("comm_s").asDouble() > 0, "time in collectives is reported");
+            if (x.has("dev_perplexity")) {  // evaluated on the sharded model, every rank together
+                assertEquals(x.get("dev_perplexity").asDouble(), y.get("dev_perplexity").asDouble(), 1e-5 * x.get("dev_perplexity").asDouble());
+            }
+        }
+        // the checkpoints rank 0 wrote from the gathered weights carry the same dev perplexity
+        for (String ck : List.of("checkpoints/epoch-01/limactl.json", "checkpoints/epoch-02/limactl.json")) {
+            double x = json.readTree(one.resolve(ck).toFile()).path("dev_perplexity").asDouble(), y = json.readTree(z3.resolve(ck).toFile()).path("dev_perplexity").asDouble();
+            assertEquals(x, y, 1e-5 * x, ck);
+        }
+        assertTrue(Files.exists(z3.resolve("state/optimizer-rank1-of2.safetensors")));
+        // the stage-3 shards resume on three stage-1 ranks (assembled and re-cut), and that state on two stage-3 ranks
+        Path cfg = z3.resolve("config.yaml");
+        Files.writeString(cfg, Files.readString(cfg).replace("epochs: 2", "epochs: 3").replace("zero_stage: 3", "zero_stage: 1"));
+        Run three = limactl("-q", "train", "--resume", "--run", z3.toString(), "--nproc-per-node", "3");
+        assertEquals(0, three.code(), three.err());
+        assertTrue(Files.exists(z3.resolve("state/optimizer-rank2-of3.safetensors")));
+        Files.writeString(cfg, Files.readString(cfg).replace("epochs: 3", "epochs: 4").replace("zero_stage: 1", "zero_stage: 3"));
+        Run back = limactl("-q", "train", "--resume", "--run", z3.toString(), "--nproc-per-node", "2");
+        assertEquals(0, back.code(), back.err());
+        assertEquals(a.size() * 2, Files.readAllLines(z3.resolve("metrics.jsonl")).size());
+        // an adapter run cannot shard its frozen base
+        Run lora = limactl(concat(common, "--run", dir.resolve("z3lora").toString(), "--set", "distributed.zero_stage=3", "--set", "adapter.type=lora"));
+        assertEquals(ExitCodes.INVALID_INPUT, lora.code(), lora.err());
+        assertTrue(lora.err().contains("distributed.zero_stage"), lora.err());
+    }
+
     /** Starts the ranks of `limactl ARGS` as separate JVMs with the given launcher variables per rank; their exit codes. */
     static List<Integer> launchRanks(List<java.util.Map<String, String>> envs, String... args) throws Exception {
         return launchRanks(envs, null, args);

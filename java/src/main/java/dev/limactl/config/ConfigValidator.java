@@ -52,7 +52,9 @@ final class ConfigValidator {
         require("gloo".equals(d.backend()), "distributed.backend", "must be gloo (CPU ranks; NCCL for GPU ranks is not implemented yet), got \""
                 + d.backend() + "\"");
         require(d.zeroStage() >= 0 && d.zeroStage() <= 3, "distributed.zero_stage", "must be 0, 1, 2 or 3, got " + d.zeroStage());
-        require(d.zeroStage() <= 2, "distributed.zero_stage", "3 (sharded parameters) is not implemented yet; use 0, 1 or 2");
+        require(d.zeroStage() < 3 || !c.adapter().lora(), "distributed.zero_stage",
+                "3 shards the weights of full fine-tuning; an adapter run (adapter.type " + c.adapter().type()
+                        + ", its base frozen) uses 0, 1 or 2");
         positive(d.timeoutS(), "distributed.timeout_s");
         try {
             KeepRule.parse(c.checkpoint().keep()).checkAgainst(Math.max(1, c.training().epochs()));

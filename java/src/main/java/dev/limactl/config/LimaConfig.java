@@ -73,7 +73,8 @@ public record LimaConfig(Model model, Data data, Optimizer optimizer, Training t
      * {@code limactl train --nproc-per-node}).
      *
      * @param backend    the communicator: gloo (CPU ranks)
-     * @param zeroStage  0: replicated optimiser state; 1 and 2: each rank keeps its shard of it
+     * @param zeroStage  0: replicated optimiser state; 1 and 2: each rank keeps its shard of it (2: and of
+     *                   the gradient); 3: and of the weights, each layer gathered when it runs
      * @param timeoutS   every rank must arrive, and every collective finish, within this
      * @param rendezvous file:DIR, a directory every rank reaches; empty: RUN/rendezvous/JOB
      */

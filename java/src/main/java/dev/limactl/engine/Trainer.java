@@ -53,9 +53,12 @@ public final class Trainer implements AutoCloseable {
      * throws (LIMA_ERR_OUT_OF_MEMORY) with the figures, before any training step.
      */
     /**
-     * Makes this (CPU) trainer data parallel over the ranks of {@code comm} at ZeRO stage 0, 1 or 2
-     * (see lima_trainer_set_comm): every rank starts from rank 0's weights, gradients are summed over
-     * the ranks at each step, and with stage >= 1 each rank keeps its shard of the optimiser state.
+     * Makes this (CPU) trainer data parallel over the ranks of {@code comm} at ZeRO stage 0-3 (see
+     * lima_trainer_set_comm): every rank starts from rank 0's weights, gradients are summed over the
+     * ranks at each step, and with stage >= 1 each rank keeps its shard of the optimiser state. At
+     * stage 3 the weights too: every rank then runs the same number of forward/backward calls per
+     * step ({@link #skipMicroBatch} where it has none), evaluating the model is collective, and the
+     * model's other uses wait for {@link #gatherParams}.
      */
     public void setCommunicator(Communicator comm, int zeroStage) {
         Native.check(LimaNative.lima_trainer_set_comm(live(), comm.live(), zeroStage));
@@ -67,6 +70,20 @@ public final class Trainer implements AutoCloseable {
      */
     public void loadStateShards(java.util.List<java.nio.file.Path> files) {
         LimaNative.trainerLoadStateShards(live(), files.stream().map(java.nio.file.Path::toString).toList(), Native::check);
+    }
+
+    /** ZeRO-3: this rank has no micro-batch in this round but takes part in the others' collectives (no-op below stage 3). */
+    public void skipMicroBatch() {
+        Native.check(LimaNative.lima_trainer_skip_micro_batch(live()));
+    }
+
+    /**
+     * ZeRO-3, called by every rank together: rank {@code root} (every rank for -1) then holds the whole
+     * weights in its model, to save or read them, until the next training call shards them again.
+     * No-op below stage 3.
+     */
+    public void gatherParams(int root) {
+        Native.check(LimaNative.lima_trainer_gather_params(live(), root));
     }
 
     /** The index, within the whole optimiser step, of the next micro-batch this rank runs (its dropout key). */

@@ -71,6 +71,7 @@ final class RunDirectory {
     Path saveState(Model model, Trainer trainer, int eot, Position next, Communicator comm, int zeroStage) {
         Path tmp = dir.resolve("state.tmp"), cur = dir.resolve("state"), old = dir.resolve("state.old");
         int rank = comm == null ? 0 : comm.rank(), world = comm == null ? 1 : comm.world();
+        if (comm != null && zeroStage == 3) trainer.gatherParams(0);  // ZeRO-3: rank 0 holds the whole weights to write them
         if (rank == 0) {
             deleteTree(tmp);
             mkdirs(tmp);
@@ -116,7 +117,9 @@ final class RunDirectory {
             return;
         }
         Path mine = state.resolve(shardFile(place.rank(), place.world()));
-        if (place.distributed() && zeroStage >= 1 && Files.exists(mine)) {
+        // this rank's own shard: saved by as many ranks, cut the same way (one flat shard at stages 1-2, per unit at 3)
+        int savedStage = readJson(state.resolve("trainer.json")).path("zero_stage").asInt(0);
+        if (place.distributed() && zeroStage >= 1 && (savedStage == 3) == (zeroStage == 3) && Files.exists(mine)) {
             trainer.loadState(mine);
             return;
         }

@@ -324,7 +324,12 @@ public final class TrainRun {
         List<MicroBatch> mbs = MicroBatch.pack(step, cfg.training().microBatchTokens());
         long targets = mbs.stream().mapToLong(MicroBatch::targets).sum();
         double loss = 0;
-        for (int i = place.rank(); i < mbs.size(); i += place.world()) {
+        for (int round = 0; round * place.world() < mbs.size(); round++) {
+            int i = round * place.world() + place.rank();
+            if (i >= mbs.size()) {  // none for this rank in the last round (ZeRO-3 still takes part in the collectives)
+                trainer.skipMicroBatch();
+                continue;
+            }
             MicroBatch mb = mbs.get(i);
             if (comm != null) trainer.setMicroBatch(i);
             try (Batch b = new Batch(mb.rows(), mb.seqLen()).set(mb.tokens(), mb.mask(), mb.segments())) {
@@ -357,6 +362,7 @@ public final class TrainRun {
         LimaConfig.Training tc = cfg.training();
         Dtype dtype = tc.saveDtype().equals("f32") ? Dtype.F32 : Dtype.BF16;
         // checkpoint.keep: an epoch no term keeps is not written at all
+        if (comm != null && cfg.distributed().zeroStage() == 3 && keep.writes(epoch)) trainer.gatherParams(0);
         Path ck = !keep.writes(epoch) ? null
                 : place.rank() == 0 ? run.saveCheckpoint(s.model(), dtype, s.tokenizer(), s.eot(), epoch, global, ppl, listener::onWarning) : run.checkpointDir(epoch);
         run.saveState(s.model(), trainer, s.eot(), new RunDirectory.Position(epoch + 1, 0, global), comm, cfg.distributed().zeroStage());

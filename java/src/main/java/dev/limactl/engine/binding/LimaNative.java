@@ -180,6 +180,10 @@ public final class LimaNative {
 
     public static native int lima_trainer_set_micro_batch(lima_trainer t, int index);
 
+    public static native int lima_trainer_skip_micro_batch(lima_trainer t);
+
+    public static native int lima_trainer_gather_params(lima_trainer t, int root);
+
     public static native int lima_trainer_load_state_shards(lima_trainer t, @Cast("const char*const*") PointerPointer<?> paths, int n);
 
     /** Loads every rank's shard of an optimiser state; a native error throws through check. */
