@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the build needs on Debian 12: CMake, a C++ compiler, the OpenMP build of OpenBLAS,
 # nlohmann/json, GoogleTest and Gloo for liblima; clang for its libFuzzer target; a JDK 17+ and Maven for the Java modules; fonts for charts;
-# Chromium and chromedriver for the annotation app's browser tests.
+# Chromium and chromedriver for the annotation app's browser tests; redis-server, the key-value server rank 0 hosts for a tcp:// rendezvous.
 # Idempotent; skips apt when everything is there.
 set -euo pipefail
-pkgs=(cmake g++ libopenblas-openmp-dev nlohmann-json3-dev libgtest-dev libgloo-dev clang fontconfig fonts-dejavu-core chromium chromium-driver)
+pkgs=(cmake g++ libopenblas-openmp-dev nlohmann-json3-dev libgtest-dev libgloo-dev clang fontconfig fonts-dejavu-core chromium chromium-driver redis-server)
 command -v javac >/dev/null 2>&1 || pkgs+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null 2>&1 || pkgs+=(maven)
 missing=()

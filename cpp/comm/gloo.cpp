@@ -1,8 +1,10 @@
 // The CPU communicator plugin over Gloo (the library PyTorch uses for CPU collectives): a full mesh
 // of TCP pairs set up through a rendezvous store, and the collectives data parallelism needs. The
-// only rendezvous here is Gloo's FileStore in a directory every rank can reach ("file:DIR"); the
-// arrival of every rank is awaited with the caller's timeout, so a rank that never comes is named
-// instead of waited for forever.
+// rendezvous is one of Gloo's own stores: its FileStore in a directory every rank can reach
+// ("file:DIR"), or its RedisStore on a key-value server at MASTER_ADDR:MASTER_PORT that rank 0's
+// launcher starts ("tcp://HOST:PORT/JOB", the server a redis-server, the job's keys under the JOB
+// prefix). The arrival of every rank is awaited with the caller's timeout, so a rank that never
+// comes is named instead of waited for forever.
 #include <gloo/allgather.h>
 #include <gloo/allreduce.h>
 #include <gloo/barrier.h>
@@ -12,9 +14,13 @@
 #include <gloo/reduce.h>
 #include <gloo/rendezvous/context.h>
 #include <gloo/rendezvous/file_store.h>
+#include <gloo/rendezvous/prefix_store.h>
+#define HIREDIS_NESTED_INCLUDE 1
+#include <gloo/rendezvous/redis_store.h>
 #include <gloo/transport/tcp/device.h>
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -23,6 +29,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "lima/lima.h"
@@ -90,25 +97,76 @@ void await_ranks(gloo::rendezvous::Store &store, int rank, int world, std::chron
     }
 }
 
+// The key-value server of a "tcp://HOST:PORT/JOB" rendezvous, connected to as soon as it answers
+// (rank 0's launcher may still be starting it) and at the latest by the deadline.
+std::unique_ptr<gloo::rendezvous::Store> connect_kv(const std::string &rv, std::chrono::milliseconds timeout) {
+    const std::string rest = rv.substr(6);
+    const size_t slash = rest.find('/'), colon = rest.rfind(':', slash);
+    const std::string host = colon == std::string::npos ? "" : rest.substr(0, colon);
+    const std::string port = colon == std::string::npos ? "" : rest.substr(colon + 1, slash == std::string::npos ? std::string::npos : slash - colon - 1);
+    const std::string job = slash == std::string::npos ? "" : rest.substr(slash + 1);
+    char *end = nullptr;
+    const long p = std::strtol(port.c_str(), &end, 10);
+    if (host.empty() || port.empty() || *end != '\0' || p < 1 || p > 65535 || job.empty())
+        throw Failure{LIMA_ERR_INVALID_ARGUMENT, "gloo rendezvous \"" + rv + "\": expected tcp://HOST:PORT/JOB (a port in 1-65535, a job name)"};
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    std::string last;
+    for (;;) {
+        try {
+            return std::make_unique<gloo::rendezvous::RedisStore>(host, int(p));
+        } catch (const std::exception &e) {
+            last = e.what();
+        }
+        if (std::chrono::steady_clock::now() >= deadline)
+            throw Failure{LIMA_ERR_IO, "rendezvous: no key-value server answered at " + host + ":" + port + " within " +
+                                           std::to_string(timeout.count()) + " ms (rank 0 starts it: is rank 0 up, with redis-server"
+                                           " installed, and the port free?): " + last.substr(0, 200)};
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+}
+
 }  // namespace
 
 LIMA_EXPORT int lima_comm_plugin_create(int32_t rank, int32_t world, const char *rendezvous, int32_t timeout_ms, void **out,
                                         char *err, int32_t errcap) {
     return guard(err, errcap, [&] {
         const std::string rv = rendezvous ? rendezvous : "";
-        if (rv.rfind("file:", 0) != 0 || rv.size() <= 5)
-            throw Failure{LIMA_ERR_INVALID_ARGUMENT, "gloo rendezvous \"" + rv + "\": expected file:DIR (a directory every rank can reach)"};
+        const bool file = rv.rfind("file:", 0) == 0 && rv.size() > 5, kv = rv.rfind("tcp://", 0) == 0;
+        if (!file && !kv)
+            throw Failure{LIMA_ERR_INVALID_ARGUMENT, "gloo rendezvous \"" + rv + "\": expected file:DIR (a directory every rank can"
+                                                     " reach) or tcp://HOST:PORT/JOB (rank 0's key-value server)"};
         // A peer that dies closes its sockets; a send to it must fail with an error, not kill this
         // process with SIGPIPE. Only the default disposition is changed (the JVM already ignores it).
         struct sigaction old {};
         if (sigaction(SIGPIPE, nullptr, &old) == 0 && old.sa_handler == SIG_DFL) signal(SIGPIPE, SIG_IGN);
         auto c = std::make_unique<Comm>();
         c->timeout = std::chrono::milliseconds(timeout_ms);
-        gloo::rendezvous::FileStore store(rv.substr(5));
+        std::unique_ptr<gloo::rendezvous::Store> base;
+        if (file) {
+            base = std::make_unique<gloo::rendezvous::FileStore>(rv.substr(5));
+        } else {
+            base = connect_kv(rv, c->timeout);
+        }
+        // the job's keys apart from any other job's on the same server
+        gloo::rendezvous::PrefixStore store(kv ? rv.substr(rv.find('/', 6) + 1) : std::string("lima"), *base);
         await_ranks(store, rank, world, c->timeout);
+        // The address other ranks reach this one at: GLOO_SOCKET_IFNAME's (a network interface, as in
+        // PyTorch), else LIMA_GLOO_HOST, else this host's name when the ranks meet at a server off
+        // this host (multi-node), else loopback.
         gloo::transport::tcp::attr attr;
-        const char *host = std::getenv("LIMA_GLOO_HOST");  // the address other ranks reach this one at
-        attr.hostname = host && *host ? host : "127.0.0.1";
+        const char *iface = std::getenv("GLOO_SOCKET_IFNAME"), *host = std::getenv("LIMA_GLOO_HOST");
+        const std::string kv_host = kv ? rv.substr(6, rv.rfind(':', rv.find('/', 6)) - 6) : "";
+        const bool local = !kv || kv_host == "localhost" || kv_host.rfind("127.", 0) == 0 || kv_host == "[::1]";
+        char name[256] = {};
+        if (iface && *iface) {
+            attr.iface = iface;
+        } else if (host && *host) {
+            attr.hostname = host;
+        } else if (!local && gethostname(name, sizeof(name) - 1) == 0 && name[0]) {
+            attr.hostname = name;
+        } else {
+            attr.hostname = "127.0.0.1";
+        }
         auto dev = gloo::transport::tcp::CreateDevice(attr);
         c->ctx = std::make_shared<gloo::rendezvous::Context>(rank, world);
         c->ctx->setTimeout(c->timeout);

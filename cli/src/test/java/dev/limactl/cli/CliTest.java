@@ -723,6 +723,12 @@ class CliTest {
         assertTrue(lora.err().contains("distributed.zero_stage"), lora.err());
     }
 
+    static int freePort() throws java.io.IOException {
+        try (java.net.ServerSocket s = new java.net.ServerSocket(0, 1, java.net.InetAddress.getLoopbackAddress())) {
+            return s.getLocalPort();
+        }
+    }
+
     /** Starts the ranks of `limactl ARGS` as separate JVMs with the given launcher variables per rank; their exit codes. */
     static List<Integer> launchRanks(List<java.util.Map<String, String>> envs, String... args) throws Exception {
         return launchRanks(envs, null, args);
@@ -736,7 +742,7 @@ class CliTest {
         List<Process> ps = new java.util.ArrayList<>();
         for (java.util.Map<String, String> env : envs) {
             ProcessBuilder pb = new ProcessBuilder(cmd).redirectErrorStream(true)
-                    .redirectOutput(log == null ? ProcessBuilder.Redirect.DISCARD : ProcessBuilder.Redirect.to(log.toFile()));
+                    .redirectOutput(log == null ? ProcessBuilder.Redirect.DISCARD : ProcessBuilder.Redirect.appendTo(log.toFile()));
             pb.environment().putAll(env);
             ps.add(pb.start());
         }
@@ -770,6 +776,32 @@ class CliTest {
             double x = json.readTree(a.get(a.size() - 1)).get("loss").asDouble(), y = json.readTree(b.get(b.size() - 1)).get("loss").asDouble();
             assertEquals(x, y, 1e-5 * x, run.toString());
         }
+        // torchrun-style variables with MASTER_ADDR:MASTER_PORT: rank 0 hosts the key-value server the ranks meet at
+        Path tcp = dir.resolve("tcp");
+        String port = Integer.toString(freePort());
+        List<java.util.Map<String, String>> t = List.of(
+                java.util.Map.of("RANK", "0", "WORLD_SIZE", "2", "MASTER_ADDR", "127.0.0.1", "MASTER_PORT", port),
+                java.util.Map.of("RANK", "1", "WORLD_SIZE", "2", "MASTER_ADDR", "127.0.0.1", "MASTER_PORT", port));
+        Path tcpLog = dir.resolve("tcp.log");
+        assertEquals(List.of(0, 0), launchRanks(t, tcpLog, concat(common, "--run", tcp.toString())), Files.readString(tcpLog));
+        assertTrue(Files.notExists(tcp.resolve("rendezvous")), "no rendezvous directory: the ranks met at the server");
+        try (java.net.Socket gone = new java.net.Socket()) {  // the server stopped once every rank had met
+            gone.connect(new java.net.InetSocketAddress("127.0.0.1", Integer.parseInt(port)), 500);
+            org.junit.jupiter.api.Assertions.fail("the rendezvous server still listens on " + port);
+        } catch (java.io.IOException expected) {
+            // refused
+        }
+        // rank 0 without redis-server: an error saying so, and rank 1 names rank 0 as missing
+        Path noKv = dir.resolve("nokv.log");
+        String port2 = Integer.toString(freePort());
+        List<Integer> codes = launchRanks(List.of(
+                java.util.Map.of("RANK", "0", "WORLD_SIZE", "2", "MASTER_ADDR", "127.0.0.1", "MASTER_PORT", port2, "PATH", "/nonexistent"),
+                java.util.Map.of("RANK", "1", "WORLD_SIZE", "2", "MASTER_ADDR", "127.0.0.1", "MASTER_PORT", port2)), noKv,
+                concat(concat(common, "--run", dir.resolve("nokv").toString()), "--set", "distributed.timeout_s=3"));
+        String noKvLog = Files.readString(noKv);
+        assertEquals(List.of(1, 1), codes, noKvLog);
+        assertTrue(noKvLog.contains("redis-server is not installed on rank 0's host"), noKvLog);
+        assertTrue(noKvLog.contains("no key-value server answered at 127.0.0.1:" + port2), noKvLog);
         // a rank that never comes: the one that did is told which is missing, within the timeout (exit 1: not the input's fault)
         Path log = dir.resolve("lonely.log");
         assertEquals(List.of(1), launchRanks(List.of(java.util.Map.of("RANK", "0", "WORLD_SIZE", "2")), log,

@@ -78,8 +78,9 @@ final class ConfigValidator {
             require(t.device().equals("cpu"), "adapter.type", a.type() + " runs on the CPU backend only in this version (training.device is "
                     + t.device() + "); the CUDA LoRA and NF4 kernels are not written yet");
         }
-        require(d.rendezvous() != null && (d.rendezvous().isEmpty() || (d.rendezvous().startsWith("file:") && d.rendezvous().length() > 5)),
-                "distributed.rendezvous", "must be empty or file:DIR, got \"" + d.rendezvous() + "\"");
+        require(d.rendezvous() != null && (d.rendezvous().isEmpty() || (d.rendezvous().startsWith("file:") && d.rendezvous().length() > 5)
+                        || d.rendezvous().matches("tcp://(\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9_.-]+):\\d{1,5}/[A-Za-z0-9_.-]+")),
+                "distributed.rendezvous", "must be empty, file:DIR or tcp://HOST:PORT/JOB, got \"" + d.rendezvous() + "\"");
     }
 
     private static void positive(long v, String key) {

@@ -76,7 +76,9 @@ public record LimaConfig(Model model, Data data, Optimizer optimizer, Training t
      * @param zeroStage  0: replicated optimiser state; 1 and 2: each rank keeps its shard of it (2: and of
      *                   the gradient); 3: and of the weights, each layer gathered when it runs
      * @param timeoutS   every rank must arrive, and every collective finish, within this
-     * @param rendezvous file:DIR, a directory every rank reaches; empty: RUN/rendezvous/JOB
+     * @param rendezvous file:DIR, a directory every rank reaches; tcp://HOST:PORT/JOB, a key-value server
+     *                   rank 0 starts on HOST (a redis-server); empty: MASTER_ADDR:MASTER_PORT when the
+     *                   launcher gives them, else RUN/rendezvous/JOB
      */
     /**
      * @param stateEverySteps save the resumable state every this many steps within an epoch (0: when 5

@@ -174,8 +174,31 @@ public final class TrainRun {
         if (!place.distributed()) return null;
         LimaConfig.Distributed d = cfg.distributed();
         String rv = place.rendezvous(d.rendezvous(), System.getenv(), run.dir);
-        RunDirectory.mkdirs(Path.of(rv.substring("file:".length())));
-        return Communicator.join(d.backend(), place.rank(), place.world(), rv, java.time.Duration.ofSeconds(d.timeoutS()));
+        java.time.Duration timeout = java.time.Duration.ofSeconds(d.timeoutS());
+        if (rv.startsWith("file:")) {
+            RunDirectory.mkdirs(Path.of(rv.substring("file:".length())));
+            return Communicator.join(d.backend(), place.rank(), place.world(), rv, timeout);
+        }
+        // tcp://: rank 0 hosts the key-value server the ranks meet at, until every rank is connected
+        Path log = Path.of(System.getProperty("java.io.tmpdir"), "limactl-rendezvous-" + ProcessHandle.current().pid() + ".log");
+        RendezvousServer server = rv.startsWith("tcp://") && place.rank() == 0 ? RendezvousServer.start(rv, log, timeout) : null;
+        try {
+            Communicator comm = Communicator.join(d.backend(), place.rank(), place.world(), rv, timeout);
+            try {
+                comm.barrier();  // every rank has met: the server is no longer needed
+            } catch (RuntimeException e) {
+                comm.close();
+                throw e;
+            }
+            return comm;
+        } finally {
+            if (server != null) server.close();
+            try {
+                java.nio.file.Files.deleteIfExists(log);
+            } catch (java.io.IOException ignored) {
+                // a temporary log
+            }
+        }
     }
 
     private Path tokenizerPath() {
