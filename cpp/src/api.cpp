@@ -119,6 +119,28 @@ int lima_set_num_threads(int n) {
 int lima_get_num_threads(void) { return omp_get_max_threads(); }
 
 
+int lima_model_create_hollow(const lima_model_config *cfg, lima_model **out) {
+    return guarded([&] {
+        need(cfg, "lima_model_create_hollow", "cfg");
+        need(out, "lima_model_create_hollow", "out");
+        lima::ModelConfig c(*cfg);
+        lima::validate(c, "lima_model_create_hollow");
+        auto h = std::make_unique<lima_model>();
+        h->m = std::make_unique<lima::Model>(c, false);
+        *out = h.release();
+    });
+}
+
+int lima_model_load_hollow(const char *dir, lima_model **out) {
+    return guarded([&] {
+        need(dir, "lima_model_load_hollow", "dir");
+        need(out, "lima_model_load_hollow", "out");
+        auto h = std::make_unique<lima_model>();
+        h->m.reset(lima::load_model_config(dir));
+        *out = h.release();
+    });
+}
+
 int lima_model_create(const lima_model_config *cfg, const char *device, uint64_t seed, lima_model **out) {
     return guarded([&] {
         need(cfg, "lima_model_create", "cfg");
@@ -178,7 +200,7 @@ int lima_model_num_params(const lima_model *m, int64_t *out) {
 int lima_model_resize_vocab(lima_model *m, int32_t n) {
     return guarded([&] {
         need(m, "lima_model_resize_vocab", "model");
-        m->m->require_whole("lima_model_resize_vocab");
+        if (!m->m->hollow) m->m->require_whole("lima_model_resize_vocab");  // a hollow model changes its shape only
         lima::resize_vocab(*m->m, n);
     });
 }
@@ -742,12 +764,21 @@ int lima_trainer_plan_memory(lima_trainer *t, int32_t rows, int32_t seq_len, lim
         lima_memory_plan p{};
         if (m.cuda) {
             lima::cuda_run(lima::cuda_api().plan, m.cuda, int64_t(rows) * seq_len, &p);
-        } else {
-            const int64_t trained = int64_t(t->t->space().total);
+        } else {  // this rank's host bytes: what a data-parallel trainer holds of its shards
+            const lima::Trainer &tr = *t->t;
+            const int64_t trained = int64_t(tr.space().total);
             p.weights = m.weight_bytes() + (m.adapter ? trained * 4 : 0);
-            p.optimizer = trained * 12;
+            const int64_t moments = tr.zero >= 1 ? 2 * int64_t(tr.m1.size()) : 2 * trained;
+            const int64_t grads = tr.zero >= 2 ? int64_t(tr.grads.size()) : trained;
+            p.optimizer = (moments + grads) * 4;
+            if (tr.z3) {  // its pieces of the weights, plus the largest unit gathered with its gradient (twice when tied: the head is held through backward)
+                int64_t largest = 0;
+                for (size_t u = 0; u < tr.z3->units.size(); ++u) largest = std::max(largest, tr.z3->block[u] * tr.comm->world);
+                p.weights = int64_t(tr.z3->params.size()) * 4;
+                p.workspace = largest * 4 * 2 * (m.cfg.tie_word_embeddings ? 2 : 1);
+            }
             p.activations = lima::activation_bytes(m.cfg, int64_t(rows) * seq_len, m.lora_r());
-            p.total = p.weights + p.optimizer + p.activations;
+            p.total = p.weights + p.optimizer + p.activations + p.workspace;
         }
         if (out) *out = p;
     });

@@ -138,8 +138,12 @@ std::vector<std::pair<size_t, size_t>> make_units(const ModelConfig &c, const La
 }
 
 void Model::require_whole(const char *fn) const {
+    LIMA_REQUIRE(!hollow, LIMA_ERR_STATE, fn, ": the model has no weights of its own yet: it is a hollow rank's, filled from rank 0 by"
+                 " lima_trainer_set_comm");
     LIMA_REQUIRE(!source, LIMA_ERR_STATE, fn, ": the model's weights are sharded over the ranks of a ZeRO-3 trainer; gather them"
                  " first (lima_trainer_gather_params)");
+    LIMA_REQUIRE(params.size() == layout.total, LIMA_ERR_STATE, fn, ": the model's weights were sharded by a ZeRO-3 trainer that"
+                 " is gone; load the model again");
 }
 
 // ------------------------------------------------------------------------------------ batch
@@ -242,7 +246,8 @@ int64_t activation_bytes(const ModelConfig &c, int64_t n, int lora_r) {
     return floats * int64_t(sizeof(float));
 }
 
-Model::Model(const ModelConfig &c) : cfg(c), layout(make_layout(c)), params(layout.total, 0.0f) {}
+Model::Model(const ModelConfig &c, bool with_weights)
+    : cfg(c), layout(make_layout(c)), params(with_weights ? layout.total : 0, 0.0f), hollow(!with_weights) {}
 
 int64_t Model::num_params() const {
     int64_t n = int64_t(layout.total);
@@ -343,6 +348,11 @@ void resize_vocab(Model &m, int32_t nv) {
     if (nv == m.cfg.vocab_size) return;
     ModelConfig nc = m.cfg;
     nc.vocab_size = nv;
+    if (m.hollow) {  // the shape only: rank 0's model grows the rows
+        m.cfg = nc;
+        m.layout = make_layout(nc);
+        return;
+    }
     Layout nl = make_layout(nc, m.nf4());
     std::vector<float> np(nl.total, 0.0f);
     const int64_t d = m.cfg.hidden_size, ov = m.cfg.vocab_size;
@@ -385,6 +395,16 @@ std::string shape_str(const std::vector<int64_t> &s) {
 }
 
 }  // namespace
+
+Model *load_model_config(const std::string &dir) {
+    const std::string cfg_path = dir + "/config.json";
+    LIMA_REQUIRE(file_exists(dir), LIMA_ERR_IO, "checkpoint directory ", dir, " does not exist");
+    LIMA_REQUIRE(file_exists(cfg_path), LIMA_ERR_IO, "checkpoint ", dir, " has no config.json");
+    const std::string cfg_text = read_text_file(cfg_path);
+    auto model = std::make_unique<Model>(parse_hf_config(cfg_text, cfg_path), false);
+    model->base_config_json = cfg_text;
+    return model.release();
+}
 
 Model *load_model(const std::string &dir) {
     const std::string cfg_path = dir + "/config.json";

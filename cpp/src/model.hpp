@@ -185,7 +185,10 @@ struct Model {
     int64_t num_params() const;     // every weight, stored in fp32 or NF4
     int64_t weight_bytes() const;   // host bytes the weights take
 
-    explicit Model(const ModelConfig &c);
+    // with_weights false: a hollow model (a ZeRO-3 rank other than 0): its shape only, no weights
+    // until a ZeRO-3 trainer fills its shards from rank 0 (or another stage's, its whole weights).
+    explicit Model(const ModelConfig &c, bool with_weights = true);
+    bool hollow = false;
     ~Model();
     Model(const Model &) = delete;
     Model &operator=(const Model &) = delete;
@@ -196,6 +199,8 @@ struct Model {
 void random_init(Model &m, uint64_t seed);
 void resize_vocab(Model &m, int32_t new_vocab);
 Model *load_model(const std::string &dir);
+// The model of dir's config.json without its weights (hollow).
+Model *load_model_config(const std::string &dir);
 // QLoRA's storage: the 7 projections of every layer to NF4 (double-quantised absmax when dq).
 void quantize_nf4(Model &m, bool dq);
 // Points w's projections at layer l's weights dequantised into m.deq (a model without NF4: nothing to do).

@@ -88,12 +88,16 @@ Trainer::Trainer(Model *m, const lima_train_config &c) : model(m), cfg(c) {
         // gradients and moments live on the device; host copies only for save/load/read_grad
         cuda_run(cuda_api().train_init, m->cuda, c.recompute_activations);
         cuda_run(cuda_api().zero_grad, m->cuda);
-    } else {
-        grads.assign(space().total, 0.0f);
-        m1.assign(space().total, 0.0f);
-        m2.assign(space().total, 0.0f);
     }
     ++model->trainers;
+}
+
+void Trainer::ensure_state() const {
+    if (model->cuda || allocated) return;
+    grads.assign(space().total, 0.0f);
+    m1.assign(space().total, 0.0f);
+    m2.assign(space().total, 0.0f);
+    allocated = true;
 }
 
 const Layout &Trainer::space() const { return model->adapter ? model->adapter->layout : model->layout; }
@@ -119,16 +123,38 @@ void Trainer::set_comm(Comm *c, int stage) {
                  " whose base is frozen) uses stage 0, 1 or 2");
     LIMA_REQUIRE(stage < 3 || model->trainers == 1, LIMA_ERR_STATE, "lima_trainer_set_comm: ZeRO stage 3 moves the model's"
                  " weights into this trainer's shards; the model has ", model->trainers, " trainers");
-    // every rank starts from rank 0's weights and optimiser position, as one model would
-    c->broadcast(space_params().data(), int64_t(space_params().size()), 0);
+    LIMA_REQUIRE(!model->hollow || c->rank != 0, LIMA_ERR_STATE, "lima_trainer_set_comm: rank 0's model must hold the weights"
+                 " (a hollow model is for the other ranks)");
+    // Every rank must hold the same shape: rank 0's parameter count, checked by all before any weight moves.
+    double counts[2] = {c->rank == 0 ? double(space().total) : 0.0, 0.0};
+    c->allreduce_sum(counts, 1);
+    counts[1] = counts[0] == double(space().total) ? 0.0 : 1.0;
+    c->allreduce_sum(counts + 1, 1);
+    LIMA_REQUIRE(counts[1] == 0.0, LIMA_ERR_SHAPE, "lima_trainer_set_comm: the ranks' models differ: rank 0's has ", int64_t(counts[0]),
+                 " parameters", counts[0] == double(space().total) ? std::string() : cat(", this rank's (", c->rank, ") ", space().total),
+                 " (", int64_t(counts[1]), " rank(s) differ)");
     shard = Shard(int64_t(space().total), c->rank, c->world);
+    if (stage < 3) {  // every rank starts from rank 0's weights and optimiser position, as one model would
+        if (model->hollow) {
+            model->params.assign(model->layout.total, 0.0f);
+            model->hollow = false;
+        }
+        c->broadcast(space_params().data(), int64_t(space_params().size()), 0);
+    }
     comm = c;
     zero = stage;
     ++c->trainers;
     if (stage == 0) return;
     owned = pieces(c->rank, c->world, stage == 3);
-    m1 = extract(m1, owned);  // the moments of this rank's pieces only
-    m2 = extract(m2, owned);
+    if (allocated) {  // the moments of this rank's pieces only
+        m1 = extract(m1, owned);
+        m2 = extract(m2, owned);
+    } else {  // never the whole state: only the shards are allocated
+        m1.assign(size_t(length(owned)), 0.0f);
+        m2.assign(size_t(length(owned)), 0.0f);
+        grads.assign(stage == 1 ? space().total : 0, 0.0f);
+        allocated = true;
+    }
     if (stage == 2) grads.resize(size_t(shard.padded), 0.0f);  // padded: the reduce-scatter cuts equal blocks
     if (stage < 3) return;
     auto z = std::make_unique<Zero3>();
@@ -142,7 +168,19 @@ void Trainer::set_comm(Comm *c, int stage) {
         z->valid.push_back(owned[u].second - owned[u].first);
         at += z->valid.back();
     }
-    z->params = extract(model->params, owned);
+    // this rank's pieces of rank 0's weights, one unit at a time (a hollow rank never holds more)
+    z->params.assign(size_t(at), 0.0f);
+    std::vector<float> unit;
+    for (size_t u = 0; u < z->units.size(); ++u) {
+        const size_t b = z->units[u].first, e = z->units[u].second;
+        if (c->rank == 0)
+            unit.assign(model->params.begin() + long(b), model->params.begin() + long(e));
+        else
+            unit.resize(e - b);
+        c->broadcast(unit.data(), int64_t(e - b), 0);
+        std::copy(unit.begin() + (owned[u].first - int64_t(b)), unit.begin() + (owned[u].second - int64_t(b)), z->params.begin() + z->local[u]);
+    }
+    model->hollow = false;
     grads.assign(size_t(at), 0.0f);
     z->grads = &grads;
     z->held.resize(z->units.size());
@@ -211,6 +249,7 @@ lima_fb_result Trainer::forward_backward(const Batch &b, int64_t step_targets) {
         ++micro;
         return r;
     }
+    ensure_state();
     Model &m = *model;
     if (m.cuda) {
         CudaBatch cb(b, false);
@@ -266,6 +305,7 @@ lima_step_result Trainer::apply(float lr) {
         return r;
     }
     reshard();
+    ensure_state();
     // Data parallel: every rank's gradient summed (each normalised by the whole step's targets).
     double comm_s = 0.0;
     if (z3) {  // ZeRO-3 reduce-scattered each unit's gradient as backward released it
@@ -337,6 +377,7 @@ void Trainer::zero_grad() {
 
 void Trainer::read_grad(const ParamInfo &p, float *out) const {
     LIMA_REQUIRE(!z3, LIMA_ERR_STATE, "lima_trainer_read_grad: a ZeRO-3 trainer holds its shard of the gradient only");
+    ensure_state();
     if (!model->cuda) {
         std::copy(grads.begin() + long(p.offset), grads.begin() + long(p.offset) + p.numel(), out);
         return;
@@ -347,6 +388,7 @@ void Trainer::read_grad(const ParamInfo &p, float *out) const {
 }
 
 void Trainer::save_state(const std::string &path) const {
+    ensure_state();
     if (zero >= 1) {  // this rank's shard of the moments; gradients only mid-step, whole
         LIMA_REQUIRE(micro == 0, LIMA_ERR_STATE, "lima_trainer_save_state: a sharded trainer saves between optimiser steps only");
         const int64_t n = int64_t(m1.size());
@@ -393,6 +435,7 @@ void Trainer::save_state(const std::string &path) const {
 void Trainer::load_state_shards(const std::vector<std::string> &paths) {
     LIMA_REQUIRE(!model->cuda, LIMA_ERR_UNSUPPORTED, "lima_trainer_load_state_shards: CPU trainers only");
     LIMA_REQUIRE(!paths.empty(), LIMA_ERR_INVALID_ARGUMENT, "lima_trainer_load_state_shards: no files");
+    ensure_state();
     const int64_t total = int64_t(space().total);
     std::vector<float> a(static_cast<size_t>(total)), b(static_cast<size_t>(total));
     std::vector<int> seen;
@@ -454,6 +497,7 @@ void Trainer::load_state_shards(const std::vector<std::string> &paths) {
 }
 
 void Trainer::load_state(const std::string &path) {
+    ensure_state();
     StFile f = st_open(path);
     const std::string format = f.metadata["format"];
     LIMA_REQUIRE(format == "lima-adamw-1" || format == "lima-adamw-shard-1", LIMA_ERR_FORMAT, path,

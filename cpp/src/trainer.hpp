@@ -32,7 +32,10 @@ struct Zero3 final : ParamSource {
 struct Trainer {
     Model *model;
     lima_train_config cfg;
-    std::vector<float> grads, m1, m2;  // the model's flat layout (CPU; on CUDA they live on the device)
+    // The model's flat layout (CPU; on CUDA they live on the device), allocated at first use, so that
+    // a trainer made data parallel allocates only its shards (ensure_state).
+    mutable std::vector<float> grads, m1, m2;
+    mutable bool allocated = false;
     std::vector<float> dxf;            // (N, d) gradient at the final norm's output
     int64_t step = 0;                  // optimiser steps taken
     uint32_t micro = 0;                // micro-batches since the last step (part of the dropout key)
@@ -51,6 +54,7 @@ struct Trainer {
     lima_fb_result forward_backward(const Batch &b, int64_t step_targets);
     lima_step_result apply(float lr);
     void zero_grad();
+    void ensure_state() const;
     // What this trainer trains: the model's parameters, or its adapter's (the base frozen). The
     // gradients, the moments and the saved state have this layout.
     const Layout &space() const;

@@ -5,6 +5,7 @@
 //
 // Every rank (and the one-rank reference) runs in a forked child that has started no thread pool;
 // children report through files in a temporary directory and their exit status.
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -105,6 +106,11 @@ std::vector<float> read_floats(const std::string &path) {
     return v;
 }
 
+std::string read_text(const std::string &path) {
+    std::ifstream f(path);
+    return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
 lima_comm *join(const std::string &dir, int rank, int world, int timeout_ms = 20000) {
     lima_comm *c = nullptr;
     ok(lima_comm_create("gloo", rank, world, ("file:" + dir).c_str(), timeout_ms, &c), "lima_comm_create");
@@ -179,10 +185,19 @@ std::vector<float> all_weights(lima_model *m, lima_trainer *t) {
 
 // Trains kSteps steps (world 1, comm null: one process runs every micro-batch); returns the final
 // weights and appends each step's loss sum.
-std::vector<float> train(lima_comm *comm, int rank, int world, int stage, std::vector<double> *losses, bool tied = false) {
+// hollow: ranks other than 0 start from a model without weights (they receive rank 0's).
+std::vector<float> train(lima_comm *comm, int rank, int world, int stage, std::vector<double> *losses, bool tied = false,
+                         bool hollow = false) {
     lima_model_config cfg = odd_config();
     cfg.tie_word_embeddings = tied ? 1 : 0;
-    ModelPtr m = make_model(cfg, 11 + uint64_t(rank) * 1000);  // different per rank: rank 0's weights win
+    ModelPtr m;
+    if (hollow && rank > 0) {
+        lima_model *raw = nullptr;
+        ok(lima_model_create_hollow(&cfg, &raw), "lima_model_create_hollow");
+        m.reset(raw);
+    } else {
+        m = make_model(cfg, 11 + uint64_t(rank) * 1000);  // different per rank: rank 0's weights win
+    }
     TrainerPtr t = make_trainer(m.get(), train_config(0.2f, 5));
     if (comm) ok(lima_trainer_set_comm(t.get(), comm, stage), "lima_trainer_set_comm");
     run_steps(t.get(), rank, world, 0, kSteps, cfg.vocab_size, losses);
@@ -243,7 +258,7 @@ TEST(Distributed, RanksAtEveryStageMatchOneRankAndRerunBitwise) {
                 const auto st = run_ranks(world, [&](int r) {
                     lima_comm *c = join(rv, r, world);
                     std::vector<double> losses;
-                    const auto w = train(c, r, world, stage, &losses);
+                    const auto w = train(c, r, world, stage, &losses, false, world > 2 && stage >= 2);  // hollow ranks: 3 and 4 at stages 2-3
                     // the step's loss is the sum over ranks: gather it the way training code would
                     std::vector<float> l(losses.begin(), losses.end());
                     ok(lima_comm_allreduce_sum(c, l.data(), int64_t(l.size())), "loss allreduce");
@@ -421,6 +436,63 @@ TEST(Distributed, ShardedStateResumesExactlyAndAWholeStateLoadsIntoShards) {
     EXPECT_LT(rel_max_err(read_floats(out + "/from-whole-0"), read_floats(out + "/ref3")), 1e-5);
 }
 
+// The memory plan of a rank counts what it holds: the moments of its shard from stage 1, the
+// gradient's from stage 2 (padded), the weights' from stage 3 (plus the largest unit gathered).
+TEST(Distributed, TheMemoryPlanOfARankCountsItsShards) {
+    NEED_GLOO();
+    const std::string out = temp_dir("dist-plan"), rv = temp_dir("dist-plan-rv");
+    ASSERT_EQ(run_ranks(2, [&](int r) {
+                  lima_comm *c = join(rv, r, 2);
+                  std::vector<float> figures;
+                  for (int stage = 0; stage <= 3; ++stage) {
+                      ModelPtr m = make_model(odd_config(), 11);
+                      TrainerPtr t = make_trainer(m.get(), train_config());
+                      ok(lima_trainer_set_comm(t.get(), c, stage), "set_comm");
+                      lima_memory_plan p{};
+                      ok(lima_trainer_plan_memory(t.get(), 2, 12, &p), "plan");
+                      int64_t n = 0;
+                      ok(lima_model_num_params(m.get(), &n), "num_params");
+                      for (int64_t v : {p.weights, p.optimizer, p.workspace, p.total, n}) figures.push_back(float(v));
+                  }
+                  write_floats(out + "/" + std::to_string(r), figures);
+                  lima_comm_free(c);
+              }),
+              std::vector<int>({0, 0}));
+    const auto f = read_floats(out + "/0");
+    const double P = f[4];
+    auto at = [&](int stage, int k) { return double(f[size_t(stage * 5 + k)]); };
+    EXPECT_EQ(at(0, 0), 4 * P);                                  // whole weights
+    EXPECT_EQ(at(0, 1), 12 * P);                                 // gradient + two moments
+    EXPECT_NEAR(at(1, 1), 4 * (P + P), 16);                      // gradient + half of each moment
+    EXPECT_NEAR(at(2, 1), 4 * (P + P), 16);                      // half of each moment + the padded gradient
+    EXPECT_NEAR(at(3, 1), 4 * 1.5 * P, 4 * 1.5 * 40);            // half of gradient and moments (padded per unit)
+    EXPECT_NEAR(at(3, 0), 4 * 0.5 * P, 4 * 0.5 * 40);            // half of the weights
+    EXPECT_GT(at(3, 2), 0);                                      // the gathered unit
+    EXPECT_LT(at(3, 3), at(0, 3));
+    EXPECT_EQ(at(0, 2), 0);
+}
+
+TEST(Distributed, RanksWhoseModelsDifferAreAllToldBeforeAnyWeightMoves) {
+    NEED_GLOO();
+    const std::string out = temp_dir("dist-differ"), rv = temp_dir("dist-differ-rv");
+    const auto st = run_ranks(2, [&](int r) {
+        lima_comm *c = join(rv, r, 2);
+        lima_model_config cfg = odd_config();
+        if (r == 1) cfg.vocab_size = 1024;  // one token short: another model
+        ModelPtr m = make_model(cfg, 3);
+        TrainerPtr t = make_trainer(m.get(), train_config());
+        const int s = lima_trainer_set_comm(t.get(), c, 3);
+        std::ofstream(out + "/" + std::to_string(r)) << lima_status_name(s) << ": " << lima_last_error();
+        lima_comm_free(c);
+    });
+    ASSERT_EQ(st, std::vector<int>({0, 0}));
+    for (int r = 0; r < 2; ++r) {
+        const std::string msg = read_text(out + "/" + std::to_string(r));
+        EXPECT_EQ(msg.rfind("LIMA_ERR_SHAPE: lima_trainer_set_comm: the ranks' models differ: rank 0's has ", 0), 0u) << msg;
+    }
+    EXPECT_NE(read_text(out + "/1").find("this rank's (1)"), std::string::npos);
+}
+
 TEST(Distributed, ZeroThreeWithTiedEmbeddingsMatchesOneRank) {
     NEED_GLOO();
     const std::string out = temp_dir("dist-tied"), rv = temp_dir("dist-tied-rv");
@@ -533,6 +605,9 @@ struct KvServer {
     KvServer() : port(free_port()) {
         pid = fork();
         if (pid == 0) {
+            const int null = open("/dev/null", O_WRONLY);  // its start-up banner is not the test's output
+            dup2(null, 1);
+            dup2(null, 2);
             const std::string p = std::to_string(port);
             execlp("redis-server", "redis-server", "--port", p.c_str(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                    "--loglevel", "warning", static_cast<char *>(nullptr));
@@ -545,11 +620,6 @@ struct KvServer {
     }
     std::string rendezvous(const std::string &job) const { return "tcp://127.0.0.1:" + std::to_string(port) + "/" + job; }
 };
-
-std::string read_text(const std::string &path) {
-    std::ifstream f(path);
-    return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-}
 
 }  // namespace
 
@@ -687,6 +757,16 @@ TEST(Distributed, BadArgumentsAndStageThreeMisuse) {
             TrainerPtr at = make_trainer(am.get(), train_config());
             msgs += say(lima_trainer_set_comm(at.get(), cm, 3));
         }
+        {  // a hollow model: no weights until a trainer fills them; rank 0's may not be hollow
+            lima_model_config hc = tiny_config();
+            lima_model *raw = nullptr;
+            ok(lima_model_create_hollow(&hc, &raw), "hollow");
+            ModelPtr hm(raw);
+            std::vector<float> v(16);
+            msgs += say(lima_model_read_tensor(hm.get(), "model.norm.weight", v.data(), 16));
+            TrainerPtr ht = make_trainer(hm.get(), train_config());
+            msgs += say(lima_trainer_set_comm(ht.get(), cm, 3));
+        }
         ok(lima_trainer_set_comm(t.get(), cm, 3), "stage 3");
         std::vector<float> w(16);
         msgs += say(lima_model_read_tensor(m.get(), "model.norm.weight", w.data(), 16));
@@ -704,6 +784,10 @@ TEST(Distributed, BadArgumentsAndStageThreeMisuse) {
     EXPECT_NE(msg.find(std::to_string(LIMA_ERR_UNSUPPORTED) + "lima_trainer_set_comm: ZeRO stage 3 shards the weights of full"),
               std::string::npos) << msg;
     EXPECT_NE(msg.find(std::to_string(LIMA_ERR_STATE) + "lima_model_read_tensor: the model's weights are sharded"), std::string::npos) << msg;
+    EXPECT_NE(msg.find(std::to_string(LIMA_ERR_STATE) + "lima_model_read_tensor: the model has no weights of its own yet"), std::string::npos)
+        << msg;
+    EXPECT_NE(msg.find(std::to_string(LIMA_ERR_STATE) + "lima_trainer_set_comm: rank 0's model must hold the weights"), std::string::npos)
+        << msg;
     EXPECT_NE(msg.find(std::to_string(LIMA_ERR_INVALID_ARGUMENT) + "lima_trainer_gather_params: root 5 is not a rank"), std::string::npos)
         << msg;
     EXPECT_NE(msg.find(std::to_string(LIMA_ERR_INVALID_ARGUMENT) + "lima_trainer_set_comm: zero_stage must be 0, 1, 2 or 3"),

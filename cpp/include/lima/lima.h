@@ -159,6 +159,12 @@ typedef struct lima_model lima_model;
  * device: "cpu" (or NULL) or "cuda[:N]". */
 LIMA_API int lima_model_create(const lima_model_config *cfg, const char *device, uint64_t seed,
                                lima_model **out);
+/* A hollow model: the shape of cfg (or of dir's config.json) and no weights, for a ZeRO-3 rank other
+ * than 0, whose trainer receives its shards from rank 0 (lima_trainer_set_comm) without ever holding
+ * the whole model; with a lower stage it receives the whole weights there. Until then every use that
+ * needs weights fails with LIMA_ERR_STATE; lima_model_resize_vocab changes its shape only. CPU. */
+LIMA_API int lima_model_create_hollow(const lima_model_config *cfg, lima_model **out);
+LIMA_API int lima_model_load_hollow(const char *dir, lima_model **out);
 /* Loads a Hugging Face checkpoint directory: config.json + model.safetensors, or sharded via
  * model.safetensors.index.json. F32, BF16 and F16 tensors are accepted. */
 LIMA_API int lima_model_load(const char *dir, const char *device, lima_model **out);

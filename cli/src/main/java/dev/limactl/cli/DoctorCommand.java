@@ -23,6 +23,7 @@ public final class DoctorCommand implements Callable<Integer> {
             out.println("liblima:   FAILED to load: " + e);
             return ExitCodes.UNEXPECTED_STATE;
         }
+        out.println("ranks:     " + ranks());
         try {
             var sel = dev.limactl.engine.CudaPlugins.select();
             out.println("plugin:    bundled CUDA builds " + sel.bundled() + "; " + sel.note()
@@ -40,5 +41,31 @@ public final class DoctorCommand implements Callable<Integer> {
             out.println("cuda:      unavailable: " + e.getMessage().replace("\n", "\n           "));
         }
         return ExitCodes.OK;
+    }
+
+    /** Whether data-parallel ranks can run here: the Gloo plugin joins a one-rank group; redis-server for a tcp:// rendezvous. */
+    static String ranks() {
+        String gloo;
+        java.nio.file.Path dir = null;
+        try {
+            dir = java.nio.file.Files.createTempDirectory("limactl-doctor");
+            try (var c = dev.limactl.engine.Communicator.join("gloo", 0, 1, "file:" + dir, java.time.Duration.ofSeconds(10))) {
+                gloo = "gloo ok (CPU ranks: --nproc-per-node, torchrun, Slurm, Open MPI)";
+            }
+        } catch (dev.limactl.engine.LimaException | java.io.IOException e) {
+            gloo = "gloo unavailable: " + e.getMessage();
+        } finally {
+            if (dir != null) {
+                try (var files = java.nio.file.Files.walk(dir)) {
+                    files.sorted(java.util.Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
+                } catch (java.io.IOException ignored) {
+                    // a temporary directory
+                }
+            }
+        }
+        boolean redis = java.util.Arrays.stream(System.getenv().getOrDefault("PATH", "").split(java.io.File.pathSeparator))
+                .anyMatch(d -> !d.isEmpty() && java.nio.file.Files.isExecutable(java.nio.file.Path.of(d, "redis-server")));
+        return gloo + "; " + (redis ? "redis-server found (rank 0 can host a MASTER_ADDR:MASTER_PORT rendezvous)"
+                : "no redis-server (a MASTER_ADDR:MASTER_PORT rendezvous needs it on rank 0's host; file:DIR works without)");
     }
 }

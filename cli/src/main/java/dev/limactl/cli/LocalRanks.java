@@ -40,6 +40,7 @@ final class LocalRanks {
                 pb.environment().put("RANK", Integer.toString(r));
                 pb.environment().put("LOCAL_RANK", Integer.toString(r));
                 pb.environment().put("WORLD_SIZE", Integer.toString(n));
+                pb.environment().put("LOCAL_WORLD_SIZE", Integer.toString(n));
                 pb.environment().put("MASTER_ADDR", "127.0.0.1");
                 pb.environment().putIfAbsent("MASTER_PORT", "29500");
                 pb.environment().put("LIMACTL_RENDEZVOUS", rendezvous);

@@ -78,6 +78,7 @@ class CliTest {
         assertEquals(0, d.code(), d.err());
         assertTrue(d.out().contains("cpu:       backend ok"), d.out());
         assertTrue(d.out().contains("cuda:      "), d.out());  // devices, or which of plugin, driver, device is missing
+        assertTrue(d.out().contains("ranks:     gloo ok") && d.out().contains("redis-server found"), d.out());  // ci/setup.sh installs both
     }
 
     @Test

@@ -23,8 +23,9 @@ public final class Communicator implements AutoCloseable {
 
     /**
      * Joins the group as {@code rank} of {@code world}. rendezvous: "file:DIR", a directory every
-     * rank can reach and no earlier job used; every rank must arrive within the timeout, which also
-     * bounds each collective.
+     * rank can reach and no earlier job used, or "tcp://HOST:PORT/JOB", a key-value server (a
+     * redis-server, see dev.limactl.train.RendezvousServer) every rank reaches; every rank must
+     * arrive within the timeout, which also bounds each collective.
      */
     public static Communicator join(String backend, int rank, int world, String rendezvous, Duration timeout) {
         Lima.abiVersion();

@@ -36,6 +36,28 @@ public final class Model implements AutoCloseable {
     /** A randomly initialised model on a device ("cpu", "cuda", "cuda:N"). */
     public static Model random(ModelConfig c, long seed, String device) {
         Lima.abiVersion();
+        CudaPlugins.prepare(device);
+        return create(c, (n, h) -> LimaNative.lima_model_create(n, device, seed, h));
+    }
+
+    /**
+     * A hollow model: the shape of {@code c} without weights, for a ZeRO-3 rank other than 0, which
+     * receives its shards from rank 0 when its trainer joins the ranks (lima_model_create_hollow).
+     */
+    public static Model hollow(ModelConfig c) {
+        Lima.abiVersion();
+        return create(c, LimaNative::lima_model_create_hollow);
+    }
+
+    /** The hollow model of a checkpoint directory's config.json (its weights are not read). */
+    public static Model loadHollow(Path dir) {
+        Lima.abiVersion();
+        LimaNative.lima_model h = new LimaNative.lima_model();
+        Native.check(LimaNative.lima_model_load_hollow(dir.toString(), h));
+        return new Model(h);
+    }
+
+    private static Model create(ModelConfig c, java.util.function.ToIntBiFunction<LimaNative.lima_model_config, LimaNative.lima_model> make) {
         LimaNative.lima_model_config n = new LimaNative.lima_model_config();
         try {
             LimaNative.lima_model_config_init(n);
@@ -45,9 +67,8 @@ public final class Model implements AutoCloseable {
                     .rope_theta(c.ropeTheta()).tie_word_embeddings(c.tieWordEmbeddings() ? 1 : 0)
                     .bos_token_id(c.bosTokenId()).eos_token_id(c.eosTokenId()).pad_token_id(c.padTokenId())
                     .initializer_range(c.initializerRange());
-            CudaPlugins.prepare(device);
             LimaNative.lima_model h = new LimaNative.lima_model();
-            Native.check(LimaNative.lima_model_create(n, device, seed, h));
+            Native.check(make.applyAsInt(n, h));
             return new Model(h);
         } finally {
             LimaNative.release(n);

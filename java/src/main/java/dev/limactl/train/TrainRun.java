@@ -150,10 +150,13 @@ public final class TrainRun {
                 try (Trainer trainer = Trainer.create(model, trainOptions())) {
                     if (comm != null) trainer.setCommunicator(comm, cfg.distributed().zeroStage());
                     if (state != null) run.loadOptimizerState(trainer, state, place, cfg.distributed().zeroStage());
-                    if (!tc.device().equals("cpu")) {  // refuse a plan that cannot fit before the first step
-                        int seq = cfg.data().maxTokens();
-                        Trainer.MemoryPlan mp = trainer.planMemory(Math.max(1, tc.microBatchTokens() / seq), seq);
+                    int seq = cfg.data().maxTokens();  // the largest micro-batch: a whole step when it fits one
+                    long tokens = Math.min(tc.microBatchTokens(), (long) tc.batchSize() * seq);
+                    Trainer.MemoryPlan mp = trainer.planMemory((int) Math.max(1, tokens / seq), seq);
+                    if (!tc.device().equals("cpu")) {  // refused by the plan itself when it cannot fit, before the first step
                         events.onWarning("memory plan on " + tc.device() + ": " + mp.describe());
+                    } else {
+                        HostMemory.check(mp, model, place, cfg.distributed().zeroStage(), System.getenv());
                     }
                     return train(s, trainer, comm, events);
                 }
@@ -422,19 +425,22 @@ public final class TrainRun {
 
     private Model openModel(Tokenizer tok, Path state) {
         String device = cfg.training().device();
+        // ZeRO-3 on CPU: the ranks other than 0 never hold the whole model, they receive their shards from rank 0
+        boolean hollow = place.distributed() && place.rank() != 0 && cfg.distributed().zeroStage() == 3 && !cfg.adapter().lora()
+                && device.equals("cpu");
         if (cfg.adapter().lora()) {  // the base: the pretrained model, or the random one saved at the run's start
             run.adapterBase = cfg.model().init().equals("pretrained") ? run.resolve(cfg.model().path()) : run.dir.resolve("base");
             if (Files.exists(run.adapterBase.resolve("config.json"))) return Model.load(run.adapterBase, device);
         } else if (state != null) {
-            return Model.load(state.resolve("model"), device);
+            return hollow ? Model.loadHollow(state.resolve("model")) : Model.load(state.resolve("model"), device);
         }
         LimaConfig.Model m = cfg.model();
-        if (m.init().equals("pretrained")) return Model.load(run.resolve(m.path()), device);
+        if (m.init().equals("pretrained")) return hollow ? Model.loadHollow(run.resolve(m.path())) : Model.load(run.resolve(m.path()), device);
         LimaConfig.Architecture a = m.architecture();
         ModelConfig mc = new ModelConfig(tok.vocabSize(), a.hiddenSize(), a.intermediateSize(), a.numLayers(), a.numHeads(),
                 a.numKvHeads(), 0, a.maxPositionEmbeddings(), 1e-6f, (float) a.ropeTheta(), false, tok.bosId(), tok.eosId(),
                 -1, 0.02f);
-        return Model.random(mc, cfg.training().seed(), device);
+        return hollow ? Model.hollow(mc) : Model.random(mc, cfg.training().seed(), device);
     }
 
     /**

@@ -209,6 +209,10 @@ public final class LimaNative {
 
     public static native int lima_model_load(String dir, String device, @ByPtrPtr lima_model out);
 
+    public static native int lima_model_create_hollow(@Const lima_model_config cfg, @ByPtrPtr lima_model out);
+
+    public static native int lima_model_load_hollow(String dir, @ByPtrPtr lima_model out);
+
     public static native int lima_model_save(@Const lima_model m, String dir, int dtype, @Cast("int64_t") long maxShardBytes);
 
     public static native void lima_model_free(lima_model m);
