@@ -599,6 +599,14 @@ int lima_trainer_skip_micro_batch(lima_trainer *t) {
     });
 }
 
+int lima_trainer_save_model(lima_trainer *t, const char *dir, int dtype, int64_t max_shard_bytes, int32_t root) {
+    return guarded([&] {
+        need(t, "lima_trainer_save_model", "trainer");
+        need(dir, "lima_trainer_save_model", "dir");
+        t->t->save_model(dir, dtype, max_shard_bytes, root);
+    });
+}
+
 int lima_trainer_gather_params(lima_trainer *t, int32_t root) {
     return guarded([&] {
         need(t, "lima_trainer_gather_params", "trainer");

@@ -477,10 +477,11 @@ Model *load_model(const std::string &dir) {
     return model.release();
 }
 
-void save_model(const Model &m, const std::string &dir, int dtype, int64_t max_shard_bytes) {
+void save_model(const Model &m, const std::string &dir, int dtype, int64_t max_shard_bytes,
+                const std::function<const float *(const ParamInfo &)> *source) {
     LIMA_REQUIRE(!m.nf4(), LIMA_ERR_UNSUPPORTED, "lima_model_save: the model's projections are stored in NF4 (QLoRA);"
                  " save its adapter, and merge the adapter into the unquantised base");
-    cuda_sync_host(m);
+    if (!source) cuda_sync_host(m);
     const char *st_dtype = dtype == LIMA_DTYPE_F32 ? "F32" : dtype == LIMA_DTYPE_BF16 ? "BF16" : dtype == LIMA_DTYPE_F16 ? "F16" : nullptr;
     LIMA_REQUIRE(st_dtype, LIMA_ERR_INVALID_ARGUMENT, "lima_model_save: unknown dtype ", dtype);
     LIMA_REQUIRE(max_shard_bytes >= 0, LIMA_ERR_INVALID_ARGUMENT, "lima_model_save: max_shard_bytes must be >= 0");
@@ -496,7 +497,10 @@ void save_model(const Model &m, const std::string &dir, int dtype, int64_t max_s
             shards.emplace_back();
             in_shard = 0;
         }
-        shards.back().push_back({p.name, p.shape(), m.params.data() + p.offset});
+        if (source)
+            shards.back().push_back({p.name, p.shape(), nullptr, [source, &p] { return (*source)(p); }});
+        else
+            shards.back().push_back({p.name, p.shape(), m.params.data() + p.offset});
         in_shard += bytes;
         total += bytes;
     }

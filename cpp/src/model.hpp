@@ -3,6 +3,7 @@
 // forward and backward passes, written as a sequence of the kernel families in cpu/.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -207,7 +208,10 @@ void quantize_nf4(Model &m, bool dq);
 void materialize(Model &m, int l, LayerWeights &w);
 // (layer, target) of a projection tensor's name, or {-1, -1}.
 std::pair<int, int> projection_of(const std::string &name);
-void save_model(const Model &m, const std::string &dir, int dtype, int64_t max_shard_bytes);
+// source: where each tensor's fp32 data comes from, asked in layout order just before it is written
+// (ZeRO-3: gathered unit by unit); null: the model's own weights.
+void save_model(const Model &m, const std::string &dir, int dtype, int64_t max_shard_bytes,
+                const std::function<const float *(const ParamInfo &)> *source = nullptr);
 
 // Forward through the final norm (acts.xf). key == nullptr: eval mode, no dropout.
 void forward(Model &m, const Batch &b, const DropoutKey *key, float p_max);

@@ -181,15 +181,16 @@ uint64_t st_write(const std::string &path, const std::vector<StWriteItem> &items
         if (!ok) break;
         int64_t n = 1;
         for (auto s : it.shape) n *= s;
+        const float *data = it.data ? it.data : it.fetch();
         if (ds == 4) {
-            ok = std::fwrite(it.data, 4, size_t(n), f.get()) == size_t(n);
+            ok = std::fwrite(data, 4, size_t(n), f.get()) == size_t(n);
             continue;
         }
         buf.resize(size_t(n));
         if (dtype == "BF16")
-            for (int64_t i = 0; i < n; ++i) buf[size_t(i)] = f32_to_bf16(it.data[i]);
+            for (int64_t i = 0; i < n; ++i) buf[size_t(i)] = f32_to_bf16(data[i]);
         else
-            for (int64_t i = 0; i < n; ++i) buf[size_t(i)] = f32_to_f16(it.data[i]);
+            for (int64_t i = 0; i < n; ++i) buf[size_t(i)] = f32_to_f16(data[i]);
         ok = std::fwrite(buf.data(), 2, size_t(n), f.get()) == size_t(n);
     }
     if (!ok) {

@@ -5,6 +5,7 @@
 // nlohmann/json.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -35,6 +36,8 @@ struct StWriteItem {
     std::string name;
     std::vector<int64_t> shape;
     const float *data;
+    // data null: asked for just before the tensor is written (a source that holds one part at a time)
+    std::function<const float *()> fetch = nullptr;
 };
 
 // Writes tensors (converted from fp32 to dtype "F32"/"BF16"/"F16") to path via a temporary file

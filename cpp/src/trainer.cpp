@@ -218,6 +218,53 @@ void Trainer::gather_params(int root) {
     if (keep) model->source = nullptr;
 }
 
+void Trainer::save_model(const std::string &dir, int dtype, int64_t max_shard_bytes, int root) {
+    LIMA_REQUIRE(root >= 0 && (!comm || root < comm->world), LIMA_ERR_INVALID_ARGUMENT, "lima_trainer_save_model: root ", root,
+                 " is not a rank");
+    if (!z3) {
+        if (!comm || comm->rank == root) lima::save_model(*model, dir, dtype, max_shard_bytes);
+        return;
+    }
+    reshard();
+    const int n = int(z3->units.size());
+    int held = -1;
+    auto unit_of = [&](size_t offset) {
+        int u = 0;
+        while (u + 1 < n && z3->units[size_t(u) + 1].first <= offset) ++u;
+        return u;
+    };
+    // the tensors come in layout order, so the units are gathered in order, each once
+    const std::function<const float *(const ParamInfo &)> source = [&](const ParamInfo &p) -> const float * {
+        const int u = unit_of(p.offset);
+        if (u != held) {
+            if (held >= 0) z3->release(held);
+            z3->gather(u);
+            held = u;
+        }
+        return z3->held[size_t(u)].data() + (p.offset - z3->units[size_t(u)].first);
+    };
+    int status = LIMA_OK;
+    std::string error;
+    if (comm->rank == root) {
+        try {
+            lima::save_model(*model, dir, dtype, max_shard_bytes, &source);
+        } catch (const Error &e) {  // the other ranks still wait for the remaining gathers: finish them below
+            status = e.code;
+            error = e.what();
+        }
+    }
+    if (held >= 0) z3->release(held);
+    for (int u = held + 1; u < n; ++u) {  // the ranks that did not write (and a writer that failed half-way)
+        z3->gather(u);
+        z3->release(u);
+    }
+    double failed = status != LIMA_OK ? 1.0 : 0.0;
+    comm->allreduce_sum(&failed, 1);
+    if (status != LIMA_OK) throw Error(status, error);
+    LIMA_REQUIRE(failed == 0.0, LIMA_ERR_IO, "lima_trainer_save_model: rank ", root, " could not write the checkpoint ", dir,
+                 " (its error is in its own log)");
+}
+
 void Trainer::reshard() {
     if (!z3 || model->source) return;
     std::vector<float>().swap(model->params);

@@ -74,6 +74,10 @@ struct Trainer {
     // ZeRO-3: every rank gathers every unit; root (or every rank, root < 0) then holds the whole
     // weights in model->params until the next forward_backward or step shards them again.
     void gather_params(int root);
+    // The model as a Hugging Face checkpoint, written by rank root: at stage 3 every rank takes part
+    // and the weights are gathered one unit at a time as the files are written (root never holds more
+    // than one unit); below, root writes its own whole weights.
+    void save_model(const std::string &dir, int dtype, int64_t max_shard_bytes, int root);
     void reshard();
     // A round of micro-batches in which this rank has none: at stage 3 it still takes part in the
     // collectives of the others' forward and backward (an empty batch); nothing otherwise.

@@ -493,6 +493,47 @@ TEST(Distributed, RanksWhoseModelsDifferAreAllToldBeforeAnyWeightMoves) {
     EXPECT_NE(read_text(out + "/1").find("this rank's (1)"), std::string::npos);
 }
 
+// A ZeRO-3 checkpoint written unit by unit while the ranks gather: the same files as the gathered
+// model's own save, in one file or in shards; a root that cannot write fails every rank, none hangs.
+TEST(Distributed, ZeroThreeWritesTheCheckpointOneUnitAtATime) {
+    NEED_GLOO();
+    const std::string out = temp_dir("dist-z3save"), rv = temp_dir("dist-z3save-rv");
+    const lima_model_config cfg = odd_config();
+    ASSERT_EQ(run_ranks(2, [&](int r) {
+                  lima_comm *c = join(rv, r, 2);
+                  ModelPtr m = make_model(cfg, 11);
+                  TrainerPtr t = make_trainer(m.get(), train_config(0.2f, 5));
+                  ok(lima_trainer_set_comm(t.get(), c, 3), "set_comm");
+                  run_steps(t.get(), r, 2, 0, 1, cfg.vocab_size);
+                  ok(lima_trainer_save_model(t.get(), (out + "/one").c_str(), LIMA_DTYPE_F32, 0, 0), "save one file");
+                  ok(lima_trainer_save_model(t.get(), (out + "/shards").c_str(), LIMA_DTYPE_BF16, 60000, 1), "save shards by rank 1");
+                  const std::string blocked = out + "/a-file/ck";  // a directory under a file: root cannot write it
+                  if (r == 0) std::ofstream(out + "/a-file") << "x";
+                  ok(lima_comm_barrier(c), "barrier");
+                  const int s = lima_trainer_save_model(t.get(), blocked.c_str(), LIMA_DTYPE_F32, 0, 0);
+                  std::ofstream(out + "/fail-" + std::to_string(r)) << lima_status_name(s) << ": " << lima_last_error();
+                  write_floats(out + "/w-" + std::to_string(r), all_weights(m.get(), t.get()));
+                  if (r == 0) ok(lima_model_save(m.get(), (out + "/gathered").c_str(), LIMA_DTYPE_F32, 0), "save gathered");
+                  lima_comm_free(c);
+              }),
+              std::vector<int>({0, 0}));
+    auto load = [&](const std::string &dir) {
+        lima_model *raw = nullptr;
+        EXPECT_EQ(lima_model_load(dir.c_str(), "cpu", &raw), LIMA_OK) << lima_last_error();
+        ModelPtr m(raw);
+        return all_weights(m.get(), nullptr);
+    };
+    const auto w = read_floats(out + "/w-0");
+    EXPECT_EQ(load(out + "/one"), w);
+    EXPECT_EQ(load(out + "/gathered"), w);
+    EXPECT_EQ(read_text(out + "/one/model.safetensors"), read_text(out + "/gathered/model.safetensors"));
+    EXPECT_TRUE(std::ifstream(out + "/shards/model.safetensors.index.json").good());
+    EXPECT_LT(rel_max_err(load(out + "/shards"), w), 1e-2);  // bf16
+    const std::string f0 = read_text(out + "/fail-0"), f1 = read_text(out + "/fail-1");
+    EXPECT_EQ(f0.rfind("LIMA_ERR_IO: ", 0), 0u) << f0;
+    EXPECT_EQ(f1.rfind("LIMA_ERR_IO: lima_trainer_save_model: rank 0 could not write the checkpoint", 0), 0u) << f1;
+}
+
 TEST(Distributed, ZeroThreeWithTiedEmbeddingsMatchesOneRank) {
     NEED_GLOO();
     const std::string out = temp_dir("dist-tied"), rv = temp_dir("dist-tied-rv");

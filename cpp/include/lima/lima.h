@@ -383,6 +383,12 @@ LIMA_API int lima_trainer_skip_micro_batch(lima_trainer *t);
  * weights in the model (to save, read or evaluate it alone) until the next forward_backward or step
  * shards them again. Does nothing below stage 3 (every rank holds them already). */
 LIMA_API int lima_trainer_gather_params(lima_trainer *t, int32_t root);
+/* The trainer's model saved as lima_model_save would, by rank `root`. At ZeRO-3 every rank calls it
+ * together and the weights are gathered one unit at a time while root writes them, so no rank holds
+ * the whole model; if root fails to write, every rank returns an error (root's own, the others
+ * LIMA_ERR_IO naming root). Below stage 3 (or without a communicator) root saves its own weights
+ * and the other ranks do nothing. */
+LIMA_API int lima_trainer_save_model(lima_trainer *t, const char *dir, int dtype, int64_t max_shard_bytes, int32_t root);
 
 /* ---------------------------------------------------------------- generation */
 

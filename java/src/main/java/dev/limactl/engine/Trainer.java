@@ -86,6 +86,15 @@ public final class Trainer implements AutoCloseable {
         Native.check(LimaNative.lima_trainer_gather_params(live(), root));
     }
 
+    /**
+     * The model as a Hugging Face checkpoint written by rank {@code root} (maxShardBytes 0 = one file).
+     * At ZeRO-3 every rank calls it together and the weights are gathered one unit at a time as they
+     * are written, so no rank holds the whole model; below, root saves its own weights.
+     */
+    public void saveModel(java.nio.file.Path dir, Dtype dtype, long maxShardBytes, int root) {
+        Native.check(LimaNative.lima_trainer_save_model(live(), dir.toString(), dtype.code, maxShardBytes, root));
+    }
+
     /** The index, within the whole optimiser step, of the next micro-batch this rank runs (its dropout key). */
     public void setMicroBatch(int index) {
         Native.check(LimaNative.lima_trainer_set_micro_batch(live(), index));

@@ -71,13 +71,19 @@ final class RunDirectory {
     Path saveState(Model model, Trainer trainer, int eot, Position next, Communicator comm, int zeroStage) {
         Path tmp = dir.resolve("state.tmp"), cur = dir.resolve("state"), old = dir.resolve("state.old");
         int rank = comm == null ? 0 : comm.rank(), world = comm == null ? 1 : comm.world();
-        if (comm != null && zeroStage == 3) trainer.gatherParams(0);  // ZeRO-3: rank 0 holds the whole weights to write them
+        boolean sharded = comm != null && zeroStage == 3;
+        Path m = tmp.resolve(adapterBase != null ? "adapter" : "model");
         if (rank == 0) {
             deleteTree(tmp);
             mkdirs(tmp);
-            Path m = tmp.resolve(adapterBase != null ? "adapter" : "model");
+        }
+        if (sharded) {  // ZeRO-3: every rank takes part, rank 0 writes the weights as they are gathered unit by unit
+            comm.barrier();
+            trainer.saveModel(m, Dtype.F32, 0, 0);
+        }
+        if (rank == 0) {
             if (adapterBase != null) model.saveAdapter(m, adapterBase.toAbsolutePath().toString());
-            else model.save(m, Dtype.F32);
+            else if (!sharded) model.save(m, Dtype.F32);
             Checkpoint.lima(eot, next.epoch(), next.globalStep()).write(m);
             ObjectNode pos = JSON.createObjectNode().put("epoch", next.epoch()).put("step_in_epoch", next.stepInEpoch())
                     .put("global_step", next.globalStep()).put("world", world).put("zero_stage", comm == null ? 0 : zeroStage);
@@ -142,9 +148,15 @@ final class RunDirectory {
      */
     Path saveCheckpoint(Model model, Dtype dtype, Path tokenizer, int eot, int epoch, long step, double devPerplexity,
                         java.util.function.Consumer<String> warn) {
+        return saveCheckpoint(model, dtype, tokenizer, eot, epoch, step, devPerplexity, warn, false);
+    }
+
+    /** The checkpoint; weightsWritten: its weights and config.json are there already (ZeRO-3's ranks wrote them together). */
+    Path saveCheckpoint(Model model, Dtype dtype, Path tokenizer, int eot, int epoch, long step, double devPerplexity,
+                        java.util.function.Consumer<String> warn, boolean weightsWritten) {
         Path ck = checkpointDir(epoch);
         if (adapterBase != null) model.saveAdapter(ck, adapterBase.toAbsolutePath().toString());
-        else model.save(ck, dtype);
+        else if (!weightsWritten) model.save(ck, dtype);
         copyTokenizer(tokenizer, ck);
         writeHfFiles(ck, tokenizer, eot, model.config().maxPositionEmbeddings(), warn);
         Checkpoint.lima(eot, epoch, step).write(ck, devPerplexity);

@@ -184,6 +184,8 @@ public final class LimaNative {
 
     public static native int lima_trainer_gather_params(lima_trainer t, int root);
 
+    public static native int lima_trainer_save_model(lima_trainer t, String dir, int dtype, @Cast("int64_t") long maxShardBytes, int root);
+
     public static native int lima_trainer_load_state_shards(lima_trainer t, @Cast("const char*const*") PointerPointer<?> paths, int n);
 
     /** Loads every rank's shard of an optimiser state; a native error throws through check. */
