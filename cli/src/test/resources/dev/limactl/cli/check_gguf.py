@@ -87,6 +87,13 @@ out = {
     "last_type": field("tokenizer.ggml.token_type")[-1], "template": field("tokenizer.chat_template"), "file_type": field("general.file_type"),
 }
 out["tensors"] = count
+out["tok_model"] = field("tokenizer.ggml.model")
+toks, kinds = field("tokenizer.ggml.tokens"), field("tokenizer.ggml.token_type")
+out["eot_token"], out["eot_type"] = toks[out["eot"]], kinds[out["eot"]]
+if "tokenizer.ggml.merges" in r.fields:
+    out["pre"] = field("tokenizer.ggml.pre")
+    out["merges"] = field("tokenizer.ggml.merges")
+    out["tokens"] = toks
 scaling = cfg.get("rope_scaling") or {}
 if scaling.get("rope_type") == "llama3":
     import math

@@ -3,7 +3,8 @@ test compares with limactl: AutoTokenizer ids of the given texts (no special tok
 apply_chat_template ids of the given conversations, and greedy generate's new tokens for the given
 prompts (ids), with the generation config's stop tokens.
 
-usage: check_hf_checkpoint.py CHECKPOINT INPUT.json  (INPUT: {"texts": [...], "conversations": [...], "prompts": [[ids]...], "max_new_tokens": N})
+usage: check_hf_checkpoint.py CHECKPOINT INPUT.json  (INPUT: {"texts": [...], "conversations": [...], "prompts": [[ids]...], "max_new_tokens": N,
+                                                          "eot_token": the end-of-turn token, "<|eot|>" unless given})
 """
 import json
 import sys
@@ -15,7 +16,7 @@ ck, inp = sys.argv[1], json.load(open(sys.argv[2], encoding="utf-8"))
 tok = AutoTokenizer.from_pretrained(ck)
 out = {
     "len": len(tok),
-    "eot_id": tok.convert_tokens_to_ids("<|eot|>"),
+    "eot_id": tok.convert_tokens_to_ids(inp.get("eot_token", "<|eot|>")),
     "texts": [tok(t, add_special_tokens=False)["input_ids"] for t in inp["texts"]],
     "with_bos": tok(inp["texts"][0])["input_ids"],
     "decoded": [tok.decode(tok(t, add_special_tokens=False)["input_ids"]) for t in inp["texts"]],

@@ -23,8 +23,9 @@ import java.util.function.Consumer;
 /**
  * A limactl checkpoint as one GGUF file (version 3) for llama.cpp and Ollama: llama.cpp's tensor names
  * and layout (q and k rows permuted from Hugging Face's rotary layout to GGML's, as llama.cpp's
- * converter does), the model's hyper-parameters, the SentencePiece vocabulary with scores and token
- * types plus LIMA's EOT as a control token (tokenizer.ggml.eot_token_id), and the chat template.
+ * converter does), the model's hyper-parameters, the vocabulary (a SentencePiece model with scores and
+ * token types, or a byte-level BPE tokenizer.json with its merges and pre-tokenizer, as Llama 3 has)
+ * with LIMA's EOT as a control token (tokenizer.ggml.eot_token_id), and the chat template.
  * Weights in F16, BF16 or Q8_0 (blocks of 32 int8 with an f16 scale); norm gains stay F32. Written
  * here because no maintained Java library writes GGUF; the format is a fixed header, typed key-value
  * metadata, tensor descriptors and aligned data, and the test reads the file back with the gguf Python
@@ -52,19 +53,8 @@ public final class GgufExport {
 
     /** Writes {@code out} from the checkpoint directory {@code ck}; progress names each tensor written. */
     public static void write(Path ck, Path out, Type type, Consumer<String> progress) {
-        Path spFile = ck.resolve("tokenizer.model");
-        if (!Files.isRegularFile(spFile)) {
-            throw new IllegalArgumentException(ck + " has no tokenizer.model: GGUF export needs the SentencePiece vocabulary"
-                    + " (a tokenizer.json-only model is not exported yet)");
-        }
-        SpModel sp;
-        try {
-            sp = SpModel.parse(Files.readAllBytes(spFile));
-        } catch (IOException e) {
-            throw new UncheckedIOException("cannot read " + spFile + ": " + e.getMessage(), e);
-        } catch (IllegalArgumentException e) {
-            throw new IllegalArgumentException(spFile + " is not a SentencePiece model: " + e.getMessage());
-        }
+        int eot = Checkpoint.read(ck).map(Checkpoint::eotTokenId).orElse(-1);
+        Vocab vocab = Vocab.of(ck, eot);
         com.fasterxml.jackson.databind.JsonNode scaling;
         try {
             var cfgJson = new com.fasterxml.jackson.databind.ObjectMapper().readTree(ck.resolve("config.json").toFile());
@@ -76,14 +66,12 @@ public final class GgufExport {
             throw new IllegalArgumentException(ck + ": cannot read config.json: " + e.getMessage());
         }
         Rope rope = Rope.of(scaling, ck);
-        int eot = Checkpoint.read(ck).map(Checkpoint::eotTokenId).orElse(-1);
         Path tmp = out.resolveSibling("." + out.getFileName() + ".tmp-" + ProcessHandle.current().pid());
         try (Model m = Model.load(ck)) {
             ModelConfig c = m.config();
-            boolean newEot = eot >= sp.pieces().size();  // LIMA's own EOT, after the pieces (else a reused piece)
-            if (sp.pieces().size() + (newEot ? 1 : 0) != c.vocabSize()) {
-                throw new IllegalArgumentException(ck + ": the model's vocabulary (" + c.vocabSize() + ") is not tokenizer.model's "
-                        + sp.pieces().size() + " pieces" + (newEot ? " plus LIMA's EOT" : ""));
+            if (vocab.tokens().size() != c.vocabSize()) {
+                throw new IllegalArgumentException(ck + ": the model's vocabulary (" + c.vocabSize() + ") is not the tokenizer's "
+                        + vocab.tokens().size() + " tokens (" + vocab.source() + ", with LIMA's EOT when it is a new token)");
             }
             List<Tensor> tensors = tensors(m, c, type);
             if (rope.type().equals("llama3")) tensors.add(0, new Tensor("", "rope_freqs.weight", new long[] {c.headDim() / 2}, 0, 4L * (c.headDim() / 2)));
@@ -92,7 +80,7 @@ public final class GgufExport {
                 h.bytes(new byte[] {'G', 'G', 'U', 'F'});
                 h.u32(3);
                 h.u64(tensors.size());
-                Map<String, Object[]> kv = metadata(ck, c, sp, eot, type);
+                Map<String, Object[]> kv = metadata(ck, c, vocab, eot, type);
                 if (rope.type().equals("linear")) {
                     kv.put("llama.rope.scaling.type", new Object[] {STRING, "linear"});
                     kv.put("llama.rope.scaling.factor", new Object[] {F32, rope.factor()});
@@ -166,6 +154,101 @@ public final class GgufExport {
                 b.putFloat((float) f);
             }
             return b.array();
+        }
+    }
+
+    /**
+     * The vocabulary as llama.cpp takes it: a SentencePiece model ("llama": pieces, scores, types), or a
+     * byte-level BPE tokenizer.json ("gpt2": tokens, merges, the pre-tokenizer's name; Llama 3's and
+     * GPT-2's), with LIMA's EOT as a control token after them when it is a new token.
+     */
+    record Vocab(String source, String model, String pre, List<String> tokens, List<Float> scores, List<Integer> types, List<String> merges,
+                 int unk) {
+        static final int NORMAL = 1, CONTROL = 3, USER_DEFINED = 4;
+        /** Llama 3's pre-tokenizer split (tokenizer.json's Split pattern); llama.cpp calls it "llama-bpe". */
+        static final String LLAMA3_SPLIT = "(?i:'s|'t|'re|'ve|'m|'ll|'d)";
+
+        static Vocab of(Path ck, int eot) {
+            Path spFile = ck.resolve("tokenizer.model"), json = ck.resolve("tokenizer.json");
+            if (Files.isRegularFile(spFile)) return sentencePiece(spFile, eot);
+            if (Files.isRegularFile(json)) return byteLevelBpe(json, eot);
+            throw new IllegalArgumentException(ck + " has no tokenizer.model or tokenizer.json: GGUF export needs the vocabulary");
+        }
+
+        private static Vocab sentencePiece(Path spFile, int eot) {
+            SpModel sp;
+            try {
+                sp = SpModel.parse(Files.readAllBytes(spFile));
+            } catch (IOException e) {
+                throw new UncheckedIOException("cannot read " + spFile + ": " + e.getMessage(), e);
+            } catch (IllegalArgumentException e) {
+                throw new IllegalArgumentException(spFile + " is not a SentencePiece model: " + e.getMessage());
+            }
+            List<String> tokens = new ArrayList<>();
+            List<Float> scores = new ArrayList<>();
+            List<Integer> types = new ArrayList<>();
+            for (SpModel.Piece p : sp.pieces()) {
+                tokens.add(p.text());
+                scores.add(p.score());
+                types.add(p.type());
+            }
+            if (eot >= sp.pieces().size()) {  // LIMA's own EOT, a control token after the pieces
+                tokens.add(HfTokenizerFiles.EOT);
+                scores.add(0f);
+                types.add(CONTROL);
+            }
+            return new Vocab("tokenizer.model", "llama", null, tokens, scores, types, null, sp.unkId());
+        }
+
+        private static Vocab byteLevelBpe(Path file, int eot) {
+            com.fasterxml.jackson.databind.JsonNode root;
+            try {
+                root = new com.fasterxml.jackson.databind.ObjectMapper().readTree(file.toFile());
+            } catch (IOException e) {
+                throw new IllegalArgumentException(file + " is not a readable tokenizer.json: " + e.getMessage());
+            }
+            com.fasterxml.jackson.databind.JsonNode model = root.path("model"), pre = root.path("pre_tokenizer");
+            String text = pre.toString();
+            boolean byteLevel = text.contains("\"ByteLevel\"") && root.path("decoder").toString().contains("\"ByteLevel\"");
+            if (!model.path("type").asText().equals("BPE") || !byteLevel) {
+                throw new IllegalArgumentException(file + ": only a byte-level BPE tokenizer.json (GPT-2, Llama 3) exports to GGUF without a"
+                        + " tokenizer.model; this one is " + model.path("type").asText("?") + (byteLevel ? "" : " without a ByteLevel pre-tokenizer")
+                        + " (export from a checkpoint that has the base's tokenizer.model)");
+            }
+            String preName = text.contains(LLAMA3_SPLIT) ? "llama-bpe"
+                    : pre.path("type").asText().equals("ByteLevel") && pre.path("use_regex").asBoolean(true) ? "gpt-2" : null;
+            if (preName == null) {
+                throw new IllegalArgumentException(file + ": its pre-tokenizer is neither Llama 3's nor GPT-2's, which llama.cpp would not split"
+                        + " the same way; not exported");
+            }
+            java.util.TreeMap<Integer, String> byId = new java.util.TreeMap<>();
+            java.util.Map<Integer, Integer> type = new java.util.HashMap<>();
+            model.path("vocab").fields().forEachRemaining(e -> byId.put(e.getValue().asInt(), e.getKey()));
+            for (com.fasterxml.jackson.databind.JsonNode t : root.path("added_tokens")) {
+                int id = t.path("id").asInt();
+                byId.put(id, t.path("content").asText());
+                type.put(id, t.path("special").asBoolean(false) ? CONTROL : USER_DEFINED);
+            }
+            List<String> tokens = new ArrayList<>();
+            List<Integer> types = new ArrayList<>();
+            for (var e : byId.entrySet()) {
+                if (e.getKey() != tokens.size()) {
+                    throw new IllegalArgumentException(file + ": token ids are not 0.." + (byId.size() - 1) + " without gaps (id " + tokens.size()
+                            + " is missing)");
+                }
+                tokens.add(e.getValue());
+                types.add(type.getOrDefault(e.getKey(), NORMAL));
+            }
+            if (eot == tokens.size()) {  // LIMA's own EOT when the tokenizer.json does not list it yet
+                tokens.add(HfTokenizerFiles.EOT);
+                types.add(CONTROL);
+            }
+            if (eot >= 0 && eot < types.size()) types.set(eot, CONTROL);
+            List<String> merges = new ArrayList<>();
+            for (com.fasterxml.jackson.databind.JsonNode m : model.path("merges")) {
+                merges.add(m.isArray() ? m.get(0).asText() + " " + m.get(1).asText() : m.asText());
+            }
+            return new Vocab("tokenizer.json", "gpt2", preName, tokens, null, types, merges, -1);
         }
     }
 
@@ -283,7 +366,7 @@ public final class GgufExport {
         return (short) ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16);
     }
 
-    private static Map<String, Object[]> metadata(Path ck, ModelConfig c, SpModel sp, int eot, Type type) {
+    private static Map<String, Object[]> metadata(Path ck, ModelConfig c, Vocab vocab, int eot, Type type) {
         Map<String, Object[]> kv = new LinkedHashMap<>();
         kv.put("general.architecture", new Object[] {STRING, "llama"});
         kv.put("general.name", new Object[] {STRING, ck.toAbsolutePath().getFileName().toString()});
@@ -301,32 +384,21 @@ public final class GgufExport {
         kv.put("llama.attention.value_length", new Object[] {U32, c.headDim()});
         kv.put("llama.attention.layer_norm_rms_epsilon", new Object[] {F32, c.rmsNormEps()});
         kv.put("llama.rope.freq_base", new Object[] {F32, c.ropeTheta()});
-        List<String> tokens = new ArrayList<>();
-        List<Float> scores = new ArrayList<>();
-        List<Integer> types = new ArrayList<>();
-        for (SpModel.Piece p : sp.pieces()) {
-            tokens.add(p.text());
-            scores.add(p.score());
-            types.add(p.type());
-        }
-        if (eot >= sp.pieces().size()) {  // LIMA's own EOT, a control token after the pieces
-            tokens.add(HfTokenizerFiles.EOT);
-            scores.add(0f);
-            types.add(3);  // CONTROL
-        }
-        kv.put("tokenizer.ggml.model", new Object[] {STRING, "llama"});
-        kv.put("tokenizer.ggml.tokens", new Object[] {ARRAY, new Object[] {STRING, tokens}});
-        kv.put("tokenizer.ggml.scores", new Object[] {ARRAY, new Object[] {F32, scores}});
-        kv.put("tokenizer.ggml.token_type", new Object[] {ARRAY, new Object[] {I32, types}});
+        kv.put("tokenizer.ggml.model", new Object[] {STRING, vocab.model()});
+        if (vocab.pre() != null) kv.put("tokenizer.ggml.pre", new Object[] {STRING, vocab.pre()});
+        kv.put("tokenizer.ggml.tokens", new Object[] {ARRAY, new Object[] {STRING, vocab.tokens()}});
+        if (vocab.scores() != null) kv.put("tokenizer.ggml.scores", new Object[] {ARRAY, new Object[] {F32, vocab.scores()}});
+        kv.put("tokenizer.ggml.token_type", new Object[] {ARRAY, new Object[] {I32, vocab.types()}});
+        if (vocab.merges() != null) kv.put("tokenizer.ggml.merges", new Object[] {ARRAY, new Object[] {STRING, vocab.merges()}});
         kv.put("tokenizer.ggml.bos_token_id", new Object[] {U32, c.bosTokenId()});
         kv.put("tokenizer.ggml.eos_token_id", new Object[] {U32, c.eosTokenId()});
-        kv.put("tokenizer.ggml.unknown_token_id", new Object[] {U32, sp.unkId()});
+        if (vocab.unk() >= 0) kv.put("tokenizer.ggml.unknown_token_id", new Object[] {U32, vocab.unk()});
         kv.put("tokenizer.ggml.padding_token_id", new Object[] {U32, c.eosTokenId()});
         if (eot >= 0) kv.put("tokenizer.ggml.eot_token_id", new Object[] {U32, eot});
         kv.put("tokenizer.ggml.add_bos_token", new Object[] {BOOL, true});
         kv.put("tokenizer.ggml.add_eos_token", new Object[] {BOOL, false});
-        kv.put("tokenizer.chat_template", new Object[] {STRING, HfTokenizerFiles.chatTemplate(eot >= 0 && eot < sp.pieces().size()
-                ? sp.pieces().get(eot).text() : HfTokenizerFiles.EOT)});
+        kv.put("tokenizer.chat_template", new Object[] {STRING, HfTokenizerFiles.chatTemplate(eot >= 0 && eot < vocab.tokens().size()
+                ? vocab.tokens().get(eot) : HfTokenizerFiles.EOT)});
         return kv;
     }
 
