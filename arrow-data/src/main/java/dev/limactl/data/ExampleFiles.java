@@ -5,7 +5,8 @@ import java.util.List;
 
 /**
  * Reads an example file by its kind: {@code .jsonl} (LIMA, ShareGPT, chat/OpenAI messages, Alpaca), {@code .json} (an array
- * of those), {@code .arrow} (limactl's example file, or any Arrow table with those columns) or a Hugging Face datasets folder.
+ * of those), {@code .arrow} (limactl's example file, or any Arrow table with those columns), {@code .parquet} (a table with
+ * those columns, as Hugging Face publishes datasets) or a Hugging Face datasets folder.
  */
 public final class ExampleFiles {
     private ExampleFiles() {}
@@ -20,6 +21,7 @@ public final class ExampleFiles {
         }
         if (name.endsWith(".jsonl")) return JsonlExamples.read(path, defaultSplit);
         if (name.endsWith(".json")) return ForeignExamples.readJsonArray(path, defaultSplit);
-        throw new DataFormatException(path + ": unknown data file type (expected .jsonl, .json, .arrow or a Hugging Face datasets folder)");
+        if (ParquetExamples.isParquet(path)) return ParquetExamples.read(path, defaultSplit);
+        throw new DataFormatException(path + ": unknown data file type (expected .jsonl, .json, .arrow, .parquet or a Hugging Face datasets folder)");
     }
 }

@@ -47,8 +47,8 @@ public final class ForeignExamples {
         return rows(path, n.elements(), "element ", defaultSplit);
     }
 
-    private static List<Example> rows(Path path, java.util.Iterator<JsonNode> rows, String what, String defaultSplit) {
-        String stem = path.getFileName().toString().replaceFirst("\\.(json|arrow)$", "");
+    static List<Example> rows(Path path, java.util.Iterator<JsonNode> rows, String what, String defaultSplit) {
+        String stem = path.getFileName().toString().replaceFirst("\\.(json|arrow|parquet)$", "");
         List<Example> out = new ArrayList<>();
         int i = 0;
         while (rows.hasNext()) {

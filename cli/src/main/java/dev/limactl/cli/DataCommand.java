@@ -93,7 +93,7 @@ public final class DataCommand implements Runnable {
 
     @Command(name = "import", mixinStandardHelpOptions = true,
             description = {"Examples in the formats users have -> Arrow example file: .jsonl (LIMA, ShareGPT, chat/OpenAI messages,",
-                    "Alpaca), .json (an array of those), .arrow tables or Hugging Face datasets folders with those columns.",
+                    "Alpaca), .json (an array of those), .arrow or .parquet tables or Hugging Face datasets folders with those columns.",
                     "System messages go before the next user message, followed by a blank line (LIMA has no system role)."})
     static final class Import implements Callable<Integer> {
         @Parameters(index = "0", description = "Input file or Hugging Face datasets folder") Path in;
@@ -114,21 +114,24 @@ public final class DataCommand implements Runnable {
     }
 
     @Command(name = "export", mixinStandardHelpOptions = true,
-            description = "Example file -> LIMA jsonl (default) or chat JSONL (--format chat: messages of role and content); lossless.")
+            description = {"Example file -> LIMA jsonl (default), chat JSONL (--format chat: messages of role and content) or a",
+                    "Parquet table of chat rows (--format parquet, or an output named .parquet); lossless."})
     static final class Export implements Callable<Integer> {
         @Parameters(index = "0", description = "Input (.arrow, or any format import reads)") Path in;
 
-        @Parameters(index = "1", description = "Output .jsonl") Path out;
+        @Parameters(index = "1", description = "Output .jsonl (or .parquet)") Path out;
 
-        @Option(names = "--format", defaultValue = "lima", description = "lima or chat (default ${DEFAULT-VALUE}).") String format;
+        @Option(names = "--format", description = "lima, chat or parquet (default: parquet for a .parquet output, else lima).") String format;
 
         @CommandLine.Spec CommandLine.Model.CommandSpec spec;
 
         @Override
         public Integer call() {
-            if (!format.equals("lima") && !format.equals("chat")) throw new IllegalArgumentException("--format must be lima or chat, got \"" + format + "\"");
+            String f = format != null ? format : dev.limactl.data.ParquetExamples.isParquet(out) ? "parquet" : "lima";
+            if (!List.of("lima", "chat", "parquet").contains(f)) throw new IllegalArgumentException("--format must be lima, chat or parquet, got \"" + f + "\"");
             List<Example> ex = ExampleFiles.read(in, "train");
-            JsonlExamples.write(out, ex, format.equals("chat"));
+            if (f.equals("parquet")) dev.limactl.data.ParquetExamples.write(out, ex);
+            else JsonlExamples.write(out, ex, f.equals("chat"));
             spec.commandLine().getOut().printf("%d examples -> %s%n", ex.size(), out);
             return ExitCodes.OK;
         }

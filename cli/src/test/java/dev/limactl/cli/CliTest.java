@@ -250,6 +250,26 @@ class CliTest {
         assertEquals(0, r.code(), r.err());
         assertEquals(ExitCodes.INVALID_INPUT, limactl("data", "export", dir.resolve("chat.arrow").toString(), dir.resolve("x.jsonl").toString(),
                 "--format", "sharegpt").code());
+        // Parquet, as the Hub publishes datasets: written by pandas/pyarrow, imported, trained on, exported and read back by pyarrow
+        Path pq = dir.resolve("chat.parquet");
+        python("-c", "import sys, pyarrow as pa, pyarrow.parquet as pq; pq.write_table(pa.table({'messages': [[{'role': 'system', 'content':"
+                + " 'Be brief.'}, {'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Hello!'}], [{'role': 'user', 'content':"
+                + " 'Why?'}, {'role': 'assistant', 'content': 'Because \u2713'}]]}), sys.argv[1])", pq.toString());
+        r = limactl("data", "import", pq.toString(), dir.resolve("pq.arrow").toString());
+        assertEquals(0, r.code(), r.err());
+        assertTrue(r.out().contains("2 examples"), r.out());
+        r = limactl("data", "export", dir.resolve("pq.arrow").toString(), dir.resolve("out.parquet").toString());
+        assertEquals(0, r.code(), r.err());
+        JsonNode back = pythonJson("-c", "import sys, json, pyarrow.parquet as pq; print(json.dumps(pq.read_table(sys.argv[1]).to_pylist()))",
+                dir.resolve("out.parquet").toString());
+        assertEquals("Be brief.\n\nHi", back.get(0).get("messages").get(0).get("content").asText(), back.toString());
+        assertEquals("assistant", back.get(1).get("messages").get(1).get("role").asText());
+        assertEquals("Because \u2713", back.get(1).get("messages").get(1).get("content").asText());
+        Files.writeString(dir.resolve("junk.parquet"), "PAR1 but not really");
+        r = limactl("data", "import", dir.resolve("junk.parquet").toString(), dir.resolve("junk.arrow").toString());
+        assertEquals(ExitCodes.INVALID_INPUT, r.code(), r.err());
+        assertTrue(r.err().contains("junk.parquet: not a readable Parquet file"), r.err());
+        assertTrue(Files.notExists(dir.resolve("junk.arrow")));
     }
 
     /** limactl report: one self-contained page with the run's charts and checkpoints; not a run: exit 2. */
