@@ -40,3 +40,14 @@ for mod in tensorboard gguf datasets openai; do
     timeout 600 python3 -m pip install -q "$mod" || echo "ci/setup.sh: pip install $mod failed: its cross-check will be skipped" >&2
   fi
 done
+
+# llama.cpp itself, as node-llama-cpp's prebuilt CPU build (npm), to run limactl's GGUF exports in tests (skipped,
+# saying so, without it). 3.21.1: newer releases' builds for other platforms are not all served here.
+nlc="${XDG_CACHE_HOME:-$HOME/.cache}/limactl/node-llama-cpp"
+if command -v npm >/dev/null 2>&1 && [ ! -d "$nlc/node_modules/node-llama-cpp" ]; then
+  echo "ci/setup.sh: installing node-llama-cpp (llama.cpp) into $nlc for the GGUF runs"
+  mkdir -p "$nlc"
+  if ! (cd "$nlc" && { [ -f package.json ] || npm init -y >/dev/null; } && timeout 600 npm i -E --no-audit --no-fund node-llama-cpp@3.21.1 >/dev/null); then
+    echo "ci/setup.sh: npm install node-llama-cpp failed: the llama.cpp runs of GGUF files will be skipped" >&2
+  fi
+fi

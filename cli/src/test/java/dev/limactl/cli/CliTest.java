@@ -744,6 +744,36 @@ class CliTest {
         assertTrue(lora.err().contains("distributed.zero_stage"), lora.err());
     }
 
+    /**
+     * A GGUF file run in llama.cpp (node-llama-cpp's prebuilt CPU build, which ci/setup.sh installs
+     * under ~/.cache/limactl/node-llama-cpp, or $LIMACTL_NODE_LLAMA_CPP): run_gguf.mjs's findings.
+     * Skips the calling test, saying why, where it is not installed.
+     */
+    static JsonNode llamaCpp(Path work, Path gguf, List<String> texts, List<int[]> prompts, int maxNew) throws Exception {
+        String cache = System.getenv().getOrDefault("XDG_CACHE_HOME", System.getProperty("user.home") + "/.cache");
+        Path nlc = Path.of(System.getenv().getOrDefault("LIMACTL_NODE_LLAMA_CPP", cache + "/limactl/node-llama-cpp"));
+        org.junit.jupiter.api.Assumptions.assumeTrue(Files.isDirectory(nlc.resolve("node_modules/node-llama-cpp")),
+                "llama.cpp (npm node-llama-cpp) is not installed at " + nlc + " (ci/setup.sh installs it): the llama.cpp run is skipped");
+        com.fasterxml.jackson.databind.node.ObjectNode in = new ObjectMapper().createObjectNode();
+        texts.forEach(in.putArray("texts")::add);
+        var ps = in.putArray("prompts");
+        for (int[] p : prompts) {
+            var a = ps.addArray();
+            for (int id : p) a.add(id);
+        }
+        in.put("max_new_tokens", maxNew);
+        Path input = work.resolve("llama-cpp-input.json"), script = work.resolve("run_gguf.mjs");
+        Files.writeString(input, in.toString());
+        try (var s = CliTest.class.getResourceAsStream("run_gguf.mjs")) {
+            Files.write(script, s.readAllBytes());
+        }
+        Process p = new ProcessBuilder("node", script.toString(), nlc.toString(), gguf.toString(), input.toString()).redirectErrorStream(true).start();
+        String out = new String(p.getInputStream().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
+        assertTrue(p.waitFor(300, java.util.concurrent.TimeUnit.SECONDS), "llama.cpp did not finish");
+        assertEquals(0, p.exitValue(), out);
+        return new ObjectMapper().readTree(out.lines().reduce((a, b) -> b).orElseThrow());
+    }
+
     static int freePort() throws java.io.IOException {
         try (java.net.ServerSocket s = new java.net.ServerSocket(0, 1, java.net.InetAddress.getLoopbackAddress())) {
             return s.getLocalPort();

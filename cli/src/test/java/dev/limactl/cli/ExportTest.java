@@ -10,6 +10,7 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.limactl.tokenizer.HfTokenizerFiles;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -87,6 +88,51 @@ class ExportTest {
             JsonNode g = CliTest.pythonJson(script.toString(), out.toString(), scaled.toString(), "f16");
             if (rope.contains("llama3")) assertEquals(cfg.get("hidden_size").asInt() / cfg.get("num_attention_heads").asInt() / 2, g.get("rope_freqs").asInt());
             else assertEquals("linear", g.get("scaling_type").asText(), g.toString());
+        }
+    }
+
+    /**
+     * The GGUF of a model fine-tuned to answer "Yes." and stop, run in llama.cpp itself: its token ids
+     * agree with limactl's, and its greedy answer is limactl's, ending at LIMA's EOT by itself. (The demo
+     * tokenizer normalises text, NFKC and repeated spaces, which llama.cpp does not do: the texts here
+     * have none; LLaMA's own tokenizer has no normaliser.)
+     */
+    @Test
+    void ggufRunsInLlamaCppAsInLimactl() throws Exception {
+        Path data = CliTest.yesData(dir), run = dir.resolve("yes");
+        CliTest.Run t = limactl("-q", "train", "--run", run.toString(), "--preset", "demo", "--data", data.toString(), "--set", "training.epochs=30",
+                "--set", "optimizer.lr=1e-2", "--set", "optimizer.final_lr=1e-3", "--set", "training.batch_size=8", "--set", "training.resid_dropout=0",
+                "--set", "checkpoint.keep=last:1", "--set", "data.dev=");
+        assertEquals(0, t.code(), t.err());
+        Path ck = run.resolve("checkpoints/epoch-30"), gguf = dir.resolve("yes.gguf");
+        assertEquals(0, limactl("-q", "export", "-m", ck.toString(), "--type", "f16", "-o", gguf.toString()).code());
+        int eot = new ObjectMapper().readTree(ck.resolve("limactl.json").toFile()).get("eot_token_id").asInt();
+        List<String> texts = List.of("Hello world", "Question number 3: say yes?", "emoji \uD83D\uDE00 x", "x = {'a': [1, 2, 3]}", "caf\u00e9 na\u00efve");
+        try (dev.limactl.tokenizer.Tokenizer tok = dev.limactl.tokenizer.Tokenizer.open(ck)) {
+            dev.limactl.chat.ChatFormat f = new dev.limactl.chat.ChatFormat(tok, eot, 4096);
+            List<int[]> prompts = List.of(f.prompt(List.of(new dev.limactl.data.Turn(dev.limactl.data.Turn.USER, "Question number 3: say yes?"))));
+            JsonNode l = CliTest.llamaCpp(dir, gguf, texts, prompts, 16);
+            assertEquals(eot, l.get("eot").asInt(), "llama.cpp reads LIMA's EOT from the file");
+            assertEquals(tok.bosId(), l.get("bos").asInt());
+            for (int i = 0; i < texts.size(); i++) {
+                List<Integer> want = new java.util.ArrayList<>();
+                for (int id : tok.encode(texts.get(i))) want.add(id);
+                List<Integer> got = new java.util.ArrayList<>();
+                l.get("texts").get(i).forEach(x -> got.add(x.asInt()));
+                assertEquals(want, got, "llama.cpp's ids of " + texts.get(i));
+            }
+            Path answers = dir.resolve("answers.jsonl");
+            Path prompt = dir.resolve("prompt.jsonl");
+            Files.writeString(prompt, "{\"id\": \"q\", \"conversations\": [\"Question number 3: say yes?\"]}\n");
+            CliTest.Run g = limactl("-q", "generate", "-m", ck.toString(), "--prompts", prompt.toString(), "--out", answers.toString(),
+                    "--temperature", "0", "--repetition-penalty", "1", "--max-new-tokens", "16");
+            assertEquals(0, g.code(), g.err());
+            JsonNode mine = new ObjectMapper().readTree(Files.readAllLines(answers).get(0));
+            assertEquals("eot", mine.get("finish").asText(), mine.toString());
+            assertEquals("end of generation", l.get("stopped").get(0).asText(), "llama.cpp did not stop at the EOT: " + l);
+            int[] ids = new int[l.get("generated").get(0).size()];
+            for (int i = 0; i < ids.length; i++) ids[i] = l.get("generated").get(0).get(i).asInt();
+            assertEquals(mine.get("response").asText(), tok.decode(ids), "llama.cpp and limactl answered differently");
         }
     }
 }

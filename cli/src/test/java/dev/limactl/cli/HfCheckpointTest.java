@@ -226,6 +226,17 @@ class HfCheckpointTest {
         JsonNode m0 = tj.path("model").path("merges").get(0);
         assertEquals(m0.isArray() ? m0.get(0).asText() + " " + m0.get(1).asText() : m0.asText(), gg.get("merges").get(0).asText());
         tj.path("model").path("vocab").fields().forEachRemaining(e -> assertEquals(e.getKey(), gg.get("tokens").get(e.getValue().asInt()).asText()));
+        // and llama.cpp itself tokenizes as limactl does (byte-level BPE needs no normaliser: every text, spaces included)
+        // and answers as limactl does, stopping at <|eot_id|>
+        try (Tokenizer tok = Tokenizer.open(ck)) {
+            ChatFormat f = new ChatFormat(tok, eotId, 4096);
+            JsonNode l = CliTest.llamaCpp(dir, gguf, TEXTS, List.of(f.prompt(List.of(new Turn(Turn.USER, "Question number 1: say yes?")))), 16);
+            assertEquals(eotId, l.get("eot").asInt(), "llama.cpp reads <|eot_id|> as the end of turn");
+            for (int i = 0; i < TEXTS.size(); i++) assertEquals(list(tok.encode(TEXTS.get(i))), list(l.get("texts").get(i)), "llama.cpp's ids of " + TEXTS.get(i));
+            assertEquals("end of generation", l.get("stopped").get(0).asText(), l.toString());
+            int[] ids = list(l.get("generated").get(0)).stream().mapToInt(Integer::intValue).toArray();
+            assertEquals("Yes.", tok.decode(ids), "llama.cpp's answer");
+        }
     }
 
     /** A base whose tokenizer is only a tokenizer.json (LLaMA's, converted): its checkpoints' AutoTokenizer, template and EOT agree too. */
