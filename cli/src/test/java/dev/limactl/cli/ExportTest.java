@@ -134,5 +134,47 @@ class ExportTest {
             for (int i = 0; i < ids.length; i++) ids[i] = l.get("generated").get(0).get(i).asInt();
             assertEquals(mine.get("response").asText(), tok.decode(ids), "llama.cpp and limactl answered differently");
         }
+        // the same model with projection biases (attention_bias, mlp_bias): exported, read back, and run by llama.cpp as by limactl
+        Path biased = dir.resolve("biased");
+        Files.createDirectories(biased);
+        try (var files = Files.list(ck)) {
+            for (Path f : files.toList()) Files.copy(f, biased.resolve(f.getFileName()));
+        }
+        CliTest.python("-c", String.join("\n",
+                "import json, sys, torch",
+                "from safetensors.torch import load_file, save_file",
+                "d = sys.argv[1]; cfg = json.load(open(d + '/config.json'))",
+                "cfg['attention_bias'] = True; cfg['mlp_bias'] = True; json.dump(cfg, open(d + '/config.json', 'w'))",
+                "w = load_file(d + '/model.safetensors'); g = torch.Generator().manual_seed(5)",
+                "for l in range(cfg['num_hidden_layers']):",
+                "    for m in ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj']:",
+                "        rows = w['model.layers.%d.%s.weight' % (l, m)].shape[0]",
+                "        w['model.layers.%d.%s.bias' % (l, m)] = (torch.randn(rows, generator=g) * 0.05).to(w['model.norm.weight'].dtype)",
+                "save_file(w, d + '/model.safetensors', metadata={'format': 'pt'})", ""), biased.toString());
+        Path bg = dir.resolve("biased.gguf");
+        CliTest.Run x = limactl("-q", "export", "-m", biased.toString(), "--type", "f16", "-o", bg.toString());
+        assertEquals(0, x.code(), x.err());
+        Path script = dir.resolve("check_gguf.py");
+        try (var s = ExportTest.class.getResourceAsStream("check_gguf.py")) {
+            Files.write(script, s.readAllBytes());
+        }
+        JsonNode back = CliTest.pythonJson(script.toString(), bg.toString(), biased.toString(), "f16");
+        JsonNode bc = new ObjectMapper().readTree(biased.resolve("config.json").toFile());
+        assertEquals(1 + 16 * bc.get("num_hidden_layers").asInt() + 1 + (bc.path("tie_word_embeddings").asBoolean(false) ? 0 : 1),
+                back.get("tensors").asInt(), "every weight and the 7 biases of each layer: " + back);
+        Path answers = dir.resolve("biased-answers.jsonl"), prompt = dir.resolve("prompt.jsonl");
+        CliTest.Run g = limactl("-q", "generate", "-m", biased.toString(), "--prompts", prompt.toString(), "--out", answers.toString(),
+                "--temperature", "0", "--repetition-penalty", "1", "--max-new-tokens", "16");
+        assertEquals(0, g.code(), g.err());
+        JsonNode mine = new ObjectMapper().readTree(Files.readAllLines(answers).get(0));
+        try (dev.limactl.tokenizer.Tokenizer tok = dev.limactl.tokenizer.Tokenizer.open(biased)) {
+            dev.limactl.chat.ChatFormat f = new dev.limactl.chat.ChatFormat(tok, eot, 4096);
+            JsonNode l = CliTest.llamaCpp(dir, bg, List.of(), List.of(f.prompt(List.of(new dev.limactl.data.Turn(dev.limactl.data.Turn.USER,
+                    "Question number 3: say yes?")))), 16);
+            int[] ids = new int[l.get("generated").get(0).size()];
+            for (int i = 0; i < ids.length; i++) ids[i] = l.get("generated").get(0).get(i).asInt();
+            assertEquals(mine.get("response").asText(), tok.decode(ids), "llama.cpp and limactl answered the biased model differently");
+            assertEquals(mine.get("finish").asText().equals("eot") ? "end of generation" : "max_new_tokens", l.get("stopped").get(0).asText());
+        }
     }
 }

@@ -48,8 +48,8 @@ for t in r.tensors:
         rope_freqs = t.data.astype(np.float32).tolist()
         continue
     if name.startswith("blk."):
-        _, l, part, _w = name.split(".")
-        hfname = "model.layers.%s.%s.weight" % (l, parts[part])
+        _, l, part, kind = name.split(".")
+        hfname = "model.layers.%s.%s.%s" % (l, parts[part], kind)
     else:
         hfname = names[name]
     want = hf[hfname]

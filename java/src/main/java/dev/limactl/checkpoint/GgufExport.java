@@ -59,9 +59,6 @@ public final class GgufExport {
         try {
             var cfgJson = new com.fasterxml.jackson.databind.ObjectMapper().readTree(ck.resolve("config.json").toFile());
             scaling = cfgJson.path("rope_scaling");
-            if (cfgJson.path("attention_bias").asBoolean(false) || cfgJson.path("mlp_bias").asBoolean(false)) {
-                throw new IllegalArgumentException(ck + ": GGUF export of a model with attention_bias or mlp_bias is not supported yet");
-            }
         } catch (IOException e) {
             throw new IllegalArgumentException(ck + ": cannot read config.json: " + e.getMessage());
         }
@@ -279,6 +276,12 @@ public final class GgufExport {
             out.add(tensor(byName, p + "mlp.gate_proj.weight", b + "ffn_gate.weight", type));
             out.add(tensor(byName, p + "mlp.up_proj.weight", b + "ffn_up.weight", type));
             out.add(tensor(byName, p + "mlp.down_proj.weight", b + "ffn_down.weight", type));
+            // projection biases (attention_bias, mlp_bias), which llama.cpp's llama architecture loads when present
+            String[][] biases = {{"self_attn.q_proj", "attn_q"}, {"self_attn.k_proj", "attn_k"}, {"self_attn.v_proj", "attn_v"},
+                {"self_attn.o_proj", "attn_output"}, {"mlp.gate_proj", "ffn_gate"}, {"mlp.up_proj", "ffn_up"}, {"mlp.down_proj", "ffn_down"}};
+            for (String[] bias : biases) {
+                if (byName.containsKey(p + bias[0] + ".bias")) out.add(tensor(byName, p + bias[0] + ".bias", b + bias[1] + ".bias", type));
+            }
         }
         out.add(tensor(byName, "model.norm.weight", "output_norm.weight", type));
         if (!c.tieWordEmbeddings()) out.add(tensor(byName, "lm_head.weight", "output.weight", type));
@@ -302,6 +305,8 @@ public final class GgufExport {
         int hd = c.headDim();
         if (t.hf().endsWith("q_proj.weight")) w = permute(w, c.numHeads(), hd, c.hiddenSize());
         if (t.hf().endsWith("k_proj.weight")) w = permute(w, c.numKvHeads(), hd, c.hiddenSize());
+        if (t.hf().endsWith("q_proj.bias")) w = permute(w, c.numHeads(), hd, 1);  // a bias follows its rows, as llama.cpp's converter does
+        if (t.hf().endsWith("k_proj.bias")) w = permute(w, c.numKvHeads(), hd, 1);
         ByteBuffer b = ByteBuffer.allocate((int) t.bytes()).order(ByteOrder.LITTLE_ENDIAN);
         switch (t.type()) {
             case 0 -> { for (float x : w) b.putFloat(x); }
