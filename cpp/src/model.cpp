@@ -396,24 +396,8 @@ std::string shape_str(const std::vector<int64_t> &s) {
 
 }  // namespace
 
-Model *load_model_config(const std::string &dir) {
+CheckpointReader::CheckpointReader(const std::string &d, const Layout &layout, const ModelConfig &c) : dir(d) {
     const std::string cfg_path = dir + "/config.json";
-    LIMA_REQUIRE(file_exists(dir), LIMA_ERR_IO, "checkpoint directory ", dir, " does not exist");
-    LIMA_REQUIRE(file_exists(cfg_path), LIMA_ERR_IO, "checkpoint ", dir, " has no config.json");
-    const std::string cfg_text = read_text_file(cfg_path);
-    auto model = std::make_unique<Model>(parse_hf_config(cfg_text, cfg_path), false);
-    model->base_config_json = cfg_text;
-    return model.release();
-}
-
-Model *load_model(const std::string &dir) {
-    const std::string cfg_path = dir + "/config.json";
-    LIMA_REQUIRE(file_exists(dir), LIMA_ERR_IO, "checkpoint directory ", dir, " does not exist");
-    LIMA_REQUIRE(file_exists(cfg_path), LIMA_ERR_IO, "checkpoint ", dir, " has no config.json");
-    const std::string cfg_text = read_text_file(cfg_path);
-    auto model = std::make_unique<Model>(parse_hf_config(cfg_text, cfg_path));
-    model->base_config_json = cfg_text;
-
     // Which file holds each tensor.
     std::map<std::string, std::string> where;
     const std::string index_path = dir + "/model.safetensors.index.json";
@@ -438,7 +422,6 @@ Model *load_model(const std::string &dir) {
                      " has neither model.safetensors nor model.safetensors.index.json");
         files.push_back(single);
     }
-    std::map<std::string, StFile> opened;
     for (const auto &f : files) {
         opened.emplace(f, st_open(f));
         for (const auto &[name, e] : opened.at(f).tensors) {
@@ -447,7 +430,7 @@ Model *load_model(const std::string &dir) {
         }
     }
     std::map<std::string, bool> used;
-    for (const ParamInfo &p : model->layout.params) {
+    for (const ParamInfo &p : layout.params) {
         auto it = where.find(p.name);
         LIMA_REQUIRE(it != where.end(), LIMA_ERR_FORMAT, "tensor ", p.name, " is missing from ",
                      files.size() == 1 ? files[0] : index_path, " (config.json expects it)");
@@ -457,24 +440,75 @@ Model *load_model(const std::string &dir) {
                      " (named in ", index_path, ")");
         LIMA_REQUIRE(e->second.shape == p.shape(), LIMA_ERR_SHAPE, "tensor ", p.name, " in ", it->second, " has shape ",
                      shape_str(e->second.shape), " but config.json (", cfg_path, ") implies ", shape_str(p.shape()));
-        float *w = model->params.data() + p.offset;
-        st_read_f32(sf, e->second, w, p.numel());
-        long bad_at = -1;
-#pragma omp parallel for schedule(static) reduction(max : bad_at)
-        for (long i = 0; i < long(p.numel()); ++i)
-            if (!std::isfinite(w[i])) bad_at = std::max(bad_at, i);
-        LIMA_REQUIRE(bad_at < 0, LIMA_ERR_FORMAT, "tensor ", p.name, " in ", it->second, " holds a non-finite value (",
-                     w[bad_at < 0 ? 0 : bad_at], " at element ", bad_at, "): the checkpoint is damaged");
+        file_of[p.name] = it->second;
         used[p.name] = true;
     }
     for (const auto &[name, file] : where) {
         if (used.count(name)) continue;
-        const bool ignorable = name.find("rotary_emb.inv_freq") != std::string::npos ||
-                               (model->cfg.tie_word_embeddings && name == "lm_head.weight");
+        const bool ignorable = name.find("rotary_emb.inv_freq") != std::string::npos || (c.tie_word_embeddings && name == "lm_head.weight");
         LIMA_REQUIRE(ignorable, LIMA_ERR_SHAPE, "tensor ", name, " in ", file,
                      " is not part of the model described by ", cfg_path, " (config mismatch?)");
     }
+}
+
+void CheckpointReader::read(const ParamInfo &p, float *w) const {
+    const std::string &file = file_of.at(p.name);
+    const StFile &sf = opened.at(file);
+    st_read_f32(sf, sf.tensors.at(p.name), w, p.numel());
+    long bad_at = -1;
+#pragma omp parallel for schedule(static) reduction(max : bad_at)
+    for (long i = 0; i < long(p.numel()); ++i)
+        if (!std::isfinite(w[i])) bad_at = std::max(bad_at, i);
+    LIMA_REQUIRE(bad_at < 0, LIMA_ERR_FORMAT, "tensor ", p.name, " in ", file, " holds a non-finite value (", w[bad_at < 0 ? 0 : bad_at],
+                 " at element ", bad_at, "): the checkpoint is damaged");
+}
+
+Model *load_model_config(const std::string &dir) {
+    const std::string cfg_path = dir + "/config.json";
+    LIMA_REQUIRE(file_exists(dir), LIMA_ERR_IO, "checkpoint directory ", dir, " does not exist");
+    LIMA_REQUIRE(file_exists(cfg_path), LIMA_ERR_IO, "checkpoint ", dir, " has no config.json");
+    const std::string cfg_text = read_text_file(cfg_path);
+    auto model = std::make_unique<Model>(parse_hf_config(cfg_text, cfg_path), false);
+    model->base_config_json = cfg_text;
+    // every tensor's header checked now; the weights are read unit by unit when a trainer shards them
+    model->reader = std::make_shared<CheckpointReader>(dir, model->layout, model->cfg);
+    model->file_vocab = model->cfg.vocab_size;
     return model.release();
+}
+
+Model *load_model(const std::string &dir) {
+    const std::string cfg_path = dir + "/config.json";
+    LIMA_REQUIRE(file_exists(dir), LIMA_ERR_IO, "checkpoint directory ", dir, " does not exist");
+    LIMA_REQUIRE(file_exists(cfg_path), LIMA_ERR_IO, "checkpoint ", dir, " has no config.json");
+    const std::string cfg_text = read_text_file(cfg_path);
+    auto model = std::make_unique<Model>(parse_hf_config(cfg_text, cfg_path));
+    model->base_config_json = cfg_text;
+    const CheckpointReader reader(dir, model->layout, model->cfg);
+    for (const ParamInfo &p : model->layout.params) reader.read(p, model->params.data() + p.offset);
+    return model.release();
+}
+
+void read_unit(const Model &m, size_t begin, size_t end, float *out) {
+    LIMA_REQUIRE(m.reader, LIMA_ERR_STATE, "the model has neither weights nor a checkpoint to read them from");
+    const int64_t d = m.cfg.hidden_size, fv = m.file_vocab, v = m.cfg.vocab_size;
+    for (const ParamInfo &p : m.layout.params) {
+        if (p.offset < begin || p.offset >= end) continue;
+        float *w = out + (p.offset - begin);
+        const bool rows = (p.name == "model.embed_tokens.weight" || p.name == "lm_head.weight") && v > fv;
+        if (!rows) {
+            m.reader->read(p, w);
+            continue;
+        }
+        // the checkpoint's rows, then the rows the vocabulary grew by (LIMA's EOT): their mean, as resize_vocab does
+        ParamInfo old = p;
+        old.rows = fv;
+        m.reader->read(old, w);
+        std::vector<double> mean(size_t(d), 0.0);
+        for (int64_t r = 0; r < fv; ++r)
+            for (int64_t k = 0; k < d; ++k) mean[size_t(k)] += w[r * d + k];
+        for (int64_t r = fv; r < v; ++r)
+            for (int64_t k = 0; k < d; ++k) w[r * d + k] = float(mean[size_t(k)] / double(fv));
+    }
 }
 
 void save_model(const Model &m, const std::string &dir, int dtype, int64_t max_shard_bytes,

@@ -14,6 +14,7 @@
 #include "cpu/rope.hpp"
 #include "cpu/nf4.hpp"
 #include "philox.hpp"
+#include "safetensors.hpp"
 
 namespace lima {
 
@@ -151,6 +152,16 @@ struct ActivationEntry {
 };
 std::vector<ActivationEntry> activation_table(const ModelConfig &c, int lora_r = 0);
 
+// A checkpoint's tensors, their headers checked against a layout (names, shapes, no stray tensor);
+// each read converts to fp32 and rejects non-finite values.
+struct CheckpointReader {
+    std::string dir;
+    std::map<std::string, StFile> opened;
+    std::map<std::string, std::string> file_of;  // tensor name -> file
+    CheckpointReader(const std::string &dir, const Layout &layout, const ModelConfig &c);
+    void read(const ParamInfo &p, float *out) const;
+};
+
 struct Adapter;  // adapter.hpp
 
 struct Model {
@@ -190,6 +201,11 @@ struct Model {
     // until a ZeRO-3 trainer fills its shards from rank 0 (or another stage's, its whole weights).
     explicit Model(const ModelConfig &c, bool with_weights = true);
     bool hollow = false;
+    // A hollow model loaded from a checkpoint: where its weights are read from, unit by unit, by the
+    // trainer that shards them (rank 0 of ZeRO-3); file_vocab: the checkpoint's rows (rows the
+    // vocabulary grew by since are their mean).
+    std::shared_ptr<CheckpointReader> reader;
+    int32_t file_vocab = 0;
     ~Model();
     Model(const Model &) = delete;
     Model &operator=(const Model &) = delete;
@@ -200,8 +216,10 @@ struct Model {
 void random_init(Model &m, uint64_t seed);
 void resize_vocab(Model &m, int32_t new_vocab);
 Model *load_model(const std::string &dir);
-// The model of dir's config.json without its weights (hollow).
+// The model of dir's config.json without its weights (hollow), its tensors' headers checked.
 Model *load_model_config(const std::string &dir);
+// [begin, end) of a hollow model's flat weights read from its checkpoint into out.
+void read_unit(const Model &m, size_t begin, size_t end, float *out);
 // QLoRA's storage: the 7 projections of every layer to NF4 (double-quantised absmax when dq).
 void quantize_nf4(Model &m, bool dq);
 // Points w's projections at layer l's weights dequantised into m.deq (a model without NF4: nothing to do).

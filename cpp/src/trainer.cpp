@@ -123,8 +123,8 @@ void Trainer::set_comm(Comm *c, int stage) {
                  " whose base is frozen) uses stage 0, 1 or 2");
     LIMA_REQUIRE(stage < 3 || model->trainers == 1, LIMA_ERR_STATE, "lima_trainer_set_comm: ZeRO stage 3 moves the model's"
                  " weights into this trainer's shards; the model has ", model->trainers, " trainers");
-    LIMA_REQUIRE(!model->hollow || c->rank != 0, LIMA_ERR_STATE, "lima_trainer_set_comm: rank 0's model must hold the weights"
-                 " (a hollow model is for the other ranks)");
+    LIMA_REQUIRE(!model->hollow || c->rank != 0 || model->reader, LIMA_ERR_STATE, "lima_trainer_set_comm: rank 0's model must hold"
+                 " the weights or be loaded from a checkpoint (lima_model_load_hollow); a created hollow model is for the other ranks");
     // Every rank must hold the same shape: rank 0's parameter count, checked by all before any weight moves.
     double counts[2] = {c->rank == 0 ? double(space().total) : 0.0, 0.0};
     c->allreduce_sum(counts, 1);
@@ -134,12 +134,37 @@ void Trainer::set_comm(Comm *c, int stage) {
                  " parameters", counts[0] == double(space().total) ? std::string() : cat(", this rank's (", c->rank, ") ", space().total),
                  " (", int64_t(counts[1]), " rank(s) differ)");
     shard = Shard(int64_t(space().total), c->rank, c->world);
-    if (stage < 3) {  // every rank starts from rank 0's weights and optimiser position, as one model would
-        if (model->hollow) {
-            model->params.assign(model->layout.total, 0.0f);
-            model->hollow = false;
+    // rank 0 reads a hollow model's weights from its checkpoint, unit by unit; a failed read fails every rank
+    std::vector<float> unit;
+    auto rank0_unit = [&](size_t b, size_t e, float *out) {
+        int status = LIMA_OK;
+        std::string error;
+        if (c->rank == 0) {
+            try {
+                if (model->hollow)
+                    read_unit(*model, b, e, out);
+                else if (out != model->params.data() + b)
+                    std::copy(model->params.begin() + long(b), model->params.begin() + long(e), out);
+            } catch (const Error &x) {
+                status = x.code;
+                error = x.what();
+            }
         }
-        c->broadcast(space_params().data(), int64_t(space_params().size()), 0);
+        double failed = status != LIMA_OK ? 1.0 : 0.0;
+        c->allreduce_sum(&failed, 1);  // every rank, every unit: the same collectives whoever is hollow
+        if (status != LIMA_OK) throw Error(status, error);
+        LIMA_REQUIRE(failed == 0.0, LIMA_ERR_IO, "lima_trainer_set_comm: rank 0 could not read its checkpoint (its error is in its own log)");
+        c->broadcast(out, int64_t(e - b), 0);
+    };
+    if (stage < 3) {  // every rank starts from rank 0's weights and optimiser position, as one model would
+        if (model->adapter) {  // the bases are the same files everywhere: the adapter is what is sent
+            c->broadcast(space_params().data(), int64_t(space_params().size()), 0);
+        } else {
+            if (model->hollow) model->params.assign(model->layout.total, 0.0f);
+            rank0_unit(0, model->layout.total, model->params.data());
+            model->hollow = false;
+            model->reader.reset();
+        }
     }
     comm = c;
     zero = stage;
@@ -168,19 +193,16 @@ void Trainer::set_comm(Comm *c, int stage) {
         z->valid.push_back(owned[u].second - owned[u].first);
         at += z->valid.back();
     }
-    // this rank's pieces of rank 0's weights, one unit at a time (a hollow rank never holds more)
+    // this rank's pieces of rank 0's weights, one unit at a time (a hollow rank, rank 0 included, never holds more)
     z->params.assign(size_t(at), 0.0f);
-    std::vector<float> unit;
     for (size_t u = 0; u < z->units.size(); ++u) {
         const size_t b = z->units[u].first, e = z->units[u].second;
-        if (c->rank == 0)
-            unit.assign(model->params.begin() + long(b), model->params.begin() + long(e));
-        else
-            unit.resize(e - b);
-        c->broadcast(unit.data(), int64_t(e - b), 0);
+        unit.resize(e - b);
+        rank0_unit(b, e, unit.data());
         std::copy(unit.begin() + (owned[u].first - int64_t(b)), unit.begin() + (owned[u].second - int64_t(b)), z->params.begin() + z->local[u]);
     }
     model->hollow = false;
+    model->reader.reset();
     grads.assign(size_t(at), 0.0f);
     z->grads = &grads;
     z->held.resize(z->units.size());

@@ -472,6 +472,69 @@ TEST(Distributed, TheMemoryPlanOfARankCountsItsShards) {
     EXPECT_EQ(at(0, 2), 0);
 }
 
+// ZeRO-3 from a checkpoint with every rank hollow, rank 0 included: rank 0 reads the weights unit by
+// unit (LIMA's grown EOT row made as resize_vocab makes it), the same weights as a whole load gives;
+// a damaged checkpoint fails every rank, none waits.
+TEST(Distributed, ZeroThreeReadsTheCheckpointUnitByUnitOnRankZero) {
+    NEED_GLOO();
+    const std::string out = temp_dir("dist-hollow0"), ck = out + "/ck";
+    {
+        ModelPtr m = make_model(odd_config(), 21);
+        ASSERT_EQ(lima_model_save(m.get(), ck.c_str(), LIMA_DTYPE_F32, 30000), LIMA_OK) << lima_last_error();  // in shards
+    }
+    for (const bool hollow0 : {false, true}) {
+        const std::string rv = temp_dir("dist-hollow0-rv"), tag = hollow0 ? "hollow" : "whole";
+        ASSERT_EQ(run_ranks(2, [&](int r) {
+                      lima_comm *c = join(rv, r, 2);
+                      lima_model *raw = nullptr;
+                      if (r == 0 && !hollow0)
+                          ok(lima_model_load(ck.c_str(), "cpu", &raw), "load");
+                      else
+                          ok(lima_model_load_hollow(ck.c_str(), &raw), "load hollow");
+                      ModelPtr m(raw);
+                      ok(lima_model_resize_vocab(m.get(), odd_config().vocab_size + 1), "resize");  // LIMA's EOT
+                      TrainerPtr t = make_trainer(m.get(), train_config(0.2f, 5));
+                      ok(lima_trainer_set_comm(t.get(), c, 3), "set_comm");
+                      run_steps(t.get(), r, 2, 0, 1, odd_config().vocab_size);
+                      write_floats(out + "/" + tag + "-" + std::to_string(r), all_weights(m.get(), t.get()));
+                      lima_comm_free(c);
+                  }),
+                  std::vector<int>({0, 0}))
+            << tag;
+    }
+    EXPECT_EQ(read_floats(out + "/hollow-0"), read_floats(out + "/whole-0"));
+    EXPECT_EQ(read_floats(out + "/hollow-1"), read_floats(out + "/whole-0"));
+    // a damaged checkpoint
+    const std::string bad = out + "/bad";
+    {
+        ModelPtr m = make_model(odd_config(), 21);
+        ASSERT_EQ(lima_model_save(m.get(), bad.c_str(), LIMA_DTYPE_F32, 0), LIMA_OK) << lima_last_error();
+    }
+    // a NaN written into the file's last tensor bytes (the model itself refuses NaN weights)
+    {
+        std::fstream f(bad + "/model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+        f.seekp(-4, std::ios::end);
+        const float nan = std::nanf("");
+        f.write(reinterpret_cast<const char *>(&nan), 4);
+    }
+    const std::string rv = temp_dir("dist-hollow0-bad-rv");
+    ASSERT_EQ(run_ranks(2, [&](int r) {
+                  lima_comm *c = join(rv, r, 2);
+                  lima_model *raw = nullptr;
+                  ok(lima_model_load_hollow(bad.c_str(), &raw), "load hollow");
+                  ModelPtr m(raw);
+                  TrainerPtr t = make_trainer(m.get(), train_config());
+                  const int st = lima_trainer_set_comm(t.get(), c, 3);
+                  std::ofstream(out + "/bad-" + std::to_string(r)) << lima_status_name(st) << ": " << lima_last_error();
+                  lima_comm_free(c);
+              }),
+              std::vector<int>({0, 0}));
+    const std::string b0 = read_text(out + "/bad-0"), b1 = read_text(out + "/bad-1");
+    EXPECT_NE(b0.find("LIMA_ERR_FORMAT"), std::string::npos) << b0;
+    EXPECT_NE(b0.find("holds a non-finite value"), std::string::npos) << b0;
+    EXPECT_EQ(b1.rfind("LIMA_ERR_IO: lima_trainer_set_comm: rank 0 could not read its checkpoint", 0), 0u) << b1;
+}
+
 TEST(Distributed, RanksWhoseModelsDifferAreAllToldBeforeAnyWeightMoves) {
     NEED_GLOO();
     const std::string out = temp_dir("dist-differ"), rv = temp_dir("dist-differ-rv");

@@ -159,10 +159,13 @@ typedef struct lima_model lima_model;
  * device: "cpu" (or NULL) or "cuda[:N]". */
 LIMA_API int lima_model_create(const lima_model_config *cfg, const char *device, uint64_t seed,
                                lima_model **out);
-/* A hollow model: the shape of cfg (or of dir's config.json) and no weights, for a ZeRO-3 rank other
- * than 0, whose trainer receives its shards from rank 0 (lima_trainer_set_comm) without ever holding
- * the whole model; with a lower stage it receives the whole weights there. Until then every use that
- * needs weights fails with LIMA_ERR_STATE; lima_model_resize_vocab changes its shape only. CPU. */
+/* A hollow model: the shape of cfg (or of dir's config.json, every tensor header checked) and no
+ * weights. Its trainer (lima_trainer_set_comm) fills it from rank 0: at ZeRO-3 each rank receives only
+ * its pieces, one unit at a time, so no rank ever holds the whole model; at a lower stage the whole
+ * weights. Rank 0's model may be hollow when loaded from a directory: it then reads the checkpoint unit
+ * by unit (rows added by lima_model_resize_vocab are the mean of the others, as for a loaded model).
+ * Until then every use that needs weights fails with LIMA_ERR_STATE; lima_model_resize_vocab changes
+ * the shape only. CPU. */
 LIMA_API int lima_model_create_hollow(const lima_model_config *cfg, lima_model **out);
 LIMA_API int lima_model_load_hollow(const char *dir, lima_model **out);
 /* Loads a Hugging Face checkpoint directory: config.json + model.safetensors, or sharded via

@@ -428,9 +428,10 @@ public final class TrainRun {
 
     private Model openModel(Tokenizer tok, Path state) {
         String device = cfg.training().device();
-        // ZeRO-3 on CPU: the ranks other than 0 never hold the whole model, they receive their shards from rank 0
-        boolean hollow = place.distributed() && place.rank() != 0 && cfg.distributed().zeroStage() == 3 && !cfg.adapter().lora()
-                && device.equals("cpu");
+        // ZeRO-3 on CPU: no rank holds the whole model; rank 0 reads a checkpoint unit by unit and sends each rank its
+        // pieces (a random model is made whole on rank 0)
+        boolean sharded = place.distributed() && cfg.distributed().zeroStage() == 3 && !cfg.adapter().lora() && device.equals("cpu");
+        boolean hollow = sharded && (place.rank() != 0 || state != null || cfg.model().init().equals("pretrained"));
         if (cfg.adapter().lora()) {  // the base: the pretrained model, or the random one saved at the run's start
             run.adapterBase = cfg.model().init().equals("pretrained") ? run.resolve(cfg.model().path()) : run.dir.resolve("base");
             if (Files.exists(run.adapterBase.resolve("config.json"))) return Model.load(run.adapterBase, device);
