@@ -18,6 +18,7 @@ public final class AtomicFiles {
 
     /** Writes target.tmp, then renames it over target; on failure target is untouched and the temporary file removed. */
     public static void replace(Path target, Content content) {
+        checkWritable(target);
         Path tmp = target.resolveSibling(target.getFileName() + ".tmp");
         try {
             content.writeTo(tmp);
@@ -29,6 +30,17 @@ public final class AtomicFiles {
                 // the original error is the one to report
             }
             throw new UncheckedIOException("cannot write " + target + ": " + e.getMessage(), e);
+        }
+    }
+
+    /** A target whose directory is missing, or that is a directory, is refused naming it (not its temporary). */
+    public static void checkWritable(Path target) {
+        Path dir = target.toAbsolutePath().getParent();
+        String why = dir != null && !Files.isDirectory(dir) ? "its directory " + dir + " does not exist"
+                : Files.isDirectory(target) ? "it is a directory" : null;
+        if (why != null) {
+            String msg = "cannot write " + target + ": " + why;
+            throw new UncheckedIOException(msg, new IOException(msg));
         }
     }
 

@@ -49,6 +49,7 @@ public final class ParquetExamples {
 
     /** Writes the examples as a Parquet table of chat rows (JsonlExamples' chat format); the file appears whole or not at all. */
     public static void write(Path path, List<Example> examples) {
+        AtomicFiles.checkWritable(path);
         Path dir = path.toAbsolutePath().getParent();
         Path jsonl = dir.resolve("." + path.getFileName() + ".tmp.jsonl"), tmp = dir.resolve("." + path.getFileName() + ".tmp");
         try {

@@ -77,5 +77,13 @@ class ParquetExamplesTest {
         }
         e = assertThrows(DataFormatException.class, () -> ExampleFiles.read(wrong, "train"));
         assertTrue(e.getMessage().startsWith(wrong + ": row 0: "), e.getMessage());
+        // an output whose directory is missing, or that is a directory: named, not its temporary
+        List<Example> one = List.of(Example.of("a", "manual", "train", "Q", "A", Map.of()));
+        Path nodir = dir.resolve("missing/out.parquet");
+        java.io.UncheckedIOException w = assertThrows(java.io.UncheckedIOException.class, () -> ParquetExamples.write(nodir, one));
+        assertEquals("cannot write " + nodir + ": its directory " + nodir.getParent() + " does not exist", w.getMessage());
+        Path isDir = Files.createDirectories(dir.resolve("d.parquet"));
+        w = assertThrows(java.io.UncheckedIOException.class, () -> ParquetExamples.write(isDir, one));
+        assertEquals("cannot write " + isDir + ": it is a directory", w.getMessage());
     }
 }
