@@ -391,8 +391,8 @@ struct Head {
             w = m.weights().lm_head;
             return;
         }
-        unit = m.cfg.tie_word_embeddings ? 0 : m.cfg.num_layers + 1;
-        w = lima::bind(m.cfg, m.layout, m.source->gather(unit), m.units[size_t(unit)].first, m.units[size_t(unit)].second).lm_head;
+        unit = m.head_unit();
+        w = m.bind_unit(m.source->gather(unit), unit).lm_head;
     }
     ~Head() {
         if (unit >= 0) m.source->release(unit);  // weights only: no collective, nothing to throw

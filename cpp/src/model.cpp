@@ -137,6 +137,20 @@ std::vector<std::pair<size_t, size_t>> make_units(const ModelConfig &c, const La
     return u;
 }
 
+Weights Model::bind_unit(float *buf, int u) const {
+    return bind(cfg, layout, buf, units[size_t(u)].first, units[size_t(u)].second);
+}
+
+// Rows [old_rows, new_rows) of a (new_rows, d) matrix become the mean of rows [0, old_rows): how a
+// grown vocabulary's new rows start (LIMA's EOT).
+static void fill_new_rows_with_mean(float *w, int64_t old_rows, int64_t new_rows, int64_t d) {
+    std::vector<double> mean(size_t(d), 0.0);
+    for (int64_t r = 0; r < old_rows; ++r)
+        for (int64_t k = 0; k < d; ++k) mean[size_t(k)] += w[r * d + k];
+    for (int64_t r = old_rows; r < new_rows; ++r)
+        for (int64_t k = 0; k < d; ++k) w[r * d + k] = float(mean[size_t(k)] / double(old_rows));
+}
+
 void Model::require_whole(const char *fn) const {
     LIMA_REQUIRE(!hollow, LIMA_ERR_STATE, fn, ": the model has no weights of its own yet: it is a hollow rank's, filled from rank 0 by"
                  " lima_trainer_set_comm");
@@ -361,12 +375,7 @@ void resize_vocab(Model &m, int32_t nv) {
         const float *src = m.params.data() + p.offset;
         float *dst = np.data() + q.offset;
         std::copy(src, src + p.numel(), dst);
-        if (q.numel() == p.numel()) continue;
-        std::vector<double> mean(size_t(d), 0.0);  // new rows: the mean of the old ones
-        for (int64_t r = 0; r < ov; ++r)
-            for (int64_t c = 0; c < d; ++c) mean[size_t(c)] += src[r * d + c];
-        for (int64_t r = ov; r < nv; ++r)
-            for (int64_t c = 0; c < d; ++c) dst[r * d + c] = float(mean[size_t(c)] / double(ov));
+        if (q.numel() != p.numel()) fill_new_rows_with_mean(dst, ov, nv, d);  // new rows: the mean of the old ones
     }
     m.cfg = nc;
     m.layout = std::move(nl);
@@ -503,11 +512,7 @@ void read_unit(const Model &m, size_t begin, size_t end, float *out) {
         ParamInfo old = p;
         old.rows = fv;
         m.reader->read(old, w);
-        std::vector<double> mean(size_t(d), 0.0);
-        for (int64_t r = 0; r < fv; ++r)
-            for (int64_t k = 0; k < d; ++k) mean[size_t(k)] += w[r * d + k];
-        for (int64_t r = fv; r < v; ++r)
-            for (int64_t k = 0; k < d; ++k) w[r * d + k] = float(mean[size_t(k)] / double(fv));
+        fill_new_rows_with_mean(w, fv, v, d);
     }
 }
 
@@ -618,7 +623,7 @@ void forward(Model &m, const Batch &b, const DropoutKey *key, float p_max) {
     a.ensure(c, N, m.lora_r());
     ParamSource *src = m.source;
     const Weights whole = src ? Weights{} : m.weights();
-    auto unit = [&](int u) { return src ? bind(c, m.layout, src->gather(u), m.units[size_t(u)].first, m.units[size_t(u)].second) : whole; };
+    auto unit = [&](int u) { return src ? m.bind_unit(src->gather(u), u) : whole; };
     auto done = [&](int u) {
         if (src) src->release(u);
     };
@@ -658,9 +663,8 @@ void backward(Model &m, const Batch &b, const DropoutKey *key, float p_max, floa
     else
         gw.layers.assign(size_t(c.num_layers), LayerWeights{nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr});
     // A unit's weights and gradients: the model's own, or its source's (ZeRO-3), released when done.
-    auto range = [&](int u) { return m.units[size_t(u)]; };
-    auto unit = [&](int u) { return src ? bind(c, m.layout, src->gather(u), range(u).first, range(u).second) : whole; };
-    auto unit_grad = [&](int u) { return src ? bind(c, m.layout, src->grad(u), range(u).first, range(u).second) : gw; };
+    auto unit = [&](int u) { return src ? m.bind_unit(src->gather(u), u) : whole; };
+    auto unit_grad = [&](int u) { return src ? m.bind_unit(src->grad(u), u) : gw; };
     auto done = [&](int u) {
         if (src) src->release(u);
     };

@@ -194,6 +194,10 @@ struct Model {
     std::vector<std::pair<size_t, size_t>> units;
     // Throws LIMA_ERR_STATE naming fn when the weights are sharded (not held whole here).
     void require_whole(const char *fn) const;
+    // ZeRO-3: the tensors of unit u bound to buf, which holds that unit (the others null); the unit
+    // holding the LM head (the embedding's when tied).
+    Weights bind_unit(float *buf, int u) const;
+    int head_unit() const { return cfg.tie_word_embeddings ? 0 : cfg.num_layers + 1; }
     int64_t num_params() const;     // every weight, stored in fp32 or NF4
     int64_t weight_bytes() const;   // host bytes the weights take
 

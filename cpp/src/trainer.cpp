@@ -347,10 +347,9 @@ lima_fb_result Trainer::forward_backward(const Batch &b, int64_t step_targets) {
         return r;
     }
     // The LM head and its gradient: the model's, or (ZeRO-3) its unit, gathered and held through backward.
-    const int head = m.cfg.tie_word_embeddings ? 0 : m.cfg.num_layers + 1;
-    auto unit_bind = [&](float *buf) { return bind(m.cfg, m.layout, buf, m.units[size_t(head)].first, m.units[size_t(head)].second); };
-    const float *head_w = z3 ? unit_bind(z3->gather(head)).lm_head : m.weights().lm_head;
-    float *head_g = z3 ? unit_bind(z3->grad(head)).lm_head : bind(m.cfg, m.layout, grads.data()).lm_head;
+    const int head = m.head_unit();
+    const float *head_w = z3 ? m.bind_unit(z3->gather(head), head).lm_head : m.weights().lm_head;
+    float *head_g = z3 ? m.bind_unit(z3->grad(head), head).lm_head : bind(m.cfg, m.layout, grads.data()).lm_head;
     r.loss_sum = cpu::classifier_train(dxf.data(), head_g, m.acts.xf.data(), head_w, b.pred_rows.data(), b.labels.data(), M, d,
                                        m.cfg.vocab_size, inv);
     LIMA_REQUIRE(std::isfinite(r.loss_sum), LIMA_ERR_INVALID_ARGUMENT,
@@ -404,23 +403,24 @@ lima_step_result Trainer::apply(float lr) {
         r.clipped = 1;
     }
     const cpu::AdamWParams a{lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay, scale, long(step + 1)};
-    if (z3) {  // each owned piece, tensor by tensor (weight decay is per tensor)
+    // AdamW over the global range [pb, pe), tensor by tensor (weight decay is per tensor); w, g and the
+    // moments point at pb's element.
+    auto update = [&](int64_t pb, int64_t pe, float *w, float *g, float *v1, float *v2) {
+        for (const ParamInfo &p : space().params) {
+            const int64_t b = std::max<int64_t>(pb, int64_t(p.offset)), e = std::min<int64_t>(pe, int64_t(p.offset) + p.numel());
+            if (b >= e) continue;
+            const int64_t i = b - pb;
+            cpu::adamw_update(w + i, v1 + i, v2 + i, g + i, long(e - b), p.decay, a);
+        }
+    };
+    if (z3) {  // each owned piece: weights, gradient and moments all hold the pieces, concatenated
         int64_t at = 0;
         for (auto [pb, pe] : owned) {
-            for (const ParamInfo &p : space().params) {
-                const int64_t b = std::max<int64_t>(pb, int64_t(p.offset)), e = std::min<int64_t>(pe, int64_t(p.offset) + p.numel());
-                if (b >= e) continue;
-                const int64_t i = at + (b - pb);
-                cpu::adamw_update(z3->params.data() + i, m1.data() + i, m2.data() + i, grads.data() + i, long(e - b), p.decay, a);
-            }
+            update(pb, pe, z3->params.data() + at, grads.data() + at, m1.data() + at, m2.data() + at);
             at += pe - pb;
         }
-    }
-    for (const ParamInfo &p : space().params) {
-        const int64_t b = std::max<int64_t>(lo, int64_t(p.offset)), e = std::min<int64_t>(hi, int64_t(p.offset) + p.numel());
-        if (z3 || b >= e) continue;
-        cpu::adamw_update(space_params().data() + b, m1.data() + (b - lo), m2.data() + (b - lo), grads.data() + b, long(e - b),
-                          p.decay, a);
+    } else {  // the weights and gradient are whole; the moments hold [lo, hi)
+        update(lo, hi, space_params().data() + lo, grads.data() + lo, m1.data(), m2.data());
     }
     if (zero >= 1 && zero < 3 && comm->world > 1) {  // every rank gets every shard's new weights
         std::vector<float> mine(size_t(shard.shard), 0.0f), all(size_t(shard.padded));

@@ -20,12 +20,11 @@ import java.util.List;
  * server outlives its job.
  */
 public final class RendezvousServer implements AutoCloseable {
+    private static final java.util.regex.Pattern PROCESS_ID = java.util.regex.Pattern.compile("process_id:(\\d+)");
     private final Process process;
-    private final String where;
 
-    private RendezvousServer(Process process, String where) {
+    private RendezvousServer(Process process) {
         this.process = process;
-        this.where = where;
     }
 
     /** Starts the server for rendezvous {@code rv} (tcp://HOST:PORT/JOB), its output in {@code log}; waits until it answers. */
@@ -61,7 +60,7 @@ public final class RendezvousServer implements AutoCloseable {
         } catch (IOException e) {
             throw new UncheckedIOException("cannot start the rendezvous server for " + where + ": " + e.getMessage(), e);
         }
-        RendezvousServer s = new RendezvousServer(p, where);
+        RendezvousServer s = new RendezvousServer(p);
         long deadline = System.nanoTime() + timeout.toNanos();
         while (!s.answers(ip, port)) {
             if (!p.isAlive() || System.nanoTime() > deadline) {
@@ -103,7 +102,7 @@ public final class RendezvousServer implements AutoCloseable {
             java.util.regex.Matcher m = null;
             for (int n; text.length() < 65536 && (n = in.read(b)) > 0; ) {
                 text.append(new String(b, 0, n, StandardCharsets.US_ASCII));
-                m = java.util.regex.Pattern.compile("process_id:(\\d+)").matcher(text);
+                m = PROCESS_ID.matcher(text);
                 if (m.find()) break;
                 m = null;
             }
@@ -118,10 +117,6 @@ public final class RendezvousServer implements AutoCloseable {
     private static String lastLines(String s) {
         String[] lines = s.split("\n");
         return String.join(" / ", java.util.Arrays.asList(lines).subList(Math.max(0, lines.length - 3), lines.length));
-    }
-
-    public String where() {
-        return where;
     }
 
     @Override

@@ -71,19 +71,13 @@ final class RunDirectory {
     Path saveState(Model model, Trainer trainer, int eot, Position next, Communicator comm, int zeroStage) {
         Path tmp = dir.resolve("state.tmp"), cur = dir.resolve("state"), old = dir.resolve("state.old");
         int rank = comm == null ? 0 : comm.rank(), world = comm == null ? 1 : comm.world();
-        boolean sharded = comm != null && zeroStage == 3;
         Path m = tmp.resolve(adapterBase != null ? "adapter" : "model");
         if (rank == 0) {
             deleteTree(tmp);
             mkdirs(tmp);
         }
-        if (sharded) {  // ZeRO-3: every rank takes part, rank 0 writes the weights as they are gathered unit by unit
-            comm.barrier();
-            trainer.saveModel(m, Dtype.F32, 0, 0);
-        }
+        saveWeights(model, trainer, m, Dtype.F32, rank);
         if (rank == 0) {
-            if (adapterBase != null) model.saveAdapter(m, adapterBase.toAbsolutePath().toString());
-            else if (!sharded) model.save(m, Dtype.F32);
             Checkpoint.lima(eot, next.epoch(), next.globalStep()).write(m);
             ObjectNode pos = JSON.createObjectNode().put("epoch", next.epoch()).put("step_in_epoch", next.stepInEpoch())
                     .put("global_step", next.globalStep()).put("world", world).put("zero_stage", comm == null ? 0 : zeroStage);
@@ -143,20 +137,24 @@ final class RunDirectory {
     }
 
     /**
-     * checkpoints/epoch-NN: the Hugging Face checkpoint (a LoRA run: the adapter in PEFT's format, fp32),
-     * its tokenizer and limactl.json.
+     * The weights into dir, called by every rank: a LoRA run's adapter (PEFT's format, fp32) by rank 0;
+     * else the trainer's model, written by rank 0 (at ZeRO-3 every rank takes part, the weights gathered
+     * unit by unit as they are written; below, the others have nothing to do).
      */
-    Path saveCheckpoint(Model model, Dtype dtype, Path tokenizer, int eot, int epoch, long step, double devPerplexity,
-                        java.util.function.Consumer<String> warn) {
-        return saveCheckpoint(model, dtype, tokenizer, eot, epoch, step, devPerplexity, warn, false);
+    private void saveWeights(Model model, Trainer trainer, Path dir, Dtype dtype, int rank) {
+        if (adapterBase == null) trainer.saveModel(dir, dtype, 0, 0);
+        else if (rank == 0) model.saveAdapter(dir, adapterBase.toAbsolutePath().toString());
     }
 
-    /** The checkpoint; weightsWritten: its weights and config.json are there already (ZeRO-3's ranks wrote them together). */
-    Path saveCheckpoint(Model model, Dtype dtype, Path tokenizer, int eot, int epoch, long step, double devPerplexity,
-                        java.util.function.Consumer<String> warn, boolean weightsWritten) {
+    /**
+     * checkpoints/epoch-NN, called by every rank (rank 0 writes): the Hugging Face checkpoint (a LoRA run:
+     * the adapter), its tokenizer and limactl.json.
+     */
+    Path saveCheckpoint(Model model, Trainer trainer, int rank, Dtype dtype, Path tokenizer, int eot, int epoch, long step,
+                        double devPerplexity, java.util.function.Consumer<String> warn) {
         Path ck = checkpointDir(epoch);
-        if (adapterBase != null) model.saveAdapter(ck, adapterBase.toAbsolutePath().toString());
-        else if (!weightsWritten) model.save(ck, dtype);
+        saveWeights(model, trainer, ck, dtype, rank);
+        if (rank != 0) return ck;
         copyTokenizer(tokenizer, ck);
         writeHfFiles(ck, tokenizer, eot, model.config().maxPositionEmbeddings(), warn);
         Checkpoint.lima(eot, epoch, step).write(ck, devPerplexity);

@@ -388,12 +388,8 @@ public final class TrainRun {
         LimaConfig.Training tc = cfg.training();
         Dtype dtype = tc.saveDtype().equals("f32") ? Dtype.F32 : Dtype.BF16;
         // checkpoint.keep: an epoch no term keeps is not written at all
-        boolean sharded = comm != null && cfg.distributed().zeroStage() == 3;
-        // ZeRO-3: every rank takes part in writing the weights (gathered unit by unit), rank 0 the rest
-        if (sharded && keep.writes(epoch)) trainer.saveModel(run.checkpointDir(epoch), dtype, 0, 0);
         Path ck = !keep.writes(epoch) ? null
-                : place.rank() == 0 ? run.saveCheckpoint(s.model(), dtype, s.tokenizer(), s.eot(), epoch, global, ppl, listener::onWarning, sharded)
-                : run.checkpointDir(epoch);
+                : run.saveCheckpoint(s.model(), trainer, place.rank(), dtype, s.tokenizer(), s.eot(), epoch, global, ppl, listener::onWarning);
         run.saveState(s.model(), trainer, s.eot(), new RunDirectory.Position(epoch + 1, 0, global), comm, cfg.distributed().zeroStage());
         listener.onEpoch(epoch, ck, ppl);
         return ck;
