@@ -4,6 +4,7 @@
 // (src/cuda_plugin.hpp).
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -86,6 +87,133 @@ Sizes plan_sizes(Ctx &c, long n) {
         (workspace ? s.workspace : s.activations) += count * int64_t(sizeof(*buf.p));
     });
     return s;
+}
+
+}  // namespace
+
+const float *Ctx::f32(int64_t offset) const {
+    if (p32_whole) return p32.p + offset;
+    auto it = std::lower_bound(f32_at.begin(), f32_at.end(), offset, [](const std::array<int64_t, 3> &a, int64_t o) { return a[0] < o; });
+    if (it == f32_at.end() || (*it)[0] != offset) fail(LIMA_ERR_INTERNAL, "CUDA backend: no fp32 copy of the tensor at ", offset);
+    return p32.p + (*it)[2];
+}
+
+float *Ctx::grad(int64_t offset) const {
+    if (!off) return grads.p + offset;
+    for (size_t u = 0; u < units.size(); ++u)
+        if (offset >= units[u].first && offset < units[u].second) {
+            float *b = off->stage_of[u];
+            if (!b) fail(LIMA_ERR_INTERNAL, "CUDA offload: unit ", u, " has no gradient staging buffer");
+            return b + (offset - units[u].first);
+        }
+    fail(LIMA_ERR_INTERNAL, "CUDA offload: offset ", offset, " is in no unit");
+}
+
+Offload::~Offload() {
+    host.reset();
+    if (copy) cudaStreamSynchronize(copy);
+    for (cudaEvent_t e : ready) cudaEventDestroy(e);
+    for (cudaEvent_t e : {stage_free[0], stage_free[1], up_done[0], up_done[1], grads_home, done})
+        if (e) cudaEventDestroy(e);
+    if (copy) cudaStreamDestroy(copy);
+}
+
+void settle(Ctx &c) {
+    if (!c.off) return;
+    c.off->host->drain();
+    LIMA_CUDA_CHECK(cudaStreamSynchronize(c.off->copy));
+}
+
+void wait_unit(Ctx &c, int u) {
+    if (!c.off) return;
+    c.off->host->wait_ready(u);
+    LIMA_CUDA_CHECK(cudaStreamWaitEvent(c.st, c.off->ready[size_t(u)], 0));
+}
+
+namespace {
+
+// Offload: unit u's master weights (pinned host) to the device: bf16 through a pinned staging
+// buffer, and its fp32 tensors (embedding, norm gains); ready[u] is recorded after. Runs on the host
+// worker after the unit's update (or on the caller's thread when the weights are set).
+void publish(Ctx &c, int u) {
+    Offload &o = *c.off;
+    LIMA_CUDA_CHECK(cudaSetDevice(c.device));
+    const auto [b, e] = c.units[size_t(u)];
+    const int k = o.next_up++ % 2;
+    LIMA_CUDA_CHECK(cudaEventSynchronize(o.up_done[k]));  // the buffer's last upload has left it
+    to_bf16(o.up[k].data(), o.master.data() + b, e - b);
+    LIMA_CUDA_CHECK(cudaMemcpyAsync(c.p16.p + b, o.up[k].data(), size_t(e - b) * 2, cudaMemcpyHostToDevice, o.copy));
+    LIMA_CUDA_CHECK(cudaEventRecord(o.up_done[k], o.copy));
+    for (const auto &t : c.f32_at)
+        if (t[0] >= b && t[0] < e)
+            LIMA_CUDA_CHECK(cudaMemcpyAsync(c.p32.p + t[2], o.master.data() + t[0], size_t(t[1]) * 4, cudaMemcpyHostToDevice, o.copy));
+    LIMA_CUDA_CHECK(cudaEventRecord(o.ready[size_t(u)], o.copy));
+}
+
+// Offload: a staging buffer for unit u's gradient, holding the host's gradient so far (zero at the
+// step's first micro-batch). Idempotent while the unit is held.
+void acquire(Ctx &c, int u) {
+    if (!c.off) return;
+    Offload &o = *c.off;
+    if (o.stage_of[size_t(u)]) return;
+    if (!o.home_waited) {  // the last micro-batch's gradients have reached the host
+        LIMA_CUDA_CHECK(cudaStreamWaitEvent(c.st, o.grads_home, 0));
+        o.home_waited = true;
+    }
+    const auto [b, e] = c.units[size_t(u)];
+    float *buf = nullptr;
+    int slot = -1;
+    if (u == 0) {
+        buf = o.stage_emb.p;
+    } else if (u == c.cfg.num_layers + 1) {
+        buf = o.stage_head.p;
+    } else {
+        slot = o.next_slot++ % 2;
+        LIMA_CUDA_CHECK(cudaStreamWaitEvent(c.st, o.stage_free[slot], 0));
+        buf = o.stage[slot].p;
+    }
+    if (o.host_zero)
+        LIMA_CUDA_CHECK(cudaMemsetAsync(buf, 0, size_t(e - b) * 4, c.st));
+    else
+        LIMA_CUDA_CHECK(cudaMemcpyAsync(buf, o.grads.data() + b, size_t(e - b) * 4, cudaMemcpyHostToDevice, c.st));
+    o.stage_of[size_t(u)] = buf;
+    o.slot_of[size_t(u)] = slot;
+}
+
+// Offload: unit u's gradient is complete for this micro-batch: back to the host on the copy stream.
+void release(Ctx &c, int u) {
+    if (!c.off) return;
+    Offload &o = *c.off;
+    float *buf = o.stage_of[size_t(u)];
+    if (!buf) return;
+    const auto [b, e] = c.units[size_t(u)];
+    LIMA_CUDA_CHECK(cudaEventRecord(o.done, c.st));
+    LIMA_CUDA_CHECK(cudaStreamWaitEvent(o.copy, o.done, 0));
+    LIMA_CUDA_CHECK(cudaMemcpyAsync(o.grads.data() + b, buf, size_t(e - b) * 4, cudaMemcpyDeviceToHost, o.copy));
+    if (o.slot_of[size_t(u)] >= 0) LIMA_CUDA_CHECK(cudaEventRecord(o.stage_free[o.slot_of[size_t(u)]], o.copy));
+    o.stage_of[size_t(u)] = nullptr;
+}
+
+// The host's fp32 weights to the device: the bf16 copy (through a bounded fp32 scratch) and p32
+// (whole, or its packed tensors).
+void upload_weights(Ctx &c, const float *host) {
+    if (c.p32_whole) {
+        LIMA_CUDA_CHECK(cudaMemcpy(c.p32.p, host, size_t(c.total) * 4, cudaMemcpyHostToDevice));
+        cast_f32_bf16(c.p16.p, c.p32.p, long(c.total), c.st);
+    } else {
+        const int64_t chunk = std::min<int64_t>(c.total, int64_t(1) << 26);
+        DevBuf<float> tmp;
+        tmp.alloc(size_t(chunk), "weight upload scratch");
+        for (int64_t at = 0; at < c.total; at += chunk) {
+            const int64_t n = std::min(chunk, c.total - at);
+            LIMA_CUDA_CHECK(cudaMemcpyAsync(tmp.p, host + at, size_t(n) * 4, cudaMemcpyHostToDevice, c.st));
+            cast_f32_bf16(c.p16.p + at, tmp.p, long(n), c.st);
+            LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));  // tmp is reused
+        }
+        for (const auto &t : c.f32_at)
+            LIMA_CUDA_CHECK(cudaMemcpyAsync(c.p32.p + t[2], host + t[0], size_t(t[1]) * 4, cudaMemcpyHostToDevice, c.st));
+    }
+    LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
 }
 
 }  // namespace
@@ -175,7 +303,7 @@ void layer_forward(Ctx &c, int l, const LayerBufs &a, const float *x, float *x_m
             residual_add(out, res, y, N * d, c.st);
     };
     // attention block
-    rmsnorm_forward(a.xn1, a.rstd1, x, c.p32.p + o.ln1, N, d, c.cfg.rms_norm_eps, c.st);
+    rmsnorm_forward(a.xn1, a.rstd1, x, c.f32(o.ln1), N, d, c.cfg.rms_norm_eps, c.st);
     c.gemm->run(a.qkv, false, a.xn1, false, c.p16.p + o.qkv, true, int(N), ld, d, 0.0f, c.st);
     rope_forward(a.qkv, ld, pos, N, Hq + Hkv, hd, c.rope_cos.p, c.rope_sin.p, c.st);
     if (att.k_cache)
@@ -190,7 +318,7 @@ void layer_forward(Ctx &c, int l, const LayerBufs &a, const float *x, float *x_m
     c.gemm->run(y, false, a.att, false, c.p16.p + o.wo, true, int(N), d, qd, 0.0f, c.st);
     residual(x_mid, x, 0);
     // MLP block
-    rmsnorm_forward(a.xn2, a.rstd2, x_mid, c.p32.p + o.ln2, N, d, c.cfg.rms_norm_eps, c.st);
+    rmsnorm_forward(a.xn2, a.rstd2, x_mid, c.f32(o.ln2), N, d, c.cfg.rms_norm_eps, c.st);
     c.gemm->run(a.gu, false, a.xn2, false, c.p16.p + o.gu, true, int(N), 2 * F, d, 0.0f, c.st);
     swiglu_forward(a.h, a.gu, N, F, c.st);
     if (!x_out) return;
@@ -209,21 +337,26 @@ LayerAttention packed(const Ctx &c, int ntiles) {
 
 void forward(Ctx &c, long N, int ntiles, const DropoutKey *key, float p_max) {
     const int d = c.d(), L = c.cfg.num_layers;
-    encoder_forward(c.resid.p, c.p32.p + c.emb, c.tokens.p, N, d, c.st);
+    wait_unit(c, 0);
+    encoder_forward(c.resid.p, c.f32(c.emb), c.tokens.p, N, d, c.st);
     for (int l = 0; l < L; ++l) {
         LayerActs &a = c.acts[c.recompute ? 0 : size_t(l)];
+        wait_unit(c, 1 + l);
         layer_forward(c, l, a.bufs(), c.resid.p + size_t(l) * N * d, a.xmid.p, c.resid.p + size_t(l + 1) * N * d, c.y.p,
                       c.pos.p, N, packed(c, ntiles), key, p_max);
     }
-    rmsnorm_forward(c.xf.p, c.rstdf.p, c.resid.p + size_t(L) * N * d, c.p32.p + c.norm, N, d, c.cfg.rms_norm_eps, c.st);
+    wait_unit(c, L + 1);
+    rmsnorm_forward(c.xf.p, c.rstdf.p, c.resid.p + size_t(L) * N * d, c.f32(c.norm), N, d, c.cfg.rms_norm_eps, c.st);
 }
 
 void backward(Ctx &c, long N, int ntiles, const DropoutKey *key, float p_max) {
     const int d = c.d(), F = c.F(), L = c.cfg.num_layers, qd = c.cfg.q_dim(), ld = c.ldqkv(), hd = c.cfg.hd();
-    float *g = c.grads.p;
-    rmsnorm_backward(c.dres.p, g + c.norm, c.dxf.p, c.resid.p + size_t(L) * N * d, c.p32.p + c.norm, c.rstdf.p, N, d, false, c.st);
+    acquire(c, L + 1);
+    rmsnorm_backward(c.dres.p, c.grad(c.norm), c.dxf.p, c.resid.p + size_t(L) * N * d, c.f32(c.norm), c.rstdf.p, N, d, false, c.st);
+    release(c, L + 1);  // the final norm (and the untied LM head, whose gradient the classifier made)
     for (int l = L - 1; l >= 0; --l) {
         const lima_cuda_layer &o = c.layers[size_t(l)];
+        acquire(c, 1 + l);
         LayerActs &a = c.acts[c.recompute ? 0 : size_t(l)];
         const float *x = c.resid.p + size_t(l) * N * d;
         if (c.recompute) layer_forward(c, l, a.bufs(), x, a.xmid.p, nullptr, c.y.p, c.pos.p, N, packed(c, ntiles), key, p_max);
@@ -231,23 +364,30 @@ void backward(Ctx &c, long N, int ntiles, const DropoutKey *key, float p_max) {
         // MLP block
         dropout_residual_backward(c.dy.p, c.dres.p, N * d, p, key, l, 1, c.st);
         c.gemm->run(c.dh.p, false, c.dy.p, false, c.p16.p + o.wd, false, int(N), F, d, 0.0f, c.st);
-        c.gemm->run(g + o.wd, true, c.dy.p, true, a.h.p, false, d, F, int(N), 1.0f, c.st);
+        c.gemm->run(c.grad(o.wd), true, c.dy.p, true, a.h.p, false, d, F, int(N), 1.0f, c.st);
         swiglu_backward(c.dgu.p, c.dh.p, a.gu.p, N, F, c.st);
         c.gemm->run(c.dxn.p, false, c.dgu.p, false, c.p16.p + o.gu, false, int(N), d, 2 * F, 0.0f, c.st);
-        c.gemm->run(g + o.gu, true, c.dgu.p, true, a.xn2.p, false, 2 * F, d, int(N), 1.0f, c.st);
-        rmsnorm_backward(c.dres.p, g + o.ln2, c.dxn.p, a.xmid.p, c.p32.p + o.ln2, a.rstd2.p, N, d, true, c.st);
+        c.gemm->run(c.grad(o.gu), true, c.dgu.p, true, a.xn2.p, false, 2 * F, d, int(N), 1.0f, c.st);
+        rmsnorm_backward(c.dres.p, c.grad(o.ln2), c.dxn.p, a.xmid.p, c.f32(o.ln2), a.rstd2.p, N, d, true, c.st);
         // attention block
         dropout_residual_backward(c.dy.p, c.dres.p, N * d, p, key, l, 0, c.st);
         c.gemm->run(c.datt.p, false, c.dy.p, false, c.p16.p + o.wo, false, int(N), qd, d, 0.0f, c.st);
-        c.gemm->run(g + o.wo, true, c.dy.p, true, a.att.p, false, d, qd, int(N), 1.0f, c.st);
+        c.gemm->run(c.grad(o.wo), true, c.dy.p, true, a.att.p, false, d, qd, int(N), 1.0f, c.st);
         attention_backward(c.dqkv.p, c.Dsum.p, c.datt.p, a.att.p, a.lse.p, a.qkv.p, c.tiles.p, ntiles,
                            {N, c.cfg.num_heads, c.cfg.num_kv_heads, hd, ld}, c.st);
         rope_backward(c.dqkv.p, ld, c.pos.p, N, c.cfg.num_heads + c.cfg.num_kv_heads, hd, c.rope_cos.p, c.rope_sin.p, c.st);
         c.gemm->run(c.dxn.p, false, c.dqkv.p, false, c.p16.p + o.qkv, false, int(N), d, ld, 0.0f, c.st);
-        c.gemm->run(g + o.qkv, true, c.dqkv.p, true, a.xn1.p, false, ld, d, int(N), 1.0f, c.st);
-        rmsnorm_backward(c.dres.p, g + o.ln1, c.dxn.p, x, c.p32.p + o.ln1, a.rstd1.p, N, d, true, c.st);
+        c.gemm->run(c.grad(o.qkv), true, c.dqkv.p, true, a.xn1.p, false, ld, d, int(N), 1.0f, c.st);
+        rmsnorm_backward(c.dres.p, c.grad(o.ln1), c.dxn.p, x, c.f32(o.ln1), a.rstd1.p, N, d, true, c.st);
+        release(c, 1 + l);
     }
-    encoder_backward(g + c.emb, c.dres.p, c.tokens.p, N, d, c.st);
+    acquire(c, 0);
+    encoder_backward(c.grad(c.emb), c.dres.p, c.tokens.p, N, d, c.st);
+    release(c, 0);
+    if (c.off) {
+        LIMA_CUDA_CHECK(cudaEventRecord(c.off->grads_home, c.off->copy));
+        c.off->host_zero = false;
+    }
 }
 
 // The classifier (the CPU's cpu::classifier_train), chunk by chunk over the M rows that predict a
@@ -262,7 +402,7 @@ void classifier_train(Ctx &c, long M, float inv_norm) {
         cross_entropy(c.cdl.p, c.dsum.p, c.clogits.p, c.labels.p + r0, n, V, inv_norm, c.st);
         c.gemm->run(c.cdx.p, false, c.cdl.p, false, c.p16.p + c.lm_head, false, int(n), d, V, 0.0f, c.st);
         scatter_rows(c.dxf.p, c.cdx.p, c.rows.p + r0, n, d, c.st);
-        c.gemm->run(c.grads.p + c.lm_head, true, c.cdl.p, true, c.cx.p, false, V, d, int(n), 1.0f, c.st);
+        c.gemm->run(c.grad(c.lm_head), true, c.cdl.p, true, c.cx.p, false, V, d, int(n), 1.0f, c.st);
     }
 }
 
@@ -299,24 +439,37 @@ Ctx *create(const lima_cuda_model_desc &d, const float *params) {
     c->norm = d.norm;
     c->lm_head = d.lm_head;
     c->layers.assign(d.layers, d.layers + cfg.num_layers);
+    for (int t = 0; t < d.num_tensors; ++t) c->tensors.push_back({d.t_offset[t], d.t_numel[t], d.t_decay[t] != 0});
     for (int t = 0; t < d.num_tensors; ++t)
         for (int64_t s = 0; s < d.t_numel[t]; s += 16384)
             c->chunks.push_back({d.t_offset[t] + s, int32_t(std::min<int64_t>(16384, d.t_numel[t] - s)), int32_t(d.t_decay[t])});
+    for (int u = 0; u < cfg.num_layers + 2; ++u) c->units.push_back({d.units[2 * u], d.units[2 * u + 1]});
+    // Until a plain trainer needs the whole fp32 master, p32 holds only what the kernels read in fp32.
+    int64_t packed = 0;
+    auto pack = [&](int64_t offset, int64_t numel) {
+        c->f32_at.push_back({offset, numel, packed});
+        packed += numel;
+    };
+    pack(d.emb, int64_t(cfg.vocab_size) * cfg.hidden_size);
+    for (const lima_cuda_layer &l : c->layers) {
+        pack(l.ln1, cfg.hidden_size);
+        pack(l.ln2, cfg.hidden_size);
+    }
+    pack(d.norm, cfg.hidden_size);
+    std::sort(c->f32_at.begin(), c->f32_at.end());
     size_t fr = 0, tot = 0;
     LIMA_CUDA_CHECK(cudaMemGetInfo(&fr, &tot));
-    const int64_t need = d.total * 6;
+    const int64_t need = d.total * 2 + packed * 4;
     LIMA_REQUIRE(need < int64_t(fr), LIMA_ERR_OUT_OF_MEMORY, "CUDA memory plan: the weights need ", need / 1073741824.0,
-                 " GiB (fp32 master + bf16 copy) but device ", d.device, " has ", fr / 1073741824.0, " GiB free of ",
-                 tot / 1073741824.0);
+                 " GiB (bf16, with fp32 embedding and norm gains) but device ", d.device, " has ", fr / 1073741824.0,
+                 " GiB free of ", tot / 1073741824.0);
     LIMA_CUDA_CHECK(cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking));
     c->gemm = std::make_unique<Gemm>();
-    c->p32.alloc(size_t(d.total), "fp32 master weights");
+    c->p32.alloc(size_t(packed), "fp32 embedding and norm gains");
     c->p16.alloc(size_t(d.total), "bf16 weights");
     c->dsum.alloc(1, "scalars");
     c->dscale.alloc(1, "scalars");
-    LIMA_CUDA_CHECK(cudaMemcpy(c->p32.p, params, size_t(d.total) * 4, cudaMemcpyHostToDevice));
-    cast_f32_bf16(c->p16.p, c->p32.p, long(d.total), c->st);
-    LIMA_CUDA_CHECK(cudaStreamSynchronize(c->st));
+    upload_weights(*c, params);
     return c.release();
 }
 
@@ -345,17 +498,26 @@ LIMA_EXPORT int lima_cuda_plugin_params(void *ctx, float *host, int32_t to_devic
         Ctx &c = *static_cast<Ctx *>(ctx);
         LIMA_CUDA_CHECK(cudaSetDevice(c.device));
         LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
-        if (to_device) {
-            LIMA_CUDA_CHECK(cudaMemcpy(c.p32.p, host, size_t(c.total) * 4, cudaMemcpyHostToDevice));
-            cast_f32_bf16(c.p16.p, c.p32.p, long(c.total), c.st);
-            LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
+        if (c.off) {  // the master weights are on the host
+            settle(c);
+            if (to_device) {
+                std::copy(host, host + c.total, c.off->master.data());
+                for (int u = 0; u < int(c.units.size()); ++u) publish(c, u);
+                settle(c);
+            } else {
+                std::copy(c.off->master.data(), c.off->master.data() + c.total, host);
+            }
+        } else if (to_device) {
+            upload_weights(c, host);
         } else {
+            LIMA_REQUIRE(c.p32_whole, LIMA_ERR_STATE, "CUDA backend: the device holds no fp32 master weights (no trainer)");
             LIMA_CUDA_CHECK(cudaMemcpy(host, c.p32.p, size_t(c.total) * 4, cudaMemcpyDeviceToHost));
         }
     });
 }
 
-LIMA_EXPORT int lima_cuda_plugin_train_init(void *ctx, int32_t recompute, char *err, int32_t errcap) {
+LIMA_EXPORT int lima_cuda_plugin_train_init(void *ctx, int32_t recompute, int32_t offload, const float *params, char *err,
+                                            int32_t errcap) {
     return guard(err, errcap, [&] {
         Ctx &c = *static_cast<Ctx *>(ctx);
         LIMA_CUDA_CHECK(cudaSetDevice(c.device));
@@ -364,21 +526,69 @@ LIMA_EXPORT int lima_cuda_plugin_train_init(void *ctx, int32_t recompute, char *
             c.acts.clear();
             c.cap = 0;  // the next batch plans again
         }
-        if (c.train) return;
+        if (c.train) {
+            LIMA_REQUIRE(bool(c.off) == (offload != 0), LIMA_ERR_STATE, "CUDA backend: this model was trained ",
+                         c.off ? "with" : "without", " offload; load it again to train it ", offload ? "with" : "without");
+            return;
+        }
         size_t fr = 0, tot = 0;
         LIMA_CUDA_CHECK(cudaMemGetInfo(&fr, &tot));
-        const int64_t need = c.total * 12;
-        LIMA_REQUIRE(need < int64_t(fr), LIMA_ERR_OUT_OF_MEMORY, "CUDA memory plan: gradients + AdamW moments need ",
-                     need / 1073741824.0, " GiB (fp32) but device ", c.device, " has ", fr / 1073741824.0,
-                     " GiB free after the weights (", tot / 1073741824.0, " GiB in all)");
-        c.grads.alloc(size_t(c.total), "gradients");
-        c.m1.alloc(size_t(c.total), "AdamW moments");
-        c.m2.alloc(size_t(c.total), "AdamW moments");
-        LIMA_CUDA_CHECK(cudaMemset(c.grads.p, 0, size_t(c.total) * 4));
-        LIMA_CUDA_CHECK(cudaMemset(c.m1.p, 0, size_t(c.total) * 4));
-        LIMA_CUDA_CHECK(cudaMemset(c.m2.p, 0, size_t(c.total) * 4));
-        c.dchunks.alloc(c.chunks.size(), "optimiser table");
-        LIMA_CUDA_CHECK(cudaMemcpy(c.dchunks.p, c.chunks.data(), c.chunks.size() * sizeof(AdamChunk), cudaMemcpyHostToDevice));
+        if (!offload) {  // the whole fp32 master (replacing the packed tensors), gradients and moments on the device
+            const int64_t need = c.total * 16 - int64_t(c.p32.n) * 4;
+            LIMA_REQUIRE(need < int64_t(fr), LIMA_ERR_OUT_OF_MEMORY, "CUDA memory plan: fp32 master weights, gradients and AdamW"
+                         " moments need ", need / 1073741824.0, " GiB but device ", c.device, " has ", fr / 1073741824.0,
+                         " GiB free after the bf16 weights (", tot / 1073741824.0, " GiB in all); train with offload"
+                         " (the optimiser on the host) or an adapter");
+            c.p32.release();
+            c.f32_at.clear();
+            c.p32.alloc(size_t(c.total), "fp32 master weights");
+            c.p32_whole = true;
+            LIMA_CUDA_CHECK(cudaMemcpy(c.p32.p, params, size_t(c.total) * 4, cudaMemcpyHostToDevice));
+            c.grads.alloc(size_t(c.total), "gradients");
+            c.m1.alloc(size_t(c.total), "AdamW moments");
+            c.m2.alloc(size_t(c.total), "AdamW moments");
+            LIMA_CUDA_CHECK(cudaMemset(c.grads.p, 0, size_t(c.total) * 4));
+            LIMA_CUDA_CHECK(cudaMemset(c.m1.p, 0, size_t(c.total) * 4));
+            LIMA_CUDA_CHECK(cudaMemset(c.m2.p, 0, size_t(c.total) * 4));
+            c.dchunks.alloc(c.chunks.size(), "optimiser table");
+            LIMA_CUDA_CHECK(cudaMemcpy(c.dchunks.p, c.chunks.data(), c.chunks.size() * sizeof(AdamChunk), cudaMemcpyHostToDevice));
+            c.train = true;
+            return;
+        }
+        // offload: the state in pinned host memory, the gradient of at most four units on the device
+        const int L = c.cfg.num_layers;
+        int64_t layer = 0, largest = 0;
+        for (int u = 0; u < L + 2; ++u) {
+            const int64_t n = c.units[size_t(u)].second - c.units[size_t(u)].first;
+            largest = std::max(largest, n);
+            if (u >= 1 && u <= L) layer = std::max(layer, n);
+        }
+        const int64_t emb = c.units[0].second - c.units[0].first, head = c.units[size_t(L) + 1].second - c.units[size_t(L) + 1].first;
+        const int64_t need = (2 * layer + emb + head) * 4;
+        LIMA_REQUIRE(need < int64_t(fr), LIMA_ERR_OUT_OF_MEMORY, "CUDA memory plan (offload): gradient staging needs ",
+                     need / 1073741824.0, " GiB but device ", c.device, " has ", fr / 1073741824.0, " GiB free");
+        auto o = std::make_unique<Offload>();
+        o->master.assign(size_t(c.total), 0.0f);
+        std::copy(params, params + c.total, o->master.data());
+        o->grads.assign(size_t(c.total), 0.0f);
+        o->m1.assign(size_t(c.total), 0.0f);
+        o->m2.assign(size_t(c.total), 0.0f);
+        o->up[0].assign(size_t(largest), 0);
+        o->up[1].assign(size_t(largest), 0);
+        o->stage[0].alloc(size_t(layer), "offload gradient staging");
+        o->stage[1].alloc(size_t(layer), "offload gradient staging");
+        o->stage_emb.alloc(size_t(emb), "offload gradient staging");
+        o->stage_head.alloc(size_t(head), "offload gradient staging");
+        LIMA_CUDA_CHECK(cudaStreamCreateWithFlags(&o->copy, cudaStreamNonBlocking));
+        for (cudaEvent_t *e : {&o->stage_free[0], &o->stage_free[1], &o->up_done[0], &o->up_done[1], &o->grads_home, &o->done})
+            LIMA_CUDA_CHECK(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
+        o->ready.assign(c.units.size(), nullptr);
+        for (cudaEvent_t &e : o->ready) LIMA_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+        o->stage_of.assign(c.units.size(), nullptr);
+        o->slot_of.assign(c.units.size(), -1);
+        o->host = std::make_unique<lima::HostOffload>(o->master.data(), o->grads.data(), o->m1.data(), o->m2.data(),
+                                                      c.tensors, c.units);
+        c.off = std::move(o);
         c.train = true;
     });
 }
@@ -391,6 +601,17 @@ LIMA_EXPORT int lima_cuda_plugin_state(void *ctx, float *m1, float *m2, float *g
         LIMA_REQUIRE(c.train, LIMA_ERR_STATE, "CUDA backend: no optimiser state (no trainer)");
         LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
         const size_t bytes = size_t(c.total) * 4;
+        if (c.off) {
+            settle(c);
+            auto mv = [&](float *h, float *mine) {
+                if (h) to_device ? (void)std::copy(h, h + c.total, mine) : (void)std::copy(mine, mine + c.total, h);
+            };
+            mv(m1, c.off->m1.data());
+            mv(m2, c.off->m2.data());
+            mv(grads, c.off->grads.data());
+            if (to_device && grads) c.off->host_zero = false;
+            return;
+        }
         const cudaMemcpyKind k = to_device ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost;
         auto mv = [&](float *h, float *dv) {
             if (!h) return;
@@ -406,7 +627,13 @@ LIMA_EXPORT int lima_cuda_plugin_zero_grad(void *ctx, char *err, int32_t errcap)
     return guard(err, errcap, [&] {
         Ctx &c = *static_cast<Ctx *>(ctx);
         LIMA_CUDA_CHECK(cudaSetDevice(c.device));
-        if (c.train) LIMA_CUDA_CHECK(cudaMemsetAsync(c.grads.p, 0, size_t(c.total) * 4, c.st));
+        if (c.off) {
+            settle(c);
+            std::fill(c.off->grads.data(), c.off->grads.data() + c.total, 0.0f);
+            c.off->host_zero = true;
+        } else if (c.train) {
+            LIMA_CUDA_CHECK(cudaMemsetAsync(c.grads.p, 0, size_t(c.total) * 4, c.st));
+        }
     });
 }
 
@@ -420,10 +647,12 @@ LIMA_EXPORT int lima_cuda_plugin_forward_backward(void *ctx, const lima_cuda_bat
         const int nt = upload(c, *b);
         const DropoutKey key{a->seed, a->step, a->micro};
         const DropoutKey *kp = a->dropout && a->p_max > 0 ? &key : nullptr;
+        if (c.off) c.off->home_waited = false;
         forward(c, N, nt, kp, a->p_max);
         const int d = c.d();
         LIMA_CUDA_CHECK(cudaMemsetAsync(c.dxf.p, 0, size_t(N) * d * sizeof(bf16), c.st));
         LIMA_CUDA_CHECK(cudaMemsetAsync(c.dsum.p, 0, sizeof(double), c.st));
+        acquire(c, c.head_unit());  // offload: the LM head's gradient is staged through backward
         classifier_train(c, b->M, a->inv_norm);
         backward(c, N, nt, kp, a->p_max);
         LIMA_CUDA_CHECK(cudaMemcpyAsync(loss, c.dsum.p, sizeof(double), cudaMemcpyDeviceToHost, c.st));
@@ -437,6 +666,20 @@ LIMA_EXPORT int lima_cuda_plugin_step(void *ctx, const lima_cuda_adam_args *a, d
         Ctx &c = *static_cast<Ctx *>(ctx);
         LIMA_CUDA_CHECK(cudaSetDevice(c.device));
         LIMA_REQUIRE(c.train, LIMA_ERR_STATE, "CUDA backend: step without a trainer");
+        if (c.off) {  // the host norm, then the units' updates on the host worker; the next forward waits per unit
+            LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
+            settle(c);
+            float scale = 1.0f;
+            int clip = 0;
+            *grad_norm = c.off->host->norm(a->grad_clip, &scale, &clip);
+            *clipped = clip;
+            if (!std::isfinite(*grad_norm)) return;  // the caller refuses the update
+            Ctx *cp = &c;
+            c.off->host->step({a->lr, a->beta1, a->beta2, a->eps, a->weight_decay, a->grad_clip, a->t}, scale,
+                              [cp](int u) { publish(*cp, u); });
+            c.off->host_zero = true;
+            return;
+        }
         LIMA_CUDA_CHECK(cudaMemsetAsync(c.dsum.p, 0, sizeof(double), c.st));
         sum_squares(c.dsum.p, c.grads.p, long(c.total), c.st);
         double ss = 0.0;
@@ -478,8 +721,10 @@ LIMA_EXPORT int lima_cuda_plugin_plan(void *ctx, int64_t tokens, lima_memory_pla
         const Sizes sz = plan_sizes(c, long(tokens));
         reserve(c, long(tokens));
         if (out) {
-            out->weights = c.total * 6;
-            out->optimizer = c.train ? c.total * 12 : 0;
+            out->weights = c.total * 2 + int64_t(c.p32.n) * 4;
+            out->optimizer = c.off ? int64_t(c.off->stage[0].n * 2 + c.off->stage_emb.n + c.off->stage_head.n) * 4
+                             : c.train ? c.total * 12 : 0;
+            out->host = c.off ? c.total * 16 + int64_t(c.off->up[0].v.size()) * 4 : 0;
             out->activations = sz.activations;
             out->workspace = sz.workspace;
             out->total = out->weights + out->optimizer + out->activations + out->workspace;

@@ -2,11 +2,13 @@
 // weights on one device (fp32 master + bf16 copy), the stream, the cuBLASLt products, the rotary
 // table, and training's activations and optimiser state.
 #pragma once
+#include <array>
 #include <memory>
 #include <vector>
 
 #include "../src/config.hpp"
 #include "../src/cuda_plugin.hpp"
+#include "../src/offload.hpp"
 #include "gemm.cuh"
 #include "kernels.cuh"
 
@@ -39,6 +41,53 @@ struct LayerAttention {
     float *part_o = nullptr, *part_ml = nullptr;
 };
 
+// Host-pinned storage: a vector whose pages are registered with CUDA (cudaHostRegister), so copies
+// from and to it are asynchronous DMA.
+template <typename T>
+struct PinnedVec {
+    std::vector<T> v;
+    bool registered = false;
+    void assign(size_t n, T x) {
+        unpin();
+        v.assign(n, x);
+        if (!v.empty()) {
+            LIMA_CUDA_CHECK(cudaHostRegister(v.data(), v.size() * sizeof(T), cudaHostRegisterDefault));
+            registered = true;
+        }
+    }
+    void unpin() {
+        if (registered) cudaHostUnregister(v.data());
+        registered = false;
+    }
+    T *data() { return v.data(); }
+    ~PinnedVec() { unpin(); }
+};
+
+// Full fine-tuning with the optimiser offloaded to the host (src/offload.hpp): the fp32 master
+// weights, gradient and AdamW moments in pinned host memory and the step on the host; the device
+// keeps the bf16 weights and the fp32 gradient of the units backward is working on.
+//  - backward: each unit's gradient is accumulated in a device staging buffer, loaded first with
+//    the host's gradient so far (or zeroed at the step's first micro-batch), and copied back to the
+//    host on the copy stream as soon as the unit is done (layers alternate between two buffers;
+//    the embedding and the head have their own, as they are held across the pass);
+//  - step: the host norm, then each unit updated on the host worker in forward order, converted to
+//    bf16 and uploaded on the copy stream; `ready[u]` marks it on the device, and the next forward
+//    waits for each unit just before it uses it.
+struct Offload {
+    PinnedVec<float> master, grads, m1, m2;
+    PinnedVec<uint16_t> up[2];  // bf16 upload staging
+    DevBuf<float> stage[2], stage_emb, stage_head;
+    cudaStream_t copy = nullptr;
+    cudaEvent_t stage_free[2] = {}, up_done[2] = {}, grads_home = nullptr, done = nullptr;
+    std::vector<cudaEvent_t> ready;
+    std::vector<float *> stage_of;  // per unit: its staging buffer while backward holds it
+    std::vector<int> slot_of;
+    int next_slot = 0, next_up = 0;
+    bool host_zero = true, home_waited = false;
+    std::unique_ptr<HostOffload> host;  // last: its worker stops before the buffers go
+    ~Offload();
+};
+
 struct Ctx {
     ModelConfig cfg;
     int device = 0;
@@ -46,12 +95,25 @@ struct Ctx {
     int64_t total = 0, emb = 0, norm = 0, lm_head = 0;
     std::vector<lima_cuda_layer> layers;
     std::vector<AdamChunk> chunks;
+    std::vector<OffloadTensor> tensors;  // (offset, numel, decay) of every tensor
     cudaStream_t st = nullptr;
     std::unique_ptr<Gemm> gemm;
 
+    // fp32 weights: with a plain trainer p32 is the whole fp32 master; otherwise it holds only the
+    // tensors the kernels read in fp32 (the embedding and the norm gains), packed (f32_at).
     DevBuf<float> p32, grads, m1, m2;
     DevBuf<bf16> p16;
-    bool train = false;
+    bool train = false, p32_whole = false;
+    std::vector<std::array<int64_t, 3>> f32_at;  // packed: (layout offset, numel, offset in p32), by offset
+    // The units of the layout (the embedding, each layer, the final norm with the LM head), as ZeRO-3
+    // and offload cut it.
+    std::vector<std::pair<int64_t, int64_t>> units;
+    std::unique_ptr<Offload> off;
+    const float *f32(int64_t offset) const;
+    // Where backward accumulates the gradient of the tensor at `offset`: the whole device gradient,
+    // or (offload) the staging buffer of its unit.
+    float *grad(int64_t offset) const;
+    int head_unit() const { return cfg.tie_word_embeddings ? 0 : cfg.num_layers + 1; }
 
     // activations for up to cap tokens
     long cap = 0;
@@ -76,6 +138,7 @@ struct Ctx {
     int F() const { return cfg.intermediate_size; }
     int ldqkv() const { return cfg.q_dim() + 2 * cfg.kv_dim(); }
     ~Ctx() {
+        off.reset();
         gemm.reset();
         if (st) cudaStreamDestroy(st);
     }
@@ -102,6 +165,11 @@ int guard(char *err, int32_t cap, F &&f) {
         return LIMA_ERR_INTERNAL;
     }
 }
+
+// Offload: every pending host update published and every gradient copy done (a no-op otherwise).
+void settle(Ctx &c);
+// Offload: the next forward may use unit u once its update of the last step is on the device.
+void wait_unit(Ctx &c, int u);
 
 // Makes the rotary table cover `positions` positions (at least).
 void ensure_rope(Ctx &c, int positions);

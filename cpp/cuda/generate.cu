@@ -118,13 +118,13 @@ void run_layers(Gen &g, long N, bool prefill, int ntiles) {
     att.max_len = g.max_len;
     att.part_o = g.part_o.p;
     att.part_ml = g.part_ml.p;
-    encoder_forward(g.x.p, c.p32.p + c.emb, g.tok.p, N, d, c.st);
+    encoder_forward(g.x.p, c.f32(c.emb), g.tok.p, N, d, c.st);
     for (int l = 0; l < c.cfg.num_layers; ++l) {
         att.k_cache = g.kc.p + size_t(l) * g.layer_stride();
         att.v_cache = g.vc.p + size_t(l) * g.layer_stride();
         layer_forward(c, l, buf, g.x.p, g.x.p, g.x.p, g.y.p, g.pos.p, N, att, nullptr, 0.0f);
     }
-    rmsnorm_forward(g.xn.p, g.rstd.p, g.x.p, c.p32.p + c.norm, N, d, c.cfg.rms_norm_eps, c.st);
+    rmsnorm_forward(g.xn.p, g.rstd.p, g.x.p, c.f32(c.norm), N, d, c.cfg.rms_norm_eps, c.st);
 }
 
 // fresh (rows, V) = states (rows, d) x lm_head^T
@@ -220,6 +220,7 @@ Gen *gen_create(Ctx &c, int max_rows, int max_len) {
 
 void gen_start(Gen &g, int rows, const int32_t *tokens, const int32_t *lengths, const uint64_t *seeds) {
     Ctx &c = *g.c;
+    settle(c);  // offload: the last step's weights are all on the device
     const int V = c.cfg.vocab_size, d = c.d();
     g.rows = rows;
     LIMA_CUDA_CHECK(cudaMemsetAsync(g.flags.p, 0, size_t(rows) * V, c.st));
@@ -267,6 +268,7 @@ void gen_start(Gen &g, int rows, const int32_t *tokens, const int32_t *lengths, 
 
 void gen_step(Gen &g, const lima_sampling &s, const uint8_t *active, int32_t *out) {
     Ctx &c = *g.c;
+    settle(c);
     const bool greedy = !(s.temperature > 0);
     *g.host_params = StepParams{greedy ? 1.0f : s.temperature, s.top_p, s.repetition_penalty, s.top_k,
                                 uint8_t(s.penalty_scope == 1 ? 3 : 2)};

@@ -71,6 +71,12 @@ void cuda_attach(Model &m, int device) {
     d.t_offset = t_off.data();
     d.t_numel = t_num.data();
     d.t_decay = t_decay.data();
+    std::vector<int64_t> units;
+    for (auto [b, e] : make_units(c, l)) {
+        units.push_back(int64_t(b));
+        units.push_back(int64_t(e));
+    }
+    d.units = units.data();
     void *ctx = nullptr;
     cuda_run(api.create, &d, static_cast<const float *>(m.params.data()), &ctx);
     m.cuda = ctx;
@@ -85,6 +91,7 @@ void cuda_detach(Model &m) {
 }
 
 void cuda_sync_host(const Model &m) {
+    if (m.settle) m.settle();
     if (!m.cuda || !m.host_stale) return;
     Model &mm = const_cast<Model &>(m);  // the host copy is a cache of the device weights
     cuda_run(cuda_api().params, m.cuda, mm.params.data(), 0);

@@ -25,6 +25,7 @@ typedef struct lima_cuda_model_desc {
     int32_t num_tensors;
     const int64_t *t_offset, *t_numel;
     const uint8_t *t_decay;
+    const int64_t *units;  // (num_layers + 2) x [begin, end): the embedding, each layer, the final norm with the LM head
 } lima_cuda_model_desc;
 
 typedef struct lima_cuda_batch {
@@ -58,7 +59,10 @@ typedef int (*lima_cuda_create_fn)(const lima_cuda_model_desc *d, const float *p
 typedef void (*lima_cuda_free_fn)(void *ctx);
 // to_device != 0: host -> device (fp32 master and its bf16 copy); else device -> host.
 typedef int (*lima_cuda_params_fn)(void *ctx, float *host, int32_t to_device, char *err, int32_t errcap);
-typedef int (*lima_cuda_train_init_fn)(void *ctx, int32_t recompute, char *err, int32_t errcap);
+// offload != 0: fp32 master weights, gradient and moments in pinned host memory, the step on the host.
+// params: the host's fp32 master weights (the device keeps only bf16 until a trainer needs fp32).
+typedef int (*lima_cuda_train_init_fn)(void *ctx, int32_t recompute, int32_t offload, const float *params, char *err,
+                                       int32_t errcap);
 // Moments and gradients (each may be NULL), in the flat layout.
 typedef int (*lima_cuda_state_fn)(void *ctx, float *m1, float *m2, float *grads, int32_t to_device, char *err, int32_t errcap);
 typedef int (*lima_cuda_zero_grad_fn)(void *ctx, char *err, int32_t errcap);

@@ -622,6 +622,7 @@ void forward(Model &m, const Batch &b, const DropoutKey *key, float p_max) {
     Activations &a = m.acts;
     a.ensure(c, N, m.lora_r());
     ParamSource *src = m.source;
+    if (!src && m.settle) m.settle();
     const Weights whole = src ? Weights{} : m.weights();
     auto unit = [&](int u) { return src ? m.bind_unit(src->gather(u), u) : whole; };
     auto done = [&](int u) {

@@ -192,6 +192,9 @@ struct Model {
     // unit (of `units`) when it is used; null: the model holds its weights.
     ParamSource *source = nullptr;
     std::vector<std::pair<size_t, size_t>> units;
+    // An offloaded trainer (trainer.hpp Offload): waits until its host worker has finished updating
+    // `params`; called before anything outside the trainer reads them (cuda_sync_host, forward).
+    std::function<void()> settle;
     // Throws LIMA_ERR_STATE naming fn when the weights are sharded (not held whole here).
     void require_whole(const char *fn) const;
     // ZeRO-3: the tensors of unit u bound to buf, which holds that unit (the others null); the unit

@@ -10,6 +10,7 @@
 #include "cpu/adamw.hpp"
 #include "cpu/classifier.hpp"
 #include "cuda_plugin.hpp"
+#include "offload.hpp"
 #include "safetensors.hpp"
 
 namespace lima {
@@ -68,6 +69,43 @@ void Zero3::release(int unit) {
     std::vector<float>().swap(held[size_t(unit)]);
 }
 
+float *Offload::gather(int unit) {
+    host.wait_ready(unit);
+    return host.master + host.units()[size_t(unit)].first;
+}
+
+float *Offload::grad(int unit) {
+    std::vector<float> &g = staged[size_t(unit)];
+    if (!g.empty()) return g.data();
+    const auto [b, e] = host.units()[size_t(unit)];
+    if (host_zero) {
+        g.assign(size_t(e - b), 0.0f);
+    } else {  // the gradient so far: accumulate onto it exactly as the plain path does
+        host.drain();
+        g.assign(host.grads + b, host.grads + e);
+    }
+    return g.data();
+}
+
+void Offload::release(int unit) {
+    std::vector<float> &g = staged[size_t(unit)];
+    if (g.empty()) return;
+    host_zero = false;
+    host.submit([this, unit, buf = std::move(g)] {
+        std::copy(buf.begin(), buf.end(), host.grads + host.units()[size_t(unit)].first);
+    });
+    g = std::vector<float>();
+}
+
+void Trainer::settle() const {
+    if (!off) return;
+    off->host.drain();
+    off->host.master = model->params.data();
+    off->host.grads = grads.data();
+    off->host.m1 = m1.data();
+    off->host.m2 = m2.data();
+}
+
 void validate(const lima_train_config &c) {
     auto in01 = [](float x) { return std::isfinite(x) && x >= 0.0f && x < 1.0f; };
     LIMA_REQUIRE(in01(c.beta1), LIMA_ERR_INVALID_ARGUMENT, "train config: beta1 must be in [0, 1), got ", c.beta1);
@@ -78,16 +116,35 @@ void validate(const lima_train_config &c) {
     LIMA_REQUIRE(std::isfinite(c.grad_clip), LIMA_ERR_INVALID_ARGUMENT, "train config: grad_clip must be finite, got ", c.grad_clip);
     LIMA_REQUIRE(in01(c.resid_dropout), LIMA_ERR_INVALID_ARGUMENT, "train config: resid_dropout must be in [0, 1), got ",
                  c.resid_dropout);
+    LIMA_REQUIRE(c.offload == 0 || c.offload == 1, LIMA_ERR_INVALID_ARGUMENT, "train config: offload must be 0 or 1, got ",
+                 c.offload);
 }
 
 Trainer::Trainer(Model *m, const lima_train_config &c) : model(m), cfg(c) {
     validate(c);
     LIMA_REQUIRE(!m->nf4() || m->adapter, LIMA_ERR_STATE, "lima_trainer_create: the model's projections are stored in NF4: it"
                  " trains adapters only (QLoRA); add an adapter first");
+    LIMA_REQUIRE(!c.offload || (!m->adapter && !m->nf4()), LIMA_ERR_UNSUPPORTED, "lima_trainer_create: offload moves full"
+                 " fine-tuning's optimiser to the host; an adapter's (LoRA/QLoRA) state is small and stays with it");
+    LIMA_REQUIRE(!c.offload || !m->hollow, LIMA_ERR_STATE, "lima_trainer_create: offload needs the model's weights (this model"
+                 " is hollow)");
+    LIMA_REQUIRE(!c.offload || m->trainers == 0, LIMA_ERR_STATE, "lima_trainer_create: an offloaded trainer owns the model's"
+                 " weights; the model has ", m->trainers, " trainer(s)");
     if (m->cuda) {
-        // gradients and moments live on the device; host copies only for save/load/read_grad
-        cuda_run(cuda_api().train_init, m->cuda, c.recompute_activations);
+        // gradients and moments live on the device (offload: in the plugin's pinned host memory);
+        // host copies only for save/load/read_grad
+        cuda_sync_host(*m);
+        cuda_run(cuda_api().train_init, m->cuda, c.recompute_activations, c.offload, static_cast<const float *>(m->params.data()));
         cuda_run(cuda_api().zero_grad, m->cuda);
+    } else if (c.offload) {
+        ensure_state();
+        std::vector<OffloadTensor> tensors;
+        for (const ParamInfo &p : m->layout.params) tensors.push_back({int64_t(p.offset), p.numel(), p.decay});
+        std::vector<std::pair<int64_t, int64_t>> units;
+        for (auto [b, e] : make_units(m->cfg, m->layout)) units.push_back({int64_t(b), int64_t(e)});
+        m->units = make_units(m->cfg, m->layout);
+        off = std::make_unique<Offload>(m->params.data(), grads.data(), m1.data(), m2.data(), std::move(tensors), std::move(units));
+        m->settle = [this] { settle(); };
     }
     ++model->trainers;
 }
@@ -106,6 +163,14 @@ std::vector<float> &Trainer::space_params() const { return model->adapter ? mode
 
 Trainer::~Trainer() {
     if (z3 && model->source == z3.get()) model->source = nullptr;  // the weights leave with their shards
+    if (off) {
+        try {
+            settle();
+        } catch (const Error &) {  // a failed update: the weights are as far as it got
+        }
+        model->settle = nullptr;
+        if (model->source == off.get()) model->source = nullptr;
+    }
     --model->trainers;
     if (comm) --comm->trainers;
 }
@@ -116,6 +181,8 @@ void Trainer::set_comm(Comm *c, int stage) {
     LIMA_REQUIRE(micro == 0, LIMA_ERR_STATE, "lima_trainer_set_comm: call it between optimiser steps, not mid-step");
     LIMA_REQUIRE(stage >= 0 && stage <= 3, LIMA_ERR_INVALID_ARGUMENT, "lima_trainer_set_comm: zero_stage must be 0, 1, 2 or 3, got ",
                  stage);
+    LIMA_REQUIRE(!cfg.offload, LIMA_ERR_UNSUPPORTED, "lima_trainer_set_comm: offload is for one device; data parallel ranks"
+                 " shard the optimiser state with ZeRO instead");
     LIMA_REQUIRE(!model->cuda, LIMA_ERR_UNSUPPORTED, "lima_trainer_set_comm: data parallelism on CUDA devices needs the NCCL"
                  " backend, which is not implemented yet; CPU ranks use gloo");
     LIMA_REQUIRE(stage < 3 || (!model->adapter && !model->nf4()), LIMA_ERR_UNSUPPORTED,
@@ -241,6 +308,7 @@ void Trainer::gather_params(int root) {
 }
 
 void Trainer::save_model(const std::string &dir, int dtype, int64_t max_shard_bytes, int root) {
+    settle();
     LIMA_REQUIRE(root >= 0 && (!comm || root < comm->world), LIMA_ERR_INVALID_ARGUMENT, "lima_trainer_save_model: root ", root,
                  " is not a rank");
     if (!z3) {
@@ -314,6 +382,15 @@ lima_fb_result Trainer::forward_backward(const Batch &b, int64_t step_targets) {
     LIMA_REQUIRE(micro < 65536, LIMA_ERR_STATE, "lima_trainer_forward_backward: more than 65535 micro-batches in one step");
     lima_fb_result r{0.0, M};
     reshard();
+    // Offload: the passes read the weights and stage the gradients unit by unit through the source.
+    struct SourceScope {
+        Model *m;
+        bool on;
+        ~SourceScope() {
+            if (on) m->source = nullptr;
+        }
+    } scope{model, off && M > 0};
+    if (scope.on) model->source = off.get();
     if (M == 0 && !z3) {  // nothing to learn from: no gradient, but the micro-batch still counts (ZeRO-3: the collectives run)
         ++micro;
         return r;
@@ -346,15 +423,16 @@ lima_fb_result Trainer::forward_backward(const Batch &b, int64_t step_targets) {
         ++micro;
         return r;
     }
-    // The LM head and its gradient: the model's, or (ZeRO-3) its unit, gathered and held through backward.
+    // The LM head and its gradient: the model's, or its source's unit (ZeRO-3, offload), held through backward.
+    ParamSource *src = m.source;
     const int head = m.head_unit();
-    const float *head_w = z3 ? m.bind_unit(z3->gather(head), head).lm_head : m.weights().lm_head;
-    float *head_g = z3 ? m.bind_unit(z3->grad(head), head).lm_head : bind(m.cfg, m.layout, grads.data()).lm_head;
+    const float *head_w = src ? m.bind_unit(src->gather(head), head).lm_head : m.weights().lm_head;
+    float *head_g = src ? m.bind_unit(src->grad(head), head).lm_head : bind(m.cfg, m.layout, grads.data()).lm_head;
     r.loss_sum = cpu::classifier_train(dxf.data(), head_g, m.acts.xf.data(), head_w, b.pred_rows.data(), b.labels.data(), M, d,
                                        m.cfg.vocab_size, inv);
     LIMA_REQUIRE(std::isfinite(r.loss_sum), LIMA_ERR_INVALID_ARGUMENT,
                  "lima_trainer_forward_backward: the loss is not finite (", r.loss_sum, "): the weights or inputs hold NaN/inf");
-    backward(m, b, kp, cfg.resid_dropout, dxf.data(), z3 ? nullptr : grads.data());
+    backward(m, b, kp, cfg.resid_dropout, dxf.data(), src ? nullptr : grads.data());
     ++micro;
     return r;
 }
@@ -374,6 +452,19 @@ lima_step_result Trainer::apply(float lr) {
     }
     reshard();
     ensure_state();
+    if (off) {  // the host norm, then the units' updates on the host worker (the next forward waits per unit)
+        settle();
+        lima_step_result r{0.0, 0, step, 0.0};
+        float scale = 1.0f;
+        r.grad_norm = off->host.norm(cfg.grad_clip, &scale, &r.clipped);
+        LIMA_REQUIRE(std::isfinite(r.grad_norm), LIMA_ERR_STATE, "lima_trainer_step: the gradient norm is ", r.grad_norm,
+                     "; no update was made (zero the gradients to go on)");
+        off->host.step({lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay, cfg.grad_clip, step + 1}, scale, nullptr);
+        off->host_zero = true;  // each unit's gradient is zeroed by its update
+        micro = 0;
+        r.step = ++step;
+        return r;
+    }
     // Data parallel: every rank's gradient summed (each normalised by the whole step's targets).
     double comm_s = 0.0;
     if (z3) {  // ZeRO-3 reduce-scattered each unit's gradient as backward released it
@@ -390,9 +481,7 @@ lima_step_result Trainer::apply(float lr) {
     // ZeRO >= 1: this rank updates its shard of the weights with its shard of the moments (stage 3:
     // the gradient too holds that shard only).
     const int64_t lo = z3 ? 0 : zero >= 1 ? shard.begin : 0, hi = z3 ? int64_t(grads.size()) : zero >= 1 ? shard.end : int64_t(space().total);
-    double ss = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : ss)
-    for (long i = long(lo); i < long(hi); ++i) ss += double(grads[size_t(i)]) * double(grads[size_t(i)]);
+    double ss = sum_squares(grads.data() + lo, hi - lo);
     if (zero >= 1 && comm->world > 1) timed(comm_s, [&] { comm->allreduce_sum(&ss, 1); });  // the norm of the global gradient
     lima_step_result r{std::sqrt(ss), 0, step, 0.0};
     LIMA_REQUIRE(std::isfinite(r.grad_norm), LIMA_ERR_STATE, "lima_trainer_step: the gradient norm is ", r.grad_norm,
@@ -437,6 +526,8 @@ lima_step_result Trainer::apply(float lr) {
 
 // A new optimiser step starts: no gradient, micro-batch index 0 (part of the dropout key).
 void Trainer::zero_grad() {
+    settle();
+    if (off) off->host_zero = true;
     if (model->cuda) {
         cuda_run(cuda_api().zero_grad, model->cuda);
     }
@@ -447,6 +538,7 @@ void Trainer::zero_grad() {
 void Trainer::read_grad(const ParamInfo &p, float *out) const {
     LIMA_REQUIRE(!z3, LIMA_ERR_STATE, "lima_trainer_read_grad: a ZeRO-3 trainer holds its shard of the gradient only");
     ensure_state();
+    settle();
     if (!model->cuda) {
         std::copy(grads.begin() + long(p.offset), grads.begin() + long(p.offset) + p.numel(), out);
         return;
@@ -458,6 +550,7 @@ void Trainer::read_grad(const ParamInfo &p, float *out) const {
 
 void Trainer::save_state(const std::string &path) const {
     ensure_state();
+    settle();
     if (zero >= 1) {  // this rank's shard of the moments; gradients only mid-step, whole
         LIMA_REQUIRE(micro == 0, LIMA_ERR_STATE, "lima_trainer_save_state: a sharded trainer saves between optimiser steps only");
         const int64_t n = int64_t(m1.size());
@@ -505,6 +598,7 @@ void Trainer::load_state_shards(const std::vector<std::string> &paths) {
     LIMA_REQUIRE(!model->cuda, LIMA_ERR_UNSUPPORTED, "lima_trainer_load_state_shards: CPU trainers only");
     LIMA_REQUIRE(!paths.empty(), LIMA_ERR_INVALID_ARGUMENT, "lima_trainer_load_state_shards: no files");
     ensure_state();
+    settle();
     const int64_t total = int64_t(space().total);
     std::vector<float> a(static_cast<size_t>(total)), b(static_cast<size_t>(total));
     std::vector<int> seen;
@@ -563,10 +657,13 @@ void Trainer::load_state_shards(const std::vector<std::string> &paths) {
     std::fill(grads.begin(), grads.end(), 0.0f);
     step = nstep;
     micro = 0;
+    settle();  // offload: the new vectors
+    if (off) off->host_zero = true;
 }
 
 void Trainer::load_state(const std::string &path) {
     ensure_state();
+    settle();
     StFile f = st_open(path);
     const std::string format = f.metadata["format"];
     LIMA_REQUIRE(format == "lima-adamw-1" || format == "lima-adamw-shard-1", LIMA_ERR_FORMAT, path,
@@ -635,6 +732,8 @@ void Trainer::load_state(const std::string &path) {
     }
     step = nstep;
     micro = uint32_t(nmicro);
+    settle();  // offload: the new vectors
+    if (off) off->host_zero = nmicro == 0;
 }
 
 }  // namespace lima

@@ -5,6 +5,7 @@
 
 #include "comm.hpp"
 #include "model.hpp"
+#include "offload.hpp"
 
 namespace lima {
 
@@ -29,6 +30,24 @@ struct Zero3 final : ParamSource {
     void release(int unit) override;
 };
 
+// Full fine-tuning with the optimiser offloaded to the host (offload.hpp), run on the CPU: the same
+// split as on a GPU, so that it is tested without one (it saves no memory here). The model's params
+// are the master weights; forward reads each unit once the last step has updated it (the update
+// runs on the host worker while earlier units are already in use); backward accumulates each unit's
+// gradient in a staging buffer, loaded from the host gradient, that goes back to the host when the
+// unit is released.
+struct Offload final : ParamSource {
+    HostOffload host;
+    bool host_zero = true;  // the host gradient is all zero (no unit handed back since the step)
+    std::vector<std::vector<float>> staged;
+    Offload(float *master, float *grads, float *m1, float *m2, std::vector<OffloadTensor> t,
+            std::vector<std::pair<int64_t, int64_t>> u)
+        : host(master, grads, m1, m2, std::move(t), std::move(u)), staged(host.units().size()) {}
+    float *gather(int unit) override;
+    float *grad(int unit) override;
+    void release(int unit) override;
+};
+
 struct Trainer {
     Model *model;
     lima_train_config cfg;
@@ -48,6 +67,11 @@ struct Trainer {
     // one per unit at stage 3): m1/m2 hold their concatenation, and so do grads at stage 3.
     std::vector<std::pair<int64_t, int64_t>> owned;
     std::unique_ptr<Zero3> z3;  // stage 3: the model's parameters live here, not in model->params
+    std::unique_ptr<Offload> off;  // cfg.offload on the CPU
+
+    // Offload: waits for the host worker (the last step's updates, the gradients handed back) and
+    // points it at the current state vectors. Every method but forward_backward calls it first.
+    void settle() const;
 
     Trainer(Model *m, const lima_train_config &c);
     ~Trainer();

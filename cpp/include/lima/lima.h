@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 /* Bumped on every incompatible change of this header. */
-#define LIMA_ABI_VERSION 7
+#define LIMA_ABI_VERSION 8
 
 typedef enum lima_status {
     LIMA_OK = 0,
@@ -104,14 +104,17 @@ LIMA_API int lima_cuda_versions(char *out, int32_t cap);
 
 /* Device memory of a model (and its trainer) on a CUDA device, in bytes. */
 typedef struct lima_memory_plan {
-    int64_t weights;      /* fp32 master weights + their bf16 copy */
-    int64_t optimizer;    /* fp32 gradients + AdamW moments (0 without a trainer) */
+    int64_t weights;      /* bf16 weights + fp32 master weights (plain trainer) or fp32 embedding and norm gains */
+    int64_t optimizer;    /* fp32 gradients + AdamW moments on the device (0 without a trainer; offload: the
+                             gradient staging of the units backward holds) */
     int64_t activations;  /* saved activations and gradient buffers for the planned micro-batch */
     int64_t workspace;    /* classifier chunk, cuBLASLt workspace, batch tables */
     int64_t total;        /* the sum: what training will hold */
     int64_t device_free;  /* free on the device before the plan */
     int64_t device_total;
     int64_t peak;         /* highest the backend has held so far */
+    int64_t host;         /* pinned host memory of an offloaded trainer (fp32 master weights, gradient, AdamW
+                             moments, upload staging); 0 otherwise */
 } lima_memory_plan;
 
 /* ---------------------------------------------------------------- model */
@@ -229,6 +232,9 @@ typedef struct lima_train_config {
     float resid_dropout;      /* p at the top layer; rises linearly from 0 at layer 0. LIMA: 0.3 (0.2 small) */
     uint64_t seed;            /* dropout mask stream */
     int32_t recompute_activations; /* CUDA: keep only each layer's input and recompute the rest in backward */
+    int32_t offload;          /* 1: full fine-tuning with the fp32 master weights, gradient and AdamW moments in
+                                 host memory and the AdamW step on the host (ZeRO-Offload's split on one device;
+                                 the same arithmetic); on the CPU the same split runs, for testing. 0: off */
 } lima_train_config;
 
 LIMA_API void lima_train_config_init(lima_train_config *cfg);

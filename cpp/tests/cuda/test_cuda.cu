@@ -303,6 +303,26 @@ std::vector<float> read_grad(lima_trainer *t, lima_model *m, int32_t i) {
     return g;
 }
 
+// A CUDA model and trainer state saved (the model as a checkpoint, the optimiser state) and loaded
+// into a fresh CUDA model with a new trainer of config tc.
+struct Reloaded {
+    ModelPtr model;
+    TrainerPtr trainer;
+};
+
+Reloaded reload_on_device(lima_model *m, lima_trainer *t, const lima_train_config &tc, const std::string &dir) {
+    EXPECT_EQ(lima_model_save(m, (dir + "/ckpt").c_str(), LIMA_DTYPE_F32, 0), LIMA_OK) << lima_last_error();
+    EXPECT_EQ(lima_trainer_save_state(t, (dir + "/state.safetensors").c_str()), LIMA_OK) << lima_last_error();
+    lima_model *mc = nullptr;
+    EXPECT_EQ(lima_model_load((dir + "/ckpt").c_str(), "cuda", &mc), LIMA_OK) << lima_last_error();
+    Reloaded r{ModelPtr(mc), nullptr};
+    lima_trainer *tcc = nullptr;
+    EXPECT_EQ(lima_trainer_create(mc, &tc, &tcc), LIMA_OK) << lima_last_error();
+    r.trainer.reset(tcc);
+    EXPECT_EQ(lima_trainer_load_state(tcc, (dir + "/state.safetensors").c_str()), LIMA_OK) << lima_last_error();
+    return r;
+}
+
 }  // namespace
 
 class CudaModel : public ::testing::Test {
@@ -383,15 +403,9 @@ TEST_F(CudaModel, TrainingStepsFollowTheCpuLossesAndResumeExactly) {
     LIMA_OK_OR_FAIL(lima_model_read_tensor(p.gpu.get(), "model.layers.1.self_attn.o_proj.weight", wb.data(), int64_t(wb.size())));
     EXPECT_LT(rel_err(wb, wa), 2e-2);
     // save model + optimiser state, load into a fresh CUDA model: the next step is identical
-    LIMA_OK_OR_FAIL(lima_model_save(p.gpu.get(), (dir + "/ckpt").c_str(), LIMA_DTYPE_F32, 0));
-    LIMA_OK_OR_FAIL(lima_trainer_save_state(tb, (dir + "/state.safetensors").c_str()));
-    lima_model *mc = nullptr;
-    LIMA_OK_OR_FAIL(lima_model_load((dir + "/ckpt").c_str(), "cuda", &mc));
-    ModelPtr C(mc);
-    lima_trainer *tcc = nullptr;
-    LIMA_OK_OR_FAIL(lima_trainer_create(mc, &tc, &tcc));
-    TrainerPtr Ct(tcc);
-    LIMA_OK_OR_FAIL(lima_trainer_load_state(tcc, (dir + "/state.safetensors").c_str()));
+    Reloaded C = reload_on_device(p.gpu.get(), tb, tc, dir);
+    ASSERT_TRUE(C.trainer);
+    lima_trainer *tcc = C.trainer.get();
     lima_fb_result r1{}, r2{};
     LIMA_OK_OR_FAIL(lima_trainer_forward_backward(tb, bb, 10000, &r1));
     LIMA_OK_OR_FAIL(lima_trainer_forward_backward(tcc, bb, 10000, &r2));
@@ -471,4 +485,96 @@ TEST_F(CudaModel, RecomputationGivesTheSameGradients) {
     }
     EXPECT_EQ(loss[0], loss[1]);
     for (size_t i = 0; i < grads[0].size(); ++i) EXPECT_LT(rel_err(grads[1][i], grads[0][i]), 1e-5) << i;
+}
+
+namespace {
+
+std::vector<std::vector<float>> every_tensor(lima_model *m) {
+    int32_t nt = 0;
+    EXPECT_EQ(lima_model_num_tensors(m, &nt), LIMA_OK);
+    std::vector<std::vector<float>> out;
+    for (int32_t i = 0; i < nt; ++i) {
+        char name[256];
+        int64_t shape[2];
+        int32_t nd = 0;
+        EXPECT_EQ(lima_model_tensor_info(m, i, name, sizeof name, shape, &nd), LIMA_OK);
+        std::vector<float> w(static_cast<size_t>(nd == 2 ? shape[0] * shape[1] : shape[0]));
+        EXPECT_EQ(lima_model_read_tensor(m, name, w.data(), int64_t(w.size())), LIMA_OK) << lima_last_error();
+        out.push_back(w);
+    }
+    return out;
+}
+
+}  // namespace
+
+// Offload (the optimiser on the host, the gradient staged unit by unit) against the plain device path
+// on a model that fits both ways: the same losses, norms and weights after several steps of two
+// micro-batches with dropout and clipping, eval right after a step (while the host is still
+// publishing units), and state that moves between the two.
+TEST_F(CudaModel, OffloadTrainsAsThePlainDevicePathDoes) {
+    for (const int tied : {0, 1}) {
+        lima_model_config c = small_config();
+        c.tie_word_embeddings = tied;
+        lima_model *a = nullptr, *b = nullptr;
+        LIMA_OK_OR_FAIL(lima_model_create(&c, "cuda", 11, &a));
+        LIMA_OK_OR_FAIL(lima_model_create(&c, "cuda", 11, &b));
+        ModelPtr A(a), B(b);
+        lima_train_config tc;
+        lima_train_config_init(&tc);
+        tc.resid_dropout = 0.2f;
+        tc.grad_clip = 0.5f;
+        lima_train_config to = tc;
+        to.offload = 1;
+        lima_trainer *ta = nullptr, *tb = nullptr;
+        LIMA_OK_OR_FAIL(lima_trainer_create(a, &tc, &ta));
+        LIMA_OK_OR_FAIL(lima_trainer_create(b, &to, &tb));
+        TrainerPtr TA(ta), TB(tb);
+        lima_memory_plan pa{}, pb{};
+        LIMA_OK_OR_FAIL(lima_trainer_plan_memory(ta, 2, 200, &pa));
+        LIMA_OK_OR_FAIL(lima_trainer_plan_memory(tb, 2, 200, &pb));
+        EXPECT_EQ(pa.host, 0);
+        EXPECT_GT(pb.host, 0);
+        EXPECT_LT(pb.weights + pb.optimizer, (pa.weights + pa.optimizer) / 2) << "offload keeps less on the device";
+        lima_batch *bb = nullptr;
+        LIMA_OK_OR_FAIL(lima_batch_create(2, 200, &bb));
+        BatchPtr batch(bb);
+        for (int step = 0; step < 5; ++step) {
+            for (int micro = 0; micro < 2; ++micro) {
+                std::vector<int32_t> tok, seg;
+                std::vector<uint8_t> mask;
+                packed_batch(tok, mask, seg, c.vocab_size, 200 + uint32_t(step * 2 + micro));
+                LIMA_OK_OR_FAIL(lima_batch_set(bb, tok.data(), mask.data(), seg.data()));
+                lima_fb_result ra{}, rb{};
+                LIMA_OK_OR_FAIL(lima_trainer_forward_backward(ta, bb, 500, &ra));
+                LIMA_OK_OR_FAIL(lima_trainer_forward_backward(tb, bb, 500, &rb));
+                EXPECT_NEAR(rb.loss_sum, ra.loss_sum, 1e-4 * ra.loss_sum) << "tied " << tied << " step " << step;
+            }
+            lima_step_result sa{}, sb{};
+            LIMA_OK_OR_FAIL(lima_trainer_step(ta, 2e-3f, &sa));
+            LIMA_OK_OR_FAIL(lima_trainer_step(tb, 2e-3f, &sb));
+            EXPECT_NEAR(sb.grad_norm, sa.grad_norm, 1e-4 * sa.grad_norm);
+            EXPECT_EQ(sb.clipped, sa.clipped);
+            std::vector<float> la(400), lb(400);  // at once: the offloaded forward waits for each unit
+            LIMA_OK_OR_FAIL(lima_model_token_logprobs(a, bb, la.data(), 400));
+            LIMA_OK_OR_FAIL(lima_model_token_logprobs(b, bb, lb.data(), 400));
+            EXPECT_LT(rel_err(lb, la), 1e-4) << "step " << step;
+        }
+        const auto wa = every_tensor(a), wb = every_tensor(b);
+        for (size_t i = 0; i < wa.size(); ++i) EXPECT_LT(rel_err(wb[i], wa[i]), 1e-4) << "tensor " << i;
+        // the offloaded state continues in a plain trainer on a fresh model (same format)
+        Reloaded C = reload_on_device(b, tb, tc, temp_dir("cuda-offload"));
+        ASSERT_TRUE(C.trainer);
+        lima_trainer *tcc = C.trainer.get();
+        lima_fb_result r1{}, r2{};
+        LIMA_OK_OR_FAIL(lima_trainer_forward_backward(tb, bb, 500, &r1));
+        LIMA_OK_OR_FAIL(lima_trainer_forward_backward(tcc, bb, 500, &r2));
+        EXPECT_EQ(r1.loss_sum, r2.loss_sum);  // the same bf16 weights, the same dropout key
+        lima_step_result s1{}, s2{};
+        LIMA_OK_OR_FAIL(lima_trainer_step(tb, 2e-3f, &s1));
+        LIMA_OK_OR_FAIL(lima_trainer_step(tcc, 2e-3f, &s2));
+        EXPECT_NEAR(s1.grad_norm, s2.grad_norm, 1e-4 * s2.grad_norm);
+        // a model trained one way is refused the other way
+        lima_trainer *t3 = nullptr;
+        EXPECT_LIMA_ERR(lima_trainer_create(b, &tc, &t3), LIMA_ERR_STATE, "offload");
+    }
 }

@@ -16,6 +16,7 @@
 #include "cpu/sampling.hpp"
 #include "gpu_test.hpp"
 #include "kernels.cuh"
+#include "offload.hpp"
 #include "sampling.cuh"
 
 using namespace lima;
@@ -268,4 +269,25 @@ TEST(CudaKernels, TrainingMemoryPlanEqualsWhatIsAllocated) {
             EXPECT_EQ(cuda::training_buffers_held(c), cuda::training_buffers_planned(c, n))
                 << "tokens " << n << " recompute " << recompute;
         }
+}
+
+// The offloaded step converts its fp32 master weights to bf16 on the host (offload.cpp to_bf16):
+// the same bits as the device's cast, on random values, ties, subnormals, infinities and NaN.
+TEST(CudaKernels, HostBf16ConversionEqualsTheDeviceCast) {
+    NEED_GPU();
+    std::vector<float> x = randn(100000, 31, 3.0f);
+    const uint32_t special[] = {0x3f808000u, 0x3f818000u, 0xbf808000u, 0x00000001u, 0x807fffffu, 0x7f800000u, 0xff800000u,
+                                0x7f7fffffu, 0x7fc00001u, 0xffffffffu, 0x00000000u, 0x80000000u};
+    for (uint32_t u : special) {
+        float f;
+        std::memcpy(&f, &u, 4);
+        x.push_back(f);
+    }
+    std::vector<uint16_t> host(x.size()), dev(x.size());
+    lima::to_bf16(host.data(), x.data(), int64_t(x.size()));
+    std::unique_ptr<Dev<float>> gx(up(x));
+    Dev<cuda::bf16> out(x.size());
+    cuda::cast_f32_bf16(out.p, gx->p, long(x.size()), 0);
+    ASSERT_EQ(cudaMemcpy(dev.data(), out.p, x.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+    for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(host[i], dev[i]) << "element " << i << " = " << x[i];
 }

@@ -65,8 +65,7 @@ public final class TrainCommand implements Callable<Integer> {
         }
         if (nprocPerNode != null) {
             // the config and the run directory are checked once, here, before any rank starts
-            if (resume) TrainRun.resume(run, Placement.SINGLE);
-            else TrainRun.create(loader(), run, Placement.SINGLE);
+            (resume ? TrainRun.resume(run, Placement.SINGLE) : TrainRun.create(loader(), run, Placement.SINGLE)).checkRanks(nprocPerNode);
             return LocalRanks.launch(nprocPerNode, run, spec.root().commandLine().getParseResult().originalArgs(), err);
         }
         TrainRun tr = resume ? TrainRun.resume(run) : TrainRun.create(loader(), run);

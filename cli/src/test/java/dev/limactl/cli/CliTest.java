@@ -1,5 +1,6 @@
 package dev.limactl.cli;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -701,6 +702,60 @@ class CliTest {
         assertEquals(0, three.code(), three.err());
         assertEquals(a.size() * 2, Files.readAllLines(two.resolve("metrics.jsonl")).size());
         assertTrue(Files.exists(two.resolve("state/optimizer-rank2-of3.safetensors")));
+    }
+
+    @Test
+    void offloadedOptimiserTrainsBitForBitAsThePlainRunAndItsStateResumesEitherWay() throws Exception {
+        Path one = dir.resolve("plain"), off = dir.resolve("offload");
+        String[] common = concat(new String[] {"-q", "train", "--preset", "demo", "--init", "random"}, SMALL);
+        assertEquals(0, limactl(concat(common, "--run", one.toString())).code());
+        Run r = limactl(concat(common, "--run", off.toString(), "--set", "training.offload=on"));
+        assertEquals(0, r.code(), r.err());
+        ObjectMapper json = new ObjectMapper();
+        List<String> a = Files.readAllLines(one.resolve("metrics.jsonl")), b = Files.readAllLines(off.resolve("metrics.jsonl"));
+        assertEquals(a.size(), b.size());
+        for (int i = 0; i < a.size(); i++) {
+            JsonNode x = json.readTree(a.get(i)), y = json.readTree(b.get(i));
+            for (String k : List.of("loss", "grad_norm", "lr", "dev_perplexity"))
+                assertEquals(x.path(k).asDouble(), y.path(k).asDouble(), 0.0, k + " of step " + (i + 1));
+        }
+        for (String ck : List.of("checkpoints/epoch-01", "checkpoints/epoch-02"))
+            try (var files = Files.list(one.resolve(ck))) {
+                for (Path f : files.filter(f -> f.getFileName().toString().endsWith(".safetensors")).toList())
+                    assertArrayEquals(Files.readAllBytes(f), Files.readAllBytes(off.resolve(ck).resolve(f.getFileName())), f.toString());
+            }
+        // the offloaded run's state goes on without offload, and back
+        Path cfg = off.resolve("config.yaml");
+        String yaml = Files.readString(cfg);
+        assertTrue(yaml.matches("(?s).*\\n  offload: (true|on|\"on\")\\n.*"), yaml);
+        Files.writeString(cfg, yaml.replace("epochs: 2", "epochs: 3").replaceAll("\\n  offload: [^\\n]*", "\n  offload: \"off\""));
+        Run plain = limactl("-q", "train", "--resume", "--run", off.toString());
+        assertEquals(0, plain.code(), plain.err());
+        Files.writeString(cfg, Files.readString(cfg).replace("epochs: 3", "epochs: 4").replace("offload: \"off\"", "offload: \"on\""));
+        Run back = limactl("-q", "train", "--resume", "--run", off.toString());
+        assertEquals(0, back.code(), back.err());
+        // the same two resumes of the plain run: every step after them equal too
+        Path oneCfg = one.resolve("config.yaml");
+        Files.writeString(oneCfg, Files.readString(oneCfg).replace("epochs: 2", "epochs: 3"));
+        assertEquals(0, limactl("-q", "train", "--resume", "--run", one.toString()).code());
+        Files.writeString(oneCfg, Files.readString(oneCfg).replace("epochs: 3", "epochs: 4"));
+        assertEquals(0, limactl("-q", "train", "--resume", "--run", one.toString()).code());
+        a = Files.readAllLines(one.resolve("metrics.jsonl"));
+        b = Files.readAllLines(off.resolve("metrics.jsonl"));
+        assertEquals(a.size(), b.size());
+        for (int i = 0; i < a.size(); i++)
+            assertEquals(json.readTree(a.get(i)).path("loss").asDouble(), json.readTree(b.get(i)).path("loss").asDouble(), 0.0, "loss of step " + (i + 1));
+        // bad settings are named
+        Run bad = limactl(concat(common, "--run", dir.resolve("bad").toString(), "--set", "training.offload=sometimes"));
+        assertEquals(ExitCodes.INVALID_INPUT, bad.code(), bad.err());
+        assertTrue(bad.err().contains("\"training.offload\" must be auto, on or off"), bad.err());
+        Run lora = limactl(concat(common, "--run", dir.resolve("offlora").toString(), "--set", "training.offload=on", "--set", "adapter.type=lora"));
+        assertEquals(ExitCodes.INVALID_INPUT, lora.code(), lora.err());
+        assertTrue(lora.err().contains("\"training.offload\" on is for full fine-tuning"), lora.err());
+        Run ranks = limactl(concat(common, "--run", dir.resolve("offdp").toString(), "--set", "training.offload=on", "--nproc-per-node", "2"));
+        assertEquals(ExitCodes.INVALID_INPUT, ranks.code(), ranks.err());
+        assertTrue(ranks.err().contains("\"training.offload\" on is for one process"), ranks.err());
+        assertFalse(Files.exists(dir.resolve("offdp")), "nothing is written before the ranks would start");
     }
 
     @Test

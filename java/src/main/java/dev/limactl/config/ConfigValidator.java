@@ -47,6 +47,9 @@ final class ConfigValidator {
         require(t.threads() >= 0, "training.threads", "must be >= 0 (0 = all cores), got " + t.threads());
         require(t.device() != null && t.device().matches("cpu|cuda(:\\d{1,3})?"), "training.device",
                 "must be cpu, cuda or cuda:N, got " + t.device());
+        require(LimaConfig.Training.OFFLOAD.contains(t.offload()), "training.offload", "must be auto, on or off, got \"" + t.offload() + "\"");
+        require(!t.offload().equals("on") || !c.adapter().lora(), "training.offload", "on is for full fine-tuning; an adapter run (adapter.type "
+                + c.adapter().type() + ") keeps its small optimiser state with it");
         require(Set.of("bf16", "f32").contains(t.saveDtype()), "training.save_dtype", "must be bf16 or f32, got \"" + t.saveDtype() + "\"");
         LimaConfig.Distributed d = c.distributed();
         require("gloo".equals(d.backend()), "distributed.backend", "must be gloo (CPU ranks; NCCL for GPU ranks is not implemented yet), got \""

@@ -61,12 +61,22 @@ public record LimaConfig(Model model, Data data, Optimizer optimizer, Training t
      * @param saveDtype        dtype of the per-epoch checkpoints: bf16 or f32
      * @param device           cpu, cuda or cuda:N (the CUDA backend plugin, bf16 with fp32 master weights)
      * @param recomputeActivations CUDA: keep only each layer's input and recompute the rest in backward
+     * @param offload          full fine-tuning's optimiser in host memory: auto (on a CUDA device, when the plain
+     *                         mode cannot fit it), on, off
      */
     public record Training(int epochs, @JsonProperty("batch_size") int batchSize,
                            @JsonProperty("micro_batch_tokens") int microBatchTokens,
                            @JsonProperty("resid_dropout") double residDropout, long seed, int threads,
                            @JsonProperty("save_dtype") String saveDtype, String device,
-                           @JsonProperty("recompute_activations") boolean recomputeActivations) {}
+                           @JsonProperty("recompute_activations") boolean recomputeActivations, String offload) {
+        public static final java.util.List<String> OFFLOAD = java.util.List.of("auto", "on", "off");
+
+        public Training {
+            if (offload == null) offload = "auto";  // a run made before the key existed
+            if (offload.equals("true")) offload = "on";  // YAML 1.1 reads a bare on/off as a boolean
+            if (offload.equals("false")) offload = "off";
+        }
+    }
 
     /**
      * Data parallelism, used when the run is launched as several ranks (torchrun, Slurm, Open MPI or

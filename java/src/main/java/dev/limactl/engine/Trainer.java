@@ -24,7 +24,8 @@ public final class Trainer implements AutoCloseable {
         try {
             LimaNative.lima_train_config_init(c);
             c.beta1(o.beta1()).beta2(o.beta2()).eps(o.eps()).weight_decay(o.weightDecay()).grad_clip(o.gradClip())
-                    .resid_dropout(o.residDropout()).seed(o.seed()).recompute_activations(o.recomputeActivations() ? 1 : 0);
+                    .resid_dropout(o.residDropout()).seed(o.seed()).recompute_activations(o.recomputeActivations() ? 1 : 0)
+                    .offload(o.offload() ? 1 : 0);
             LimaNative.lima_trainer h = new LimaNative.lima_trainer();
             Native.check(LimaNative.lima_trainer_create(model.live(), c, h));
             return new Trainer(h);
@@ -33,14 +34,18 @@ public final class Trainer implements AutoCloseable {
         }
     }
 
-    /** Device memory of the model and this trainer for micro-batches of rows x seqLen tokens, in bytes. */
+    /**
+     * Device memory of the model and this trainer for micro-batches of rows x seqLen tokens, in bytes; host: the pinned
+     * host memory of an offloaded trainer (master weights, gradient, moments), 0 otherwise.
+     */
     public record MemoryPlan(long weights, long optimizer, long activations, long workspace, long total, long deviceFree,
-                             long deviceTotal, long peak) {
+                             long deviceTotal, long peak, long host) {
         public String describe() {
             return String.format(java.util.Locale.ROOT,
                     "weights %.2f GiB + optimizer %.2f GiB + activations %.2f GiB + workspace %.2f GiB = %.2f GiB "
-                            + "(device: %.1f GiB free of %.1f GiB; peak so far %.2f GiB)",
-                    g(weights), g(optimizer), g(activations), g(workspace), g(total), g(deviceFree), g(deviceTotal), g(peak));
+                            + "(device: %.1f GiB free of %.1f GiB; peak so far %.2f GiB)%s",
+                    g(weights), g(optimizer), g(activations), g(workspace), g(total), g(deviceFree), g(deviceTotal), g(peak),
+                    host > 0 ? String.format(java.util.Locale.ROOT, "; offloaded to pinned host memory %.2f GiB", g(host)) : "");
         }
 
         private static double g(long b) {
@@ -105,7 +110,7 @@ public final class Trainer implements AutoCloseable {
         try {
             Native.check(LimaNative.lima_trainer_plan_memory(live(), rows, seqLen, p));
             return new MemoryPlan(p.weights(), p.optimizer(), p.activations(), p.workspace(), p.total(), p.device_free(),
-                    p.device_total(), p.peak());
+                    p.device_total(), p.peak(), p.host());
         } finally {
             p.close();
         }

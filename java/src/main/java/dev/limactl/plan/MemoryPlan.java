@@ -82,8 +82,10 @@ public final class MemoryPlan {
     /**
      * Single-GPU fine-tuning, per mode, with micro-batches of `tokens` tokens:
      * full (bf16 weights, fp32 master weights, gradients and AdamW moments on the device);
-     * offload (ZeRO-Offload's split: bf16 weights and gradients on the device, fp32 master weights,
-     * moments and a gradient copy in pinned host memory, activations recomputed);
+     * offload (ZeRO-Offload's split as liblima runs it: bf16 weights, fp32 embedding and norm gains and
+     * the fp32 gradient of the units backward holds (two layers, the embedding, the head) on the
+     * device; fp32 master weights, gradient and moments plus a bf16 upload ring of two units in pinned
+     * host memory; activations recomputed);
      * LoRA (the frozen base in bf16, the adapter and its AdamW state in fp32);
      * QLoRA (the base's projections in NF4, block 64 with double-quantised absmax: 0.5 + 1/64 +
      * 4/(64*256) bytes each; embeddings and norms bf16).
@@ -95,10 +97,22 @@ public final class MemoryPlan {
         long nf4 = linear / 2 + linear / 64 + linear / (64 * 256) * 4 + 8;
         List<Single> out = new ArrayList<>();
         out.add(new Single(Mode.FULL, p * 2 + p * 4 + p * 12 + act, 0, p));
-        out.add(new Single(Mode.OFFLOAD, p * 2 + p * 2 + activations(c, tokens, true), p * 16, p));
+        long emb = c.vocabSize() * d, layer = (p - embed - d) / Math.max(1, c.numLayers()), head = d + (c.tieWordEmbeddings() ? 0 : emb);
+        long staging = 2 * layer + emb + head;
+        out.add(new Single(Mode.OFFLOAD, modelOnDevice(c) + staging * 4 + activations(c, tokens, true),
+                p * 16 + 2 * Math.max(emb, Math.max(layer, head)) * 2, p));
         out.add(new Single(Mode.LORA, p * 2 + a * 16 + act + loraAct, 0, a));
         out.add(new Single(Mode.QLORA, nf4 + (p - linear) * 2 + a * 16 + act + loraAct, 0, a));
         return out;
+    }
+
+    /**
+     * What a model loaded on a CUDA device holds there before any trainer: bf16 weights, plus fp32 copies of
+     * the embedding and the norm gains (what the kernels read in fp32).
+     */
+    public static long modelOnDevice(ModelConfig c) {
+        long d = c.hiddenSize();
+        return parameters(c) * 2 + (c.vocabSize() * d + (2L * c.numLayers() + 1) * d) * 4;
     }
 
     /** The lowest stage (least communication) that fits, or -1. */

@@ -75,6 +75,16 @@ public final class TrainRun {
         this.run = new RunDirectory(runDir);
         this.resume = resume;
         this.place = place;
+        checkRanks(place.world());
+    }
+
+    /** Refuses, before any rank starts, what a job of {@code world} ranks cannot run: offload is for one process. */
+    public TrainRun checkRanks(int world) {
+        if (world > 1 && cfg.training().offload().equals("on")) {
+            throw new ConfigException("config key \"training.offload\" on is for one process; data-parallel ranks shard the optimiser"
+                    + " state over the ranks instead (distributed.zero_stage)");
+        }
+        return this;
     }
 
     /**
@@ -147,7 +157,9 @@ public final class TrainRun {
             Path state = resume ? run.state() : null;
             try (Tokenizer tok = Tokenizer.open(tokPath); Model model = openModel(tok, state)) {
                 Session s = prepare(model, tok, tokPath, state, events);
-                try (Trainer trainer = Trainer.create(model, trainOptions())) {
+                OffloadChoice.Decision oc = offloadChoice(model);
+                if (oc.report() != null) events.onWarning(oc.report());
+                try (Trainer trainer = Trainer.create(model, trainOptions(oc.offload()))) {
                     if (comm != null) trainer.setCommunicator(comm, cfg.distributed().zeroStage());
                     if (state != null) run.loadOptimizerState(trainer, state, place, cfg.distributed().zeroStage());
                     int seq = cfg.data().maxTokens();  // the largest micro-batch: a whole step when it fits one
@@ -401,11 +413,25 @@ public final class TrainRun {
         return new LrSchedule(o.lr(), o.finalLr(), total, o.schedule(), LrSchedule.warmup(o.warmupSteps(), o.warmupRatio(), total));
     }
 
-    private TrainOptions trainOptions() {
+    /** Offloaded training recomputes each layer's activations (ZeRO-Offload's recipe: the device keeps little). */
+    private TrainOptions trainOptions(boolean offload) {
         LimaConfig.Optimizer o = cfg.optimizer();
         LimaConfig.Training tc = cfg.training();
         return new TrainOptions((float) o.beta1(), (float) o.beta2(), (float) o.eps(), (float) o.weightDecay(), (float) o.gradClip(),
-                (float) tc.residDropout(), tc.seed(), tc.recomputeActivations());
+                (float) tc.residDropout(), tc.seed(), tc.recomputeActivations() || offload, offload);
+    }
+
+    /** training.offload against the memory of each mode on this device (the model is loaded on it already). */
+    private OffloadChoice.Decision offloadChoice(Model model) {
+        LimaConfig.Training tc = cfg.training();
+        long tokens = Math.min(tc.microBatchTokens(), (long) tc.batchSize() * cfg.data().maxTokens());
+        long deviceFree = 0;
+        if (!tc.device().equals("cpu") && !cfg.adapter().lora() && !place.distributed()) {
+            int index = tc.device().equals("cuda") ? 0 : Integer.parseInt(tc.device().substring("cuda:".length()));
+            deviceFree = Lima.cudaDevices().get(index).freeMemory() + dev.limactl.plan.MemoryPlan.modelOnDevice(model.config());
+        }
+        return OffloadChoice.decide(tc.offload(), cfg.adapter().lora(), place.distributed(), tc.device(), model.config(), tokens,
+                tc.recomputeActivations(), cfg.adapter().r(), deviceFree, HostMemory.available(Path.of("/proc/meminfo")));
     }
 
     /** Every file the config names must exist before anything is written; errors name the key. */

@@ -21,7 +21,7 @@ class HostMemoryTest {
 
     /** 7B-like figures: 6.7e9 weights (25 GiB), gradients + moments 75 GiB, activations 3 GiB. */
     static Trainer.MemoryPlan plan(long optimizer) {
-        return new Trainer.MemoryPlan(25 * GIB, optimizer, 3 * GIB, 0, 25 * GIB + optimizer + 3 * GIB, 0, 0, 0);
+        return new Trainer.MemoryPlan(25 * GIB, optimizer, 3 * GIB, 0, 25 * GIB + optimizer + 3 * GIB, 0, 0, 0, 0);
     }
 
     @Test

@@ -103,6 +103,7 @@ public final class LimaNative {
         public native float resid_dropout(); public native lima_train_config resid_dropout(float v);
         public native @Cast("uint64_t") long seed(); public native lima_train_config seed(long v);
         public native int recompute_activations(); public native lima_train_config recompute_activations(int v);
+        public native int offload(); public native lima_train_config offload(int v);
     }
 
     /** {@code lima_fb_result}. */
@@ -385,6 +386,7 @@ public final class LimaNative {
         @org.bytedeco.javacpp.annotation.MemberGetter public native @Cast("int64_t") long device_free();
         @org.bytedeco.javacpp.annotation.MemberGetter public native @Cast("int64_t") long device_total();
         @org.bytedeco.javacpp.annotation.MemberGetter public native @Cast("int64_t") long peak();
+        @org.bytedeco.javacpp.annotation.MemberGetter public native @Cast("int64_t") long host();
     }
 
     public static native int lima_trainer_plan_memory(lima_trainer t, int rows, int seqLen, lima_memory_plan out);
