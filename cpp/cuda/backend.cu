@@ -305,6 +305,7 @@ void layer_forward(Ctx &c, int l, const LayerBufs &a, const float *x, float *x_m
     // attention block
     rmsnorm_forward(a.xn1, a.rstd1, x, c.f32(o.ln1), N, d, c.cfg.rms_norm_eps, c.st);
     c.gemm->run(a.qkv, false, a.xn1, false, c.p16.p + o.qkv, true, int(N), ld, d, 0.0f, c.st);
+    if (o.bqkv >= 0) bias_forward(a.qkv, c.f32(o.bqkv), N, ld, c.st);
     rope_forward(a.qkv, ld, pos, N, Hq + Hkv, hd, c.rope_cos.p, c.rope_sin.p, c.st);
     if (att.k_cache)
         kv_cache_store(att.k_cache, att.v_cache, a.qkv, ld, qd, Hkv * hd, att.row, pos, att.active, N, att.max_len, c.st);
@@ -316,13 +317,16 @@ void layer_forward(Ctx &c, int l, const LayerBufs &a, const float *x, float *x_m
                          hd, att.max_len, c.st);
     }
     c.gemm->run(y, false, a.att, false, c.p16.p + o.wo, true, int(N), d, qd, 0.0f, c.st);
+    if (o.bo >= 0) bias_forward(y, c.f32(o.bo), N, d, c.st);
     residual(x_mid, x, 0);
     // MLP block
     rmsnorm_forward(a.xn2, a.rstd2, x_mid, c.f32(o.ln2), N, d, c.cfg.rms_norm_eps, c.st);
     c.gemm->run(a.gu, false, a.xn2, false, c.p16.p + o.gu, true, int(N), 2 * F, d, 0.0f, c.st);
+    if (o.bgu >= 0) bias_forward(a.gu, c.f32(o.bgu), N, 2 * F, c.st);
     swiglu_forward(a.h, a.gu, N, F, c.st);
     if (!x_out) return;
     c.gemm->run(y, false, a.h, false, c.p16.p + o.wd, true, int(N), d, F, 0.0f, c.st);
+    if (o.bd >= 0) bias_forward(y, c.f32(o.bd), N, d, c.st);
     residual(x_out, x_mid, 1);
 }
 
@@ -365,19 +369,23 @@ void backward(Ctx &c, long N, int ntiles, const DropoutKey *key, float p_max) {
         dropout_residual_backward(c.dy.p, c.dres.p, N * d, p, key, l, 1, c.st);
         c.gemm->run(c.dh.p, false, c.dy.p, false, c.p16.p + o.wd, false, int(N), F, d, 0.0f, c.st);
         c.gemm->run(c.grad(o.wd), true, c.dy.p, true, a.h.p, false, d, F, int(N), 1.0f, c.st);
+        if (o.bd >= 0) bias_backward(c.grad(o.bd), c.dy.p, N, d, c.st);
         swiglu_backward(c.dgu.p, c.dh.p, a.gu.p, N, F, c.st);
         c.gemm->run(c.dxn.p, false, c.dgu.p, false, c.p16.p + o.gu, false, int(N), d, 2 * F, 0.0f, c.st);
         c.gemm->run(c.grad(o.gu), true, c.dgu.p, true, a.xn2.p, false, 2 * F, d, int(N), 1.0f, c.st);
+        if (o.bgu >= 0) bias_backward(c.grad(o.bgu), c.dgu.p, N, 2 * F, c.st);
         rmsnorm_backward(c.dres.p, c.grad(o.ln2), c.dxn.p, a.xmid.p, c.f32(o.ln2), a.rstd2.p, N, d, true, c.st);
         // attention block
         dropout_residual_backward(c.dy.p, c.dres.p, N * d, p, key, l, 0, c.st);
         c.gemm->run(c.datt.p, false, c.dy.p, false, c.p16.p + o.wo, false, int(N), qd, d, 0.0f, c.st);
         c.gemm->run(c.grad(o.wo), true, c.dy.p, true, a.att.p, false, d, qd, int(N), 1.0f, c.st);
+        if (o.bo >= 0) bias_backward(c.grad(o.bo), c.dy.p, N, d, c.st);
         attention_backward(c.dqkv.p, c.Dsum.p, c.datt.p, a.att.p, a.lse.p, a.qkv.p, c.tiles.p, ntiles,
                            {N, c.cfg.num_heads, c.cfg.num_kv_heads, hd, ld}, c.st);
         rope_backward(c.dqkv.p, ld, c.pos.p, N, c.cfg.num_heads + c.cfg.num_kv_heads, hd, c.rope_cos.p, c.rope_sin.p, c.st);
         c.gemm->run(c.dxn.p, false, c.dqkv.p, false, c.p16.p + o.qkv, false, int(N), d, ld, 0.0f, c.st);
         c.gemm->run(c.grad(o.qkv), true, c.dqkv.p, true, a.xn1.p, false, ld, d, int(N), 1.0f, c.st);
+        if (o.bqkv >= 0) bias_backward(c.grad(o.bqkv), c.dqkv.p, N, ld, c.st);
         rmsnorm_backward(c.dres.p, c.grad(o.ln1), c.dxn.p, x, c.f32(o.ln1), a.rstd1.p, N, d, true, c.st);
         release(c, 1 + l);
     }
@@ -454,6 +462,10 @@ Ctx *create(const lima_cuda_model_desc &d, const float *params) {
     for (const lima_cuda_layer &l : c->layers) {
         pack(l.ln1, cfg.hidden_size);
         pack(l.ln2, cfg.hidden_size);
+        if (l.bqkv >= 0) pack(l.bqkv, cfg.q_dim() + 2 * cfg.kv_dim());
+        if (l.bo >= 0) pack(l.bo, cfg.hidden_size);
+        if (l.bgu >= 0) pack(l.bgu, 2 * cfg.intermediate_size);
+        if (l.bd >= 0) pack(l.bd, cfg.hidden_size);
     }
     pack(d.norm, cfg.hidden_size);
     std::sort(c->f32_at.begin(), c->f32_at.end());
@@ -734,6 +746,8 @@ LIMA_EXPORT int lima_cuda_plugin_plan(void *ctx, int64_t tokens, lima_memory_pla
         }
     });
 }
+
+LIMA_EXPORT int lima_cuda_plugin_contract(void) { return LIMA_CUDA_PLUGIN_CONTRACT; }
 
 LIMA_EXPORT int lima_cuda_plugin_versions(char *out, int32_t cap) {
     int driver = 0, runtime = 0;

@@ -264,6 +264,22 @@ __global__ void residual_add_k(float *out, const float *res, const bf16 *y, long
         out[i] = res[i] + __bfloat162float(y[i]);
 }
 
+// y (N, n) bf16 += b (n) fp32, added in fp32 then rounded; grid-stride
+__global__ void bias_forward_k(bf16 *y, const float *b, long N, int n) {
+    const long total = N * n;
+    for (long i = long(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += long(gridDim.x) * blockDim.x)
+        y[i] = __float2bfloat16(__bfloat162float(y[i]) + b[i % n]);
+}
+
+// db (n) += sum over the N rows of dy (N, n): one thread a column, rows in order (deterministic)
+__global__ void bias_backward_k(float *db, const bf16 *dy, long N, int n) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= n) return;
+    float s = 0.0f;
+    for (long r = 0; r < N; ++r) s += __bfloat162float(dy[r * n + j]);
+    db[j] += s;
+}
+
 int grid_for(long n, int threads, int cap = 65535 * 8) { return int(std::min<long>(cap, (n + threads - 1) / threads)); }
 
 }  // namespace
@@ -327,6 +343,18 @@ void dropout_residual_forward(float *out, const float *res, const bf16 *y, long 
     const DropoutKey k = key ? *key : DropoutKey{0, 0, 0};
     dropout_residual_forward_k<<<ceil_div((n + 3) / 4, 256), 256, 0, st>>>(out, res, y, n, p, k, dropout_word(k, layer, site), on);
     LIMA_CUDA_LAUNCHED("dropout_residual_forward");
+}
+
+void bias_forward(bf16 *y, const float *b, long N, int n, cudaStream_t st) {
+    if (N == 0 || n == 0) return;
+    bias_forward_k<<<grid_for(N * n, 256), 256, 0, st>>>(y, b, N, n);
+    LIMA_CUDA_LAUNCHED("bias_forward");
+}
+
+void bias_backward(float *db, const bf16 *dy, long N, int n, cudaStream_t st) {
+    if (N == 0 || n == 0) return;
+    bias_backward_k<<<unsigned((n + 127) / 128), 128, 0, st>>>(db, dy, N, n);
+    LIMA_CUDA_LAUNCHED("bias_backward");
 }
 
 void residual_add(float *out, const float *res, const bf16 *y, long n, cudaStream_t st) {

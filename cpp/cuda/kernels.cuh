@@ -27,6 +27,10 @@ void rope_backward(bf16 *dx, int ld, const int32_t *pos, long N, int heads, int 
 
 // out (n) = res + y: the residual connection without dropout (eval, prefill, decode). out may be res.
 void residual_add(float *out, const float *res, const bf16 *y, long n, cudaStream_t st);
+// A Linear layer's bias (attention_bias, mlp_bias; the CPU's bias_forward/backward): y (N, n) bf16 += b
+// (n), added in fp32; db (n) += the column sums of dy (N, n).
+void bias_forward(bf16 *y, const float *b, long N, int n, cudaStream_t st);
+void bias_backward(float *db, const bf16 *dy, long N, int n, cudaStream_t st);
 // out (n) = res + dropout(y) with the Philox masks of the CPU backend (key == nullptr: no dropout).
 void dropout_residual_forward(float *out, const float *res, const bf16 *y, long n, float p, const DropoutKey *key, int layer,
                               int site, cudaStream_t st);

@@ -69,6 +69,11 @@ const CudaApi &cuda_api() {
         if (!f) fail(LIMA_ERR_UNSUPPORTED, g_path, " is not a liblima CUDA plugin of this version (no ", name, ")");
         return f;
     };
+    // the structs of cuda_plugin.hpp change with liblima: a plugin built from other sources is refused, not misread
+    const int contract = reinterpret_cast<lima_cuda_contract_fn>(sym("lima_cuda_plugin_contract"))();
+    if (contract != LIMA_CUDA_PLUGIN_CONTRACT)
+        fail(LIMA_ERR_UNSUPPORTED, g_path, " is a liblima CUDA plugin of contract ", contract, "; this liblima needs contract ",
+             LIMA_CUDA_PLUGIN_CONTRACT, " (rebuild it from the same sources)");
     CudaApi a{};
     a.devices = reinterpret_cast<lima_cuda_devices_fn>(sym("lima_cuda_plugin_devices"));
     a.versions = reinterpret_cast<lima_cuda_versions_fn>(sym("lima_cuda_plugin_versions"));

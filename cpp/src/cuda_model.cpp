@@ -34,8 +34,6 @@ void cuda_attach(Model &m, int device) {
         LIMA_REQUIRE(device < n, LIMA_ERR_INVALID_ARGUMENT, "CUDA device ", device, " does not exist (", n, " found)");
     }
     const ModelConfig &c = m.cfg;
-    LIMA_REQUIRE(!c.attention_bias && !c.mlp_bias, LIMA_ERR_UNSUPPORTED,
-                 "the CUDA backend does not run models with attention_bias or mlp_bias yet; use the CPU");
     const Layout &l = m.layout;
     auto off = [&](const std::string &n) { return int64_t(l.params[l.index.at(n)].offset); };
     std::vector<lima_cuda_layer> layers;
@@ -43,11 +41,17 @@ void cuda_attach(Model &m, int device) {
         const std::string p = cat("model.layers.", i, ".");
         const lima_cuda_layer L{off(p + "input_layernorm.weight"), off(p + "self_attn.q_proj.weight"),
                                 off(p + "self_attn.o_proj.weight"), off(p + "post_attention_layernorm.weight"),
-                                off(p + "mlp.gate_proj.weight"), off(p + "mlp.down_proj.weight")};
+                                off(p + "mlp.gate_proj.weight"), off(p + "mlp.down_proj.weight"),
+                                c.attention_bias ? off(p + "self_attn.q_proj.bias") : -1,
+                                c.attention_bias ? off(p + "self_attn.o_proj.bias") : -1,
+                                c.mlp_bias ? off(p + "mlp.gate_proj.bias") : -1, c.mlp_bias ? off(p + "mlp.down_proj.bias") : -1};
         // the fused products need q|k|v and gate|up adjacent, as make_layout puts them
         LIMA_REQUIRE(off(p + "self_attn.k_proj.weight") == L.qkv + int64_t(c.q_dim()) * c.hidden_size &&
                          off(p + "self_attn.v_proj.weight") == L.qkv + int64_t(c.q_dim() + c.kv_dim()) * c.hidden_size &&
-                         off(p + "mlp.up_proj.weight") == L.gu + int64_t(c.intermediate_size) * c.hidden_size,
+                         off(p + "mlp.up_proj.weight") == L.gu + int64_t(c.intermediate_size) * c.hidden_size &&
+                         (!c.attention_bias || (off(p + "self_attn.k_proj.bias") == L.bqkv + c.q_dim() &&
+                                                off(p + "self_attn.v_proj.bias") == L.bqkv + c.q_dim() + c.kv_dim())) &&
+                         (!c.mlp_bias || off(p + "mlp.up_proj.bias") == L.bgu + c.intermediate_size),
                      LIMA_ERR_INTERNAL, "CUDA backend: unexpected parameter layout");
         layers.push_back(L);
     }

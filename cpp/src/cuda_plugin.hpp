@@ -12,8 +12,13 @@ extern "C" {
 
 // Where each tensor of one layer starts in the flat parameter buffer. q, k, v and gate, up must be
 // adjacent (they are in liblima's layout) so that each group is one matrix product.
+// The version of this contract (the structs and functions below): liblima refuses a plugin of another.
+#define LIMA_CUDA_PLUGIN_CONTRACT 2
+typedef int (*lima_cuda_contract_fn)(void);
+
 typedef struct lima_cuda_layer {
     int64_t ln1, qkv, wo, ln2, gu, wd;
+    int64_t bqkv, bo, bgu, bd;  // biases (q|k|v and gate|up adjacent), -1: none (attention_bias, mlp_bias off)
 } lima_cuda_layer;
 
 typedef struct lima_cuda_model_desc {

@@ -284,8 +284,7 @@ struct Pair {
     ModelPtr cpu, gpu;
 };
 
-Pair make_pair_models() {
-    const lima_model_config c = small_config();
+Pair make_pair_models(const lima_model_config &c = small_config()) {
     lima_model *a = nullptr, *b = nullptr;
     EXPECT_EQ(lima_model_create(&c, "cpu", 42, &a), LIMA_OK) << lima_last_error();
     EXPECT_EQ(lima_model_create(&c, "cuda:0", 42, &b), LIMA_OK) << lima_last_error();
@@ -333,8 +332,9 @@ protected:
     }
 };
 
-TEST_F(CudaModel, LossAndEveryGradientMatchTheCpuWithDropoutAndPacking) {
-    Pair p = make_pair_models();
+// One micro-batch with dropout over packed rows on both backends: the loss and every gradient.
+void expect_loss_and_gradients_match(const lima_model_config &c) {
+    Pair p = make_pair_models(c);
     ASSERT_TRUE(p.cpu && p.gpu);
     lima_train_config tc;
     lima_train_config_init(&tc);
@@ -346,7 +346,7 @@ TEST_F(CudaModel, LossAndEveryGradientMatchTheCpuWithDropoutAndPacking) {
     TrainerPtr A(ta), Bt(tb);
     std::vector<int32_t> tok, seg;
     std::vector<uint8_t> mask;
-    packed_batch(tok, mask, seg, small_config().vocab_size, 1);
+    packed_batch(tok, mask, seg, c.vocab_size, 1);
     BatchPtr batch = make_batch(2, 200, tok, mask, seg);
     ASSERT_TRUE(batch);
     lima_batch *bb = batch.get();
@@ -363,6 +363,27 @@ TEST_F(CudaModel, LossAndEveryGradientMatchTheCpuWithDropoutAndPacking) {
         const auto ga = read_grad(ta, p.cpu.get(), i), gb = read_grad(tb, p.gpu.get(), i);
         EXPECT_LT(rel_err(gb, ga), 6e-2) << "tensor " << i;
     }
+}
+
+TEST_F(CudaModel, LossAndEveryGradientMatchTheCpuWithDropoutAndPacking) { expect_loss_and_gradients_match(small_config()); }
+
+// Projection biases (attention_bias, mlp_bias: the fused q|k|v and gate|up biases, o and down): the
+// loss, every gradient (each bias's too) and eval log-probabilities against the CPU.
+TEST_F(CudaModel, ProjectionBiasesMatchTheCpu) {
+    lima_model_config c = small_config();
+    c.attention_bias = 1;
+    c.mlp_bias = 1;
+    // lima_model_create fills the undecayed tensors (norm gains, biases) with 1: non-zero biases
+    expect_loss_and_gradients_match(c);
+    Pair p = make_pair_models(c);
+    std::vector<int32_t> tok, seg;
+    std::vector<uint8_t> mask;
+    packed_batch(tok, mask, seg, c.vocab_size, 5);
+    BatchPtr batch = make_batch(2, 200, tok, mask, seg);
+    std::vector<float> a(400), b(400);
+    LIMA_OK_OR_FAIL(lima_model_token_logprobs(p.cpu.get(), batch.get(), a.data(), 400));
+    LIMA_OK_OR_FAIL(lima_model_token_logprobs(p.gpu.get(), batch.get(), b.data(), 400));
+    EXPECT_LT(rel_err(b, a), 1e-2);
 }
 
 TEST_F(CudaModel, TrainingStepsFollowTheCpuLossesAndResumeExactly) {

@@ -13,6 +13,7 @@
 #include "cpu/attention.hpp"
 #include "cpu/dropout.hpp"
 #include "cpu/encoder.hpp"
+#include "cpu/matmul.hpp"
 #include "cpu/sampling.hpp"
 #include "gpu_test.hpp"
 #include "kernels.cuh"
@@ -290,4 +291,21 @@ TEST(CudaKernels, HostBf16ConversionEqualsTheDeviceCast) {
     cuda::cast_f32_bf16(out.p, gx->p, long(x.size()), 0);
     ASSERT_EQ(cudaMemcpy(dev.data(), out.p, x.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
     for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(host[i], dev[i]) << "element " << i << " = " << x[i];
+}
+
+// Projection biases: bias_forward adds in fp32 and rounds once; bias_backward sums each column.
+TEST(CudaKernels, BiasForwardAndBackwardEqualTheCpu) {
+    NEED_GPU();
+    const long N = 777;
+    const int n = 1000;
+    const auto y = round_bf16(randn(size_t(N) * n, 41)), b = randn(size_t(n), 42), dy = round_bf16(randn(size_t(N) * n, 43));
+    std::vector<float> ref = y, db_ref(size_t(n), 0.5f);
+    cpu::bias_forward(ref.data(), b.data(), N, n);
+    cpu::bias_backward(db_ref.data(), dy.data(), N, n);
+    auto gy = up16(y), gdy = up16(dy);
+    std::unique_ptr<Dev<float>> gb(up(b)), gdb(up(std::vector<float>(size_t(n), 0.5f)));
+    cuda::bias_forward(gy->p, gb->p, N, n, 0);
+    EXPECT_LT(rel_err(down16(gy->p, y.size()), ref), 4e-3);  // one bf16 rounding of the fp32 sum
+    cuda::bias_backward(gdb->p, gdy->p, N, n, 0);
+    EXPECT_LT(rel_err(down(gdb->p, size_t(n)), db_ref), 1e-5);
 }
