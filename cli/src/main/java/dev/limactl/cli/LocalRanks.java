@@ -13,11 +13,17 @@ import java.util.concurrent.TimeUnit;
  * {@code limactl train --nproc-per-node N}: starts N processes of this same command, each told its
  * place with torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) and a
  * fresh rendezvous directory of the run, then waits for them. When one fails, the others are
- * stopped (they would fail at their next collective anyway) and its exit code is the launcher's.
+ * stopped (they would fail at their next collective anyway) and its exit code is the launcher's; a
+ * rank that does not stop within {@link #GRACE_S} seconds of being told (a hung or suspended process)
+ * is killed, so the launcher never waits on it. A hung rank makes the others fail at their next
+ * collective within distributed.timeout_s; the launcher then ends it the same way.
  * Ctrl-C reaches every rank (one process group); a SIGTERM to the launcher is passed on to them, and
  * each rank then stops with the others after the current step and saves its part of the state.
  */
 final class LocalRanks {
+    /** Seconds a rank has to stop (saving nothing: its peers are gone) before it is killed. */
+    static final int GRACE_S = 15;
+
     private LocalRanks() {}
 
     static int launch(int n, Path run, List<String> originalArgs, PrintWriter err) throws Exception {
@@ -49,6 +55,8 @@ final class LocalRanks {
             err.printf("limactl: %d local ranks started (rendezvous %s)%n", n, rendezvous);
             err.flush();
             int failed = -1, code = 0;
+            long stopAt = 0;
+            List<Integer> killed = new ArrayList<>();
             while (true) {
                 boolean running = false;
                 for (int r = 0; r < n; r++) {
@@ -62,7 +70,17 @@ final class LocalRanks {
                 }
                 if (!running) break;
                 if (failed >= 0 && code != ExitCodes.INTERRUPTED) {  // one failed: the others cannot go on
-                    for (Process p : ranks) if (p.isAlive()) p.destroy();
+                    if (stopAt == 0) {
+                        for (Process p : ranks) if (p.isAlive()) p.destroy();
+                        stopAt = System.nanoTime() + GRACE_S * 1_000_000_000L;
+                    } else if (System.nanoTime() > stopAt) {  // told, and still there: hung or suspended
+                        for (int r = 0; r < n; r++) {
+                            if (ranks.get(r).isAlive() && !killed.contains(r)) {
+                                ranks.get(r).destroyForcibly();
+                                killed.add(r);
+                            }
+                        }
+                    }
                 }
                 Thread.sleep(100);
             }
@@ -71,7 +89,8 @@ final class LocalRanks {
                     List<String> how = new ArrayList<>();
                     for (int r = 0; r < n; r++) {
                         int v = ranks.get(r).exitValue();
-                        if (v != 0) how.add("rank " + r + " exit " + v + (v > 128 && v != ExitCodes.INTERRUPTED ? " (killed by signal " + (v - 128) + ")" : ""));
+                        if (killed.contains(r)) how.add("rank " + r + " did not stop within " + GRACE_S + " s and was killed");
+                        else if (v != 0) how.add("rank " + r + " exit " + v + (v > 128 && v != ExitCodes.INTERRUPTED ? " (killed by signal " + (v - 128) + ")" : ""));
                     }
                     err.printf("limactl: %d local ranks: %s; the others were stopped%n", n, String.join(", ", how));
                 }

@@ -603,20 +603,26 @@ class CliTest {
         assertEquals(ExitCodes.INVALID_INPUT, bad.code());
     }
 
+    /** A limactl process (its output in log), returned once the run's first step is in its metrics. */
+    Process startTraining(Path run, Path log, String... args) throws Exception {
+        String javaBin = Path.of(System.getProperty("java.home"), "bin", "java").toString();
+        java.util.List<String> cmd = new java.util.ArrayList<>(java.util.List.of(javaBin, "--add-opens=java.base/java.nio=ALL-UNNAMED",
+                "-Dorg.bytedeco.javacpp.cachedir=" + dir.resolve("cache"), "-cp", System.getProperty("java.class.path"), "dev.limactl.cli.Main"));
+        cmd.addAll(java.util.List.of(args));
+        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile()).start();
+        long deadline = System.nanoTime() + 120_000_000_000L;
+        while (!Files.exists(run.resolve("metrics.jsonl")) || Files.size(run.resolve("metrics.jsonl")) == 0) {
+            assertTrue(p.isAlive() && System.nanoTime() < deadline, "training did not start: " + Files.readString(log));
+            Thread.sleep(100);
+        }
+        return p;
+    }
+
     /** A real limactl process, a real SIGINT: exit 130, a saved state, and --resume finishes the run. */
     @Test
     void ctrlCSavesAResumableStateAndExits130() throws Exception {
         Path run = dir.resolve("sigint");
-        String javaBin = Path.of(System.getProperty("java.home"), "bin", "java").toString();
-        java.util.List<String> cmd = new java.util.ArrayList<>(java.util.List.of(javaBin, "--add-opens=java.base/java.nio=ALL-UNNAMED",
-                "-Dorg.bytedeco.javacpp.cachedir=" + dir.resolve("cache"), "-cp", System.getProperty("java.class.path"),
-                "dev.limactl.cli.Main", "train", "--run", run.toString(), "--preset", "demo", "--set", "training.epochs=200"));
-        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(dir.resolve("log.txt").toFile()).start();
-        long deadline = System.nanoTime() + 120_000_000_000L;
-        while (!Files.exists(run.resolve("metrics.jsonl")) || Files.size(run.resolve("metrics.jsonl")) == 0) {
-            assertTrue(p.isAlive() && System.nanoTime() < deadline, "training did not start: " + Files.readString(dir.resolve("log.txt")));
-            Thread.sleep(100);
-        }
+        Process p = startTraining(run, dir.resolve("log.txt"), "train", "--run", run.toString(), "--preset", "demo", "--set", "training.epochs=200");
         new ProcessBuilder("kill", "-INT", Long.toString(p.pid())).start().waitFor();
         assertTrue(p.waitFor(120, java.util.concurrent.TimeUnit.SECONDS), "limactl did not exit after SIGINT");
         String log = Files.readString(dir.resolve("log.txt"));
@@ -628,6 +634,31 @@ class CliTest {
         assertEquals(saved, Files.readAllLines(run.resolve("metrics.jsonl")).size());
     }
 
+    /**
+     * A rank that hangs (here: suspended with SIGSTOP) never hangs the job: the other rank fails at its next
+     * collective within distributed.timeout_s, and the launcher kills the hung one after its grace period,
+     * naming it.
+     */
+    @Test
+    void aHungRankEndsTheJobWithinTheTimeoutAndIsNamed() throws Exception {
+        Path run = dir.resolve("hung");
+        Process p = startTraining(run, dir.resolve("hung.txt"), concat(concat(new String[] {"-q", "train", "--run", run.toString(), "--preset",
+                "demo", "--init", "random"}, SMALL), "--set", "training.epochs=400", "--set", "distributed.timeout_s=5", "--nproc-per-node", "2"));
+        ProcessHandle rank1 = p.toHandle().children().max(java.util.Comparator.comparingLong(ProcessHandle::pid)).orElseThrow();  // the last started
+        long t0 = System.nanoTime();
+        new ProcessBuilder("kill", "-STOP", Long.toString(rank1.pid())).start().waitFor();
+        boolean ended = p.waitFor(5 + LocalRanks.GRACE_S + 60, java.util.concurrent.TimeUnit.SECONDS);
+        if (!ended) new ProcessBuilder("kill", "-KILL", Long.toString(rank1.pid())).start().waitFor();
+        assertTrue(ended, "the launcher still waits on a hung rank: " + Files.readString(dir.resolve("hung.txt")));
+        double seconds = (System.nanoTime() - t0) / 1e9;
+        String log = Files.readString(dir.resolve("hung.txt"));
+        assertTrue(p.exitValue() != 0, log);
+        assertTrue(log.contains("Timed out waiting 5000ms"), log);  // rank 0's collective gave up
+        assertTrue(log.matches("(?s).*rank [01] did not stop within " + LocalRanks.GRACE_S + " s and was killed.*"), log);
+        assertTrue(seconds < 5 + LocalRanks.GRACE_S + 45, "took " + seconds + " s");
+        assertFalse(rank1.isAlive());
+    }
+
     @Test
     void planChoosesAZeroStageOrASingleGpuModeAndRefusesBadSizes() {
         Run z = limactl("plan", "--model", "65b", "--gpus", "64", "--gpu-memory", "80GB", "--recompute");
@@ -636,7 +667,9 @@ class CliTest {
         Run m = limactl("plan", "--model", "7b", "--modes", "--gpu-memory", "24GB", "--tokens", "2048", "--recompute");
         assertEquals(0, m.code(), m.err());
         assertTrue(m.out().contains("full") && m.out().contains("offload") && m.out().contains("qlora"), m.out());
-        assertTrue(m.out().contains("choice: lora"), "7B: LoRA is the first mode that fits 24 GB: " + m.out());
+        // offload keeps bf16 weights and a few units' gradients on the device (the rest on the host)
+        assertTrue(m.out().contains("choice: offload"), "7B: offload is the first mode that fits 24 GB: " + m.out());
+        assertTrue(m.out().matches("(?s).*offload +1[0-9]\\.[0-9] GiB +10[0-9]\\.[0-9] GiB.*"), m.out());
         Run none = limactl("plan", "--model", "65b", "--modes", "--gpu-memory", "24GB", "--tokens", "2048", "--recompute");
         assertEquals(ExitCodes.GENERIC, none.code(), none.out());
         assertTrue(none.out().contains("nothing fits one GPU"), none.out());
