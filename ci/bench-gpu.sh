@@ -5,6 +5,8 @@
 #   (a) LLaMA-125M shape: d 768, 12 layers, 12 heads, ffn 2048, vocab 32000, 16 x 2048 tokens
 #   (b) LLaMA-7B shape, 8 layers: d 4096, 32 heads, ffn 11008, vocab 32000, 4 x 2048 tokens
 #   (c) shape (a) with LIMA-like lengths (100..2048): liblima packed vs one example per row
+#   (d) offload (the optimiser on the host): shape (b) against (b) itself, then the whole LLaMA-7B
+#       shape (32 layers, one 2048-token row; ~108 GB of host memory), peak device and host memory
 # and the decoding benchmark: prompt 512, 256 new tokens, LIMA's sampling, batch 1 and 32, shapes
 # (a) and (b), liblima-cuda against HF generate (dynamic and static cache), with the GPU's measured
 # copy bandwidth for the batch-1 limit (every weight read once per token).
@@ -48,6 +50,9 @@ if [ "$what" = all ] || [ "$what" = bench ]; then
   case=b-recompute; run $B $S --cuda 1 --steps 6 --warmup 2 --recompute 1
   case=c-packed; run $B $A --cuda 1 --steps 10 --warmup 3 --mix 1
   case=c-padded; run $B $A --cuda 1 --steps 10 --warmup 3 --mix 2
+  case=b-offload; run $B $S --cuda 1 --steps 6 --warmup 2 --recompute 1 --offload 1
+  case=7b-offload; run $B --hidden 4096 --layers 32 --heads 32 --ffn 11008 --vocab 32000 --batch 1 --seq 2048 --cuda 1 --steps 3 \
+      --warmup 1 --recompute 1 --offload 1
   case=a; run $P $A --steps 10 --warmup 3
   case=a; run $P $A --steps 10 --warmup 3 --compile 1
   case=b; run $P $S --steps 6 --warmup 2
@@ -56,9 +61,10 @@ if [ "$what" = all ] || [ "$what" = bench ]; then
   python3 - "$out/bench.jsonl" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
-print(f"{'case':<12} {'impl':<16} {'tokens/s':>10} {'MFU':>6} {'peak GiB':>9} {'loss':>7}")
+print(f"{'case':<12} {'impl':<22} {'tokens/s':>10} {'MFU':>6} {'peak GiB':>9} {'host GiB':>9} {'loss':>7}")
 for r in rows:
-    print(f"{r['case']:<12} {r['impl']:<16} {r['tokens_per_s']:>10.0f} {r['mfu']*100:>5.1f}% {r.get('peak_gib', 0):>9.1f} {r['final_loss']:>7.3f}")
+    print(f"{r['case']:<12} {r['impl']:<22} {r['tokens_per_s']:>10.0f} {r['mfu']*100:>5.1f}% {r.get('peak_gib', 0):>9.1f} "
+          f"{r.get('host_peak_gib', 0):>9.1f} {r['final_loss']:>7.3f}")
 PY
 fi
 if [ "$what" = all ] || [ "$what" = generate ]; then

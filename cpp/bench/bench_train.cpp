@@ -4,7 +4,9 @@
 // PyTorch; ci/bench-cpu.sh and ci/bench-gpu.sh run both.
 //   lima_bench_train [--hidden 256 --layers 4 --heads 4 --kv-heads 4 --ffn 688 --vocab 4096
 //                     --batch 8 --seq 256 --steps 10 --warmup 2 --threads 2 --cuda 0|1
-//                     --recompute 0|1 --mix 0|1|2]
+//                     --recompute 0|1 --mix 0|1|2 --offload 0|1]
+// --offload 1: the optimiser on the host (lima_train_config.offload); host_peak_gib is the process's
+// peak resident memory (VmHWM).
 // --mix 1: LIMA-like examples (lengths uniform in [100, 2048]) packed into the rows; --mix 2: the
 // same examples one per row, padded. tokens_per_s then counts real (non-padding) tokens.
 // MFU uses 6N + 6 L d T FLOPs per token and 989 TFLOP/s (H100 SXM dense bf16).
@@ -25,11 +27,23 @@ static void check(int st, const char *what) {
     }
 }
 
+// The process's peak resident memory (VmHWM of /proc/self/status), in bytes; 0 where unreadable.
+static double host_peak_bytes() {
+    std::FILE *f = std::fopen("/proc/self/status", "r");
+    if (!f) return 0.0;
+    char line[256];
+    double kb = 0.0;
+    while (std::fgets(line, sizeof line, f))
+        if (std::strncmp(line, "VmHWM:", 6) == 0) kb = std::atof(line + 6);
+    std::fclose(f);
+    return kb * 1024.0;
+}
+
 int main(int argc, char **argv) {
     lima_model_config c;
     lima_model_config_init(&c);
     c.vocab_size = 4096;
-    int batch = 8, seq = 256, steps = 10, warmup = 2, threads = 2, cuda = 0, recompute = 0, mix = 0;
+    int batch = 8, seq = 256, steps = 10, warmup = 2, threads = 2, cuda = 0, recompute = 0, mix = 0, offload = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         const std::string k = argv[i];
         const int v = std::atoi(argv[i + 1]);
@@ -47,6 +61,7 @@ int main(int argc, char **argv) {
         else if (k == "--cuda") cuda = v;
         else if (k == "--recompute") recompute = v;
         else if (k == "--mix") mix = v;
+        else if (k == "--offload") offload = v;
         else { std::fprintf(stderr, "unknown option %s\n", k.c_str()); return 2; }
     }
     check(lima_set_num_threads(threads), "lima_set_num_threads");
@@ -56,6 +71,7 @@ int main(int argc, char **argv) {
     lima_train_config tc;
     lima_train_config_init(&tc);
     tc.recompute_activations = recompute;
+    tc.offload = offload;
     lima_trainer *t = nullptr;
     check(lima_trainer_create(m, &tc, &t), "lima_trainer_create");
     int64_t nparams = 0;
@@ -104,14 +120,21 @@ int main(int argc, char **argv) {
         if (i >= warmup) secs += std::chrono::duration<double>(t1 - t0).count();
         loss = r.loss_sum / double(r.num_targets);
     }
+    {  // the last step's update (offload: still on the host worker) counts too
+        const auto t0 = std::chrono::steady_clock::now();
+        std::vector<float> probe(size_t(c.hidden_size));
+        check(lima_model_read_tensor(m, "model.norm.weight", probe.data(), c.hidden_size), "lima_model_read_tensor");
+        secs += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
     const double tps = double(real) * steps / secs;
     const double flops = 6.0 * double(nparams) + 6.0 * c.num_layers * double(c.hidden_size) * seq;
     lima_trainer_plan_memory(t, batch, seq, &plan);
-    std::printf("{\"impl\": \"liblima-%s\", \"params\": %lld, \"threads\": %d, \"batch\": %d, \"seq\": %d, \"mix\": %d, "
+    std::printf("{\"impl\": \"liblima-%s%s\", \"params\": %lld, \"threads\": %d, \"batch\": %d, \"seq\": %d, \"mix\": %d, "
                 "\"recompute\": %d, \"steps\": %d, \"tokens_per_s\": %.1f, \"mfu\": %.4f, \"step_s\": %.4f, "
-                "\"plan_gib\": %.2f, \"peak_gib\": %.2f, \"final_loss\": %.4f}\n",
-                cuda ? "cuda" : "cpu", (long long)nparams, threads, batch, seq, mix, recompute, steps, tps, tps * flops / 989e12,
-                secs / steps, plan.total / 1073741824.0, plan.peak / 1073741824.0, loss);
+                "\"plan_gib\": %.2f, \"peak_gib\": %.2f, \"host_plan_gib\": %.2f, \"host_peak_gib\": %.2f, \"final_loss\": %.4f}\n",
+                cuda ? "cuda" : "cpu", offload ? "-offload" : "", (long long)nparams, threads, batch, seq, mix, recompute, steps, tps,
+                tps * flops / 989e12, secs / steps, plan.total / 1073741824.0, plan.peak / 1073741824.0, plan.host / 1073741824.0,
+                host_peak_bytes() / 1073741824.0, loss);
     lima_batch_free(b);
     lima_trainer_free(t);
     lima_model_free(m);

@@ -112,6 +112,7 @@ float *Ctx::grad(int64_t offset) const {
 Offload::~Offload() {
     host.reset();
     if (copy) cudaStreamSynchronize(copy);
+    if (master) cudaHostUnregister(master);
     for (cudaEvent_t e : ready) cudaEventDestroy(e);
     for (cudaEvent_t e : {stage_free[0], stage_free[1], up_done[0], up_done[1], grads_home, done})
         if (e) cudaEventDestroy(e);
@@ -141,12 +142,12 @@ void publish(Ctx &c, int u) {
     const auto [b, e] = c.units[size_t(u)];
     const int k = o.next_up++ % 2;
     LIMA_CUDA_CHECK(cudaEventSynchronize(o.up_done[k]));  // the buffer's last upload has left it
-    to_bf16(o.up[k].data(), o.master.data() + b, e - b);
+    to_bf16(o.up[k].data(), o.master + b, e - b);
     LIMA_CUDA_CHECK(cudaMemcpyAsync(c.p16.p + b, o.up[k].data(), size_t(e - b) * 2, cudaMemcpyHostToDevice, o.copy));
     LIMA_CUDA_CHECK(cudaEventRecord(o.up_done[k], o.copy));
     for (const auto &t : c.f32_at)
         if (t[0] >= b && t[0] < e)
-            LIMA_CUDA_CHECK(cudaMemcpyAsync(c.p32.p + t[2], o.master.data() + t[0], size_t(t[1]) * 4, cudaMemcpyHostToDevice, o.copy));
+            LIMA_CUDA_CHECK(cudaMemcpyAsync(c.p32.p + t[2], o.master + t[0], size_t(t[1]) * 4, cudaMemcpyHostToDevice, o.copy));
     LIMA_CUDA_CHECK(cudaEventRecord(o.ready[size_t(u)], o.copy));
 }
 
@@ -512,12 +513,13 @@ LIMA_EXPORT int lima_cuda_plugin_params(void *ctx, float *host, int32_t to_devic
         LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
         if (c.off) {  // the master weights are on the host
             settle(c);
+            float *master = c.off->master;
             if (to_device) {
-                std::copy(host, host + c.total, c.off->master.data());
+                if (host != master) std::copy(host, host + c.total, master);
                 for (int u = 0; u < int(c.units.size()); ++u) publish(c, u);
                 settle(c);
-            } else {
-                std::copy(c.off->master.data(), c.off->master.data() + c.total, host);
+            } else if (host != master) {  // liblima's copy is the master itself: nothing to copy
+                std::copy(master, master + c.total, host);
             }
         } else if (to_device) {
             upload_weights(c, host);
@@ -580,8 +582,9 @@ LIMA_EXPORT int lima_cuda_plugin_train_init(void *ctx, int32_t recompute, int32_
         LIMA_REQUIRE(need < int64_t(fr), LIMA_ERR_OUT_OF_MEMORY, "CUDA memory plan (offload): gradient staging needs ",
                      need / 1073741824.0, " GiB but device ", c.device, " has ", fr / 1073741824.0, " GiB free");
         auto o = std::make_unique<Offload>();
-        o->master.assign(size_t(c.total), 0.0f);
-        std::copy(params, params + c.total, o->master.data());
+        // the master weights are liblima's host copy (it outlives this context: lima_model_free detaches first)
+        LIMA_CUDA_CHECK(cudaHostRegister(const_cast<float *>(params), size_t(c.total) * 4, cudaHostRegisterDefault));
+        o->master = const_cast<float *>(params);
         o->grads.assign(size_t(c.total), 0.0f);
         o->m1.assign(size_t(c.total), 0.0f);
         o->m2.assign(size_t(c.total), 0.0f);
@@ -598,7 +601,7 @@ LIMA_EXPORT int lima_cuda_plugin_train_init(void *ctx, int32_t recompute, int32_
         for (cudaEvent_t &e : o->ready) LIMA_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
         o->stage_of.assign(c.units.size(), nullptr);
         o->slot_of.assign(c.units.size(), -1);
-        o->host = std::make_unique<lima::HostOffload>(o->master.data(), o->grads.data(), o->m1.data(), o->m2.data(),
+        o->host = std::make_unique<lima::HostOffload>(o->master, o->grads.data(), o->m1.data(), o->m2.data(),
                                                       c.tensors, c.units);
         c.off = std::move(o);
         c.train = true;
@@ -736,7 +739,7 @@ LIMA_EXPORT int lima_cuda_plugin_plan(void *ctx, int64_t tokens, lima_memory_pla
             out->weights = c.total * 2 + int64_t(c.p32.n) * 4;
             out->optimizer = c.off ? int64_t(c.off->stage[0].n * 2 + c.off->stage_emb.n + c.off->stage_head.n) * 4
                              : c.train ? c.total * 12 : 0;
-            out->host = c.off ? c.total * 16 + int64_t(c.off->up[0].v.size()) * 4 : 0;
+            out->host = c.off ? c.total * 12 + int64_t(c.off->up[0].v.size()) * 4 : 0;  // besides the model's own fp32 copy
             out->activations = sz.activations;
             out->workspace = sz.workspace;
             out->total = out->weights + out->optimizer + out->activations + out->workspace;

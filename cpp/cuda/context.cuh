@@ -64,7 +64,8 @@ struct PinnedVec {
 };
 
 // Full fine-tuning with the optimiser offloaded to the host (src/offload.hpp): the fp32 master
-// weights, gradient and AdamW moments in pinned host memory and the step on the host; the device
+// weights (liblima's own host copy of the model, registered: no second copy), gradient and AdamW
+// moments in pinned host memory and the step on the host; the device
 // keeps the bf16 weights and the fp32 gradient of the units backward is working on.
 //  - backward: each unit's gradient is accumulated in a device staging buffer, loaded first with
 //    the host's gradient so far (or zeroed at the step's first micro-batch), and copied back to the
@@ -74,7 +75,8 @@ struct PinnedVec {
 //    bf16 and uploaded on the copy stream; `ready[u]` marks it on the device, and the next forward
 //    waits for each unit just before it uses it.
 struct Offload {
-    PinnedVec<float> master, grads, m1, m2;
+    float *master = nullptr;  // liblima's host fp32 copy of the model itself, registered (pinned) while this lives
+    PinnedVec<float> grads, m1, m2;
     PinnedVec<uint16_t> up[2];  // bf16 upload staging
     DevBuf<float> stage[2], stage_emb, stage_head;
     cudaStream_t copy = nullptr;

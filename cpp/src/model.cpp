@@ -377,15 +377,15 @@ void resize_vocab(Model &m, int32_t nv) {
         std::copy(src, src + p.numel(), dst);
         if (q.numel() != p.numel()) fill_new_rows_with_mean(dst, ov, nv, d);  // new rows: the mean of the old ones
     }
+    // the device copy has the old shape (and an offloaded context uses the old host buffer): detach first
+    const bool on_cuda = m.cuda != nullptr;
+    const int dev = m.device;
+    if (on_cuda) cuda_detach(m);
     m.cfg = nc;
     m.layout = std::move(nl);
     m.params = std::move(np);
     m.acts = Activations{};
-    if (m.cuda) {  // the device copy has the old shape
-        const int dev = m.device;
-        cuda_detach(m);
-        cuda_attach(m, dev);
-    }
+    if (on_cuda) cuda_attach(m, dev);
 }
 
 // ------------------------------------------------------------------------------------ checkpoints

@@ -702,21 +702,45 @@ int free_port() {
 bool have_redis() { return std::system("command -v redis-server > /dev/null 2>&1") == 0; }
 
 // The key-value server a tcp:// rendezvous talks to (what rank 0's launcher starts), on a free
-// loopback port, stopped at the end of the scope.
+// loopback port, stopped at the end of the scope. The port is free when chosen, but another test
+// running beside this one may bind it before the server does: then the server exits, and it is
+// started again on another port until one answers.
+bool answers(int port) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(uint16_t(port));
+    const bool ok = connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof(a)) == 0;
+    close(fd);
+    return ok;
+}
+
 struct KvServer {
     pid_t pid = 0;
     int port = 0;
-    KvServer() : port(free_port()) {
-        pid = fork();
-        if (pid == 0) {
-            const int null = open("/dev/null", O_WRONLY);  // its start-up banner is not the test's output
-            dup2(null, 1);
-            dup2(null, 2);
-            const std::string p = std::to_string(port);
-            execlp("redis-server", "redis-server", "--port", p.c_str(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                   "--loglevel", "warning", static_cast<char *>(nullptr));
-            _exit(127);
+    KvServer() {
+        for (int attempt = 0; attempt < 10; ++attempt) {
+            port = free_port();
+            pid = fork();
+            if (pid == 0) {
+                const int null = open("/dev/null", O_WRONLY);  // its start-up banner is not the test's output
+                dup2(null, 1);
+                dup2(null, 2);
+                const std::string p = std::to_string(port);
+                execlp("redis-server", "redis-server", "--port", p.c_str(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                       "--loglevel", "warning", static_cast<char *>(nullptr));
+                _exit(127);
+            }
+            for (int i = 0; i < 100; ++i) {  // up to 5 s for it to listen
+                if (answers(port)) return;
+                if (waitpid(pid, nullptr, WNOHANG) == pid) break;  // it exited: the port was taken
+                std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            }
+            kill(pid, SIGKILL);
+            waitpid(pid, nullptr, 0);
         }
+        throw std::runtime_error("redis-server did not start on any of 10 free ports");
     }
     ~KvServer() {
         kill(pid, SIGTERM);

@@ -113,8 +113,8 @@ typedef struct lima_memory_plan {
     int64_t device_free;  /* free on the device before the plan */
     int64_t device_total;
     int64_t peak;         /* highest the backend has held so far */
-    int64_t host;         /* pinned host memory of an offloaded trainer (fp32 master weights, gradient, AdamW
-                             moments, upload staging); 0 otherwise */
+    int64_t host;         /* pinned host memory an offloaded trainer adds to the model's own fp32 host copy (which
+                             becomes its master weights): gradient, AdamW moments, upload staging; 0 otherwise */
 } lima_memory_plan;
 
 /* ---------------------------------------------------------------- model */
