@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <vector>
 
@@ -67,7 +68,13 @@ template <typename F, typename... A>
 void run(const Comm &c, const char *what, F f, A... args) {
     char err[1024] = {0};
     const int st = f(args..., err, int32_t(sizeof err));
-    if (st != LIMA_OK) fail(st, "communicator (", c.backend, ", rank ", c.rank, " of ", c.world, "): ", what, ": ", err);
+    if (st == LIMA_OK) return;
+    // Gloo names the operation, not the peer: say what a timeout means for the job
+    const bool timed_out = std::strstr(err, "Timed out") != nullptr || std::strstr(err, "timed out") != nullptr;
+    fail(st, "communicator (", c.backend, ", rank ", c.rank, " of ", c.world, "): ", what, ": ", err,
+         timed_out ? " (another rank stopped answering within distributed.timeout_s: hung, suspended or gone; its launcher or"
+                     " cluster agent names it)"
+                   : "");
 }
 
 }  // namespace

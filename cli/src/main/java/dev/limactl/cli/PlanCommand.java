@@ -87,7 +87,9 @@ public final class PlanCommand implements Callable<Integer> {
             out.println("nothing fits one GPU of " + gib(gpuBytes) + ": use several GPUs (limactl plan --gpus N), fewer tokens per micro-batch");
             return ExitCodes.GENERIC;
         }
-        out.println("choice: " + first.name().toLowerCase(Locale.ROOT) + " (the first that fits, in the order above)");
+        long host = first == MemoryPlan.Mode.OFFLOAD ? MemoryPlan.singleGpu(c, tokens, recompute, loraR).get(1).host() : 0;
+        out.println("choice: " + first.name().toLowerCase(Locale.ROOT) + " (the first that fits, in the order above"
+                + (host > 0 ? "; it needs " + gib(host) + " of host memory" : "") + ")");
         return ExitCodes.OK;
     }
 

@@ -668,7 +668,8 @@ class CliTest {
         assertEquals(0, m.code(), m.err());
         assertTrue(m.out().contains("full") && m.out().contains("offload") && m.out().contains("qlora"), m.out());
         // offload keeps bf16 weights and a few units' gradients on the device (the rest on the host)
-        assertTrue(m.out().contains("choice: offload"), "7B: offload is the first mode that fits 24 GB: " + m.out());
+        assertTrue(m.out().contains("choice: offload (the first that fits, in the order above; it needs 10"), "7B: offload is the first"
+                + " mode that fits 24 GB, with ~101 GiB of host memory: " + m.out());
         assertTrue(m.out().matches("(?s).*offload +1[0-9]\\.[0-9] GiB +10[0-9]\\.[0-9] GiB.*"), m.out());
         Run none = limactl("plan", "--model", "65b", "--modes", "--gpu-memory", "24GB", "--tokens", "2048", "--recompute");
         assertEquals(ExitCodes.GENERIC, none.code(), none.out());
