@@ -662,7 +662,10 @@ LIMA_EXPORT int lima_cuda_plugin_forward_backward(void *ctx, const lima_cuda_bat
         const int nt = upload(c, *b);
         const DropoutKey key{a->seed, a->step, a->micro};
         const DropoutKey *kp = a->dropout && a->p_max > 0 ? &key : nullptr;
-        if (c.off) c.off->home_waited = false;
+        if (c.off) {  // a new pass: no unit held (an earlier pass that failed half-way held some)
+            c.off->home_waited = false;
+            std::fill(c.off->stage_of.begin(), c.off->stage_of.end(), nullptr);
+        }
         forward(c, N, nt, kp, a->p_max);
         const int d = c.d();
         LIMA_CUDA_CHECK(cudaMemsetAsync(c.dxf.p, 0, size_t(N) * d * sizeof(bf16), c.st));
