@@ -291,6 +291,63 @@ int upload(Ctx &c, const lima_cuda_batch &b) {
 
 }  // namespace
 
+namespace {
+
+// The adapter's scratch for micro-batches (or prefill/decode steps) of N tokens.
+void lora_reserve(Ctx &c, long N) {
+    DevAdapter &a = *c.ad;
+    if (N <= a.cap) return;
+    const int max_in = std::max({c.d(), c.cfg.q_dim(), c.F()}), max_out = std::max({c.cfg.q_dim(), c.d(), c.F()});
+    a.x.alloc(size_t(N) * size_t(max_in), "LoRA scratch");
+    a.t.alloc(size_t(N) * size_t(max_out), "LoRA scratch");
+    a.xa.alloc(size_t(N) * size_t(a.r), "LoRA scratch");
+    a.dxa.alloc(size_t(N) * size_t(a.r), "LoRA scratch");
+    a.cap = N;
+}
+
+// What the adapter of target j sees: x, or (training) dropout(x) in the scratch, with the CPU's masks.
+const bf16 *lora_input(Ctx &c, const bf16 *x, long n, const DropoutKey *key, int layer, int j) {
+    DevAdapter &a = *c.ad;
+    if (!key || a.p <= 0.0f) return x;
+    dropout_copy(a.x.p, x, n, a.p, lora_dropout_key(*key, j), layer, 0, c.st);
+    return a.x.p;
+}
+
+// out[:, col0 : col0 + n_out] (row stride ld) += scale * (dropout(x) A^T) B^T for target j of layer l.
+void lora_forward(Ctx &c, int l, int j, const bf16 *x, int in, bf16 *out, int ld, int col0, int n_out, long N,
+                  const DropoutKey *key) {
+    if (!c.ad || c.ad->off(l, j, 0) < 0) return;
+    DevAdapter &a = *c.ad;
+    lora_reserve(c, N);
+    const bf16 *xin = lora_input(c, x, N * in, key, l, j);
+    c.gemm->run(a.xa.p, false, xin, false, a.a16.p + a.off(l, j, 0), true, int(N), a.r, in, 0.0f, c.st);
+    c.gemm->run(a.t.p, false, a.xa.p, false, a.a16.p + a.off(l, j, 1), true, int(N), n_out, a.r, 0.0f, c.st);
+    add_cols(out, ld, col0, a.t.p, N, n_out, a.scale, c.st);
+}
+
+// The adapter's backward for target j of layer l, given the gradient dout[:, col0 : col0 + n_out] of
+// its projection's output: dB += scale dout^T xa; dxa = scale dout B; dA += dxa^T dropout(x);
+// dx += dropout'(dxa A). xa = dropout(x) A^T is recomputed (the same mask), not kept.
+void lora_backward(Ctx &c, int l, int j, const bf16 *x, int in, const bf16 *dout, int ld, int col0, int n_out, bf16 *dx, long N,
+                   const DropoutKey *key) {
+    if (!c.ad || c.ad->off(l, j, 0) < 0) return;
+    DevAdapter &a = *c.ad;
+    lora_reserve(c, N);
+    const bf16 *A = a.a16.p + a.off(l, j, 0), *B = a.a16.p + a.off(l, j, 1);
+    float *gA = a.grads.p + a.off(l, j, 0), *gB = a.grads.p + a.off(l, j, 1);
+    const bf16 *xin = lora_input(c, x, N * in, key, l, j);
+    c.gemm->run(a.xa.p, false, xin, false, A, true, int(N), a.r, in, 0.0f, c.st);               // xa (N, r)
+    gather_cols(a.t.p, dout, ld, col0, N, n_out, a.scale, c.st);                                  // scale dout (N, out)
+    c.gemm->run(gB, true, a.t.p, true, a.xa.p, false, n_out, a.r, int(N), 1.0f, c.st);           // dB (out, r)
+    c.gemm->run(a.dxa.p, false, a.t.p, false, B, false, int(N), a.r, n_out, 0.0f, c.st);         // dxa (N, r)
+    c.gemm->run(gA, true, a.dxa.p, true, xin, false, a.r, in, int(N), 1.0f, c.st);               // dA (r, in)
+    c.gemm->run(a.x.p, false, a.dxa.p, false, A, false, int(N), in, a.r, 0.0f, c.st);            // dxa A (N, in)
+    if (key && a.p > 0.0f) dropout_copy(a.x.p, a.x.p, N * in, a.p, lora_dropout_key(*key, j), l, 0, c.st);
+    add_cols(dx, in, 0, a.x.p, N, in, 1.0f, c.st);
+}
+
+}  // namespace
+
 void layer_forward(Ctx &c, int l, const LayerBufs &a, const float *x, float *x_mid, float *x_out, bf16 *y, const int32_t *pos,
                    long N, const LayerAttention &att, const DropoutKey *key, float p_max) {
     const lima_cuda_layer &o = c.layers[size_t(l)];
@@ -307,6 +364,10 @@ void layer_forward(Ctx &c, int l, const LayerBufs &a, const float *x, float *x_m
     rmsnorm_forward(a.xn1, a.rstd1, x, c.f32(o.ln1), N, d, c.cfg.rms_norm_eps, c.st);
     c.gemm->run(a.qkv, false, a.xn1, false, c.p16.p + o.qkv, true, int(N), ld, d, 0.0f, c.st);
     if (o.bqkv >= 0) bias_forward(a.qkv, c.f32(o.bqkv), N, ld, c.st);
+    const int kvd = c.cfg.kv_dim();
+    lora_forward(c, l, 0, a.xn1, d, a.qkv, ld, 0, qd, N, key);
+    lora_forward(c, l, 1, a.xn1, d, a.qkv, ld, qd, kvd, N, key);
+    lora_forward(c, l, 2, a.xn1, d, a.qkv, ld, qd + kvd, kvd, N, key);
     rope_forward(a.qkv, ld, pos, N, Hq + Hkv, hd, c.rope_cos.p, c.rope_sin.p, c.st);
     if (att.k_cache)
         kv_cache_store(att.k_cache, att.v_cache, a.qkv, ld, qd, Hkv * hd, att.row, pos, att.active, N, att.max_len, c.st);
@@ -319,15 +380,19 @@ void layer_forward(Ctx &c, int l, const LayerBufs &a, const float *x, float *x_m
     }
     c.gemm->run(y, false, a.att, false, c.p16.p + o.wo, true, int(N), d, qd, 0.0f, c.st);
     if (o.bo >= 0) bias_forward(y, c.f32(o.bo), N, d, c.st);
+    lora_forward(c, l, 3, a.att, qd, y, d, 0, d, N, key);
     residual(x_mid, x, 0);
     // MLP block
     rmsnorm_forward(a.xn2, a.rstd2, x_mid, c.f32(o.ln2), N, d, c.cfg.rms_norm_eps, c.st);
     c.gemm->run(a.gu, false, a.xn2, false, c.p16.p + o.gu, true, int(N), 2 * F, d, 0.0f, c.st);
     if (o.bgu >= 0) bias_forward(a.gu, c.f32(o.bgu), N, 2 * F, c.st);
+    lora_forward(c, l, 4, a.xn2, d, a.gu, 2 * F, 0, F, N, key);
+    lora_forward(c, l, 5, a.xn2, d, a.gu, 2 * F, F, F, N, key);
     swiglu_forward(a.h, a.gu, N, F, c.st);
     if (!x_out) return;
     c.gemm->run(y, false, a.h, false, c.p16.p + o.wd, true, int(N), d, F, 0.0f, c.st);
     if (o.bd >= 0) bias_forward(y, c.f32(o.bd), N, d, c.st);
+    lora_forward(c, l, 6, a.h, F, y, d, 0, d, N, key);
     residual(x_out, x_mid, 1);
 }
 
@@ -355,9 +420,18 @@ void forward(Ctx &c, long N, int ntiles, const DropoutKey *key, float p_max) {
 }
 
 void backward(Ctx &c, long N, int ntiles, const DropoutKey *key, float p_max) {
-    const int d = c.d(), F = c.F(), L = c.cfg.num_layers, qd = c.cfg.q_dim(), ld = c.ldqkv(), hd = c.cfg.hd();
+    const int d = c.d(), F = c.F(), L = c.cfg.num_layers, qd = c.cfg.q_dim(), ld = c.ldqkv(), hd = c.cfg.hd(), kvd = c.cfg.kv_dim();
+    // With an adapter the base is frozen: no weight, gain or bias gradient; the adapter's instead.
+    const bool frozen = c.ad != nullptr;
+    auto dW = [&](int64_t offset, const bf16 *dy, bool transA, const bf16 *xin, int M, int Nn) {  // dW (M, Nn) += dy^T x
+        if (!frozen) c.gemm->run(c.grad(offset), true, dy, transA, xin, false, M, Nn, int(N), 1.0f, c.st);
+    };
+    auto gain = [&](int64_t offset) { return frozen ? nullptr : c.grad(offset); };
+    auto bias = [&](int64_t offset, const bf16 *dy, int n) {
+        if (offset >= 0 && !frozen) bias_backward(c.grad(offset), dy, N, n, c.st);
+    };
     acquire(c, L + 1);
-    rmsnorm_backward(c.dres.p, c.grad(c.norm), c.dxf.p, c.resid.p + size_t(L) * N * d, c.f32(c.norm), c.rstdf.p, N, d, false, c.st);
+    rmsnorm_backward(c.dres.p, gain(c.norm), c.dxf.p, c.resid.p + size_t(L) * N * d, c.f32(c.norm), c.rstdf.p, N, d, false, c.st);
     release(c, L + 1);  // the final norm (and the untied LM head, whose gradient the classifier made)
     for (int l = L - 1; l >= 0; --l) {
         const lima_cuda_layer &o = c.layers[size_t(l)];
@@ -369,29 +443,39 @@ void backward(Ctx &c, long N, int ntiles, const DropoutKey *key, float p_max) {
         // MLP block
         dropout_residual_backward(c.dy.p, c.dres.p, N * d, p, key, l, 1, c.st);
         c.gemm->run(c.dh.p, false, c.dy.p, false, c.p16.p + o.wd, false, int(N), F, d, 0.0f, c.st);
-        c.gemm->run(c.grad(o.wd), true, c.dy.p, true, a.h.p, false, d, F, int(N), 1.0f, c.st);
-        if (o.bd >= 0) bias_backward(c.grad(o.bd), c.dy.p, N, d, c.st);
+        dW(o.wd, c.dy.p, true, a.h.p, d, F);
+        bias(o.bd, c.dy.p, d);
+        lora_backward(c, l, 6, a.h.p, F, c.dy.p, d, 0, d, c.dh.p, N, key);
         swiglu_backward(c.dgu.p, c.dh.p, a.gu.p, N, F, c.st);
         c.gemm->run(c.dxn.p, false, c.dgu.p, false, c.p16.p + o.gu, false, int(N), d, 2 * F, 0.0f, c.st);
-        c.gemm->run(c.grad(o.gu), true, c.dgu.p, true, a.xn2.p, false, 2 * F, d, int(N), 1.0f, c.st);
-        if (o.bgu >= 0) bias_backward(c.grad(o.bgu), c.dgu.p, N, 2 * F, c.st);
-        rmsnorm_backward(c.dres.p, c.grad(o.ln2), c.dxn.p, a.xmid.p, c.f32(o.ln2), a.rstd2.p, N, d, true, c.st);
+        dW(o.gu, c.dgu.p, true, a.xn2.p, 2 * F, d);
+        bias(o.bgu, c.dgu.p, 2 * F);
+        lora_backward(c, l, 4, a.xn2.p, d, c.dgu.p, 2 * F, 0, F, c.dxn.p, N, key);
+        lora_backward(c, l, 5, a.xn2.p, d, c.dgu.p, 2 * F, F, F, c.dxn.p, N, key);
+        rmsnorm_backward(c.dres.p, gain(o.ln2), c.dxn.p, a.xmid.p, c.f32(o.ln2), a.rstd2.p, N, d, true, c.st);
         // attention block
         dropout_residual_backward(c.dy.p, c.dres.p, N * d, p, key, l, 0, c.st);
         c.gemm->run(c.datt.p, false, c.dy.p, false, c.p16.p + o.wo, false, int(N), qd, d, 0.0f, c.st);
-        c.gemm->run(c.grad(o.wo), true, c.dy.p, true, a.att.p, false, d, qd, int(N), 1.0f, c.st);
-        if (o.bo >= 0) bias_backward(c.grad(o.bo), c.dy.p, N, d, c.st);
+        dW(o.wo, c.dy.p, true, a.att.p, d, qd);
+        bias(o.bo, c.dy.p, d);
+        lora_backward(c, l, 3, a.att.p, qd, c.dy.p, d, 0, d, c.datt.p, N, key);
         attention_backward(c.dqkv.p, c.Dsum.p, c.datt.p, a.att.p, a.lse.p, a.qkv.p, c.tiles.p, ntiles,
                            {N, c.cfg.num_heads, c.cfg.num_kv_heads, hd, ld}, c.st);
         rope_backward(c.dqkv.p, ld, c.pos.p, N, c.cfg.num_heads + c.cfg.num_kv_heads, hd, c.rope_cos.p, c.rope_sin.p, c.st);
         c.gemm->run(c.dxn.p, false, c.dqkv.p, false, c.p16.p + o.qkv, false, int(N), d, ld, 0.0f, c.st);
-        c.gemm->run(c.grad(o.qkv), true, c.dqkv.p, true, a.xn1.p, false, ld, d, int(N), 1.0f, c.st);
-        if (o.bqkv >= 0) bias_backward(c.grad(o.bqkv), c.dqkv.p, N, ld, c.st);
-        rmsnorm_backward(c.dres.p, c.grad(o.ln1), c.dxn.p, x, c.f32(o.ln1), a.rstd1.p, N, d, true, c.st);
+        dW(o.qkv, c.dqkv.p, true, a.xn1.p, ld, d);
+        bias(o.bqkv, c.dqkv.p, ld);
+        lora_backward(c, l, 0, a.xn1.p, d, c.dqkv.p, ld, 0, qd, c.dxn.p, N, key);
+        lora_backward(c, l, 1, a.xn1.p, d, c.dqkv.p, ld, qd, kvd, c.dxn.p, N, key);
+        lora_backward(c, l, 2, a.xn1.p, d, c.dqkv.p, ld, qd + kvd, kvd, c.dxn.p, N, key);
+        rmsnorm_backward(c.dres.p, gain(o.ln1), c.dxn.p, x, c.f32(o.ln1), a.rstd1.p, N, d, true, c.st);
         release(c, 1 + l);
     }
     acquire(c, 0);
-    encoder_backward(c.grad(c.emb), c.dres.p, c.tokens.p, N, d, c.st);
+    if (!frozen)
+        encoder_backward(c.grad(c.emb), c.dres.p, c.tokens.p, N, d, c.st);
+    else if (c.ad->emb_rows >= 0)  // the trainable token rows only
+        token_rows_grad_emb(c.ad->grads.p + c.ad->emb_rows, c.dres.p, c.tokens.p, N, d, c.ad->tokens.p, c.ad->n_tokens, c.st);
     release(c, 0);
     if (c.off) {
         LIMA_CUDA_CHECK(cudaEventRecord(c.off->grads_home, c.off->copy));
@@ -411,7 +495,12 @@ void classifier_train(Ctx &c, long M, float inv_norm) {
         cross_entropy(c.cdl.p, c.dsum.p, c.clogits.p, c.labels.p + r0, n, V, inv_norm, c.st);
         c.gemm->run(c.cdx.p, false, c.cdl.p, false, c.p16.p + c.lm_head, false, int(n), d, V, 0.0f, c.st);
         scatter_rows(c.dxf.p, c.cdx.p, c.rows.p + r0, n, d, c.st);
-        c.gemm->run(c.grad(c.lm_head), true, c.cdl.p, true, c.cx.p, false, V, d, int(n), 1.0f, c.st);
+        if (!c.ad) {
+            c.gemm->run(c.grad(c.lm_head), true, c.cdl.p, true, c.cx.p, false, V, d, int(n), 1.0f, c.st);
+        } else if (c.ad->emb_rows >= 0) {  // the frozen head: the trainable token rows only (the embedding's when tied)
+            const int64_t rows = c.ad->head_rows >= 0 ? c.ad->head_rows : c.ad->emb_rows;
+            token_rows_grad_head(c.ad->grads.p + rows, c.cdl.p, c.cx.p, n, V, d, c.ad->tokens.p, c.ad->n_tokens, c.st);
+        }
     }
 }
 
@@ -429,6 +518,19 @@ void classifier_logprobs(Ctx &c, const lima_cuda_batch &b, float *out) {
         LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
         for (long i = 0; i < n; ++i) out[b.rows[r0 + i] + 1] = lp[size_t(i)];
     }
+}
+
+// Whether what is trained now (the adapter when there is one, else the model) has its optimiser state.
+bool trains(const Ctx &c) { return c.ad ? c.ad->train : c.train; }
+
+// The model's rows at the adapter's trainable tokens = the adapter's rows: the fp32 and bf16
+// embedding, and the bf16 LM head when it is not tied (as the CPU's sync_token_rows).
+void sync_token_rows(Ctx &c) {
+    DevAdapter &a = *c.ad;
+    if (a.emb_rows < 0) return;
+    const int d = c.d();
+    set_token_rows(const_cast<float *>(c.f32(c.emb)), c.p16.p + c.emb, a.a32.p + a.emb_rows, d, a.tokens.p, a.n_tokens, c.st);
+    if (a.head_rows >= 0) set_token_rows(nullptr, c.p16.p + c.lm_head, a.a32.p + a.head_rows, d, a.tokens.p, a.n_tokens, c.st);
 }
 
 Ctx *create(const lima_cuda_model_desc &d, const float *params) {
@@ -540,6 +642,20 @@ LIMA_EXPORT int lima_cuda_plugin_train_init(void *ctx, int32_t recompute, int32_
             c.acts.clear();
             c.cap = 0;  // the next batch plans again
         }
+        if (c.ad) {  // an adapter's trainer: its gradient and moments (the base stays as it is)
+            LIMA_REQUIRE(!offload, LIMA_ERR_UNSUPPORTED, "CUDA backend: offload is for full fine-tuning, not an adapter");
+            DevAdapter &ad = *c.ad;
+            if (!ad.train) {
+                ad.grads.alloc(size_t(ad.total), "adapter gradients");
+                ad.m1.alloc(size_t(ad.total), "adapter AdamW moments");
+                ad.m2.alloc(size_t(ad.total), "adapter AdamW moments");
+                for (DevBuf<float> *b : {&ad.grads, &ad.m1, &ad.m2}) LIMA_CUDA_CHECK(cudaMemset(b->p, 0, size_t(ad.total) * 4));
+                ad.dchunks.alloc(ad.chunks.size(), "optimiser table");
+                LIMA_CUDA_CHECK(cudaMemcpy(ad.dchunks.p, ad.chunks.data(), ad.chunks.size() * sizeof(AdamChunk), cudaMemcpyHostToDevice));
+                ad.train = true;
+            }
+            return;
+        }
         if (c.train) {
             LIMA_REQUIRE(bool(c.off) == (offload != 0), LIMA_ERR_STATE, "CUDA backend: this model was trained ",
                          c.off ? "with" : "without", " offload; load it again to train it ", offload ? "with" : "without");
@@ -613,9 +729,10 @@ LIMA_EXPORT int lima_cuda_plugin_state(void *ctx, float *m1, float *m2, float *g
     return guard(err, errcap, [&] {
         Ctx &c = *static_cast<Ctx *>(ctx);
         LIMA_CUDA_CHECK(cudaSetDevice(c.device));
-        LIMA_REQUIRE(c.train, LIMA_ERR_STATE, "CUDA backend: no optimiser state (no trainer)");
+        LIMA_REQUIRE(trains(c), LIMA_ERR_STATE, "CUDA backend: no optimiser state (no trainer)");
         LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
-        const size_t bytes = size_t(c.total) * 4;
+        const bool adapter = c.ad != nullptr;
+        const size_t bytes = size_t(adapter ? c.ad->total : c.total) * 4;
         if (c.off) {
             settle(c);
             auto mv = [&](float *h, float *mine) {
@@ -632,9 +749,9 @@ LIMA_EXPORT int lima_cuda_plugin_state(void *ctx, float *m1, float *m2, float *g
             if (!h) return;
             LIMA_CUDA_CHECK(to_device ? cudaMemcpy(dv, h, bytes, k) : cudaMemcpy(h, dv, bytes, k));
         };
-        mv(m1, c.m1.p);
-        mv(m2, c.m2.p);
-        mv(grads, c.grads.p);
+        mv(m1, adapter ? c.ad->m1.p : c.m1.p);
+        mv(m2, adapter ? c.ad->m2.p : c.m2.p);
+        mv(grads, adapter ? c.ad->grads.p : c.grads.p);
     });
 }
 
@@ -642,7 +759,9 @@ LIMA_EXPORT int lima_cuda_plugin_zero_grad(void *ctx, char *err, int32_t errcap)
     return guard(err, errcap, [&] {
         Ctx &c = *static_cast<Ctx *>(ctx);
         LIMA_CUDA_CHECK(cudaSetDevice(c.device));
-        if (c.off) {
+        if (c.ad) {
+            if (c.ad->train) LIMA_CUDA_CHECK(cudaMemsetAsync(c.ad->grads.p, 0, size_t(c.ad->total) * 4, c.st));
+        } else if (c.off) {
             settle(c);
             std::fill(c.off->grads.data(), c.off->grads.data() + c.total, 0.0f);
             c.off->host_zero = true;
@@ -657,11 +776,11 @@ LIMA_EXPORT int lima_cuda_plugin_forward_backward(void *ctx, const lima_cuda_bat
     return guard(err, errcap, [&] {
         Ctx &c = *static_cast<Ctx *>(ctx);
         LIMA_CUDA_CHECK(cudaSetDevice(c.device));
-        LIMA_REQUIRE(c.train, LIMA_ERR_STATE, "CUDA backend: forward_backward without a trainer");
+        LIMA_REQUIRE(trains(c), LIMA_ERR_STATE, "CUDA backend: forward_backward without a trainer");
         const long N = long(b->B) * b->T;
         const int nt = upload(c, *b);
         const DropoutKey key{a->seed, a->step, a->micro};
-        const DropoutKey *kp = a->dropout && a->p_max > 0 ? &key : nullptr;
+        const DropoutKey *kp = a->dropout && (a->p_max > 0 || (c.ad && c.ad->p > 0)) ? &key : nullptr;
         if (c.off) {  // a new pass: no unit held (an earlier pass that failed half-way held some)
             c.off->home_waited = false;
             std::fill(c.off->stage_of.begin(), c.off->stage_of.end(), nullptr);
@@ -683,7 +802,7 @@ LIMA_EXPORT int lima_cuda_plugin_step(void *ctx, const lima_cuda_adam_args *a, d
     return guard(err, errcap, [&] {
         Ctx &c = *static_cast<Ctx *>(ctx);
         LIMA_CUDA_CHECK(cudaSetDevice(c.device));
-        LIMA_REQUIRE(c.train, LIMA_ERR_STATE, "CUDA backend: step without a trainer");
+        LIMA_REQUIRE(trains(c), LIMA_ERR_STATE, "CUDA backend: step without a trainer");
         if (c.off) {  // the host norm, then the units' updates on the host worker; the next forward waits per unit
             LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
             settle(c);
@@ -698,8 +817,15 @@ LIMA_EXPORT int lima_cuda_plugin_step(void *ctx, const lima_cuda_adam_args *a, d
             c.off->host_zero = true;
             return;
         }
+        // the trained tensors: the model's, or its adapter's
+        DevAdapter *ad = c.ad.get();
+        float *p32 = ad ? ad->a32.p : c.p32.p, *g = ad ? ad->grads.p : c.grads.p, *m1 = ad ? ad->m1.p : c.m1.p, *m2 = ad ? ad->m2.p : c.m2.p;
+        bf16 *p16 = ad ? ad->a16.p : c.p16.p;
+        const AdamChunk *chunks = ad ? ad->dchunks.p : c.dchunks.p;
+        const int nchunks = int(ad ? ad->chunks.size() : c.chunks.size());
+        const int64_t total = ad ? ad->total : c.total;
         LIMA_CUDA_CHECK(cudaMemsetAsync(c.dsum.p, 0, sizeof(double), c.st));
-        sum_squares(c.dsum.p, c.grads.p, long(c.total), c.st);
+        sum_squares(c.dsum.p, g, long(total), c.st);
         double ss = 0.0;
         LIMA_CUDA_CHECK(cudaMemcpyAsync(&ss, c.dsum.p, sizeof(double), cudaMemcpyDeviceToHost, c.st));
         LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
@@ -712,8 +838,9 @@ LIMA_EXPORT int lima_cuda_plugin_step(void *ctx, const lima_cuda_adam_args *a, d
         const double bc2 = 1.0 - std::pow(double(a->beta2), double(a->t));
         const AdamArgs aa{a->lr, a->beta1, a->beta2, a->eps, a->weight_decay, float(double(a->lr) / bc1),
                           float(std::sqrt(bc2)), c.dscale.p};
-        adamw_update(c.p32.p, c.p16.p, c.m1.p, c.m2.p, c.grads.p, c.dchunks.p, int(c.chunks.size()), aa, c.st);
-        LIMA_CUDA_CHECK(cudaMemsetAsync(c.grads.p, 0, size_t(c.total) * 4, c.st));
+        adamw_update(p32, p16, m1, m2, g, chunks, nchunks, aa, c.st);
+        LIMA_CUDA_CHECK(cudaMemsetAsync(g, 0, size_t(total) * 4, c.st));
+        if (ad) sync_token_rows(c);  // the model's rows at the trainable tokens follow the adapter's
         LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
     });
 }
@@ -740,8 +867,10 @@ LIMA_EXPORT int lima_cuda_plugin_plan(void *ctx, int64_t tokens, lima_memory_pla
         reserve(c, long(tokens));
         if (out) {
             out->weights = c.total * 2 + int64_t(c.p32.n) * 4;
-            out->optimizer = c.off ? int64_t(c.off->stage[0].n * 2 + c.off->stage_emb.n + c.off->stage_head.n) * 4
+            out->optimizer = c.ad ? (c.ad->train ? c.ad->total * 12 : 0)
+                             : c.off ? int64_t(c.off->stage[0].n * 2 + c.off->stage_emb.n + c.off->stage_head.n) * 4
                              : c.train ? c.total * 12 : 0;
+            if (c.ad) out->weights += c.ad->total * 6;
             out->host = c.off ? c.total * 12 + int64_t(c.off->up[0].v.size()) * 4 : 0;  // besides the model's own fp32 copy
             out->activations = sz.activations;
             out->workspace = sz.workspace;
@@ -749,6 +878,62 @@ LIMA_EXPORT int lima_cuda_plugin_plan(void *ctx, int64_t tokens, lima_memory_pla
             out->device_free = int64_t(fr);
             out->device_total = int64_t(tot);
             out->peak = mem_counter().peak;
+        }
+    });
+}
+
+LIMA_EXPORT int lima_cuda_plugin_adapter(void *ctx, const lima_cuda_adapter_desc *a, const float *params, char *err,
+                                         int32_t errcap) {
+    return guard(err, errcap, [&] {
+        Ctx &c = *static_cast<Ctx *>(ctx);
+        LIMA_CUDA_CHECK(cudaSetDevice(c.device));
+        LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
+        if (!a) {  // removed: liblima puts the base's own token rows back (its host copy, pushed after)
+            c.ad.reset();
+            return;
+        }
+        LIMA_REQUIRE(!c.off, LIMA_ERR_UNSUPPORTED, "CUDA backend: a model trained with offload takes no adapter; load it again");
+        LIMA_REQUIRE(a->r > 0 && a->total > 0 && a->n_tokens >= 0, LIMA_ERR_INVALID_ARGUMENT, "CUDA backend: bad adapter description");
+        auto ad = std::make_unique<DevAdapter>();
+        ad->r = a->r;
+        ad->scale = a->scale;
+        ad->p = a->dropout;
+        ad->total = a->total;
+        ad->emb_rows = a->emb_rows;
+        ad->head_rows = a->head_rows;
+        ad->ab.assign(a->ab, a->ab + size_t(c.cfg.num_layers) * 7 * 2);
+        ad->n_tokens = a->n_tokens;
+        if (a->n_tokens > 0) {
+            ad->tokens.alloc(size_t(a->n_tokens), "adapter token ids");
+            LIMA_CUDA_CHECK(cudaMemcpy(ad->tokens.p, a->tokens, size_t(a->n_tokens) * 4, cudaMemcpyHostToDevice));
+        }
+        for (int t = 0; t < a->num_tensors; ++t)
+            for (int64_t s = 0; s < a->t_numel[t]; s += 16384)
+                ad->chunks.push_back({a->t_offset[t] + s, int32_t(std::min<int64_t>(16384, a->t_numel[t] - s)), int32_t(a->t_decay[t])});
+        ad->a32.alloc(size_t(a->total), "adapter weights");
+        ad->a16.alloc(size_t(a->total), "adapter weights (bf16)");
+        LIMA_CUDA_CHECK(cudaMemcpy(ad->a32.p, params, size_t(a->total) * 4, cudaMemcpyHostToDevice));
+        cast_f32_bf16(ad->a16.p, ad->a32.p, long(a->total), c.st);
+        c.ad = std::move(ad);
+        sync_token_rows(c);
+        LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
+    });
+}
+
+LIMA_EXPORT int lima_cuda_plugin_adapter_params(void *ctx, float *host, int32_t to_device, char *err, int32_t errcap) {
+    return guard(err, errcap, [&] {
+        Ctx &c = *static_cast<Ctx *>(ctx);
+        LIMA_CUDA_CHECK(cudaSetDevice(c.device));
+        LIMA_REQUIRE(c.ad, LIMA_ERR_STATE, "CUDA backend: the model has no adapter");
+        DevAdapter &a = *c.ad;
+        LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
+        if (to_device) {
+            LIMA_CUDA_CHECK(cudaMemcpy(a.a32.p, host, size_t(a.total) * 4, cudaMemcpyHostToDevice));
+            cast_f32_bf16(a.a16.p, a.a32.p, long(a.total), c.st);
+            sync_token_rows(c);
+            LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
+        } else {
+            LIMA_CUDA_CHECK(cudaMemcpy(host, a.a32.p, size_t(a.total) * 4, cudaMemcpyDeviceToHost));
         }
     });
 }

@@ -90,6 +90,30 @@ struct Offload {
     ~Offload();
 };
 
+// A LoRA adapter over the frozen model (the CPU's adapter.hpp, PEFT's layout): lora_A (r, in) and
+// lora_B (out, r) of each targeted projection and the trainable token rows, fp32 master with a bf16
+// copy for the products; its gradient and AdamW moments when trained. Forward adds
+// scale * (dropout(x) A^T) B^T to each targeted projection's output; backward recomputes
+// dropout(x) A^T rather than keeping it. The model's rows at the trainable tokens follow the
+// adapter's (as on the CPU), so the classifier and the generator need no special case.
+struct DevAdapter {
+    int r = 0;
+    float scale = 0.0f, p = 0.0f;
+    int64_t total = 0, emb_rows = -1, head_rows = -1;
+    std::vector<int64_t> ab;  // ((layer * 7 + target) * 2 + {0: A, 1: B}): offsets, -1 untargeted
+    int n_tokens = 0;
+    DevBuf<int32_t> tokens;
+    DevBuf<float> a32, grads, m1, m2;
+    DevBuf<bf16> a16;
+    std::vector<AdamChunk> chunks;
+    DevBuf<AdamChunk> dchunks;
+    bool train = false;
+    // scratch for up to `cap` tokens: the dropped input (N, max_in), a product (N, max_out), xa and dxa (N, r)
+    DevBuf<bf16> x, t, xa, dxa;
+    long cap = 0;
+    int64_t off(int layer, int target, int which) const { return ab[size_t((layer * 7 + target) * 2 + which)]; }
+};
+
 struct Ctx {
     ModelConfig cfg;
     int device = 0;
@@ -111,6 +135,7 @@ struct Ctx {
     // and offload cut it.
     std::vector<std::pair<int64_t, int64_t>> units;
     std::unique_ptr<Offload> off;
+    std::unique_ptr<DevAdapter> ad;
     const float *f32(int64_t offset) const;
     // Where backward accumulates the gradient of the tensor at `offset`: the whole device gradient,
     // or (offload) the staging buffer of its unit.
@@ -141,6 +166,7 @@ struct Ctx {
     int ldqkv() const { return cfg.q_dim() + 2 * cfg.kv_dim(); }
     ~Ctx() {
         off.reset();
+        ad.reset();
         gemm.reset();
         if (st) cudaStreamDestroy(st);
     }

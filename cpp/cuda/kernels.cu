@@ -81,7 +81,8 @@ __global__ void rmsnorm_backward_k(float *dres, float *dw, const bf16 *dout, con
         }
     }
     __syncthreads();
-    for (int i = threadIdx.x; i < d; i += blockDim.x) atomicAdd(dw + i, sdw[i]);
+    if (dw)
+        for (int i = threadIdx.x; i < d; i += blockDim.x) atomicAdd(dw + i, sdw[i]);
 }
 
 // One thread per (row, head, i < hd/2) pair.
@@ -125,6 +126,63 @@ __global__ void dropout_residual_forward_k(float *out, const float *res, const b
     for (int j = 0; j < 4 && g * 4 + j < n; ++j) {
         const long e = g * 4 + j;
         out[e] = res[e] + mask.apply(j, __bfloat162float(y[e]));
+    }
+}
+
+// out (n) = dropout(in): LoRA's dropped adapter input, with the CPU backend's masks
+__global__ void dropout_copy_k(bf16 *out, const bf16 *in, long n, float p, DropoutKey key, uint32_t word) {
+    const long g = long(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (g * 4 >= n) return;
+    const Mask4 mask(g, p, key, word, true);
+    for (int j = 0; j < 4 && g * 4 + j < n; ++j) out[g * 4 + j] = __float2bfloat16(mask.apply(j, __bfloat162float(in[g * 4 + j])));
+}
+
+// out[:, col0 : col0 + n] (row stride ld) += scale * t (N, n); grid-stride
+__global__ void add_cols_k(bf16 *out, int ld, int col0, const bf16 *t, long N, int n, float scale) {
+    const long total = N * n;
+    for (long i = long(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += long(gridDim.x) * blockDim.x) {
+        bf16 &o = out[(i / n) * ld + col0 + i % n];
+        o = __float2bfloat16(__bfloat162float(o) + scale * __bfloat162float(t[i]));
+    }
+}
+
+// t (N, n) = scale * src[:, col0 : col0 + n] (row stride ld); grid-stride
+__global__ void gather_cols_k(bf16 *t, const bf16 *src, int ld, int col0, long N, int n, float scale) {
+    const long total = N * n;
+    for (long i = long(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += long(gridDim.x) * blockDim.x)
+        t[i] = __float2bfloat16(scale * __bfloat162float(src[(i / n) * ld + col0 + i % n]));
+}
+
+// Trainable token rows' embedding gradient: g (k, d) += dres (n, d) summed over the rows whose token
+// is ids[j]. One block a row (rows of other tokens return at once).
+__global__ void token_rows_grad_emb_k(float *g, const float *dres, const int32_t *tokens, long N, int d, const int32_t *ids, int k) {
+    const long n = blockIdx.x;
+    int j = 0;
+    while (j < k && ids[j] != tokens[n]) ++j;
+    if (j == k) return;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) atomicAdd(g + long(j) * d + i, dres[n * d + i]);
+}
+
+// Trainable token rows' LM-head gradient: g (k, d) += cdl[:, ids]^T cx over a classifier chunk of n
+// rows (cdl (n, V), cx (n, d)). One block a token row.
+__global__ void token_rows_grad_head_k(float *g, const bf16 *cdl, const bf16 *cx, long n, int V, int d, const int32_t *ids) {
+    const int j = blockIdx.x;
+    const int id = ids[j];
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+        float s = 0.0f;
+        for (long r = 0; r < n; ++r) s += __bfloat162float(cdl[r * V + id]) * __bfloat162float(cx[r * d + i]);
+        g[long(j) * d + i] += s;
+    }
+}
+
+// The model's rows at ids (dst32 and/or dst16, (rows, d)) = src (k, d): the trained token rows.
+__global__ void set_token_rows_k(float *dst32, bf16 *dst16, const float *src, int d, const int32_t *ids) {
+    const int j = blockIdx.x;
+    const long row = long(ids[j]) * d;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+        const float v = src[long(j) * d + i];
+        if (dst32) dst32[row + i] = v;
+        if (dst16) dst16[row + i] = __float2bfloat16(v);
     }
 }
 
@@ -343,6 +401,42 @@ void dropout_residual_forward(float *out, const float *res, const bf16 *y, long 
     const DropoutKey k = key ? *key : DropoutKey{0, 0, 0};
     dropout_residual_forward_k<<<ceil_div((n + 3) / 4, 256), 256, 0, st>>>(out, res, y, n, p, k, dropout_word(k, layer, site), on);
     LIMA_CUDA_LAUNCHED("dropout_residual_forward");
+}
+
+void dropout_copy(bf16 *out, const bf16 *in, long n, float p, const DropoutKey &key, int layer, int site, cudaStream_t st) {
+    if (n == 0) return;
+    dropout_copy_k<<<ceil_div((n + 3) / 4, 256), 256, 0, st>>>(out, in, n, p, key, dropout_word(key, layer, site));
+    LIMA_CUDA_LAUNCHED("dropout_copy");
+}
+
+void add_cols(bf16 *out, int ld, int col0, const bf16 *t, long N, int n, float scale, cudaStream_t st) {
+    if (N == 0 || n == 0) return;
+    add_cols_k<<<grid_for(N * n, 256), 256, 0, st>>>(out, ld, col0, t, N, n, scale);
+    LIMA_CUDA_LAUNCHED("add_cols");
+}
+
+void gather_cols(bf16 *t, const bf16 *src, int ld, int col0, long N, int n, float scale, cudaStream_t st) {
+    if (N == 0 || n == 0) return;
+    gather_cols_k<<<grid_for(N * n, 256), 256, 0, st>>>(t, src, ld, col0, N, n, scale);
+    LIMA_CUDA_LAUNCHED("gather_cols");
+}
+
+void token_rows_grad_emb(float *g, const float *dres, const int32_t *tokens, long N, int d, const int32_t *ids, int k, cudaStream_t st) {
+    if (N == 0 || k == 0) return;
+    token_rows_grad_emb_k<<<unsigned(N), 256, 0, st>>>(g, dres, tokens, N, d, ids, k);
+    LIMA_CUDA_LAUNCHED("token_rows_grad_emb");
+}
+
+void token_rows_grad_head(float *g, const bf16 *cdl, const bf16 *cx, long n, int V, int d, const int32_t *ids, int k, cudaStream_t st) {
+    if (n == 0 || k == 0) return;
+    token_rows_grad_head_k<<<unsigned(k), 256, 0, st>>>(g, cdl, cx, n, V, d, ids);
+    LIMA_CUDA_LAUNCHED("token_rows_grad_head");
+}
+
+void set_token_rows(float *dst32, bf16 *dst16, const float *src, int d, const int32_t *ids, int k, cudaStream_t st) {
+    if (k == 0) return;
+    set_token_rows_k<<<unsigned(k), 256, 0, st>>>(dst32, dst16, src, d, ids);
+    LIMA_CUDA_LAUNCHED("set_token_rows");
 }
 
 void bias_forward(bf16 *y, const float *b, long N, int n, cudaStream_t st) {

@@ -14,7 +14,8 @@ void encoder_backward(float *demb, const float *dres, const int32_t *tokens, lon
 
 // out (N, d) bf16 = w * x * rstd, rstd (N) saved
 void rmsnorm_forward(bf16 *out, float *rstd, const float *x, const float *w, long N, int d, float eps, cudaStream_t st);
-// dres (N, d) (+)= dx from dout (bf16); dw (d) += sum over rows. accumulate = false overwrites dres.
+// dres (N, d) (+)= dx from dout (bf16); dw (d) += sum over rows (dw null: a frozen gain). accumulate =
+// false overwrites dres.
 void rmsnorm_backward(float *dres, float *dw, const bf16 *dout, const float *x, const float *w, const float *rstd, long N,
                       int d, bool accumulate, cudaStream_t st);
 
@@ -27,6 +28,17 @@ void rope_backward(bf16 *dx, int ld, const int32_t *pos, long N, int heads, int 
 
 // out (n) = res + y: the residual connection without dropout (eval, prefill, decode). out may be res.
 void residual_add(float *out, const float *res, const bf16 *y, long n, cudaStream_t st);
+// LoRA (the CPU's cpu/lora.hpp, around cuBLASLt products): out (n) = dropout(in) with the CPU's
+// masks of (key, layer, site); out[:, col0 : col0 + n] (row stride ld) += scale * t (N, n); t (N, n) =
+// scale * src[:, col0 : col0 + n]; the trainable token rows' gradients (embedding: the rows of dres
+// whose token is ids[j]; LM head: cdl[:, ids]^T cx over a classifier chunk) and their copy into the
+// model's rows (dst32 and/or dst16 may be null).
+void dropout_copy(bf16 *out, const bf16 *in, long n, float p, const DropoutKey &key, int layer, int site, cudaStream_t st);
+void add_cols(bf16 *out, int ld, int col0, const bf16 *t, long N, int n, float scale, cudaStream_t st);
+void gather_cols(bf16 *t, const bf16 *src, int ld, int col0, long N, int n, float scale, cudaStream_t st);
+void token_rows_grad_emb(float *g, const float *dres, const int32_t *tokens, long N, int d, const int32_t *ids, int k, cudaStream_t st);
+void token_rows_grad_head(float *g, const bf16 *cdl, const bf16 *cx, long n, int V, int d, const int32_t *ids, int k, cudaStream_t st);
+void set_token_rows(float *dst32, bf16 *dst16, const float *src, int d, const int32_t *ids, int k, cudaStream_t st);
 // A Linear layer's bias (attention_bias, mlp_bias; the CPU's bias_forward/backward): y (N, n) bf16 += b
 // (n), added in fp32; db (n) += the column sums of dy (N, n).
 void bias_forward(bf16 *y, const float *b, long N, int n, cudaStream_t st);

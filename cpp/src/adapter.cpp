@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common.hpp"
+#include "cuda_plugin.hpp"
 #include "safetensors.hpp"
 
 namespace lima {
@@ -106,11 +107,10 @@ void attach(Model &m, std::unique_ptr<Adapter> a, bool rows_from_model) {
     m.adapter = std::move(a);
     m.acts = Activations{};
     sync_token_rows(m);
+    cuda_adapter_attach(m);
 }
 
 void require_attachable(const Model &m, const char *fn) {
-    LIMA_REQUIRE(!m.cuda, LIMA_ERR_UNSUPPORTED, fn, ": LoRA adapters run on the CPU backend only in this build (the CUDA LoRA"
-                 " kernels are not written yet); load the model on \"cpu\"");
     LIMA_REQUIRE(m.trainers == 0, LIMA_ERR_STATE, fn, ": free the model's trainer first (its optimiser state has the model's shape)");
     LIMA_REQUIRE(!m.adapter, LIMA_ERR_STATE, fn, ": the model already has an adapter (merge or remove it first)");
 }
@@ -180,6 +180,7 @@ void add_adapter(Model &m, const AdapterConfig &c, uint64_t seed) {
 void remove_adapter(Model &m) {
     LIMA_REQUIRE(m.adapter, LIMA_ERR_STATE, "lima_model_remove_adapter: the model has no adapter");
     LIMA_REQUIRE(m.trainers == 0, LIMA_ERR_STATE, "lima_model_remove_adapter: free the model's trainer first");
+    cuda_sync_host(m);
     const Adapter &a = *m.adapter;
     Weights w = bind(m.cfg, m.layout, m.params.data());
     const int d = m.cfg.hidden_size;
@@ -191,6 +192,7 @@ void remove_adapter(Model &m) {
     }
     m.adapter.reset();
     m.acts = Activations{};
+    cuda_adapter_attach(m);  // CUDA: dropped there too, the base's rows pushed back
 }
 
 void merge_adapter(Model &m) {
@@ -198,6 +200,7 @@ void merge_adapter(Model &m) {
     LIMA_REQUIRE(m.trainers == 0, LIMA_ERR_STATE, "lima_model_merge_adapter: free the model's trainer first");
     LIMA_REQUIRE(!m.nf4(), LIMA_ERR_UNSUPPORTED, "lima_model_merge_adapter: the base is stored in NF4; merge the adapter into"
                  " the unquantised base (load it without quantising), as QLoRA does");
+    cuda_sync_host(m);
     const Adapter &a = *m.adapter;
     Weights w = bind(m.cfg, m.layout, m.params.data());
     for (int i = 0; i < m.cfg.num_layers; ++i) {
@@ -214,6 +217,7 @@ void merge_adapter(Model &m) {
     }
     m.adapter.reset();  // the token rows already hold the trained values
     m.acts = Activations{};
+    cuda_adapter_attach(m);  // CUDA: dropped there, the merged weights pushed
 }
 
 void load_adapter(Model &m, const std::string &dir) {
@@ -338,6 +342,7 @@ void load_adapter(Model &m, const std::string &dir) {
 
 void save_adapter(const Model &m, const std::string &dir, const std::string &base_model) {
     LIMA_REQUIRE(m.adapter, LIMA_ERR_STATE, "lima_model_save_adapter: the model has no adapter");
+    cuda_sync_host(m);  // CUDA: the trained adapter comes back first
     const Adapter &a = *m.adapter;
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);

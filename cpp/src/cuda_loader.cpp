@@ -92,6 +92,8 @@ const CudaApi &cuda_api() {
     a.gen_step = reinterpret_cast<lima_cuda_gen_step_fn>(sym("lima_cuda_plugin_gen_step"));
     a.gen_logits = reinterpret_cast<lima_cuda_gen_logits_fn>(sym("lima_cuda_plugin_gen_logits"));
     a.plan = reinterpret_cast<lima_cuda_plan_fn>(sym("lima_cuda_plugin_plan"));
+    a.adapter = reinterpret_cast<lima_cuda_adapter_fn>(sym("lima_cuda_plugin_adapter"));
+    a.adapter_params = reinterpret_cast<lima_cuda_adapter_params_fn>(sym("lima_cuda_plugin_adapter_params"));
     api = a;
     ready.store(true, std::memory_order_release);
     return api;

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "adapter.hpp"
 #include "common.hpp"
 #include "cuda_plugin.hpp"
 #include "model.hpp"
@@ -86,6 +87,46 @@ void cuda_attach(Model &m, int device) {
     m.cuda = ctx;
     m.device = device;
     m.host_stale = false;
+    if (m.adapter) cuda_adapter_attach(m);
+}
+
+void cuda_adapter_attach(Model &m) {
+    if (!m.cuda) return;
+    if (!m.adapter) {  // removed: the plugin drops it, and the host's base rows (restored) go back to the device
+        cuda_run(cuda_api().adapter, m.cuda, static_cast<const lima_cuda_adapter_desc *>(nullptr), static_cast<const float *>(nullptr));
+        cuda_push(m);
+        return;
+    }
+    const Adapter &a = *m.adapter;
+    const float *base = a.params.data();
+    std::vector<int64_t> ab;  // each targeted projection's A and B as offsets into the adapter's buffer
+    for (const LayerLora &x : a.layers)
+        for (int j = 0; j < LORA_TARGETS; ++j) {
+            ab.push_back(x.a[j] ? int64_t(x.a[j] - base) : -1);
+            ab.push_back(x.b[j] ? int64_t(x.b[j] - base) : -1);
+        }
+    std::vector<int64_t> t_off, t_num;
+    std::vector<uint8_t> t_decay;
+    for (const ParamInfo &p : a.layout.params) {
+        t_off.push_back(int64_t(p.offset));
+        t_num.push_back(p.numel());
+        t_decay.push_back(p.decay ? 1 : 0);
+    }
+    lima_cuda_adapter_desc d{};
+    d.r = a.cfg.r;
+    d.scale = a.cfg.scale();
+    d.dropout = a.cfg.dropout;
+    d.total = int64_t(a.layout.total);
+    d.ab = ab.data();
+    d.n_tokens = int32_t(a.cfg.tokens.size());
+    d.tokens = a.cfg.tokens.data();
+    d.emb_rows = a.emb_rows.empty() ? -1 : int64_t(a.layout.at(a.emb_rows, "adapter").offset);
+    d.head_rows = a.head_rows.empty() ? -1 : int64_t(a.layout.at(a.head_rows, "adapter").offset);
+    d.num_tensors = int32_t(a.layout.params.size());
+    d.t_offset = t_off.data();
+    d.t_numel = t_num.data();
+    d.t_decay = t_decay.data();
+    cuda_run(cuda_api().adapter, m.cuda, static_cast<const lima_cuda_adapter_desc *>(&d), static_cast<const float *>(a.params.data()));
 }
 
 void cuda_detach(Model &m) {
@@ -98,13 +139,19 @@ void cuda_sync_host(const Model &m) {
     if (m.settle) m.settle();
     if (!m.cuda || !m.host_stale) return;
     Model &mm = const_cast<Model &>(m);  // the host copy is a cache of the device weights
-    cuda_run(cuda_api().params, m.cuda, mm.params.data(), 0);
+    if (mm.adapter) {  // the base is frozen: the adapter changed, and the token rows that follow it
+        cuda_run(cuda_api().adapter_params, m.cuda, mm.adapter->params.data(), 0);
+        sync_token_rows(mm);
+    } else {
+        cuda_run(cuda_api().params, m.cuda, mm.params.data(), 0);
+    }
     mm.host_stale = false;
 }
 
 void cuda_push(Model &m) {
     if (!m.cuda) return;
     cuda_run(cuda_api().params, m.cuda, m.params.data(), 1);
+    if (m.adapter) cuda_run(cuda_api().adapter_params, m.cuda, m.adapter->params.data(), 1);
     m.host_stale = false;
 }
 

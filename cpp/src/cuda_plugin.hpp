@@ -13,7 +13,7 @@ extern "C" {
 // Where each tensor of one layer starts in the flat parameter buffer. q, k, v and gate, up must be
 // adjacent (they are in liblima's layout) so that each group is one matrix product.
 // The version of this contract (the structs and functions below): liblima refuses a plugin of another.
-#define LIMA_CUDA_PLUGIN_CONTRACT 2
+#define LIMA_CUDA_PLUGIN_CONTRACT 3
 typedef int (*lima_cuda_contract_fn)(void);
 
 typedef struct lima_cuda_layer {
@@ -32,6 +32,21 @@ typedef struct lima_cuda_model_desc {
     const uint8_t *t_decay;
     const int64_t *units;  // (num_layers + 2) x [begin, end): the embedding, each layer, the final norm with the LM head
 } lima_cuda_model_desc;
+
+// A LoRA adapter (liblima's adapter.hpp, PEFT's layout) over the model: its flat fp32 buffer holds
+// lora_A (r, in) and lora_B (out, r) of each targeted projection and the trainable token rows.
+typedef struct lima_cuda_adapter_desc {
+    int32_t r;
+    float scale, dropout;
+    int64_t total;          // elements of the adapter's buffer
+    const int64_t *ab;      // (num_layers * 7 * 2): offsets of A and B per layer and target (q k v o gate up down), -1 untargeted
+    int32_t n_tokens;
+    const int32_t *tokens;  // the trainable token ids
+    int64_t emb_rows, head_rows;  // offsets of their embedding rows and (untied) LM-head rows, (n_tokens, d); -1 none
+    int32_t num_tensors;
+    const int64_t *t_offset, *t_numel;
+    const uint8_t *t_decay;
+} lima_cuda_adapter_desc;
 
 typedef struct lima_cuda_batch {
     int32_t B, T;
@@ -80,6 +95,11 @@ typedef int (*lima_cuda_logprobs_fn)(void *ctx, const lima_cuda_batch *b, float 
 // Plans (and reserves) device memory for micro-batches of `tokens` tokens; refuses with
 // LIMA_ERR_OUT_OF_MEMORY and the figures when the plan exceeds the device's free memory.
 typedef int (*lima_cuda_plan_fn)(void *ctx, int64_t tokens, lima_memory_plan *out, char *err, int32_t errcap);
+// Attaches an adapter (its fp32 parameters from the host), or removes it (a NULL). With an adapter,
+// training trains it (the base frozen), state and steps are its, and every forward applies it.
+typedef int (*lima_cuda_adapter_fn)(void *ctx, const lima_cuda_adapter_desc *a, const float *params, char *err, int32_t errcap);
+// The adapter's fp32 parameters: to_device != 0 host -> device, else device -> host.
+typedef int (*lima_cuda_adapter_params_fn)(void *ctx, float *host, int32_t to_device, char *err, int32_t errcap);
 
 // Decoding on the device (the CUDA side of lima_generator): a bf16 KV cache of max_rows rows of
 // max_len tokens, next-token logits and sampling state kept on the device. Arguments are checked by
@@ -117,6 +137,8 @@ struct CudaApi {
     lima_cuda_gen_step_fn gen_step;
     lima_cuda_gen_logits_fn gen_logits;
     lima_cuda_plan_fn plan;
+    lima_cuda_adapter_fn adapter;
+    lima_cuda_adapter_params_fn adapter_params;
 };
 
 // The loaded plugin's functions, or throws LIMA_ERR_UNSUPPORTED naming what is missing.
@@ -147,8 +169,10 @@ void cuda_attach(Model &m, int device);
 void cuda_detach(Model &m);
 // Copies the device's master weights to the host copy if training changed them.
 void cuda_sync_host(const Model &m);
-// After the host copy changed (write_tensor): copies it to the device.
+// After the host copy changed (write_tensor): copies it (and the adapter's) to the device.
 void cuda_push(Model &m);
+// The model's adapter to the device after it was added or loaded, or (none) its removal there.
+void cuda_adapter_attach(Model &m);
 // A Batch in the plugin's form (the view points into the batch and these vectors).
 struct CudaBatch {
     std::vector<int64_t> seg_start, rows;

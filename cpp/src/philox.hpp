@@ -75,4 +75,13 @@ inline float init_normal(uint64_t seed, uint32_t tensor, uint64_t i, float stdde
     return float(z * stddev);
 }
 
+// The key of LoRA's adapter dropout of target `target` (0..6: q, k, v, o, gate, up, down): its own
+// stream, apart from the residual-dropout stream and from the other targets' (CPU and CUDA).
+LIMA_HD inline DropoutKey lora_dropout_key(const DropoutKey &k, int target) {
+    uint64_t z = k.seed + 0x9E3779B97F4A7C15ULL * uint64_t(target + 1);  // splitmix64 of the seed and target
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return DropoutKey{z ^ (z >> 31), k.step, k.micro};
+}
+
 }  // namespace lima

@@ -397,9 +397,12 @@ lima_fb_result Trainer::forward_backward(const Batch &b, int64_t step_targets) {
     }
     ensure_state();
     Model &m = *model;
+    // Dropout is keyed when the residual or an adapter's input drops anything (PEFT's lora_dropout acts
+    // whatever the residual dropout is).
+    const bool dropping = cfg.resid_dropout > 0 || (m.adapter && m.adapter->cfg.dropout > 0);
     if (m.cuda) {
         CudaBatch cb(b, false);
-        const lima_cuda_fb_args a{float(1.0 / double(step_targets)), cfg.resid_dropout, cfg.resid_dropout > 0 ? 1 : 0,
+        const lima_cuda_fb_args a{float(1.0 / double(step_targets)), cfg.resid_dropout, dropping ? 1 : 0,
                                   cfg.seed, uint32_t(step), micro};
         cuda_run(cuda_api().forward_backward, m.cuda, &cb.view, &a, &r.loss_sum);
         LIMA_REQUIRE(std::isfinite(r.loss_sum), LIMA_ERR_INVALID_ARGUMENT, "lima_trainer_forward_backward: the loss is not finite (",
@@ -408,7 +411,7 @@ lima_fb_result Trainer::forward_backward(const Batch &b, int64_t step_targets) {
         return r;
     }
     const DropoutKey key{cfg.seed, uint32_t(step), micro};
-    const DropoutKey *kp = cfg.resid_dropout > 0 ? &key : nullptr;
+    const DropoutKey *kp = dropping ? &key : nullptr;
     forward(m, b, kp, cfg.resid_dropout);
     const int d = m.cfg.hidden_size;
     dxf.assign(size_t(b.N()) * d, 0.0f);

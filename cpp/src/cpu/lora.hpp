@@ -13,15 +13,6 @@
 
 namespace lima::cpu {
 
-// The key of adapter dropout of target `target` (0..6: q, k, v, o, gate, up, down): its own stream,
-// apart from the residual-dropout stream and from the other targets'.
-inline DropoutKey lora_dropout_key(const DropoutKey &k, int target) {
-    uint64_t z = k.seed + 0x9E3779B97F4A7C15ULL * uint64_t(target + 1);  // splitmix64 of the seed and target
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return DropoutKey{z ^ (z >> 31), k.step, k.micro};
-}
-
 // The adapter's input: x itself, or a dropped copy in `scratch` when training with p > 0.
 inline const float *lora_input(std::vector<float> &scratch, const float *x, long n, float p, const DropoutKey *key,
                                int layer, int target) {

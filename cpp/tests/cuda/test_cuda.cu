@@ -332,18 +332,29 @@ protected:
     }
 };
 
+// A trainer on each model of the pair, residual dropout 0.3 with the given seed.
+struct TrainerPair {
+    TrainerPtr cpu, gpu;
+};
+
+TrainerPair make_trainers(const Pair &p, uint64_t seed) {
+    lima_train_config tc;
+    lima_train_config_init(&tc);
+    tc.resid_dropout = 0.3f;
+    tc.seed = seed;
+    lima_trainer *ta = nullptr, *tb = nullptr;
+    EXPECT_EQ(lima_trainer_create(p.cpu.get(), &tc, &ta), LIMA_OK) << lima_last_error();
+    EXPECT_EQ(lima_trainer_create(p.gpu.get(), &tc, &tb), LIMA_OK) << lima_last_error();
+    return {TrainerPtr(ta), TrainerPtr(tb)};
+}
+
 // One micro-batch with dropout over packed rows on both backends: the loss and every gradient.
 void expect_loss_and_gradients_match(const lima_model_config &c) {
     Pair p = make_pair_models(c);
     ASSERT_TRUE(p.cpu && p.gpu);
-    lima_train_config tc;
-    lima_train_config_init(&tc);
-    tc.resid_dropout = 0.3f;
-    tc.seed = 7;
-    lima_trainer *ta = nullptr, *tb = nullptr;
-    LIMA_OK_OR_FAIL(lima_trainer_create(p.cpu.get(), &tc, &ta));
-    LIMA_OK_OR_FAIL(lima_trainer_create(p.gpu.get(), &tc, &tb));
-    TrainerPtr A(ta), Bt(tb);
+    TrainerPair t = make_trainers(p, 7);
+    ASSERT_TRUE(t.cpu && t.gpu);
+    lima_trainer *ta = t.cpu.get(), *tb = t.gpu.get();
     std::vector<int32_t> tok, seg;
     std::vector<uint8_t> mask;
     packed_batch(tok, mask, seg, c.vocab_size, 1);
@@ -510,6 +521,12 @@ TEST_F(CudaModel, RecomputationGivesTheSameGradients) {
 
 namespace {
 
+std::vector<float> tensor(lima_model *m, const std::string &name, int64_t n) {
+    std::vector<float> v(static_cast<size_t>(n));
+    EXPECT_EQ(lima_model_read_tensor(m, name.c_str(), v.data(), n), LIMA_OK) << name << ": " << lima_last_error();
+    return v;
+}
+
 std::vector<std::vector<float>> every_tensor(lima_model *m) {
     int32_t nt = 0;
     EXPECT_EQ(lima_model_num_tensors(m, &nt), LIMA_OK);
@@ -519,9 +536,7 @@ std::vector<std::vector<float>> every_tensor(lima_model *m) {
         int64_t shape[2];
         int32_t nd = 0;
         EXPECT_EQ(lima_model_tensor_info(m, i, name, sizeof name, shape, &nd), LIMA_OK);
-        std::vector<float> w(static_cast<size_t>(nd == 2 ? shape[0] * shape[1] : shape[0]));
-        EXPECT_EQ(lima_model_read_tensor(m, name, w.data(), int64_t(w.size())), LIMA_OK) << lima_last_error();
-        out.push_back(w);
+        out.push_back(tensor(m, name, nd == 2 ? shape[0] * shape[1] : shape[0]));
     }
     return out;
 }
@@ -597,5 +612,119 @@ TEST_F(CudaModel, OffloadTrainsAsThePlainDevicePathDoes) {
         // a model trained one way is refused the other way
         lima_trainer *t3 = nullptr;
         EXPECT_LIMA_ERR(lima_trainer_create(b, &tc, &t3), LIMA_ERR_STATE, "offload");
+    }
+}
+
+namespace {
+
+// Every tensor of an adapter over the small config: each projection's lora_A and lora_B (PEFT's
+// names), then the trainable token rows.
+std::vector<std::string> adapter_tensors(const lima_model_config &c, bool token_rows) {
+    static const char *const target[7] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                                          "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"};
+    std::vector<std::string> out;
+    for (int l = 0; l < c.num_layers; ++l)
+        for (const char *t : target)
+            for (const char *ab : {".lora_A.weight", ".lora_B.weight"})
+                out.push_back("base_model.model.model.layers." + std::to_string(l) + "." + t + ab);
+    if (token_rows) {
+        out.push_back("base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta");
+        if (!c.tie_word_embeddings) out.push_back("base_model.model.lm_head.token_adapter.trainable_tokens_delta");
+    }
+    return out;
+}
+
+// Elements of an adapter tensor of rank r over config c (one trainable token row: d).
+int64_t adapter_numel(const lima_model_config &c, const std::string &n, int r) {
+    const int64_t d = c.hidden_size, F = c.intermediate_size, hd = c.head_dim ? c.head_dim : d / c.num_heads;
+    const int64_t qd = c.num_heads * hd, kvd = c.num_kv_heads * hd;
+    auto has = [&](const char *s) { return n.find(s) != std::string::npos; };
+    if (has("trainable_tokens")) return d;
+    if (has("lora_A")) return r * (has("o_proj") ? qd : has("down_proj") ? F : d);
+    return r * (has("q_proj") ? qd : has("k_proj") || has("v_proj") ? kvd : has("gate_proj") || has("up_proj") ? F : d);
+}
+
+}  // namespace
+
+// LoRA on the device against the CPU's (itself checked against PEFT): the same adapter (B made
+// non-zero) on both, the loss and the gradient of every adapter tensor with residual and adapter
+// dropout over packed rows, training steps that follow the CPU's losses with the trainable EOT rows
+// moving, eval log-probabilities, the adapter saved from the device loading on the CPU, and removal
+// giving the base back.
+TEST_F(CudaModel, LoraTrainsAsTheCpuDoes) {
+    for (const int tied : {0, 1}) {
+        lima_model_config c = small_config();
+        c.tie_word_embeddings = tied;
+        Pair p = make_pair_models(c);
+        ASSERT_TRUE(p.cpu && p.gpu);
+        std::vector<int32_t> tok, seg;
+        std::vector<uint8_t> mask;
+        packed_batch(tok, mask, seg, c.vocab_size, 21);
+        BatchPtr batch = make_batch(2, 200, tok, mask, seg);
+        lima_batch *bb = batch.get();
+        std::vector<float> base(400);
+        LIMA_OK_OR_FAIL(lima_model_token_logprobs(p.gpu.get(), bb, base.data(), 400));
+        const int32_t eot[1] = {int32_t(c.vocab_size - 1)};
+        for (lima_model *m : {p.cpu.get(), p.gpu.get()})
+            LIMA_OK_OR_FAIL(lima_model_add_adapter(m, 8, 16.0f, 0.1f, LIMA_LORA_ALL, eot, 1, 0, 5));
+        const auto names = adapter_tensors(c, true);
+        std::mt19937 rng(3);
+        std::normal_distribution<float> nd(0.0f, 0.02f);
+        for (const auto &n : names) {  // B = 0 makes a fresh adapter invisible: give every B values
+            if (n.find("lora_B") == std::string::npos) continue;
+            std::vector<float> w = tensor(p.cpu.get(), n, adapter_numel(c, n, 8));
+            for (float &x : w) x = nd(rng);
+            for (lima_model *m : {p.cpu.get(), p.gpu.get()})
+                LIMA_OK_OR_FAIL(lima_model_write_tensor(m, n.c_str(), w.data(), int64_t(w.size())));
+        }
+        std::vector<float> la(400), lb(400);
+        LIMA_OK_OR_FAIL(lima_model_token_logprobs(p.cpu.get(), bb, la.data(), 400));
+        LIMA_OK_OR_FAIL(lima_model_token_logprobs(p.gpu.get(), bb, lb.data(), 400));
+        EXPECT_LT(rel_err(lb, la), 1e-2) << "tied " << tied;
+        EXPECT_GT(rel_err(lb, base), 1e-3) << "the adapter changes the model";
+        TrainerPair t = make_trainers(p, 9);
+        ASSERT_TRUE(t.cpu && t.gpu);
+        lima_trainer *ta = t.cpu.get(), *tb = t.gpu.get();
+        int64_t targets = 0;
+        LIMA_OK_OR_FAIL(lima_batch_num_targets(bb, &targets));
+        lima_fb_result ra{}, rb{};
+        LIMA_OK_OR_FAIL(lima_trainer_forward_backward(ta, bb, targets, &ra));
+        LIMA_OK_OR_FAIL(lima_trainer_forward_backward(tb, bb, targets, &rb));
+        EXPECT_NEAR(rb.loss_sum, ra.loss_sum, 2e-2 * ra.loss_sum);
+        for (const auto &n : names) {
+            const int64_t numel = adapter_numel(c, n, 8);
+            std::vector<float> ga(static_cast<size_t>(numel)), gb(static_cast<size_t>(numel));
+            LIMA_OK_OR_FAIL(lima_trainer_read_grad(ta, n.c_str(), ga.data(), numel));
+            LIMA_OK_OR_FAIL(lima_trainer_read_grad(tb, n.c_str(), gb.data(), numel));
+            EXPECT_LT(rel_err(gb, ga), 6e-2) << n << " tied " << tied;
+        }
+        for (int step = 0; step < 4; ++step) {
+            lima_step_result sa{}, sb{};
+            LIMA_OK_OR_FAIL(lima_trainer_step(ta, 2e-3f, &sa));
+            LIMA_OK_OR_FAIL(lima_trainer_step(tb, 2e-3f, &sb));
+            EXPECT_NEAR(sb.grad_norm, sa.grad_norm, 6e-2 * sa.grad_norm);
+            LIMA_OK_OR_FAIL(lima_trainer_forward_backward(ta, bb, targets, &ra));
+            LIMA_OK_OR_FAIL(lima_trainer_forward_backward(tb, bb, targets, &rb));
+            EXPECT_NEAR(rb.loss_sum, ra.loss_sum, 3e-2 * ra.loss_sum) << "step " << step;
+        }
+        t.cpu.reset();
+        t.gpu.reset();
+        // the EOT row moved on both, and the device's adapter, saved, is the CPU's within bf16 training noise
+        const std::string dir = temp_dir("cuda-lora") + (tied ? "/tied" : "/untied");
+        LIMA_OK_OR_FAIL(lima_model_save_adapter(p.gpu.get(), dir.c_str(), "base"));
+        const auto rows_a = tensor(p.cpu.get(), names.back(), 256), rows_b = tensor(p.gpu.get(), names.back(), 256);
+        EXPECT_LT(rel_err(rows_b, rows_a), 2e-2);
+        lima_model *cpu2 = nullptr;
+        LIMA_OK_OR_FAIL(lima_model_create(&c, "cpu", 42, &cpu2));
+        ModelPtr C2(cpu2);
+        LIMA_OK_OR_FAIL(lima_model_load_adapter(cpu2, dir.c_str()));
+        std::vector<float> lc(400), lg(400);
+        LIMA_OK_OR_FAIL(lima_model_token_logprobs(cpu2, bb, lc.data(), 400));
+        LIMA_OK_OR_FAIL(lima_model_token_logprobs(p.gpu.get(), bb, lg.data(), 400));
+        EXPECT_LT(rel_err(lg, lc), 1e-2);
+        LIMA_OK_OR_FAIL(lima_model_remove_adapter(p.gpu.get()));
+        std::vector<float> back(400);
+        LIMA_OK_OR_FAIL(lima_model_token_logprobs(p.gpu.get(), bb, back.data(), 400));
+        EXPECT_LT(rel_err(back, base), 1e-6) << "removing the adapter gives the base back";
     }
 }
