@@ -119,6 +119,22 @@ Offload::~Offload() {
     if (copy) cudaStreamDestroy(copy);
 }
 
+LayerW layer_weights(Ctx &c, int l) {
+    const lima_cuda_layer &o = c.layers[size_t(l)];
+    if (c.nf4.empty()) return {c.p16.p + o.qkv, c.p16.p + o.wo, c.p16.p + o.gu, c.p16.p + o.wd};
+    const int64_t d = c.d(), F = c.F(), qd = c.cfg.q_dim(), kvd = c.cfg.kv_dim(), ld = c.ldqkv();
+    bf16 *qkv = c.nf4_w.p, *wo = qkv + ld * d, *gu = wo + d * qd, *wd = gu + 2 * F * d;
+    if (c.nf4_layer != l) {  // q, k, v stacked by rows are [q|k|v]; gate, up are [gate|up]
+        bf16 *dst[7] = {qkv, qkv + qd * d, qkv + (qd + kvd) * d, wo, gu, gu + F * d, wd};
+        for (int j = 0; j < 7; ++j) {
+            const DevNf4 &t = c.nf4[size_t(l * 7 + j)];
+            nf4_dequantize(dst[j], t.packed.p, t.absmax.p, t.qabsmax.p, t.absmax2.p, t.offset, c.nf4_code.p, long(t.n), c.st);
+        }
+        c.nf4_layer = l;
+    }
+    return {qkv, wo, gu, wd};
+}
+
 void settle(Ctx &c) {
     if (!c.off) return;
     c.off->host->drain();
@@ -351,6 +367,7 @@ void lora_backward(Ctx &c, int l, int j, const bf16 *x, int in, const bf16 *dout
 void layer_forward(Ctx &c, int l, const LayerBufs &a, const float *x, float *x_mid, float *x_out, bf16 *y, const int32_t *pos,
                    long N, const LayerAttention &att, const DropoutKey *key, float p_max) {
     const lima_cuda_layer &o = c.layers[size_t(l)];
+    const LayerW w = layer_weights(c, l);
     const int d = c.d(), F = c.F(), qd = c.cfg.q_dim(), ld = c.ldqkv(), hd = c.cfg.hd();
     const int Hq = c.cfg.num_heads, Hkv = c.cfg.num_kv_heads;
     const float p = resid_dropout_rate(p_max, l, c.cfg.num_layers);
@@ -362,7 +379,7 @@ void layer_forward(Ctx &c, int l, const LayerBufs &a, const float *x, float *x_m
     };
     // attention block
     rmsnorm_forward(a.xn1, a.rstd1, x, c.f32(o.ln1), N, d, c.cfg.rms_norm_eps, c.st);
-    c.gemm->run(a.qkv, false, a.xn1, false, c.p16.p + o.qkv, true, int(N), ld, d, 0.0f, c.st);
+    c.gemm->run(a.qkv, false, a.xn1, false, w.qkv, true, int(N), ld, d, 0.0f, c.st);
     if (o.bqkv >= 0) bias_forward(a.qkv, c.f32(o.bqkv), N, ld, c.st);
     const int kvd = c.cfg.kv_dim();
     lora_forward(c, l, 0, a.xn1, d, a.qkv, ld, 0, qd, N, key);
@@ -378,19 +395,19 @@ void layer_forward(Ctx &c, int l, const LayerBufs &a, const float *x, float *x_m
         decode_attention(a.att, att.part_o, att.part_ml, a.qkv, ld, att.k_cache, att.v_cache, pos, att.active, int(N), Hq, Hkv,
                          hd, att.max_len, c.st);
     }
-    c.gemm->run(y, false, a.att, false, c.p16.p + o.wo, true, int(N), d, qd, 0.0f, c.st);
+    c.gemm->run(y, false, a.att, false, w.wo, true, int(N), d, qd, 0.0f, c.st);
     if (o.bo >= 0) bias_forward(y, c.f32(o.bo), N, d, c.st);
     lora_forward(c, l, 3, a.att, qd, y, d, 0, d, N, key);
     residual(x_mid, x, 0);
     // MLP block
     rmsnorm_forward(a.xn2, a.rstd2, x_mid, c.f32(o.ln2), N, d, c.cfg.rms_norm_eps, c.st);
-    c.gemm->run(a.gu, false, a.xn2, false, c.p16.p + o.gu, true, int(N), 2 * F, d, 0.0f, c.st);
+    c.gemm->run(a.gu, false, a.xn2, false, w.gu, true, int(N), 2 * F, d, 0.0f, c.st);
     if (o.bgu >= 0) bias_forward(a.gu, c.f32(o.bgu), N, 2 * F, c.st);
     lora_forward(c, l, 4, a.xn2, d, a.gu, 2 * F, 0, F, N, key);
     lora_forward(c, l, 5, a.xn2, d, a.gu, 2 * F, F, F, N, key);
     swiglu_forward(a.h, a.gu, N, F, c.st);
     if (!x_out) return;
-    c.gemm->run(y, false, a.h, false, c.p16.p + o.wd, true, int(N), d, F, 0.0f, c.st);
+    c.gemm->run(y, false, a.h, false, w.wd, true, int(N), d, F, 0.0f, c.st);
     if (o.bd >= 0) bias_forward(y, c.f32(o.bd), N, d, c.st);
     lora_forward(c, l, 6, a.h, F, y, d, 0, d, N, key);
     residual(x_out, x_mid, 1);
@@ -439,15 +456,16 @@ void backward(Ctx &c, long N, int ntiles, const DropoutKey *key, float p_max) {
         LayerActs &a = c.acts[c.recompute ? 0 : size_t(l)];
         const float *x = c.resid.p + size_t(l) * N * d;
         if (c.recompute) layer_forward(c, l, a.bufs(), x, a.xmid.p, nullptr, c.y.p, c.pos.p, N, packed(c, ntiles), key, p_max);
+        const LayerW w = layer_weights(c, l);
         const float p = resid_dropout_rate(p_max, l, L);
         // MLP block
         dropout_residual_backward(c.dy.p, c.dres.p, N * d, p, key, l, 1, c.st);
-        c.gemm->run(c.dh.p, false, c.dy.p, false, c.p16.p + o.wd, false, int(N), F, d, 0.0f, c.st);
+        c.gemm->run(c.dh.p, false, c.dy.p, false, w.wd, false, int(N), F, d, 0.0f, c.st);
         dW(o.wd, c.dy.p, true, a.h.p, d, F);
         bias(o.bd, c.dy.p, d);
         lora_backward(c, l, 6, a.h.p, F, c.dy.p, d, 0, d, c.dh.p, N, key);
         swiglu_backward(c.dgu.p, c.dh.p, a.gu.p, N, F, c.st);
-        c.gemm->run(c.dxn.p, false, c.dgu.p, false, c.p16.p + o.gu, false, int(N), d, 2 * F, 0.0f, c.st);
+        c.gemm->run(c.dxn.p, false, c.dgu.p, false, w.gu, false, int(N), d, 2 * F, 0.0f, c.st);
         dW(o.gu, c.dgu.p, true, a.xn2.p, 2 * F, d);
         bias(o.bgu, c.dgu.p, 2 * F);
         lora_backward(c, l, 4, a.xn2.p, d, c.dgu.p, 2 * F, 0, F, c.dxn.p, N, key);
@@ -455,14 +473,14 @@ void backward(Ctx &c, long N, int ntiles, const DropoutKey *key, float p_max) {
         rmsnorm_backward(c.dres.p, gain(o.ln2), c.dxn.p, a.xmid.p, c.f32(o.ln2), a.rstd2.p, N, d, true, c.st);
         // attention block
         dropout_residual_backward(c.dy.p, c.dres.p, N * d, p, key, l, 0, c.st);
-        c.gemm->run(c.datt.p, false, c.dy.p, false, c.p16.p + o.wo, false, int(N), qd, d, 0.0f, c.st);
+        c.gemm->run(c.datt.p, false, c.dy.p, false, w.wo, false, int(N), qd, d, 0.0f, c.st);
         dW(o.wo, c.dy.p, true, a.att.p, d, qd);
         bias(o.bo, c.dy.p, d);
         lora_backward(c, l, 3, a.att.p, qd, c.dy.p, d, 0, d, c.datt.p, N, key);
         attention_backward(c.dqkv.p, c.Dsum.p, c.datt.p, a.att.p, a.lse.p, a.qkv.p, c.tiles.p, ntiles,
                            {N, c.cfg.num_heads, c.cfg.num_kv_heads, hd, ld}, c.st);
         rope_backward(c.dqkv.p, ld, c.pos.p, N, c.cfg.num_heads + c.cfg.num_kv_heads, hd, c.rope_cos.p, c.rope_sin.p, c.st);
-        c.gemm->run(c.dxn.p, false, c.dqkv.p, false, c.p16.p + o.qkv, false, int(N), d, ld, 0.0f, c.st);
+        c.gemm->run(c.dxn.p, false, c.dqkv.p, false, w.qkv, false, int(N), d, ld, 0.0f, c.st);
         dW(o.qkv, c.dqkv.p, true, a.xn1.p, ld, d);
         bias(o.bqkv, c.dqkv.p, ld);
         lora_backward(c, l, 0, a.xn1.p, d, c.dqkv.p, ld, 0, qd, c.dxn.p, N, key);
@@ -572,9 +590,19 @@ Ctx *create(const lima_cuda_model_desc &d, const float *params) {
     }
     pack(d.norm, cfg.hidden_size);
     std::sort(c->f32_at.begin(), c->f32_at.end());
+    int64_t nf4_bytes = 0;
+    if (d.nf4) {  // QLoRA: the projections in NF4, one layer dequantised at a time
+        const int64_t D = cfg.hidden_size, F = cfg.intermediate_size, qd = cfg.q_dim(), ld = qd + 2 * cfg.kv_dim();
+        nf4_bytes = (ld * D + D * qd + 2 * F * D + D * F) * 2 + 256 * 4;
+        for (int i = 0; i < cfg.num_layers * 7; ++i) {
+            const lima_cuda_nf4 &t = d.nf4[i];
+            const int64_t blocks = (t.n + 63) / 64;
+            nf4_bytes += (t.n + 1) / 2 + (t.absmax ? blocks * 4 : blocks + ((blocks + 255) / 256) * 4);
+        }
+    }
     size_t fr = 0, tot = 0;
     LIMA_CUDA_CHECK(cudaMemGetInfo(&fr, &tot));
-    const int64_t need = d.total * 2 + packed * 4;
+    const int64_t need = d.total * 2 + packed * 4 + nf4_bytes;
     LIMA_REQUIRE(need < int64_t(fr), LIMA_ERR_OUT_OF_MEMORY, "CUDA memory plan: the weights need ", need / 1073741824.0,
                  " GiB (bf16, with fp32 embedding and norm gains) but device ", d.device, " has ", fr / 1073741824.0,
                  " GiB free of ", tot / 1073741824.0);
@@ -582,6 +610,31 @@ Ctx *create(const lima_cuda_model_desc &d, const float *params) {
     c->gemm = std::make_unique<Gemm>();
     c->p32.alloc(size_t(packed), "fp32 embedding and norm gains");
     c->p16.alloc(size_t(d.total), "bf16 weights");
+    if (d.nf4) {
+        c->nf4.resize(size_t(cfg.num_layers) * 7);
+        for (size_t i = 0; i < c->nf4.size(); ++i) {
+            const lima_cuda_nf4 &s = d.nf4[i];
+            DevNf4 &t = c->nf4[i];
+            const int64_t blocks = (s.n + 63) / 64, groups = (blocks + 255) / 256;
+            t.n = s.n;
+            t.offset = s.offset;
+            auto up = [](auto &buf, const auto *src, int64_t count) {
+                buf.alloc(size_t(count), "NF4 weights");
+                LIMA_CUDA_CHECK(cudaMemcpy(buf.p, src, size_t(count) * sizeof(*src), cudaMemcpyHostToDevice));
+            };
+            up(t.packed, s.packed, (s.n + 1) / 2);
+            if (s.absmax) {
+                up(t.absmax, s.absmax, blocks);
+            } else {
+                up(t.qabsmax, s.qabsmax, blocks);
+                up(t.absmax2, s.absmax2, groups);
+            }
+        }
+        c->nf4_code.alloc(256, "NF4 absmax code");
+        LIMA_CUDA_CHECK(cudaMemcpy(c->nf4_code.p, d.nf4_code, 256 * 4, cudaMemcpyHostToDevice));
+        const int64_t D = cfg.hidden_size, F = cfg.intermediate_size, qd = cfg.q_dim(), ld = qd + 2 * cfg.kv_dim();
+        c->nf4_w.alloc(size_t(ld * D + D * qd + 2 * F * D + D * F), "NF4 layer dequantised");
+    }
     c->dsum.alloc(1, "scalars");
     c->dscale.alloc(1, "scalars");
     upload_weights(*c, params);
@@ -871,6 +924,9 @@ LIMA_EXPORT int lima_cuda_plugin_plan(void *ctx, int64_t tokens, lima_memory_pla
                              : c.off ? int64_t(c.off->stage[0].n * 2 + c.off->stage_emb.n + c.off->stage_head.n) * 4
                              : c.train ? c.total * 12 : 0;
             if (c.ad) out->weights += c.ad->total * 6;
+            for (const DevNf4 &t : c.nf4)
+                out->weights += int64_t(t.packed.n + t.qabsmax.n) + int64_t(t.absmax.n + t.absmax2.n) * 4;
+            out->weights += int64_t(c.nf4_w.n) * 2;
             out->host = c.off ? c.total * 12 + int64_t(c.off->up[0].v.size()) * 4 : 0;  // besides the model's own fp32 copy
             out->activations = sz.activations;
             out->workspace = sz.workspace;

@@ -114,6 +114,19 @@ struct DevAdapter {
     int64_t off(int layer, int target, int which) const { return ab[size_t((layer * 7 + target) * 2 + which)]; }
 };
 
+// A projection stored in NF4 on the device (QLoRA's frozen base; lima_cuda_nf4).
+struct DevNf4 {
+    int64_t n = 0;
+    DevBuf<uint8_t> packed, qabsmax;
+    DevBuf<float> absmax, absmax2;  // absmax empty when double-quantised
+    float offset = 0.0f;
+};
+
+// A layer's projections as the products read them (bf16): the model's, or one NF4 layer dequantised.
+struct LayerW {
+    const bf16 *qkv, *wo, *gu, *wd;
+};
+
 struct Ctx {
     ModelConfig cfg;
     int device = 0;
@@ -136,6 +149,12 @@ struct Ctx {
     std::vector<std::pair<int64_t, int64_t>> units;
     std::unique_ptr<Offload> off;
     std::unique_ptr<DevAdapter> ad;
+    // QLoRA: every layer's projections in NF4 ((layer * 7 + target)); empty when they are in p16.
+    // nf4_w holds one layer's, dequantised: [q|k|v] (ld, d), o (d, qd), [gate|up] (2F, d), down (d, F).
+    std::vector<DevNf4> nf4;
+    DevBuf<float> nf4_code;
+    DevBuf<bf16> nf4_w;
+    int nf4_layer = -1;
     const float *f32(int64_t offset) const;
     // Where backward accumulates the gradient of the tensor at `offset`: the whole device gradient,
     // or (offload) the staging buffer of its unit.
@@ -193,6 +212,9 @@ int guard(char *err, int32_t cap, F &&f) {
         return LIMA_ERR_INTERNAL;
     }
 }
+
+// Layer l's projections for the products: p16's, or (NF4) dequantised into nf4_w unless it holds them.
+LayerW layer_weights(Ctx &c, int l);
 
 // Offload: every pending host update published and every gradient copy done (a no-op otherwise).
 void settle(Ctx &c);

@@ -153,6 +153,23 @@ __global__ void gather_cols_k(bf16 *t, const bf16 *src, int ld, int col0, long N
         t[i] = __float2bfloat16(scale * __bfloat162float(src[(i / n) * ld + col0 + i % n]));
 }
 
+// out (n) bf16 = NF4 level * block absmax (the CPU's nf4_dequantize, rounded once to bf16); the
+// double-quantised absmax is code[q] * absmax2 + offset, in that order without contraction (as on the CPU).
+__global__ void nf4_dequantize_k(bf16 *out, const uint8_t *packed, const float *absmax, const uint8_t *qabsmax, const float *absmax2,
+                                 float offset, const float *code, long n) {
+    const float levels[16] = {-1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f, -0.28444138169288635f,
+                              -0.18477343022823334f, -0.09105003625154495f, 0.0f, 0.07958029955625534f, 0.16093020141124725f,
+                              0.24611230194568634f, 0.33791524171829224f, 0.44070982933044434f, 0.5626170039176941f,
+                              0.7229568362236023f, 1.0f};
+    for (long i = long(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += long(gridDim.x) * blockDim.x) {
+        const uint8_t byte = packed[i / 2];
+        const uint8_t q = i % 2 == 0 ? byte >> 4 : byte & 0x0F;
+        const long b = i / 64;
+        const float am = absmax ? absmax[b] : __fadd_rn(__fmul_rn(code[qabsmax[b]], absmax2[b / 256]), offset);
+        out[i] = __float2bfloat16(__fmul_rn(levels[q], am));
+    }
+}
+
 // Trainable token rows' embedding gradient: g (k, d) += dres (n, d) summed over the rows whose token
 // is ids[j]. One block a row (rows of other tokens return at once).
 __global__ void token_rows_grad_emb_k(float *g, const float *dres, const int32_t *tokens, long N, int d, const int32_t *ids, int k) {
@@ -419,6 +436,13 @@ void gather_cols(bf16 *t, const bf16 *src, int ld, int col0, long N, int n, floa
     if (N == 0 || n == 0) return;
     gather_cols_k<<<grid_for(N * n, 256), 256, 0, st>>>(t, src, ld, col0, N, n, scale);
     LIMA_CUDA_LAUNCHED("gather_cols");
+}
+
+void nf4_dequantize(bf16 *out, const uint8_t *packed, const float *absmax, const uint8_t *qabsmax, const float *absmax2, float offset,
+                    const float *code, long n, cudaStream_t st) {
+    if (n == 0) return;
+    nf4_dequantize_k<<<grid_for(n, 256), 256, 0, st>>>(out, packed, absmax, qabsmax, absmax2, offset, code, n);
+    LIMA_CUDA_LAUNCHED("nf4_dequantize");
 }
 
 void token_rows_grad_emb(float *g, const float *dres, const int32_t *tokens, long N, int d, const int32_t *ids, int k, cudaStream_t st) {

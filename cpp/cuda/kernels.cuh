@@ -33,6 +33,10 @@ void residual_add(float *out, const float *res, const bf16 *y, long n, cudaStrea
 // scale * src[:, col0 : col0 + n]; the trainable token rows' gradients (embedding: the rows of dres
 // whose token is ids[j]; LM head: cdl[:, ids]^T cx over a classifier chunk) and their copy into the
 // model's rows (dst32 and/or dst16 may be null).
+// QLoRA's frozen projections: out (n) bf16 = NF4 level * block absmax (absmax NULL: double-quantised,
+// code[qabsmax] * absmax2[block / 256] + offset), the CPU's nf4_dequantize rounded once to bf16.
+void nf4_dequantize(bf16 *out, const uint8_t *packed, const float *absmax, const uint8_t *qabsmax, const float *absmax2, float offset,
+                    const float *code, long n, cudaStream_t st);
 void dropout_copy(bf16 *out, const bf16 *in, long n, float p, const DropoutKey &key, int layer, int site, cudaStream_t st);
 void add_cols(bf16 *out, int ld, int col0, const bf16 *t, long N, int n, float scale, cudaStream_t st);
 void gather_cols(bf16 *t, const bf16 *src, int ld, int col0, long N, int n, float scale, cudaStream_t st);

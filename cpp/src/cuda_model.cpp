@@ -38,24 +38,28 @@ void cuda_attach(Model &m, int device) {
     const Layout &l = m.layout;
     auto off = [&](const std::string &n) { return int64_t(l.params[l.index.at(n)].offset); };
     std::vector<lima_cuda_layer> layers;
+    const bool q4 = m.nf4();  // QLoRA: the projections are in m.qweights, not in the layout
     for (int i = 0; i < c.num_layers; ++i) {
         const std::string p = cat("model.layers.", i, ".");
-        const lima_cuda_layer L{off(p + "input_layernorm.weight"), off(p + "self_attn.q_proj.weight"),
-                                off(p + "self_attn.o_proj.weight"), off(p + "post_attention_layernorm.weight"),
-                                off(p + "mlp.gate_proj.weight"), off(p + "mlp.down_proj.weight"),
+        auto proj = [&](const char *name) { return q4 ? int64_t(-1) : off(p + name); };
+        const lima_cuda_layer L{off(p + "input_layernorm.weight"), proj("self_attn.q_proj.weight"), proj("self_attn.o_proj.weight"),
+                                off(p + "post_attention_layernorm.weight"), proj("mlp.gate_proj.weight"), proj("mlp.down_proj.weight"),
                                 c.attention_bias ? off(p + "self_attn.q_proj.bias") : -1,
                                 c.attention_bias ? off(p + "self_attn.o_proj.bias") : -1,
                                 c.mlp_bias ? off(p + "mlp.gate_proj.bias") : -1, c.mlp_bias ? off(p + "mlp.down_proj.bias") : -1};
-        // the fused products need q|k|v and gate|up adjacent, as make_layout puts them
-        LIMA_REQUIRE(off(p + "self_attn.k_proj.weight") == L.qkv + int64_t(c.q_dim()) * c.hidden_size &&
-                         off(p + "self_attn.v_proj.weight") == L.qkv + int64_t(c.q_dim() + c.kv_dim()) * c.hidden_size &&
-                         off(p + "mlp.up_proj.weight") == L.gu + int64_t(c.intermediate_size) * c.hidden_size &&
+        // the fused products need q|k|v and gate|up adjacent, as make_layout puts them (their biases too)
+        LIMA_REQUIRE((q4 || (off(p + "self_attn.k_proj.weight") == L.qkv + int64_t(c.q_dim()) * c.hidden_size &&
+                             off(p + "self_attn.v_proj.weight") == L.qkv + int64_t(c.q_dim() + c.kv_dim()) * c.hidden_size &&
+                             off(p + "mlp.up_proj.weight") == L.gu + int64_t(c.intermediate_size) * c.hidden_size)) &&
                          (!c.attention_bias || (off(p + "self_attn.k_proj.bias") == L.bqkv + c.q_dim() &&
                                                 off(p + "self_attn.v_proj.bias") == L.bqkv + c.q_dim() + c.kv_dim())) &&
                          (!c.mlp_bias || off(p + "mlp.up_proj.bias") == L.bgu + c.intermediate_size),
                      LIMA_ERR_INTERNAL, "CUDA backend: unexpected parameter layout");
         layers.push_back(L);
     }
+    std::vector<lima_cuda_nf4> nf4;
+    for (const cpu::Nf4Tensor &t : m.qweights)
+        nf4.push_back({t.n, t.packed.data(), t.double_quant ? nullptr : t.absmax.data(), t.qabsmax.data(), t.absmax2.data(), t.offset});
     std::vector<int64_t> t_off, t_num;
     std::vector<uint8_t> t_decay;
     for (const ParamInfo &p : l.params) {
@@ -82,6 +86,8 @@ void cuda_attach(Model &m, int device) {
         units.push_back(int64_t(e));
     }
     d.units = units.data();
+    d.nf4 = q4 ? nf4.data() : nullptr;
+    d.nf4_code = cpu::dynamic_code().data();
     void *ctx = nullptr;
     cuda_run(api.create, &d, static_cast<const float *>(m.params.data()), &ctx);
     m.cuda = ctx;

@@ -13,11 +13,23 @@ extern "C" {
 // Where each tensor of one layer starts in the flat parameter buffer. q, k, v and gate, up must be
 // adjacent (they are in liblima's layout) so that each group is one matrix product.
 // The version of this contract (the structs and functions below): liblima refuses a plugin of another.
-#define LIMA_CUDA_PLUGIN_CONTRACT 3
+#define LIMA_CUDA_PLUGIN_CONTRACT 4
 typedef int (*lima_cuda_contract_fn)(void);
 
+// One projection stored in NF4 (cpu/nf4.hpp's Nf4Tensor): n weights, packed two a byte (high nibble
+// first); the absmax of each block of 64 either in fp32 (absmax) or double-quantised (qabsmax codes
+// into the 256-value dynamic code, absmax2 per 256 blocks, offset).
+typedef struct lima_cuda_nf4 {
+    int64_t n;
+    const uint8_t *packed;
+    const float *absmax;     // NULL when double-quantised
+    const uint8_t *qabsmax;
+    const float *absmax2;
+    float offset;
+} lima_cuda_nf4;
+
 typedef struct lima_cuda_layer {
-    int64_t ln1, qkv, wo, ln2, gu, wd;
+    int64_t ln1, qkv, wo, ln2, gu, wd;  // qkv, wo, gu, wd: -1 when the projections are stored in NF4
     int64_t bqkv, bo, bgu, bd;  // biases (q|k|v and gate|up adjacent), -1: none (attention_bias, mlp_bias off)
 } lima_cuda_layer;
 
@@ -31,6 +43,8 @@ typedef struct lima_cuda_model_desc {
     const int64_t *t_offset, *t_numel;
     const uint8_t *t_decay;
     const int64_t *units;  // (num_layers + 2) x [begin, end): the embedding, each layer, the final norm with the LM head
+    const lima_cuda_nf4 *nf4;  // (num_layers * 7) projections q k v o gate up down in NF4 (QLoRA), or NULL
+    const float *nf4_code;     // the 256-value dynamic code of double-quantised absmax values
 } lima_cuda_model_desc;
 
 // A LoRA adapter (liblima's adapter.hpp, PEFT's layout) over the model: its flat fp32 buffer holds

@@ -287,11 +287,11 @@ std::pair<int64_t, int64_t> proj_dims(const ModelConfig &c, int j) {
 }  // namespace
 
 void quantize_nf4(Model &m, bool dq) {
-    LIMA_REQUIRE(!m.cuda, LIMA_ERR_UNSUPPORTED, "lima_model_quantize_nf4: NF4 weights run on the CPU backend only in this build"
-                 " (the CUDA dequantise-and-multiply kernel is not written yet)");
     LIMA_REQUIRE(m.trainers == 0, LIMA_ERR_STATE, "lima_model_quantize_nf4: free the model's trainer first");
     LIMA_REQUIRE(!m.adapter, LIMA_ERR_STATE, "lima_model_quantize_nf4: quantise before adding an adapter");
     LIMA_REQUIRE(!m.nf4(), LIMA_ERR_STATE, "lima_model_quantize_nf4: the model is already quantised");
+    // CUDA: quantised from the host's fp32 copy, then the device holds the NF4 projections instead
+    cuda_sync_host(m);
     std::vector<cpu::Nf4Tensor> q;
     for (int l = 0; l < m.cfg.num_layers; ++l) {
         const LayerWeights w = bind(m.cfg, m.layout, m.params.data()).layers[size_t(l)];
@@ -307,10 +307,14 @@ void quantize_nf4(Model &m, bool dq) {
         const ParamInfo &o = m.layout.at(p.name, "lima_model_quantize_nf4");
         std::copy(m.params.begin() + long(o.offset), m.params.begin() + long(o.offset) + p.numel(), np.begin() + long(p.offset));
     }
+    const bool on_cuda = m.cuda != nullptr;  // the device's copy has the unquantised layout: replaced
+    const int dev = m.device;
+    if (on_cuda) cuda_detach(m);
     m.layout = std::move(nl);
     m.params = std::move(np);
     m.qweights = std::move(q);
     m.acts = Activations{};
+    if (on_cuda) cuda_attach(m, dev);
 }
 
 void materialize(Model &m, int l, LayerWeights &w) {

@@ -290,7 +290,8 @@ LIMA_API int lima_trainer_plan_memory(lima_trainer *t, int32_t rows, int32_t seq
  * "base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta", ...) and are read and
  * written with lima_model_read_tensor / lima_model_write_tensor / lima_trainer_read_grad. No adapter
  * call is allowed while a trainer is attached. On a CUDA device LoRA runs as on the CPU (its products
- * in bf16); NF4 (QLoRA, lima_model_quantize_nf4) does not yet (LIMA_ERR_UNSUPPORTED). */
+ * in bf16), and so does NF4 (QLoRA, lima_model_quantize_nf4: the device keeps the NF4 projections and
+ * dequantises one layer at a time to bf16 for the products). */
 #define LIMA_LORA_Q 1u
 #define LIMA_LORA_K 2u
 #define LIMA_LORA_V 4u

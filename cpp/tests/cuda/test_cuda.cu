@@ -650,13 +650,18 @@ int64_t adapter_numel(const lima_model_config &c, const std::string &n, int r) {
 // non-zero) on both, the loss and the gradient of every adapter tensor with residual and adapter
 // dropout over packed rows, training steps that follow the CPU's losses with the trainable EOT rows
 // moving, eval log-probabilities, the adapter saved from the device loading on the CPU, and removal
-// giving the base back.
-TEST_F(CudaModel, LoraTrainsAsTheCpuDoes) {
+// giving the base back. And QLoRA: the same over the base's projections in NF4 (double-quantised),
+// dequantised layer by layer on the device.
+TEST_F(CudaModel, LoraAndQloraTrainAsTheCpuDoes) {
+    for (const int q4 : {0, 1})
     for (const int tied : {0, 1}) {
+        SCOPED_TRACE(std::string(q4 ? "qlora" : "lora") + (tied ? " tied" : " untied"));
         lima_model_config c = small_config();
         c.tie_word_embeddings = tied;
         Pair p = make_pair_models(c);
         ASSERT_TRUE(p.cpu && p.gpu);
+        if (q4)
+            for (lima_model *m : {p.cpu.get(), p.gpu.get()}) LIMA_OK_OR_FAIL(lima_model_quantize_nf4(m, 1));
         std::vector<int32_t> tok, seg;
         std::vector<uint8_t> mask;
         packed_batch(tok, mask, seg, c.vocab_size, 21);
@@ -710,13 +715,14 @@ TEST_F(CudaModel, LoraTrainsAsTheCpuDoes) {
         t.cpu.reset();
         t.gpu.reset();
         // the EOT row moved on both, and the device's adapter, saved, is the CPU's within bf16 training noise
-        const std::string dir = temp_dir("cuda-lora") + (tied ? "/tied" : "/untied");
+        const std::string dir = temp_dir("cuda-lora") + (q4 ? "/qlora" : "/lora") + (tied ? "-tied" : "-untied");
         LIMA_OK_OR_FAIL(lima_model_save_adapter(p.gpu.get(), dir.c_str(), "base"));
         const auto rows_a = tensor(p.cpu.get(), names.back(), 256), rows_b = tensor(p.gpu.get(), names.back(), 256);
         EXPECT_LT(rel_err(rows_b, rows_a), 2e-2);
         lima_model *cpu2 = nullptr;
         LIMA_OK_OR_FAIL(lima_model_create(&c, "cpu", 42, &cpu2));
         ModelPtr C2(cpu2);
+        if (q4) LIMA_OK_OR_FAIL(lima_model_quantize_nf4(cpu2, 1));
         LIMA_OK_OR_FAIL(lima_model_load_adapter(cpu2, dir.c_str()));
         std::vector<float> lc(400), lg(400);
         LIMA_OK_OR_FAIL(lima_model_token_logprobs(cpu2, bb, lc.data(), 400));

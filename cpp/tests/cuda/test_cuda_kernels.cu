@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "context.cuh"
@@ -14,6 +15,7 @@
 #include "cpu/dropout.hpp"
 #include "cpu/encoder.hpp"
 #include "cpu/matmul.hpp"
+#include "cpu/nf4.hpp"
 #include "cpu/sampling.hpp"
 #include "gpu_test.hpp"
 #include "kernels.cuh"
@@ -308,4 +310,35 @@ TEST(CudaKernels, BiasForwardAndBackwardEqualTheCpu) {
     EXPECT_LT(rel_err(down16(gy->p, y.size()), ref), 4e-3);  // one bf16 rounding of the fp32 sum
     cuda::bias_backward(gdb->p, gdy->p, N, n, 0);
     EXPECT_LT(rel_err(down(gdb->p, size_t(n)), db_ref), 1e-5);
+}
+
+// QLoRA's frozen projections: the device's NF4 dequantisation is the CPU's, rounded once to bf16,
+// on awkward sizes (a partial block, a partial group of 256 blocks), with and without double
+// quantisation of the absmax values.
+TEST(CudaKernels, Nf4DequantiseEqualsTheCpuRoundedToBf16) {
+    NEED_GPU();
+    for (const bool dq : {false, true})
+        for (const int64_t n : {int64_t(63), int64_t(64 * 257 + 5)}) {
+            const auto x = randn(size_t(n), 51, 0.7f);
+            const cpu::Nf4Tensor t = cpu::nf4_quantize(x.data(), n, dq);
+            std::vector<float> ref(static_cast<size_t>(n));
+            cpu::nf4_dequantize(t, ref.data(), 0, n);
+            auto dev_bytes = [](const auto &v) {
+                using T = std::decay_t<decltype(v[0])>;
+                T *p = nullptr;
+                if (!v.empty()) {
+                    cudaMalloc(reinterpret_cast<void **>(&p), v.size() * sizeof(T));
+                    cudaMemcpy(p, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice);
+                }
+                return p;
+            };
+            uint8_t *packed = dev_bytes(t.packed), *qabs = dev_bytes(t.qabsmax);
+            float *absmax = dq ? nullptr : dev_bytes(t.absmax), *absmax2 = dev_bytes(t.absmax2), *code = dev_bytes(cpu::dynamic_code());
+            Dev<cuda::bf16> out(static_cast<size_t>(n));
+            cuda::nf4_dequantize(out.p, packed, absmax, qabs, absmax2, t.offset, code, long(n), 0);
+            EXPECT_EQ(down16(out.p, size_t(n)), round_bf16(ref)) << "n " << n << " double quant " << dq;
+            for (void *p : {static_cast<void *>(packed), static_cast<void *>(qabs), static_cast<void *>(absmax), static_cast<void *>(absmax2),
+                            static_cast<void *>(code)})
+                if (p) cudaFree(p);
+        }
 }

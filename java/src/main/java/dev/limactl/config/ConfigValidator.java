@@ -78,9 +78,6 @@ final class ConfigValidator {
                     || java.util.Arrays.stream(a.targets().split(",")).map(String::trim).allMatch(known::contains));
             require(targetsOk, "adapter.targets", "must be all-linear or a comma list of " + String.join(",", known) + ", got \""
                     + a.targets() + "\"");
-            require(t.device().equals("cpu") || a.type().equals("lora"), "adapter.type", a.type() + " runs on the CPU backend only in this"
-                    + " version (training.device is " + t.device() + "); the CUDA NF4 dequantise-and-multiply kernel is not written yet"
-                    + " (adapter.type lora runs on CUDA)");
         }
         require(d.rendezvous() != null && (d.rendezvous().isEmpty() || (d.rendezvous().startsWith("file:") && d.rendezvous().length() > 5)
                         || d.rendezvous().matches("tcp://(\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9_.-]+):\\d{1,5}/[A-Za-z0-9_.-]+")),
