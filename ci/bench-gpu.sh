@@ -6,7 +6,8 @@
 #   (b) LLaMA-7B shape, 8 layers: d 4096, 32 heads, ffn 11008, vocab 32000, 4 x 2048 tokens
 #   (c) shape (a) with LIMA-like lengths (100..2048): liblima packed vs one example per row
 #   (d) offload (the optimiser on the host): shape (b) against (b) itself, then the whole LLaMA-7B
-#       shape (32 layers, one 2048-token row; ~108 GB of host memory), peak device and host memory
+#       shape (32 layers, one 2048-token row; ~108 GB of host memory), peak device and host memory;
+#       LoRA and QLoRA (r 16, every projection) on the whole 7B shape
 # and the decoding benchmark: prompt 512, 256 new tokens, LIMA's sampling, batch 1 and 32, shapes
 # (a) and (b), liblima-cuda against HF generate (dynamic and static cache), with the GPU's measured
 # copy bandwidth for the batch-1 limit (every weight read once per token).
@@ -53,6 +54,10 @@ if [ "$what" = all ] || [ "$what" = bench ]; then
   case=b-offload; run $B $S --cuda 1 --steps 6 --warmup 2 --recompute 1 --offload 1
   case=7b-offload; run $B --hidden 4096 --layers 32 --heads 32 --ffn 11008 --vocab 32000 --batch 1 --seq 2048 --cuda 1 --steps 3 \
       --warmup 1 --recompute 1 --offload 1
+  case=7b-lora; run $B --hidden 4096 --layers 32 --heads 32 --ffn 11008 --vocab 32000 --batch 1 --seq 2048 --cuda 1 --steps 3 \
+      --warmup 1 --recompute 1 --lora 16
+  case=7b-qlora; run $B --hidden 4096 --layers 32 --heads 32 --ffn 11008 --vocab 32000 --batch 1 --seq 2048 --cuda 1 --steps 3 \
+      --warmup 1 --recompute 1 --lora 16 --qlora 1
   case=a; run $P $A --steps 10 --warmup 3
   case=a; run $P $A --steps 10 --warmup 3 --compile 1
   case=b; run $P $S --steps 6 --warmup 2

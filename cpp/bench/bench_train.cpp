@@ -4,9 +4,10 @@
 // PyTorch; ci/bench-cpu.sh and ci/bench-gpu.sh run both.
 //   lima_bench_train [--hidden 256 --layers 4 --heads 4 --kv-heads 4 --ffn 688 --vocab 4096
 //                     --batch 8 --seq 256 --steps 10 --warmup 2 --threads 2 --cuda 0|1
-//                     --recompute 0|1 --mix 0|1|2 --offload 0|1]
+//                     --recompute 0|1 --mix 0|1|2 --offload 0|1 --lora R --qlora 0|1]
 // --offload 1: the optimiser on the host (lima_train_config.offload); host_peak_gib is the process's
-// peak resident memory (VmHWM).
+// peak resident memory (VmHWM). --lora R: a rank-R adapter on every projection (the last token id
+// trainable, as LIMA's EOT), the base frozen; --qlora 1: the base's projections in NF4 first.
 // --mix 1: LIMA-like examples (lengths uniform in [100, 2048]) packed into the rows; --mix 2: the
 // same examples one per row, padded. tokens_per_s then counts real (non-padding) tokens.
 // MFU uses 6N + 6 L d T FLOPs per token and 989 TFLOP/s (H100 SXM dense bf16).
@@ -43,7 +44,7 @@ int main(int argc, char **argv) {
     lima_model_config c;
     lima_model_config_init(&c);
     c.vocab_size = 4096;
-    int batch = 8, seq = 256, steps = 10, warmup = 2, threads = 2, cuda = 0, recompute = 0, mix = 0, offload = 0;
+    int batch = 8, seq = 256, steps = 10, warmup = 2, threads = 2, cuda = 0, recompute = 0, mix = 0, offload = 0, lora = 0, qlora = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         const std::string k = argv[i];
         const int v = std::atoi(argv[i + 1]);
@@ -62,12 +63,20 @@ int main(int argc, char **argv) {
         else if (k == "--recompute") recompute = v;
         else if (k == "--mix") mix = v;
         else if (k == "--offload") offload = v;
+        else if (k == "--lora") lora = v;
+        else if (k == "--qlora") qlora = v;
         else { std::fprintf(stderr, "unknown option %s\n", k.c_str()); return 2; }
     }
     check(lima_set_num_threads(threads), "lima_set_num_threads");
     lima_model *m = nullptr;
     c.max_position_embeddings = std::max(2048, seq);
     check(lima_model_create(&c, cuda ? "cuda" : "cpu", 1, &m), "lima_model_create");
+    if (qlora) check(lima_model_quantize_nf4(m, 1), "lima_model_quantize_nf4");
+    if (lora || qlora) {
+        const int32_t eot = c.vocab_size - 1;
+        check(lima_model_add_adapter(m, lora ? lora : 16, 2.0f * float(lora ? lora : 16), 0.05f, LIMA_LORA_ALL, &eot, 1, 0, 1),
+              "lima_model_add_adapter");
+    }
     lima_train_config tc;
     lima_train_config_init(&tc);
     tc.recompute_activations = recompute;
@@ -129,10 +138,10 @@ int main(int argc, char **argv) {
     const double tps = double(real) * steps / secs;
     const double flops = 6.0 * double(nparams) + 6.0 * c.num_layers * double(c.hidden_size) * seq;
     lima_trainer_plan_memory(t, batch, seq, &plan);
-    std::printf("{\"impl\": \"liblima-%s%s\", \"params\": %lld, \"threads\": %d, \"batch\": %d, \"seq\": %d, \"mix\": %d, "
+    std::printf("{\"impl\": \"liblima-%s%s%s\", \"params\": %lld, \"threads\": %d, \"batch\": %d, \"seq\": %d, \"mix\": %d, "
                 "\"recompute\": %d, \"steps\": %d, \"tokens_per_s\": %.1f, \"mfu\": %.4f, \"step_s\": %.4f, "
                 "\"plan_gib\": %.2f, \"peak_gib\": %.2f, \"host_plan_gib\": %.2f, \"host_peak_gib\": %.2f, \"final_loss\": %.4f}\n",
-                cuda ? "cuda" : "cpu", offload ? "-offload" : "", (long long)nparams, threads, batch, seq, mix, recompute, steps, tps,
+                cuda ? "cuda" : "cpu", offload ? "-offload" : "", qlora ? "-qlora" : lora ? "-lora" : "", (long long)nparams, threads, batch, seq, mix, recompute, steps, tps,
                 tps * flops / 989e12, secs / steps, plan.total / 1073741824.0, plan.peak / 1073741824.0, plan.host / 1073741824.0,
                 host_peak_bytes() / 1073741824.0, loss);
     lima_batch_free(b);
