@@ -538,6 +538,15 @@ void classifier_logprobs(Ctx &c, const lima_cuda_batch &b, float *out) {
     }
 }
 
+// The multi-tensor AdamW kernel's work items: every tensor cut into chunks of at most 16384 elements.
+std::vector<AdamChunk> adam_chunks(int n, const int64_t *offset, const int64_t *numel, const uint8_t *decay) {
+    std::vector<AdamChunk> out;
+    for (int t = 0; t < n; ++t)
+        for (int64_t s = 0; s < numel[t]; s += 16384)
+            out.push_back({offset[t] + s, int32_t(std::min<int64_t>(16384, numel[t] - s)), int32_t(decay[t])});
+    return out;
+}
+
 // Whether what is trained now (the adapter when there is one, else the model) has its optimiser state.
 bool trains(const Ctx &c) { return c.ad ? c.ad->train : c.train; }
 
@@ -569,9 +578,7 @@ Ctx *create(const lima_cuda_model_desc &d, const float *params) {
     c->lm_head = d.lm_head;
     c->layers.assign(d.layers, d.layers + cfg.num_layers);
     for (int t = 0; t < d.num_tensors; ++t) c->tensors.push_back({d.t_offset[t], d.t_numel[t], d.t_decay[t] != 0});
-    for (int t = 0; t < d.num_tensors; ++t)
-        for (int64_t s = 0; s < d.t_numel[t]; s += 16384)
-            c->chunks.push_back({d.t_offset[t] + s, int32_t(std::min<int64_t>(16384, d.t_numel[t] - s)), int32_t(d.t_decay[t])});
+    c->chunks = adam_chunks(d.num_tensors, d.t_offset, d.t_numel, d.t_decay);
     for (int u = 0; u < cfg.num_layers + 2; ++u) c->units.push_back({d.units[2 * u], d.units[2 * u + 1]});
     // Until a plain trainer needs the whole fp32 master, p32 holds only what the kernels read in fp32.
     int64_t packed = 0;
@@ -859,10 +866,8 @@ LIMA_EXPORT int lima_cuda_plugin_step(void *ctx, const lima_cuda_adam_args *a, d
         if (c.off) {  // the host norm, then the units' updates on the host worker; the next forward waits per unit
             LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
             settle(c);
-            float scale = 1.0f;
-            int clip = 0;
-            *grad_norm = c.off->host->norm(a->grad_clip, &scale, &clip);
-            *clipped = clip;
+            *grad_norm = c.off->host->norm();
+            const float scale = lima::clip_scale(*grad_norm, a->grad_clip, clipped);
             if (!std::isfinite(*grad_norm)) return;  // the caller refuses the update
             Ctx *cp = &c;
             c.off->host->step({a->lr, a->beta1, a->beta2, a->eps, a->weight_decay, a->grad_clip, a->t}, scale,
@@ -963,9 +968,7 @@ LIMA_EXPORT int lima_cuda_plugin_adapter(void *ctx, const lima_cuda_adapter_desc
             ad->tokens.alloc(size_t(a->n_tokens), "adapter token ids");
             LIMA_CUDA_CHECK(cudaMemcpy(ad->tokens.p, a->tokens, size_t(a->n_tokens) * 4, cudaMemcpyHostToDevice));
         }
-        for (int t = 0; t < a->num_tensors; ++t)
-            for (int64_t s = 0; s < a->t_numel[t]; s += 16384)
-                ad->chunks.push_back({a->t_offset[t] + s, int32_t(std::min<int64_t>(16384, a->t_numel[t] - s)), int32_t(a->t_decay[t])});
+        ad->chunks = adam_chunks(a->num_tensors, a->t_offset, a->t_numel, a->t_decay);
         ad->a32.alloc(size_t(a->total), "adapter weights");
         ad->a16.alloc(size_t(a->total), "adapter weights (bf16)");
         LIMA_CUDA_CHECK(cudaMemcpy(ad->a32.p, params, size_t(a->total) * 4, cudaMemcpyHostToDevice));

@@ -26,6 +26,30 @@ int parse_device(const char *device) {
     fail(LIMA_ERR_INVALID_ARGUMENT, "unknown device \"", device, "\" (expected \"cpu\", \"cuda\" or \"cuda:N\")");
 }
 
+namespace {
+
+// A layout's tensors as the plugin's descriptions list them: offsets, sizes, weight decay.
+struct TensorTable {
+    std::vector<int64_t> offset, numel;
+    std::vector<uint8_t> decay;
+    explicit TensorTable(const Layout &l) {
+        for (const ParamInfo &p : l.params) {
+            offset.push_back(int64_t(p.offset));
+            numel.push_back(p.numel());
+            decay.push_back(p.decay ? 1 : 0);
+        }
+    }
+    template <typename Desc>
+    void fill(Desc &d) const {
+        d.num_tensors = int32_t(offset.size());
+        d.t_offset = offset.data();
+        d.t_numel = numel.data();
+        d.t_decay = decay.data();
+    }
+};
+
+}  // namespace
+
 void cuda_attach(Model &m, int device) {
     const CudaApi &api = cuda_api();
     {
@@ -60,13 +84,7 @@ void cuda_attach(Model &m, int device) {
     std::vector<lima_cuda_nf4> nf4;
     for (const cpu::Nf4Tensor &t : m.qweights)
         nf4.push_back({t.n, t.packed.data(), t.double_quant ? nullptr : t.absmax.data(), t.qabsmax.data(), t.absmax2.data(), t.offset});
-    std::vector<int64_t> t_off, t_num;
-    std::vector<uint8_t> t_decay;
-    for (const ParamInfo &p : l.params) {
-        t_off.push_back(int64_t(p.offset));
-        t_num.push_back(p.numel());
-        t_decay.push_back(p.decay ? 1 : 0);
-    }
+    const TensorTable tt(l);
     lima_cuda_model_desc d{};
     d.cfg = c;
     d.cfg.head_dim = c.hd();
@@ -76,10 +94,7 @@ void cuda_attach(Model &m, int device) {
     d.norm = off("model.norm.weight");
     d.lm_head = c.tie_word_embeddings ? d.emb : off("lm_head.weight");
     d.layers = layers.data();
-    d.num_tensors = int32_t(l.params.size());
-    d.t_offset = t_off.data();
-    d.t_numel = t_num.data();
-    d.t_decay = t_decay.data();
+    tt.fill(d);
     std::vector<int64_t> units;
     for (auto [b, e] : make_units(c, l)) {
         units.push_back(int64_t(b));
@@ -111,13 +126,7 @@ void cuda_adapter_attach(Model &m) {
             ab.push_back(x.a[j] ? int64_t(x.a[j] - base) : -1);
             ab.push_back(x.b[j] ? int64_t(x.b[j] - base) : -1);
         }
-    std::vector<int64_t> t_off, t_num;
-    std::vector<uint8_t> t_decay;
-    for (const ParamInfo &p : a.layout.params) {
-        t_off.push_back(int64_t(p.offset));
-        t_num.push_back(p.numel());
-        t_decay.push_back(p.decay ? 1 : 0);
-    }
+    const TensorTable tt(a.layout);
     lima_cuda_adapter_desc d{};
     d.r = a.cfg.r;
     d.scale = a.cfg.scale();
@@ -128,10 +137,7 @@ void cuda_adapter_attach(Model &m) {
     d.tokens = a.cfg.tokens.data();
     d.emb_rows = a.emb_rows.empty() ? -1 : int64_t(a.layout.at(a.emb_rows, "adapter").offset);
     d.head_rows = a.head_rows.empty() ? -1 : int64_t(a.layout.at(a.head_rows, "adapter").offset);
-    d.num_tensors = int32_t(a.layout.params.size());
-    d.t_offset = t_off.data();
-    d.t_numel = t_num.data();
-    d.t_decay = t_decay.data();
+    tt.fill(d);
     cuda_run(cuda_api().adapter, m.cuda, static_cast<const lima_cuda_adapter_desc *>(&d), static_cast<const float *>(a.params.data()));
 }
 

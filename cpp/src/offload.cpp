@@ -99,16 +99,14 @@ void HostOffload::drain() {
     }
 }
 
-double HostOffload::norm(float grad_clip, float *scale, int *clipped) const {
+float clip_scale(double norm, float grad_clip, int32_t *clipped) {
+    *clipped = grad_clip > 0 && norm > grad_clip ? 1 : 0;
+    return *clipped ? float(double(grad_clip) / (norm + 1e-6)) : 1.0f;
+}
+
+double HostOffload::norm() const {
     const int64_t total = units_.empty() ? 0 : units_.back().second;
-    const double n = std::sqrt(sum_squares(grads, total));
-    *scale = 1.0f;
-    *clipped = 0;
-    if (grad_clip > 0 && n > grad_clip) {
-        *scale = float(double(grad_clip) / (n + 1e-6));  // as torch.nn.utils.clip_grad_norm_
-        *clipped = 1;
-    }
-    return n;
+    return std::sqrt(sum_squares(grads, total));
 }
 
 void HostOffload::step(const OffloadStep &s, float scale, std::function<void(int)> publish) {

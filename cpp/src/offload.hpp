@@ -43,6 +43,10 @@ double sum_squares(const float *g, int64_t n);
 // the offloaded step's weights reach the device exactly as the plain step's on-device cast.
 void to_bf16(uint16_t *out, const float *in, int64_t n);
 
+// The factor the gradient is scaled by before the update: grad_clip / (norm + 1e-6) when clipping is
+// on and the norm exceeds it (*clipped = 1), as torch.nn.utils.clip_grad_norm_; else 1.
+float clip_scale(double norm, float grad_clip, int32_t *clipped);
+
 class HostOffload {
 public:
     // The host state in the flat layout (not owned: the CPU trainer's vectors, the CUDA plugin's
@@ -58,9 +62,8 @@ public:
     // Waits until every submitted task has run; rethrows the first failure of one (once).
     void drain();
 
-    // The global L2 norm of the gradient and the clipping factor, as the plain path computes them.
-    // Call after drain(). Returns the norm; *scale is 1 or grad_clip / (norm + 1e-6).
-    double norm(float grad_clip, float *scale, int *clipped) const;
+    // The global L2 norm of the gradient, as the plain path computes it. Call after drain().
+    double norm() const;
     // One AdamW step on the worker, unit by unit in forward order: update the unit's master weights
     // and moments, zero its gradient, then publish(u) (on the worker) and mark it ready. Units are
     // not ready from this call until their update is published.

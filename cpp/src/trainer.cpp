@@ -77,20 +77,16 @@ float *Offload::gather(int unit) {
 float *Offload::grad(int unit) {
     std::vector<float> &g = staged[size_t(unit)];
     if (!g.empty()) return g.data();
+    // the gradient so far (zero after a step or zero_grad): accumulate onto it exactly as the plain path does
     const auto [b, e] = host.units()[size_t(unit)];
-    if (host_zero) {
-        g.assign(size_t(e - b), 0.0f);
-    } else {  // the gradient so far: accumulate onto it exactly as the plain path does
-        host.drain();
-        g.assign(host.grads + b, host.grads + e);
-    }
+    host.drain();
+    g.assign(host.grads + b, host.grads + e);
     return g.data();
 }
 
 void Offload::release(int unit) {
     std::vector<float> &g = staged[size_t(unit)];
     if (g.empty()) return;
-    host_zero = false;
     host.submit([this, unit, buf = std::move(g)] {
         std::copy(buf.begin(), buf.end(), host.grads + host.units()[size_t(unit)].first);
     });
@@ -140,9 +136,9 @@ Trainer::Trainer(Model *m, const lima_train_config &c) : model(m), cfg(c) {
         ensure_state();
         std::vector<OffloadTensor> tensors;
         for (const ParamInfo &p : m->layout.params) tensors.push_back({int64_t(p.offset), p.numel(), p.decay});
-        std::vector<std::pair<int64_t, int64_t>> units;
-        for (auto [b, e] : make_units(m->cfg, m->layout)) units.push_back({int64_t(b), int64_t(e)});
         m->units = make_units(m->cfg, m->layout);
+        std::vector<std::pair<int64_t, int64_t>> units;
+        for (auto [b, e] : m->units) units.push_back({int64_t(b), int64_t(e)});
         off = std::make_unique<Offload>(m->params.data(), grads.data(), m1.data(), m2.data(), std::move(tensors), std::move(units));
         m->settle = [this] { settle(); };
     }
@@ -458,12 +454,11 @@ lima_step_result Trainer::apply(float lr) {
     if (off) {  // the host norm, then the units' updates on the host worker (the next forward waits per unit)
         settle();
         lima_step_result r{0.0, 0, step, 0.0};
-        float scale = 1.0f;
-        r.grad_norm = off->host.norm(cfg.grad_clip, &scale, &r.clipped);
+        r.grad_norm = off->host.norm();
+        const float scale = clip_scale(r.grad_norm, cfg.grad_clip, &r.clipped);
         LIMA_REQUIRE(std::isfinite(r.grad_norm), LIMA_ERR_STATE, "lima_trainer_step: the gradient norm is ", r.grad_norm,
                      "; no update was made (zero the gradients to go on)");
         off->host.step({lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay, cfg.grad_clip, step + 1}, scale, nullptr);
-        off->host_zero = true;  // each unit's gradient is zeroed by its update
         micro = 0;
         r.step = ++step;
         return r;
@@ -489,11 +484,7 @@ lima_step_result Trainer::apply(float lr) {
     lima_step_result r{std::sqrt(ss), 0, step, 0.0};
     LIMA_REQUIRE(std::isfinite(r.grad_norm), LIMA_ERR_STATE, "lima_trainer_step: the gradient norm is ", r.grad_norm,
                  "; no update was made (zero the gradients to go on)");
-    float scale = 1.0f;
-    if (cfg.grad_clip > 0 && r.grad_norm > cfg.grad_clip) {
-        scale = float(double(cfg.grad_clip) / (r.grad_norm + 1e-6));  // as torch.nn.utils.clip_grad_norm_
-        r.clipped = 1;
-    }
+    const float scale = clip_scale(r.grad_norm, cfg.grad_clip, &r.clipped);
     const cpu::AdamWParams a{lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay, scale, long(step + 1)};
     // AdamW over the global range [pb, pe), tensor by tensor (weight decay is per tensor); w, g and the
     // moments point at pb's element.
@@ -530,7 +521,6 @@ lima_step_result Trainer::apply(float lr) {
 // A new optimiser step starts: no gradient, micro-batch index 0 (part of the dropout key).
 void Trainer::zero_grad() {
     settle();
-    if (off) off->host_zero = true;
     if (model->cuda) {
         cuda_run(cuda_api().zero_grad, model->cuda);
     }
@@ -661,7 +651,6 @@ void Trainer::load_state_shards(const std::vector<std::string> &paths) {
     step = nstep;
     micro = 0;
     settle();  // offload: the new vectors
-    if (off) off->host_zero = true;
 }
 
 void Trainer::load_state(const std::string &path) {
@@ -736,7 +725,6 @@ void Trainer::load_state(const std::string &path) {
     step = nstep;
     micro = uint32_t(nmicro);
     settle();  // offload: the new vectors
-    if (off) off->host_zero = nmicro == 0;
 }
 
 }  // namespace lima

@@ -38,7 +38,6 @@ struct Zero3 final : ParamSource {
 // unit is released.
 struct Offload final : ParamSource {
     HostOffload host;
-    bool host_zero = true;  // the host gradient is all zero (no unit handed back since the step)
     std::vector<std::vector<float>> staged;
     Offload(float *master, float *grads, float *m1, float *m2, std::vector<OffloadTensor> t,
             std::vector<std::pair<int64_t, int64_t>> u)

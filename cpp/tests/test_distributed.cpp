@@ -686,12 +686,17 @@ TEST(Distributed, ZeroThreeStateResumesOnAnyNumberOfRanks) {
 namespace {
 
 // A loopback port nobody listens on now.
-int free_port() {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+sockaddr_in loopback(int port) {
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = 0;
+    a.sin_port = htons(uint16_t(port));
+    return a;
+}
+
+int free_port() {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a = loopback(0);
     socklen_t len = sizeof(a);
     if (bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof(a)) != 0 || getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len) != 0)
         throw std::runtime_error("no free port");
@@ -707,11 +712,8 @@ bool have_redis() { return std::system("command -v redis-server > /dev/null 2>&1
 // started again on another port until one answers.
 bool answers(int port) {
     const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(uint16_t(port));
-    const bool ok = connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof(a)) == 0;
+    const sockaddr_in a = loopback(port);
+    const bool ok = connect(fd, reinterpret_cast<const sockaddr *>(&a), sizeof(a)) == 0;
     close(fd);
     return ok;
 }

@@ -83,6 +83,12 @@ inline Dev<float> *up(const std::vector<float> &v) {
     cudaMemcpy(d->p, v.data(), v.size() * 4, cudaMemcpyHostToDevice);
     return d;
 }
+template <typename T>
+inline Dev<T> *up(const std::vector<T> &v) {
+    auto *d = new Dev<T>(v.size());
+    cudaMemcpy(d->p, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice);
+    return d;
+}
 inline std::unique_ptr<Dev<bf16>> up16(const std::vector<float> &v) {
     auto d = std::make_unique<Dev<bf16>>(v.size());
     std::vector<bf16> h(v.size());

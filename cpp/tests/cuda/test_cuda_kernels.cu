@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <type_traits>
 #include <vector>
 
 #include "context.cuh"
@@ -323,22 +322,10 @@ TEST(CudaKernels, Nf4DequantiseEqualsTheCpuRoundedToBf16) {
             const cpu::Nf4Tensor t = cpu::nf4_quantize(x.data(), n, dq);
             std::vector<float> ref(static_cast<size_t>(n));
             cpu::nf4_dequantize(t, ref.data(), 0, n);
-            auto dev_bytes = [](const auto &v) {
-                using T = std::decay_t<decltype(v[0])>;
-                T *p = nullptr;
-                if (!v.empty()) {
-                    cudaMalloc(reinterpret_cast<void **>(&p), v.size() * sizeof(T));
-                    cudaMemcpy(p, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice);
-                }
-                return p;
-            };
-            uint8_t *packed = dev_bytes(t.packed), *qabs = dev_bytes(t.qabsmax);
-            float *absmax = dq ? nullptr : dev_bytes(t.absmax), *absmax2 = dev_bytes(t.absmax2), *code = dev_bytes(cpu::dynamic_code());
+            std::unique_ptr<Dev<uint8_t>> packed(up(t.packed)), qabs(up(t.qabsmax));
+            std::unique_ptr<Dev<float>> absmax(up(t.absmax)), absmax2(up(t.absmax2)), code(up(cpu::dynamic_code()));
             Dev<cuda::bf16> out(static_cast<size_t>(n));
-            cuda::nf4_dequantize(out.p, packed, absmax, qabs, absmax2, t.offset, code, long(n), 0);
+            cuda::nf4_dequantize(out.p, packed->p, dq ? nullptr : absmax->p, qabs->p, absmax2->p, t.offset, code->p, long(n), 0);
             EXPECT_EQ(down16(out.p, size_t(n)), round_bf16(ref)) << "n " << n << " double quant " << dq;
-            for (void *p : {static_cast<void *>(packed), static_cast<void *>(qabs), static_cast<void *>(absmax), static_cast<void *>(absmax2),
-                            static_cast<void *>(code)})
-                if (p) cudaFree(p);
         }
 }

@@ -76,10 +76,10 @@ public final class PlanCommand implements Callable<Integer> {
         out.printf(Locale.ROOT, "%s: %,d parameters; one GPU of %s; micro-batch %,d tokens%s; LoRA rank %d%n", model,
                 MemoryPlan.parameters(c), gib(gpuBytes), tokens, recompute ? ", recomputation" : "", loraR);
         out.printf("  %-8s %12s %12s %16s  %s%n", "mode", "device", "host", "trained", "");
-        MemoryPlan.Mode first = null;
+        MemoryPlan.Single first = null;
         for (MemoryPlan.Single s : MemoryPlan.singleGpu(c, tokens, recompute, loraR)) {
             boolean fits = s.device() <= gpuBytes;
-            if (fits && first == null) first = s.mode();
+            if (fits && first == null) first = s;
             out.printf(Locale.ROOT, "  %-8s %12s %12s %,16d  %s%n", s.mode().name().toLowerCase(Locale.ROOT), gib(s.device()), gib(s.host()),
                     s.trainable(), fits ? "fits" : "does not fit");
         }
@@ -87,9 +87,8 @@ public final class PlanCommand implements Callable<Integer> {
             out.println("nothing fits one GPU of " + gib(gpuBytes) + ": use several GPUs (limactl plan --gpus N), fewer tokens per micro-batch");
             return ExitCodes.GENERIC;
         }
-        long host = first == MemoryPlan.Mode.OFFLOAD ? MemoryPlan.singleGpu(c, tokens, recompute, loraR).get(1).host() : 0;
-        out.println("choice: " + first.name().toLowerCase(Locale.ROOT) + " (the first that fits, in the order above"
-                + (host > 0 ? "; it needs " + gib(host) + " of host memory" : "") + ")");
+        out.println("choice: " + first.mode().name().toLowerCase(Locale.ROOT) + " (the first that fits, in the order above"
+                + (first.host() > 0 ? "; it needs " + gib(first.host()) + " of host memory" : "") + ")");
         return ExitCodes.OK;
     }
 
