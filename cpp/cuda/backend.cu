@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 #include <memory>
 #include <vector>
 
@@ -367,9 +368,23 @@ void lora_backward(Ctx &c, int l, int j, const bf16 *x, int in, const bf16 *dout
 void layer_forward(Ctx &c, int l, const LayerBufs &a, const float *x, float *x_mid, float *x_out, bf16 *y, const int32_t *pos,
                    long N, const LayerAttention &att, const DropoutKey *key, float p_max) {
     const lima_cuda_layer &o = c.layers[size_t(l)];
-    const LayerW w = layer_weights(c, l);
     const int d = c.d(), F = c.F(), qd = c.cfg.q_dim(), ld = c.ldqkv(), hd = c.cfg.hd();
-    const int Hq = c.cfg.num_heads, Hkv = c.cfg.num_kv_heads;
+    const int Hq = c.cfg.num_heads, Hkv = c.cfg.num_kv_heads, kvd = c.cfg.kv_dim();
+    // QLoRA with few rows (decoding): the fused NF4 kernel reads the projections as stored, no layer
+    // is dequantised; otherwise the products run on cuBLASLt over bf16 (dequantised once per layer
+    // for many rows, where tensor cores repay the copy, as bitsandbytes does in training).
+    const bool fused = !c.nf4.empty() && N <= kNf4FusedRows && d % 8 == 0 && qd % 8 == 0 && F % 8 == 0;
+    const LayerW w = fused ? LayerW{} : layer_weights(c, l);
+    // out[:, col0 ...] (row stride ldo) = xin (N, in) W_j^T for the NF4 projections j of a fused group
+    auto nf4_group = [&](bf16 *out, int ldo, const bf16 *xin, int in, std::initializer_list<std::pair<int, int>> parts) {
+        int col0 = 0;
+        for (const auto &[j, n_out] : parts) {
+            const DevNf4 &t = c.nf4[size_t(l * 7 + j)];
+            nf4_matmul(out, ldo, col0, xin, in, N, in, n_out, t.packed.p, t.absmax.p, t.qabsmax.p, t.absmax2.p, t.offset,
+                       c.nf4_code.p, c.st);
+            col0 += n_out;
+        }
+    };
     const float p = resid_dropout_rate(p_max, l, c.cfg.num_layers);
     auto residual = [&](float *out, const float *res, int site) {
         if (key)
@@ -379,9 +394,11 @@ void layer_forward(Ctx &c, int l, const LayerBufs &a, const float *x, float *x_m
     };
     // attention block
     rmsnorm_forward(a.xn1, a.rstd1, x, c.f32(o.ln1), N, d, c.cfg.rms_norm_eps, c.st);
-    c.gemm->run(a.qkv, false, a.xn1, false, w.qkv, true, int(N), ld, d, 0.0f, c.st);
+    if (fused)
+        nf4_group(a.qkv, ld, a.xn1, d, {{0, qd}, {1, kvd}, {2, kvd}});
+    else
+        c.gemm->run(a.qkv, false, a.xn1, false, w.qkv, true, int(N), ld, d, 0.0f, c.st);
     if (o.bqkv >= 0) bias_forward(a.qkv, c.f32(o.bqkv), N, ld, c.st);
-    const int kvd = c.cfg.kv_dim();
     lora_forward(c, l, 0, a.xn1, d, a.qkv, ld, 0, qd, N, key);
     lora_forward(c, l, 1, a.xn1, d, a.qkv, ld, qd, kvd, N, key);
     lora_forward(c, l, 2, a.xn1, d, a.qkv, ld, qd + kvd, kvd, N, key);
@@ -395,19 +412,28 @@ void layer_forward(Ctx &c, int l, const LayerBufs &a, const float *x, float *x_m
         decode_attention(a.att, att.part_o, att.part_ml, a.qkv, ld, att.k_cache, att.v_cache, pos, att.active, int(N), Hq, Hkv,
                          hd, att.max_len, c.st);
     }
-    c.gemm->run(y, false, a.att, false, w.wo, true, int(N), d, qd, 0.0f, c.st);
+    if (fused)
+        nf4_group(y, d, a.att, qd, {{3, d}});
+    else
+        c.gemm->run(y, false, a.att, false, w.wo, true, int(N), d, qd, 0.0f, c.st);
     if (o.bo >= 0) bias_forward(y, c.f32(o.bo), N, d, c.st);
     lora_forward(c, l, 3, a.att, qd, y, d, 0, d, N, key);
     residual(x_mid, x, 0);
     // MLP block
     rmsnorm_forward(a.xn2, a.rstd2, x_mid, c.f32(o.ln2), N, d, c.cfg.rms_norm_eps, c.st);
-    c.gemm->run(a.gu, false, a.xn2, false, w.gu, true, int(N), 2 * F, d, 0.0f, c.st);
+    if (fused)
+        nf4_group(a.gu, 2 * F, a.xn2, d, {{4, F}, {5, F}});
+    else
+        c.gemm->run(a.gu, false, a.xn2, false, w.gu, true, int(N), 2 * F, d, 0.0f, c.st);
     if (o.bgu >= 0) bias_forward(a.gu, c.f32(o.bgu), N, 2 * F, c.st);
     lora_forward(c, l, 4, a.xn2, d, a.gu, 2 * F, 0, F, N, key);
     lora_forward(c, l, 5, a.xn2, d, a.gu, 2 * F, F, F, N, key);
     swiglu_forward(a.h, a.gu, N, F, c.st);
     if (!x_out) return;
-    c.gemm->run(y, false, a.h, false, w.wd, true, int(N), d, F, 0.0f, c.st);
+    if (fused)
+        nf4_group(y, d, a.h, F, {{6, d}});
+    else
+        c.gemm->run(y, false, a.h, false, w.wd, true, int(N), d, F, 0.0f, c.st);
     if (o.bd >= 0) bias_forward(y, c.f32(o.bd), N, d, c.st);
     lora_forward(c, l, 6, a.h, F, y, d, 0, d, N, key);
     residual(x_out, x_mid, 1);

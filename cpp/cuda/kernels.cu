@@ -153,20 +153,74 @@ __global__ void gather_cols_k(bf16 *t, const bf16 *src, int ld, int col0, long N
         t[i] = __float2bfloat16(scale * __bfloat162float(src[(i / n) * ld + col0 + i % n]));
 }
 
+// The NF4 code book (cpu/nf4.hpp's kNf4Levels), for the kernels that decode NF4; each block
+// copies it to shared memory, where lanes reading different levels do not serialise.
+__constant__ float kNf4Levels[16] = {-1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
+                                     -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
+                                     0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,
+                                     0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f};
+
 // out (n) bf16 = NF4 level * block absmax (the CPU's nf4_dequantize, rounded once to bf16); the
 // double-quantised absmax is code[q] * absmax2 + offset, in that order without contraction (as on the CPU).
 __global__ void nf4_dequantize_k(bf16 *out, const uint8_t *packed, const float *absmax, const uint8_t *qabsmax, const float *absmax2,
                                  float offset, const float *code, long n) {
-    const float levels[16] = {-1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f, -0.28444138169288635f,
-                              -0.18477343022823334f, -0.09105003625154495f, 0.0f, 0.07958029955625534f, 0.16093020141124725f,
-                              0.24611230194568634f, 0.33791524171829224f, 0.44070982933044434f, 0.5626170039176941f,
-                              0.7229568362236023f, 1.0f};
+    __shared__ float levels[16];
+    if (threadIdx.x < 16) levels[threadIdx.x] = kNf4Levels[threadIdx.x];
+    __syncthreads();
     for (long i = long(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += long(gridDim.x) * blockDim.x) {
         const uint8_t byte = packed[i / 2];
         const uint8_t q = i % 2 == 0 ? byte >> 4 : byte & 0x0F;
         const long b = i / 64;
         const float am = absmax ? absmax[b] : __fadd_rn(__fmul_rn(code[qabsmax[b]], absmax2[b / 256]), offset);
         out[i] = __float2bfloat16(__fmul_rn(levels[q], am));
+    }
+}
+
+// The fused NF4 dequantise-and-multiply for products of few rows (decoding; bitsandbytes'
+// gemm_4bit_inference does the same): y[m, col0 + o] = sum_k x[m, k] * W[o, k] for m < N <= kNf4FusedRows,
+// W (out, in) read as NF4 straight from memory and never written out in bf16. One warp an output
+// row: each lane decodes 8 weights at a time (one 32-bit word of packed nibbles, all in one absmax
+// block as in % 8 == 0), rounds each to bf16 exactly as nf4_dequantize does, and accumulates in fp32;
+// the warp's partial sums are reduced with shuffles and rounded once to bf16.
+template <int MAXM>
+__global__ void nf4_matmul_k(bf16 *y, int ldy, int col0, const bf16 *x, int ldx, int N, int in, int out, const uint8_t *packed,
+                             const float *absmax, const uint8_t *qabsmax, const float *absmax2, float offset, const float *code) {
+    __shared__ float levels[16];
+    if (threadIdx.x < 16) levels[threadIdx.x] = kNf4Levels[threadIdx.x];
+    __syncthreads();
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int o = blockIdx.x * (blockDim.x / 32) + warp;
+    if (o >= out) return;
+    float acc[MAXM];
+#pragma unroll
+    for (int m = 0; m < MAXM; ++m) acc[m] = 0.0f;
+    const long row = long(o) * in;
+    for (int k = lane * 8; k < in; k += 32 * 8) {
+        const long i = row + k;  // a multiple of 8: its 8 weights share one block of 64
+        const long b = i / 64;
+        const float am = absmax ? absmax[b] : __fadd_rn(__fmul_rn(code[qabsmax[b]], absmax2[b / 256]), offset);
+        const uint32_t word = *reinterpret_cast<const uint32_t *>(packed + i / 2);
+        float w[8];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {  // byte j holds weights 2j (high nibble) and 2j + 1
+            const uint32_t byte = (word >> (8 * j)) & 0xFFu;
+            w[2 * j] = __bfloat162float(__float2bfloat16(__fmul_rn(levels[byte >> 4], am)));
+            w[2 * j + 1] = __bfloat162float(__float2bfloat16(__fmul_rn(levels[byte & 0x0F], am)));
+        }
+#pragma unroll
+        for (int m = 0; m < MAXM; ++m) {
+            if (m >= N) break;
+            const bf16 *xr = x + long(m) * ldx + k;
+#pragma unroll
+            for (int j = 0; j < 8; ++j) acc[m] = fmaf(__bfloat162float(xr[j]), w[j], acc[m]);
+        }
+    }
+#pragma unroll
+    for (int m = 0; m < MAXM; ++m) {
+        if (m >= N) break;
+        float v = acc[m];
+        for (int s = 16; s > 0; s /= 2) v += __shfl_xor_sync(0xFFFFFFFFu, v, s);
+        if (lane == 0) y[long(m) * ldy + col0 + o] = __float2bfloat16(v);
     }
 }
 
@@ -443,6 +497,17 @@ void nf4_dequantize(bf16 *out, const uint8_t *packed, const float *absmax, const
     if (n == 0) return;
     nf4_dequantize_k<<<grid_for(n, 256), 256, 0, st>>>(out, packed, absmax, qabsmax, absmax2, offset, code, n);
     LIMA_CUDA_LAUNCHED("nf4_dequantize");
+}
+
+void nf4_matmul(bf16 *y, int ldy, int col0, const bf16 *x, int ldx, long N, int in, int out, const uint8_t *packed,
+                const float *absmax, const uint8_t *qabsmax, const float *absmax2, float offset, const float *code, cudaStream_t st) {
+    LIMA_REQUIRE(N <= kNf4FusedRows && in % 8 == 0, LIMA_ERR_INTERNAL, "nf4_matmul: ", N, " rows (at most ", kNf4FusedRows,
+                 ") of ", in, " columns (a multiple of 8)");
+    if (N == 0 || out == 0) return;
+    const int warps = 8;
+    nf4_matmul_k<kNf4FusedRows><<<unsigned((out + warps - 1) / warps), 32 * warps, 0, st>>>(
+        y, ldy, col0, x, ldx, int(N), in, out, packed, absmax, qabsmax, absmax2, offset, code);
+    LIMA_CUDA_LAUNCHED("nf4_matmul");
 }
 
 void token_rows_grad_emb(float *g, const float *dres, const int32_t *tokens, long N, int d, const int32_t *ids, int k, cudaStream_t st) {

@@ -37,6 +37,13 @@ void residual_add(float *out, const float *res, const bf16 *y, long n, cudaStrea
 // code[qabsmax] * absmax2[block / 256] + offset), the CPU's nf4_dequantize rounded once to bf16.
 void nf4_dequantize(bf16 *out, const uint8_t *packed, const float *absmax, const uint8_t *qabsmax, const float *absmax2, float offset,
                     const float *code, long n, cudaStream_t st);
+// y[m, col0 + o] (row stride ldy) = sum_k x[m, k] (row stride ldx) * W[o, k] with W (out, in) in NF4
+// as nf4_dequantize reads it: the fused dequantise-and-multiply for N <= kNf4FusedRows rows (decoding),
+// in % 8 == 0. Each weight is rounded to bf16 as nf4_dequantize rounds it, so the result equals the
+// dequantised product up to the order of the fp32 sum.
+constexpr int kNf4FusedRows = 8;
+void nf4_matmul(bf16 *y, int ldy, int col0, const bf16 *x, int ldx, long N, int in, int out, const uint8_t *packed,
+                const float *absmax, const uint8_t *qabsmax, const float *absmax2, float offset, const float *code, cudaStream_t st);
 void dropout_copy(bf16 *out, const bf16 *in, long n, float p, const DropoutKey &key, int layer, int site, cudaStream_t st);
 void add_cols(bf16 *out, int ld, int col0, const bf16 *t, long N, int n, float scale, cudaStream_t st);
 void gather_cols(bf16 *t, const bf16 *src, int ld, int col0, long N, int n, float scale, cudaStream_t st);

@@ -225,3 +225,38 @@ TEST_F(CudaGenerate, ACacheThatCannotFitIsRefusedWithTheFigures) {
 }
 
 }  // namespace
+
+// QLoRA's base decoding on the device: prompts of up to kNf4FusedRows tokens and every decoding step
+// run the fused NF4 product (no layer dequantised), a longer prompt the dequantised cuBLASLt path;
+// both follow the CPU's forward over the same NF4 weights, step after step, for one row and three.
+TEST_F(CudaGenerate, QloraDecodingReadsNf4AsTheCpuDequantisesIt) {
+    const int V = gen_config().vocab_size;
+    ModelPtr m = gpu_model(17);
+    ASSERT_TRUE(m);
+    LIMA_OK_OR_FAIL(lima_model_quantize_nf4(m.get(), 1));
+    const lima_sampling s = greedy();
+    for (const int prompt : {5, 40}) {
+        SCOPED_TRACE("prompt " + std::to_string(prompt));
+        for (const int R : {1, 3}) {
+            GenPtr g = make_gen(m.get(), R, 64);
+            std::vector<std::vector<int32_t>> seqs;
+            std::vector<int32_t> flat, lens;
+            for (int r = 0; r < R; ++r) {
+                seqs.push_back(random_tokens(prompt + r, V, 40 + uint32_t(r)));
+                flat.insert(flat.end(), seqs.back().begin(), seqs.back().end());
+                lens.push_back(int32_t(seqs.back().size()));
+            }
+            LIMA_OK_OR_FAIL(lima_generator_start(g.get(), R, flat.data(), lens.data(), nullptr));
+            for (int step = 0; step < 6; ++step) {
+                const auto cached = gen_logits(g.get(), R, V);
+                for (int r = 0; r < R; ++r) {
+                    const std::vector<float> row(cached.begin() + size_t(r) * V, cached.begin() + size_t(r + 1) * V);
+                    EXPECT_LT(rel_max_err(row, full_logits(m.get(), seqs[size_t(r)], V)), 3e-2) << "row " << r << " step " << step;
+                }
+                std::vector<int32_t> out(static_cast<size_t>(R), -2);
+                LIMA_OK_OR_FAIL(lima_generator_step(g.get(), &s, nullptr, out.data()));
+                for (int r = 0; r < R; ++r) seqs[size_t(r)].push_back(out[size_t(r)]);
+            }
+        }
+    }
+}

@@ -329,3 +329,42 @@ TEST(CudaKernels, Nf4DequantiseEqualsTheCpuRoundedToBf16) {
             EXPECT_EQ(down16(out.p, size_t(n)), round_bf16(ref)) << "n " << n << " double quant " << dq;
         }
 }
+
+// The fused NF4 dequantise-and-multiply (decoding's QLoRA products) against the product of the
+// CPU's dequantised weights rounded to bf16, summed in double: rows 1 to kNf4FusedRows, plain and
+// double-quantised absmax, a row length that is not a multiple of the block (blocks straddle rows),
+// written at a column offset of a wider output whose other columns stay untouched.
+TEST(CudaKernels, Nf4FusedProductEqualsTheDequantisedProduct) {
+    NEED_GPU();
+    const int in = 200, out = 37, ldy = 50, col0 = 9;
+    const auto w = randn(size_t(in) * out, 61, 0.4f);
+    for (const bool dq : {false, true}) {
+        const cpu::Nf4Tensor t = cpu::nf4_quantize(w.data(), int64_t(w.size()), dq);
+        std::vector<float> deq(w.size());
+        cpu::nf4_dequantize(t, deq.data(), 0, int64_t(w.size()));
+        deq = round_bf16(deq);
+        std::unique_ptr<Dev<uint8_t>> packed(up(t.packed)), qabs(up(t.qabsmax));
+        std::unique_ptr<Dev<float>> absmax(up(t.absmax)), absmax2(up(t.absmax2)), code(up(cpu::dynamic_code()));
+        for (const int N : {1, 3, cuda::kNf4FusedRows}) {
+            const auto x = round_bf16(randn(size_t(N) * in, 62 + uint32_t(N)));
+            auto dx = up16(x);
+            auto dy = up16(std::vector<float>(size_t(N) * ldy, 7.0f));
+            cuda::nf4_matmul(dy->p, ldy, col0, dx->p, in, N, in, out, packed->p, dq ? nullptr : absmax->p, qabs->p, absmax2->p,
+                             t.offset, code->p, 0);
+            const auto got = down16(dy->p, size_t(N) * ldy);
+            std::vector<float> mine, want;
+            for (int m = 0; m < N; ++m)
+                for (int c = 0; c < ldy; ++c) {
+                    if (c < col0 || c >= col0 + out) {
+                        EXPECT_EQ(got[size_t(m) * ldy + c], 7.0f) << "column " << c << " outside the product was written";
+                        continue;
+                    }
+                    double s = 0.0;
+                    for (int k = 0; k < in; ++k) s += double(x[size_t(m) * in + k]) * deq[size_t(c - col0) * in + k];
+                    mine.push_back(got[size_t(m) * ldy + c]);
+                    want.push_back(float(s));
+                }
+            EXPECT_LT(rel_err(mine, want), 4e-3) << "rows " << N << " double quant " << dq;  // one bf16 rounding
+        }
+    }
+}
