@@ -12,7 +12,9 @@
 # (a) and (b), liblima-cuda against HF generate (dynamic and static cache), with the GPU's measured
 # copy bandwidth for the batch-1 limit (every weight read once per token).
 # Logs and JSON lines go to ${OUT:-build-gpu/out}; tables are printed last.
-# usage: bash ci/bench-gpu.sh [tests|bench|generate|all]   (default all)
+# dp: two CUDA ranks over NCCL (two processes sharing the GPU, each its own NCCL_HOSTID) against one
+# rank at ZeRO stages 0, 1 and 2 (lima_dp_check), part of tests.
+# usage: bash ci/bench-gpu.sh [tests|dp|bench|generate|all]   (default all)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
@@ -28,7 +30,7 @@ if [ -d .gpudeps/usr ]; then
   extra=(-DCMAKE_PREFIX_PATH="$deps" -DLIMA_OPENBLAS_DIR="$deps/lib/x86_64-linux-gnu/openblas-openmp")
   export LD_LIBRARY_PATH="$deps/lib/x86_64-linux-gnu/openblas-openmp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
-if ! [ -x build-gpu/cpp/lima_cuda_tests ]; then
+if ! [ -x build-gpu/cpp/lima_cuda_tests ] || ! [ -x build-gpu/cpp/lima_dp_check ]; then
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DLIMA_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
         -DLIMA_BUILD_TESTS=ON -DLIMA_BUILD_BENCH=ON "${extra[@]}" > "$out/cmake.log" 2>&1 || { tail -30 "$out/cmake.log"; exit 1; }
   cmake --build build-gpu -j"$(nproc)" > "$out/build.log" 2>&1 || { grep -E "error" -A3 "$out/build.log" | head -60; exit 1; }
@@ -36,6 +38,10 @@ fi
 status=0
 if [ "$what" = all ] || [ "$what" = tests ]; then
   ./build-gpu/cpp/lima_cuda_tests 2>&1 | tee "$out/gpu-tests.log" | grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|rel|error|Expected|Which|actual|tensor|step|hd" | head -80
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+fi
+if [ "$what" = all ] || [ "$what" = tests ] || [ "$what" = dp ]; then
+  timeout 300 ./build-gpu/cpp/lima_dp_check 4 2>&1 | tee "$out/dp-check.log" | tail -20
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 fi
 run() { echo "$*" >&2; timeout 300 "$@" 2>>"$out/bench.err" | tail -1 | sed "s/^{/{\"case\": \"$case\", /" | tee -a "$jsonl"; }

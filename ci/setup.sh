@@ -25,6 +25,13 @@ if [ -n "$nvcc_bin" ] && [ ! -f "$(dirname "$(readlink -f "$nvcc_bin")")/../incl
   python3 -m pip install -q nvidia-cublas || echo "ci/setup.sh: pip install nvidia-cublas failed: the CUDA plugin will not be built" >&2
 fi
 
+# NCCL's header for the CUDA plugin (it opens libnccl with dlopen at run time) where the system has none.
+if [ -n "$nvcc_bin" ] && [ ! -f /usr/include/nccl.h ] &&
+   ! python3 -c 'import nvidia, os, sys; sys.exit(0 if any(os.path.exists(p + "/nccl/include/nccl.h") for p in nvidia.__path__) else 1)' 2>/dev/null; then
+  echo "ci/setup.sh: installing the nvidia-nccl-cu13 wheel (nccl.h for the CUDA plugin)"
+  python3 -m pip install -q nvidia-nccl-cu13 || echo "ci/setup.sh: pip install nvidia-nccl-cu13 failed: the CUDA plugin will not be built" >&2
+fi
+
 # torch, transformers and PEFT (CPU, from the machine's package index) for the Java test that loads a
 # limactl LoRA adapter in PEFT itself; that test skips, saying so, where they cannot be installed.
 if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import torch, transformers, peft' >/dev/null 2>&1; then

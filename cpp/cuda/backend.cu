@@ -13,6 +13,7 @@
 
 #include "../src/cpu/rope.hpp"
 #include "context.cuh"
+#include "nccl.cuh"
 
 namespace lima::cuda {
 
@@ -831,13 +832,15 @@ LIMA_EXPORT int lima_cuda_plugin_state(void *ctx, float *m1, float *m2, float *g
             return;
         }
         const cudaMemcpyKind k = to_device ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost;
-        auto mv = [&](float *h, float *dv) {
-            if (!h) return;
-            LIMA_CUDA_CHECK(to_device ? cudaMemcpy(dv, h, bytes, k) : cudaMemcpy(h, dv, bytes, k));
+        // a ZeRO shard's moments are the shard's only
+        const size_t mbytes = c.dp && c.zero >= 1 ? size_t(c.sh_end - c.sh_begin) * 4 : bytes;
+        auto mv = [&](float *h, float *dv, size_t n) {
+            if (!h || n == 0) return;
+            LIMA_CUDA_CHECK(to_device ? cudaMemcpy(dv, h, n, k) : cudaMemcpy(h, dv, n, k));
         };
-        mv(m1, adapter ? c.ad->m1.p : c.m1.p);
-        mv(m2, adapter ? c.ad->m2.p : c.m2.p);
-        mv(grads, adapter ? c.ad->grads.p : c.grads.p);
+        mv(m1, adapter ? c.ad->m1.p : c.m1.p, mbytes);
+        mv(m2, adapter ? c.ad->m2.p : c.m2.p, mbytes);
+        mv(grads, adapter ? c.ad->grads.p : c.grads.p, bytes);
     });
 }
 
@@ -908,8 +911,20 @@ LIMA_EXPORT int lima_cuda_plugin_step(void *ctx, const lima_cuda_adam_args *a, d
         const AdamChunk *chunks = ad ? ad->dchunks.p : c.dchunks.p;
         const int nchunks = int(ad ? ad->chunks.size() : c.chunks.size());
         const int64_t total = ad ? ad->total : c.total;
+        // data parallel: the gradient summed over the ranks (stage 2: each rank's shard of the sum,
+        // in place at its block), then the norm of the global gradient
+        const bool sharded = c.dp && c.zero >= 1;
+        if (c.dp && c.zero == 2)
+            c.dp->reduce_scatter(g, c.sh_len, c.st, "reduce-scatter of the gradient");
+        else if (c.dp)
+            c.dp->allreduce(g, total, ncclFloat32, c.st, "all-reduce of the gradient");
         LIMA_CUDA_CHECK(cudaMemsetAsync(c.dsum.p, 0, sizeof(double), c.st));
-        sum_squares(c.dsum.p, g, long(total), c.st);
+        if (c.dp && c.zero == 2) {
+            sum_squares(c.dsum.p, g + c.sh_begin, long(c.sh_end - c.sh_begin), c.st);
+            c.dp->allreduce(c.dsum.p, 1, ncclFloat64, c.st, "all-reduce of the gradient norm");
+        } else {
+            sum_squares(c.dsum.p, g, long(total), c.st);
+        }
         double ss = 0.0;
         LIMA_CUDA_CHECK(cudaMemcpyAsync(&ss, c.dsum.p, sizeof(double), cudaMemcpyDeviceToHost, c.st));
         LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
@@ -920,12 +935,102 @@ LIMA_EXPORT int lima_cuda_plugin_step(void *ctx, const lima_cuda_adam_args *a, d
         *clipped = a->grad_clip > 0 && *grad_norm > a->grad_clip;
         const double bc1 = 1.0 - std::pow(double(a->beta1), double(a->t));
         const double bc2 = 1.0 - std::pow(double(a->beta2), double(a->t));
-        const AdamArgs aa{a->lr, a->beta1, a->beta2, a->eps, a->weight_decay, float(double(a->lr) / bc1),
-                          float(std::sqrt(bc2)), c.dscale.p};
-        adamw_update(p32, p16, m1, m2, g, chunks, nchunks, aa, c.st);
+        AdamArgs aa{a->lr, a->beta1, a->beta2, a->eps, a->weight_decay, float(double(a->lr) / bc1),
+                    float(std::sqrt(bc2)), c.dscale.p};
+        if (sharded) {  // this rank's shard, then every rank gets every shard's new weights
+            aa.state_base = c.sh_begin;
+            adamw_update(p32, p16, m1, m2, g, c.sh_dchunks.p, int(c.sh_chunks.size()), aa, c.st);
+            c.dp->allgather(p32, c.sh_len, ncclFloat32, c.st, "all-gather of the updated fp32 weights");
+            c.dp->allgather(p16, c.sh_len, ncclBfloat16, c.st, "all-gather of the updated bf16 weights");
+        } else {
+            adamw_update(p32, p16, m1, m2, g, chunks, nchunks, aa, c.st);
+        }
         LIMA_CUDA_CHECK(cudaMemsetAsync(g, 0, size_t(total) * 4, c.st));
         if (ad) sync_token_rows(c);  // the model's rows at the trainable tokens follow the adapter's
         LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
+    });
+}
+
+namespace {
+
+// Grows a device buffer to n elements, keeping its first `keep` and zeroing the rest.
+template <typename T>
+void grow(DevBuf<T> &b, size_t n, int64_t keep, const char *what) {
+    if (b.n >= n) return;
+    DevBuf<T> nb;
+    nb.alloc(n, what);
+    LIMA_CUDA_CHECK(cudaMemset(nb.p, 0, n * sizeof(T)));
+    if (keep > 0) LIMA_CUDA_CHECK(cudaMemcpy(nb.p, b.p, size_t(keep) * sizeof(T), cudaMemcpyDeviceToDevice));
+    b = std::move(nb);
+}
+
+}  // namespace
+
+// Makes the trainer data parallel over an NCCL communicator (nccl.cu) at ZeRO stage 0, 1 or 2:
+// stage 0 all-reduces the gradient before the step; 1 also keeps the AdamW moments of this rank's
+// shard only, updates that shard and all-gathers the updated weights; 2 reduce-scatters the gradient
+// instead of all-reducing it. The weights (and at stage 2 the gradient) are padded to a multiple of
+// the world size, so each collective runs in place. comm NULL: the trainer is gone (its state is freed).
+LIMA_EXPORT int lima_cuda_plugin_set_comm(void *ctx, void *comm, int32_t stage, char *err, int32_t errcap) {
+    return guard(err, errcap, [&] {
+        Ctx &c = *static_cast<Ctx *>(ctx);
+        LIMA_CUDA_CHECK(cudaSetDevice(c.device));
+        if (!comm) {  // the trainer is gone: so are its sharded state and its communicator (the next trainer starts afresh)
+            if (!c.dp) return;
+            LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
+            c.dp = nullptr;
+            c.zero = 0;
+            c.sh_chunks.clear();
+            c.sh_dchunks.release();
+            if (c.ad) {
+                c.ad->train = false;
+                for (DevBuf<float> *b : {&c.ad->grads, &c.ad->m1, &c.ad->m2}) b->release();
+            } else {
+                c.train = false;
+                for (DevBuf<float> *b : {&c.grads, &c.m1, &c.m2}) b->release();
+            }
+            return;
+        }
+        LIMA_REQUIRE(trains(c), LIMA_ERR_STATE, "CUDA backend: set_comm without a trainer");
+        LIMA_REQUIRE(!c.dp, LIMA_ERR_STATE, "CUDA backend: the trainer already has a communicator");
+        LIMA_REQUIRE(!c.off, LIMA_ERR_UNSUPPORTED, "CUDA backend: offload is for one device; data parallel ranks shard the"
+                     " optimiser state with ZeRO instead");
+        LIMA_REQUIRE(stage >= 0 && stage <= 2, LIMA_ERR_UNSUPPORTED, "CUDA backend: ZeRO stage ", stage, " is not built for CUDA"
+                     " devices (stages 0, 1 and 2 are; stage 3, the weights sharded too, runs on CPU ranks only)");
+        NcclComm *dp = static_cast<NcclComm *>(comm);
+        LIMA_REQUIRE(dp && dp->device == c.device, LIMA_ERR_INVALID_ARGUMENT, "CUDA backend: the NCCL communicator is on device ",
+                     dp ? dp->device : -1, ", the model on device ", c.device);
+        LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
+        DevAdapter *ad = c.ad.get();
+        const int64_t total = ad ? ad->total : c.total;
+        const int64_t W = dp->world;
+        c.sh_len = (total + W - 1) / W;
+        c.sh_begin = std::min<int64_t>(total, dp->rank * c.sh_len);
+        c.sh_end = std::min<int64_t>(total, c.sh_begin + c.sh_len);
+        if (stage >= 1) {
+            const size_t padded = size_t(c.sh_len * W);
+            grow(ad ? ad->a32 : c.p32, padded, total, "fp32 weights (padded for ZeRO)");
+            grow(ad ? ad->a16 : c.p16, padded, total, "bf16 weights (padded for ZeRO)");
+            if (stage == 2) grow(ad ? ad->grads : c.grads, padded, total, "gradients (padded for ZeRO)");
+            const int64_t n = c.sh_end - c.sh_begin;
+            for (DevBuf<float> *m : {ad ? &ad->m1 : &c.m1, ad ? &ad->m2 : &c.m2}) {  // the moments of the shard only
+                DevBuf<float> mine;
+                mine.alloc(size_t(n), "AdamW moments (ZeRO shard)");
+                if (n > 0) LIMA_CUDA_CHECK(cudaMemcpy(mine.p, m->p + c.sh_begin, size_t(n) * 4, cudaMemcpyDeviceToDevice));
+                *m = std::move(mine);
+            }
+            c.sh_chunks.clear();
+            for (const AdamChunk &ch : ad ? ad->chunks : c.chunks) {
+                const int64_t b = std::max<int64_t>(ch.start, c.sh_begin), e = std::min<int64_t>(ch.start + ch.len, c.sh_end);
+                if (b < e) c.sh_chunks.push_back({b, int32_t(e - b), ch.decay});
+            }
+            c.sh_dchunks.alloc(c.sh_chunks.size(), "optimiser table (ZeRO shard)");
+            if (!c.sh_chunks.empty())
+                LIMA_CUDA_CHECK(cudaMemcpy(c.sh_dchunks.p, c.sh_chunks.data(), c.sh_chunks.size() * sizeof(AdamChunk),
+                                           cudaMemcpyHostToDevice));
+        }
+        c.dp = dp;
+        c.zero = stage;
     });
 }
 

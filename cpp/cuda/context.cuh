@@ -14,6 +14,8 @@
 
 namespace lima::cuda {
 
+struct NcclComm;
+
 // One layer's buffers for N tokens: a LayerActs set in training, the generator's scratch in decoding.
 struct LayerBufs {
     bf16 *xn1, *qkv, *att, *xn2, *gu, *h;  // (N, d|ld|qd|d|2F|F)
@@ -149,6 +151,16 @@ struct Ctx {
     std::vector<std::pair<int64_t, int64_t>> units;
     std::unique_ptr<Offload> off;
     std::unique_ptr<DevAdapter> ad;
+    // Data parallelism (lima_cuda_plugin_set_comm): gradients summed over the ranks of dp; with zero
+    // >= 1 the AdamW moments (m1, m2) hold this rank's shard [sh_begin, sh_end) of the trained flat
+    // buffer only, which is padded to a multiple of the world size (sh_len elements a rank) so that
+    // the reduce-scatter of the gradient (stage 2) and the all-gather of the updated weights run in
+    // place; sh_chunks are the AdamW work items of the shard.
+    NcclComm *dp = nullptr;
+    int zero = 0;
+    int64_t sh_begin = 0, sh_end = 0, sh_len = 0;
+    std::vector<AdamChunk> sh_chunks;
+    DevBuf<AdamChunk> sh_dchunks;
     // QLoRA: every layer's projections in NF4 ((layer * 7 + target)); empty when they are in p16.
     // nf4_w holds one layer's, dequantised: [q|k|v] (ld, d), o (d, qd), [gate|up] (2F, d), down (d, F).
     std::vector<DevNf4> nf4;

@@ -374,12 +374,12 @@ __global__ void adamw_update_k(float *p32, bf16 *p16, float *m, float *v, const 
     const float gs = *a.grad_scale;
     const float shrink = c.decay ? 1.0f - a.lr * a.weight_decay : 1.0f;
     for (int j = threadIdx.x; j < c.len; j += blockDim.x) {
-        const long i = c.start + j;
+        const long i = c.start + j, s = i - a.state_base;
         const float gi = g[i] * gs;
-        const float mi = a.beta1 * m[i] + (1.0f - a.beta1) * gi;
-        const float vi = a.beta2 * v[i] + (1.0f - a.beta2) * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
+        const float mi = a.beta1 * m[s] + (1.0f - a.beta1) * gi;
+        const float vi = a.beta2 * v[s] + (1.0f - a.beta2) * gi * gi;
+        m[s] = mi;
+        v[s] = vi;
         const float denom = sqrtf(vi) / a.bc2_sqrt + a.eps;
         const float pi = p32[i] * shrink - a.step_size * mi / denom;
         p32[i] = pi;

@@ -92,6 +92,8 @@ struct AdamChunk {
 struct AdamArgs {
     float lr, beta1, beta2, eps, weight_decay, step_size, bc2_sqrt;
     const float *grad_scale;  // device scalar (clipping factor)
+    // element i's moments are m[i - state_base], v[i - state_base] (a ZeRO shard's start at the shard)
+    int64_t state_base = 0;
 };
 void adamw_update(float *p32, bf16 *p16, float *m, float *v, const float *g, const AdamChunk *chunks, int num_chunks,
                   const AdamArgs &a, cudaStream_t st);

@@ -497,6 +497,30 @@ int lima_comm_create(const char *backend, int32_t rank, int32_t world, const cha
     });
 }
 
+int lima_comm_nccl_unique_id(uint8_t *out, int32_t cap) {
+    return guarded([&] {
+        need(out, "lima_comm_nccl_unique_id", "out");
+        LIMA_REQUIRE(cap >= 128, LIMA_ERR_INVALID_ARGUMENT, "lima_comm_nccl_unique_id: out needs 128 bytes, cap is ", cap);
+        const std::vector<uint8_t> id = lima::nccl_unique_id();
+        std::copy(id.begin(), id.end(), out);
+    });
+}
+
+int lima_comm_create_nccl(int32_t rank, int32_t world, const uint8_t *unique_id, int32_t id_len, const char *device, int32_t timeout_ms,
+                          lima_comm **out) {
+    return guarded([&] {
+        need(unique_id, "lima_comm_create_nccl", "unique_id");
+        need(device, "lima_comm_create_nccl", "device");
+        need(out, "lima_comm_create_nccl", "out");
+        const int dev = lima::parse_device(device);
+        LIMA_REQUIRE(dev >= 0, LIMA_ERR_INVALID_ARGUMENT, "lima_comm_create_nccl: device \"", device, "\" is not a CUDA device"
+                     " (NCCL is for CUDA ranks; CPU ranks use lima_comm_create with \"gloo\")");
+        auto c = std::make_unique<lima_comm>();
+        c->c = std::make_unique<lima::Comm>(rank, world, unique_id, id_len, dev, timeout_ms);
+        *out = c.release();
+    });
+}
+
 void lima_comm_free(lima_comm *c) { delete c; }
 
 int lima_comm_plugin_select(const char *backend, const char *path) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common.hpp"
+#include "cuda_plugin.hpp"
 #include "plugins.hpp"
 
 namespace lima {
@@ -69,8 +70,8 @@ void run(const Comm &c, const char *what, F f, A... args) {
     char err[1024] = {0};
     const int st = f(args..., err, int32_t(sizeof err));
     if (st == LIMA_OK) return;
-    // Gloo names the operation, not the peer: say what a timeout means for the job
-    const bool timed_out = std::strstr(err, "Timed out") != nullptr || std::strstr(err, "timed out") != nullptr;
+    // Gloo names the operation, not the peer: say what a timeout means for the job (NCCL's message says it)
+    const bool timed_out = c.backend == "gloo" && (std::strstr(err, "Timed out") != nullptr || std::strstr(err, "timed out") != nullptr);
     fail(st, "communicator (", c.backend, ", rank ", c.rank, " of ", c.world, "): ", what, ": ", err,
          timed_out ? " (another rank stopped answering within distributed.timeout_s: hung, suspended or gone; its launcher or"
                      " cluster agent names it)"
@@ -87,6 +88,28 @@ Comm::Comm(const std::string &b, int r, int w, const std::string &rendezvous, in
     char err[1024] = {0};
     const int st = api->create(r, w, rendezvous.c_str(), timeout_ms, &handle, err, int32_t(sizeof err));
     if (st != LIMA_OK) fail(st, "communicator (", b, ", rank ", r, " of ", w, "): ", err);
+}
+
+Comm::Comm(int r, int w, const uint8_t *unique_id, int id_len, int dev, int timeout_ms) : rank(r), world(w), backend("nccl"), device(dev) {
+    LIMA_REQUIRE(w >= 1 && r >= 0 && r < w, LIMA_ERR_INVALID_ARGUMENT, "lima_comm_create_nccl: rank ", r, " must be in [0, world) with"
+                 " world ", w, " >= 1");
+    LIMA_REQUIRE(timeout_ms > 0, LIMA_ERR_INVALID_ARGUMENT, "lima_comm_create_nccl: timeout_ms must be > 0, got ", timeout_ms);
+    LIMA_REQUIRE(unique_id && id_len == 128, LIMA_ERR_INVALID_ARGUMENT, "lima_comm_create_nccl: the NCCL unique id has 128 bytes,"
+                 " got ", unique_id ? id_len : 0);
+    try {
+        api = &cuda_comm_api();
+    } catch (const Error &e) {
+        fail(e.code, "distributed training on CUDA devices needs liblima's CUDA plugin: ", e.what());
+    }
+    char err[2048] = {0};
+    const int st = cuda_api().comm_create(r, w, unique_id, id_len, dev, timeout_ms, &handle, err, int32_t(sizeof err));
+    if (st != LIMA_OK) fail(st, "communicator (nccl, rank ", r, " of ", w, ", cuda:", dev, "): ", err);
+}
+
+std::vector<uint8_t> nccl_unique_id() {
+    std::vector<uint8_t> id(128);
+    cuda_run(cuda_api().nccl_unique_id, id.data(), int32_t(id.size()));
+    return id;
 }
 
 Comm::~Comm() {

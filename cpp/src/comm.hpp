@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "comm_plugin.hpp"
 
@@ -20,6 +21,10 @@ struct Comm {
     int trainers = 0;  // trainers using it (it must outlive them)
 
     Comm(const std::string &backend, int rank, int world, const std::string &rendezvous, int timeout_ms);
+    // An NCCL communicator (backend "nccl", in the CUDA plugin) on CUDA device `device`, from the unique
+    // id rank 0 made (nccl_unique_id) and every rank received; its collectives take host buffers too.
+    Comm(int rank, int world, const uint8_t *unique_id, int id_len, int device, int timeout_ms);
+    int device = -1;  // nccl: the CUDA device
     ~Comm();
     Comm(const Comm &) = delete;
     Comm &operator=(const Comm &) = delete;
@@ -33,6 +38,9 @@ struct Comm {
     void broadcast(float *data, int64_t n, int root);
     void barrier();
 };
+
+// A new NCCL unique id (128 bytes) from the CUDA plugin's NCCL.
+std::vector<uint8_t> nccl_unique_id();
 
 // ZeRO sharding of a flat buffer of `total` elements over `world` ranks: padded to a multiple of
 // the world size, rank r owns [r * shard, (r + 1) * shard) of the padded buffer.

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "comm_plugin.hpp"
 #include "common.hpp"
 #include "cuda_plugin.hpp"
 #include "plugins.hpp"
@@ -27,6 +28,7 @@ std::mutex g_mu;
 bool g_searched = false;
 void *g_handle = nullptr;
 std::string g_path, g_error;
+CommApi g_comm_api{};
 
 // Tries the files in order; returns the index of the one loaded, or -1 with each failure in `why`.
 int try_load(const std::vector<std::string> &tries, std::string &why) {
@@ -94,9 +96,26 @@ const CudaApi &cuda_api() {
     a.plan = reinterpret_cast<lima_cuda_plan_fn>(sym("lima_cuda_plugin_plan"));
     a.adapter = reinterpret_cast<lima_cuda_adapter_fn>(sym("lima_cuda_plugin_adapter"));
     a.adapter_params = reinterpret_cast<lima_cuda_adapter_params_fn>(sym("lima_cuda_plugin_adapter_params"));
+    a.set_comm = reinterpret_cast<lima_cuda_set_comm_fn>(sym("lima_cuda_plugin_set_comm"));
+    a.nccl_unique_id = reinterpret_cast<lima_cuda_nccl_unique_id_fn>(sym("lima_cuda_nccl_unique_id"));
+    a.comm_create = reinterpret_cast<lima_cuda_comm_create_fn>(sym("lima_cuda_comm_create"));
+    CommApi &ca = g_comm_api;
+    ca.create = nullptr;
+    ca.free = reinterpret_cast<lima_comm_free_fn>(sym("lima_cuda_comm_free"));
+    ca.allreduce = reinterpret_cast<lima_comm_allreduce_fn>(sym("lima_cuda_comm_allreduce"));
+    ca.reduce_scatter = reinterpret_cast<lima_comm_reduce_scatter_fn>(sym("lima_cuda_comm_reduce_scatter"));
+    ca.allgather = reinterpret_cast<lima_comm_allgather_fn>(sym("lima_cuda_comm_allgather"));
+    ca.broadcast = reinterpret_cast<lima_comm_broadcast_fn>(sym("lima_cuda_comm_broadcast"));
+    ca.barrier = reinterpret_cast<lima_comm_barrier_fn>(sym("lima_cuda_comm_barrier"));
+    ca.abort = reinterpret_cast<lima_comm_abort_fn>(sym("lima_cuda_comm_abort"));
     api = a;
     ready.store(true, std::memory_order_release);
     return api;
+}
+
+const CommApi &cuda_comm_api() {
+    cuda_api();
+    return g_comm_api;
 }
 
 const char *cuda_plugin_path() {

@@ -13,7 +13,7 @@ extern "C" {
 // Where each tensor of one layer starts in the flat parameter buffer. q, k, v and gate, up must be
 // adjacent (they are in liblima's layout) so that each group is one matrix product.
 // The version of this contract (the structs and functions below): liblima refuses a plugin of another.
-#define LIMA_CUDA_PLUGIN_CONTRACT 4
+#define LIMA_CUDA_PLUGIN_CONTRACT 5
 typedef int (*lima_cuda_contract_fn)(void);
 
 // One projection stored in NF4 (cpu/nf4.hpp's Nf4Tensor): n weights, packed two a byte (high nibble
@@ -115,6 +115,16 @@ typedef int (*lima_cuda_adapter_fn)(void *ctx, const lima_cuda_adapter_desc *a, 
 // The adapter's fp32 parameters: to_device != 0 host -> device, else device -> host.
 typedef int (*lima_cuda_adapter_params_fn)(void *ctx, float *host, int32_t to_device, char *err, int32_t errcap);
 
+// Data parallelism across CUDA devices over NCCL (cuda/nccl.cu): comm is a communicator made by
+// lima_cuda_comm_create; stage 0, 1 or 2 (ZeRO). comm NULL: the trainer is gone, its state freed.
+typedef int (*lima_cuda_set_comm_fn)(void *ctx, void *comm, int32_t stage, char *err, int32_t errcap);
+// The NCCL side: a unique id (rank 0 makes it, every rank passes it to create), and a communicator
+// of `world` ranks on CUDA device `device`. Its collectives over host buffers have the signatures of
+// comm_plugin.hpp's (the Gloo plugin's), so liblima's Comm runs either.
+typedef int (*lima_cuda_nccl_unique_id_fn)(uint8_t *out, int32_t cap, char *err, int32_t errcap);
+typedef int (*lima_cuda_comm_create_fn)(int32_t rank, int32_t world, const uint8_t *unique_id, int32_t id_len, int32_t device,
+                                        int32_t timeout_ms, void **out, char *err, int32_t errcap);
+
 // Decoding on the device (the CUDA side of lima_generator): a bf16 KV cache of max_rows rows of
 // max_len tokens, next-token logits and sampling state kept on the device. Arguments are checked by
 // liblima (generate.cpp) before these calls.
@@ -153,10 +163,16 @@ struct CudaApi {
     lima_cuda_plan_fn plan;
     lima_cuda_adapter_fn adapter;
     lima_cuda_adapter_params_fn adapter_params;
+    lima_cuda_set_comm_fn set_comm;
+    lima_cuda_nccl_unique_id_fn nccl_unique_id;
+    lima_cuda_comm_create_fn comm_create;
 };
 
 // The loaded plugin's functions, or throws LIMA_ERR_UNSUPPORTED naming what is missing.
 const CudaApi &cuda_api();
+struct CommApi;
+// The NCCL communicator's collectives in the plugin (the "nccl" backend of comm.hpp); its create is unused.
+const CommApi &cuda_comm_api();
 const char *cuda_plugin_path();
 // "cuda (FILE)" when the plugin loads, else "cuda unavailable: REASON" (runs the default search).
 std::string cuda_backend_summary();

@@ -167,6 +167,13 @@ Trainer::~Trainer() {
         model->settle = nullptr;
         if (model->source == off.get()) model->source = nullptr;
     }
+    if (comm && model->cuda) {  // the device's sharded state goes with this trainer (the weights stay)
+        try {
+            cuda_sync_host(*model);
+            cuda_run(cuda_api().set_comm, model->cuda, static_cast<void *>(nullptr), int32_t(0));
+        } catch (const Error &) {  // a device that failed: nothing more to free
+        }
+    }
     --model->trainers;
     if (comm) --comm->trainers;
 }
@@ -179,8 +186,11 @@ void Trainer::set_comm(Comm *c, int stage) {
                  stage);
     LIMA_REQUIRE(!cfg.offload, LIMA_ERR_UNSUPPORTED, "lima_trainer_set_comm: offload is for one device; data parallel ranks"
                  " shard the optimiser state with ZeRO instead");
-    LIMA_REQUIRE(!model->cuda, LIMA_ERR_UNSUPPORTED, "lima_trainer_set_comm: data parallelism on CUDA devices needs the NCCL"
-                 " backend, which is not implemented yet; CPU ranks use gloo");
+    LIMA_REQUIRE(bool(model->cuda) == (c->backend == "nccl"), LIMA_ERR_UNSUPPORTED, "lima_trainer_set_comm: ",
+                 model->cuda ? cat("a CUDA trainer's ranks communicate over NCCL (lima_comm_create_nccl), not ", c->backend)
+                             : std::string("a CPU trainer's ranks communicate over gloo, not nccl"));
+    LIMA_REQUIRE(!model->cuda || stage < 3, LIMA_ERR_UNSUPPORTED, "lima_trainer_set_comm: ZeRO stage 3 (the weights sharded too)"
+                 " is not built for CUDA devices; stages 0, 1 and 2 are (stage 3 runs on CPU ranks)");
     LIMA_REQUIRE(stage < 3 || (!model->adapter && !model->nf4()), LIMA_ERR_UNSUPPORTED,
                  "lima_trainer_set_comm: ZeRO stage 3 shards the weights of full fine-tuning; an adapter's trainer (LoRA/QLoRA,"
                  " whose base is frozen) uses stage 0, 1 or 2");
@@ -219,6 +229,7 @@ void Trainer::set_comm(Comm *c, int stage) {
         LIMA_REQUIRE(failed == 0.0, LIMA_ERR_IO, "lima_trainer_set_comm: rank 0 could not read its checkpoint (its error is in its own log)");
         c->broadcast(out, int64_t(e - b), 0);
     };
+    cuda_sync_host(*model);  // the device's weights, if training changed them, are what rank 0 sends
     if (stage < 3) {  // every rank starts from rank 0's weights and optimiser position, as one model would
         if (model->adapter) {  // the bases are the same files everywhere: the adapter is what is sent
             c->broadcast(space_params().data(), int64_t(space_params().size()), 0);
@@ -232,6 +243,12 @@ void Trainer::set_comm(Comm *c, int stage) {
     comm = c;
     zero = stage;
     ++c->trainers;
+    if (model->cuda) {  // the device's copy becomes rank 0's; the plugin keeps the shards and runs the collectives
+        cuda_push(*model);
+        if (stage >= 1) owned = pieces(c->rank, c->world, false);
+        cuda_run(cuda_api().set_comm, model->cuda, c->handle, int32_t(stage));
+        return;
+    }
     if (stage == 0) return;
     owned = pieces(c->rank, c->world, stage == 3);
     if (allocated) {  // the moments of this rank's pieces only
@@ -546,8 +563,15 @@ void Trainer::save_state(const std::string &path) const {
     settle();
     if (zero >= 1) {  // this rank's shard of the moments; gradients only mid-step, whole
         LIMA_REQUIRE(micro == 0, LIMA_ERR_STATE, "lima_trainer_save_state: a sharded trainer saves between optimiser steps only");
-        const int64_t n = int64_t(m1.size());
-        std::vector<StWriteItem> items{{"exp_avg", {n}, m1.data()}, {"exp_avg_sq", {n}, m2.data()}};
+        const int64_t n = length(owned);
+        std::vector<float> dm1, dm2;  // a CUDA trainer's shard, copied out
+        if (model->cuda) {
+            dm1.resize(size_t(n));
+            dm2.resize(size_t(n));
+            cuda_run(cuda_api().state, model->cuda, dm1.data(), dm2.data(), static_cast<float *>(nullptr), 0);
+        }
+        std::vector<StWriteItem> items{{"exp_avg", {n}, model->cuda ? dm1.data() : m1.data()},
+                                       {"exp_avg_sq", {n}, model->cuda ? dm2.data() : m2.data()}};
         std::map<std::string, std::string> meta{{"format", "lima-adamw-shard-1"}, {"step", std::to_string(step)},
                                                 {"num_params", std::to_string(space().total)},
                                                 {"rank", std::to_string(comm->rank)}, {"world", std::to_string(comm->world)}};
@@ -588,7 +612,6 @@ void Trainer::save_state(const std::string &path) const {
 }
 
 void Trainer::load_state_shards(const std::vector<std::string> &paths) {
-    LIMA_REQUIRE(!model->cuda, LIMA_ERR_UNSUPPORTED, "lima_trainer_load_state_shards: CPU trainers only");
     LIMA_REQUIRE(!paths.empty(), LIMA_ERR_INVALID_ARGUMENT, "lima_trainer_load_state_shards: no files");
     ensure_state();
     settle();
@@ -640,7 +663,14 @@ void Trainer::load_state_shards(const std::vector<std::string> &paths) {
     }
     LIMA_REQUIRE(int64_t(seen.size()) == world, LIMA_ERR_FORMAT, "lima_trainer_load_state_shards: ", seen.size(), " shard(s) of a state",
                  " saved by ", world, " ranks; every rank's shard is needed");
-    if (zero >= 1) {
+    if (model->cuda) {  // the device's moments (its shard's), and no gradient
+        std::vector<float> g(space().total, 0.0f);
+        if (zero >= 1) {
+            a = extract(a, owned);
+            b = extract(b, owned);
+        }
+        cuda_run(cuda_api().state, model->cuda, a.data(), b.data(), g.data(), 1);
+    } else if (zero >= 1) {
         m1 = extract(a, owned);
         m2 = extract(b, owned);
     } else {
@@ -679,7 +709,7 @@ void Trainer::load_state(const std::string &path) {
                      units ? " ranks at ZeRO stage 3" : " ranks at ZeRO stage 1 or 2", "; this trainer is ",
                      zero >= 1 ? cat("rank ", comm->rank, " of ", comm->world, " at stage ", zero) : std::string("not sharded"),
                      " (lima_trainer_load_state_shards loads every rank's shards into any trainer)");
-        const int64_t n = int64_t(m1.size());
+        const int64_t n = length(owned);
         std::vector<float> a(static_cast<size_t>(n)), b(static_cast<size_t>(n));
         for (auto [name, dst] : {std::pair<const char *, float *>{"exp_avg", a.data()}, {"exp_avg_sq", b.data()}}) {
             auto e = f.tensors.find(name);
@@ -687,8 +717,13 @@ void Trainer::load_state(const std::string &path) {
                          " is missing or has the wrong size");
             st_read_f32(f, e->second, dst, n);
         }
-        m1.swap(a);
-        m2.swap(b);
+        if (model->cuda) {
+            std::vector<float> g(space().total, 0.0f);
+            cuda_run(cuda_api().state, model->cuda, a.data(), b.data(), g.data(), 1);
+        } else {
+            m1.swap(a);
+            m2.swap(b);
+        }
         std::fill(grads.begin(), grads.end(), 0.0f);
         step = number("step");
         micro = 0;
@@ -709,6 +744,11 @@ void Trainer::load_state(const std::string &path) {
         if (nmicro != 0) read("grad." + p.name, p, g.data() + p.offset);
     }
     if (model->cuda) {  // only now, so a failed load leaves the trainer as it was
+        if (zero >= 1) {  // a whole state (one rank's) loaded into a shard: its slice
+            LIMA_REQUIRE(nmicro == 0, LIMA_ERR_STATE, path, ": a mid-step state cannot be loaded into a sharded trainer");
+            a = extract(a, owned);
+            b = extract(b, owned);
+        }
         cuda_run(cuda_api().state, model->cuda, a.data(), b.data(), g.data(), 1);
     } else if (zero >= 1) {  // a whole state (one rank's) loaded into a shard: its slice
         LIMA_REQUIRE(nmicro == 0, LIMA_ERR_STATE, path, ": a mid-step state cannot be loaded into a sharded trainer");

@@ -924,3 +924,30 @@ TEST(Distributed, BadArgumentsAndStageThreeMisuse) {
     EXPECT_NE(msg.find(std::to_string(LIMA_ERR_INVALID_ARGUMENT) + "lima_trainer_set_comm: zero_stage must be 0, 1, 2 or 3"),
               std::string::npos) << msg;
 }
+
+// Whether this machine has an NVIDIA driver (then the CUDA side may really work).
+bool have_gpu_driver() { return access("/dev/nvidiactl", F_OK) == 0; }
+
+// NCCL is for CUDA ranks: a CPU device, a short id or buffer are refused by name; on a machine
+// without a GPU (the CUDA plugin absent, or present with no driver or device) creating one fails
+// with an error that names the CUDA side, never a crash.
+TEST(Distributed, NcclCommunicatorsAreRefusedClearlyWithoutACudaDevice) {
+    std::vector<uint8_t> id(128, 7);
+    lima_comm *c = nullptr;
+    EXPECT_LIMA_ERR(lima_comm_create_nccl(0, 1, id.data(), 128, "cpu", 1000, &c), LIMA_ERR_INVALID_ARGUMENT,
+                    "device \"cpu\" is not a CUDA device");
+    EXPECT_LIMA_ERR(lima_comm_create_nccl(0, 1, id.data(), 128, "tpu", 1000, &c), LIMA_ERR_INVALID_ARGUMENT, "tpu");
+    EXPECT_LIMA_ERR(lima_comm_create_nccl(0, 1, nullptr, 128, "cuda", 1000, &c), LIMA_ERR_INVALID_ARGUMENT, "unique_id is NULL");
+    EXPECT_LIMA_ERR(lima_comm_nccl_unique_id(id.data(), 16), LIMA_ERR_INVALID_ARGUMENT, "out needs 128 bytes");
+    if (have_gpu_driver()) GTEST_SKIP() << "a CUDA driver is present: the GPU tests cover NCCL";
+    EXPECT_LIMA_ERR(lima_comm_create_nccl(0, 1, id.data(), 16, "cuda", 1000, &c), LIMA_ERR_INVALID_ARGUMENT, "128 bytes, got 16");
+    EXPECT_LIMA_ERR(lima_comm_create_nccl(0, 2, id.data(), 128, "cuda", 0, &c), LIMA_ERR_INVALID_ARGUMENT, "timeout_ms must be > 0");
+    const int st = lima_comm_create_nccl(0, 1, id.data(), 128, "cuda:0", 1000, &c);
+    EXPECT_TRUE(st == LIMA_ERR_UNSUPPORTED || st == LIMA_ERR_INTERNAL) << st << " " << lima_last_error();
+    const std::string msg = lima_last_error();
+    EXPECT_TRUE(msg.find("CUDA") != std::string::npos) << msg;
+    EXPECT_EQ(c, nullptr);
+    const int st2 = lima_comm_nccl_unique_id(id.data(), 128);
+    EXPECT_NE(st2, LIMA_OK);
+    EXPECT_FALSE(std::string(lima_last_error()).empty());
+}

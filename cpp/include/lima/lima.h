@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 /* Bumped on every incompatible change of this header. */
-#define LIMA_ABI_VERSION 8
+#define LIMA_ABI_VERSION 9
 
 typedef enum lima_status {
     LIMA_OK = 0,
@@ -358,6 +358,17 @@ LIMA_API int lima_comm_barrier(lima_comm *c);
 /* Closes this rank's connections, so that peers blocked in a collective with it fail at once. */
 LIMA_API int lima_comm_abort(lima_comm *c);
 
+/* NCCL, for CUDA ranks (the CUDA plugin opens libnccl.so.2, or $LIMA_NCCL_LIBRARY, at run time):
+ * rank 0 makes a unique id (128 bytes into out) and sends it to every rank (through the host
+ * communicator every rank has joined); each rank then makes its communicator on CUDA device
+ * `device` ("cuda" or "cuda:N"). Its collectives are the functions above (over host buffers, staged
+ * through the device) plus those the CUDA trainer runs on device buffers; each waits at most
+ * timeout_ms, then aborts the communicator and fails (LIMA_ERR_IO). Without the CUDA plugin, a
+ * driver or NCCL: LIMA_ERR_UNSUPPORTED naming what is missing. */
+LIMA_API int lima_comm_nccl_unique_id(uint8_t *out, int32_t cap);
+LIMA_API int lima_comm_create_nccl(int32_t rank, int32_t world, const uint8_t *unique_id, int32_t id_len, const char *device,
+                                   int32_t timeout_ms, lima_comm **out);
+
 /* Makes a CPU trainer data parallel over c: every rank starts from rank 0's weights; each step's
  * gradient is summed over the ranks before the update (each rank passes the targets of the WHOLE
  * step, all ranks' micro-batches, to lima_trainer_forward_backward). zero_stage 0: replicated
@@ -374,14 +385,15 @@ LIMA_API int lima_comm_abort(lima_comm *c);
  * micro-batch), and lima_model_logits/lima_model_token_logprobs on the model are collective too. The
  * model's other functions (read_tensor, save, generate...) fail with LIMA_ERR_STATE until
  * lima_trainer_gather_params. Stage 3 needs full fine-tuning (no adapter) and the model's only
- * trainer; freeing the trainer leaves the model without weights. CUDA ranks (NCCL) are
- * LIMA_ERR_UNSUPPORTED for now. A sharded trainer saves and loads its own shard of the optimiser
+ * trainer; freeing the trainer leaves the model without weights. A CUDA trainer takes an NCCL
+ * communicator (lima_comm_create_nccl) at stage 0, 1 or 2, its collectives on the device on the
+ * communicator's own stream; stage 3 is LIMA_ERR_UNSUPPORTED on CUDA devices. A sharded trainer saves and loads its own shard of the optimiser
  * state (lima_trainer_save_state), or the slice of a whole state saved by one rank. */
 LIMA_API int lima_trainer_set_comm(lima_trainer *t, lima_comm *c, int32_t zero_stage);
 /* Loads the optimiser state that every rank of an earlier job saved (lima_trainer_save_state of a
  * sharded trainer, one file per rank, any number of ranks): the shards are assembled and this
  * trainer keeps what it holds (the whole state, or its own shard), so a job can resume with another
- * number of ranks. Checks that the files are every shard of one state of this model. CPU only. */
+ * number of ranks. Checks that the files are every shard of one state of this model. */
 LIMA_API int lima_trainer_load_state_shards(lima_trainer *t, const char *const *paths, int32_t n);
 /* The index, within the whole optimiser step, of the next micro-batch this rank runs (part of the
  * dropout key): ranks that share a step's micro-batches round-robin draw the masks one rank would. */

@@ -734,3 +734,90 @@ TEST_F(CudaModel, LoraAndQloraTrainAsTheCpuDoes) {
         EXPECT_LT(rel_err(back, base), 1e-6) << "removing the adapter gives the base back";
     }
 }
+
+// NCCL in-process with one rank (NCCL refuses two ranks of one process on one GPU; two processes
+// are ci/bench-gpu.sh dp's): the communicator's host collectives, then a CUDA trainer made data
+// parallel at ZeRO stage 0, 1 and 2 trains bit for bit as the same trainer without a communicator
+// (the all-reduce, reduce-scatter and all-gathers of one rank are copies, the shard is everything),
+// its sharded state saves and loads into a trainer without one, and stage 3 is refused by name.
+TEST_F(CudaModel, NcclRankOfOneTrainsAsNoCommunicatorAtStagesZeroToTwo) {
+    std::vector<uint8_t> id(128);
+    LIMA_OK_OR_FAIL(lima_comm_nccl_unique_id(id.data(), 128));
+    lima_comm *raw = nullptr;
+    LIMA_OK_OR_FAIL(lima_comm_create_nccl(0, 1, id.data(), 128, "cuda:0", 60000, &raw));
+    std::unique_ptr<lima_comm, void (*)(lima_comm *)> comm(raw, lima_comm_free);
+    std::vector<float> v{1.5f, -2.0f, 3.25f}, all(3, 0.0f);
+    LIMA_OK_OR_FAIL(lima_comm_allreduce_sum(raw, v.data(), 3));
+    EXPECT_EQ(v, (std::vector<float>{1.5f, -2.0f, 3.25f}));
+    LIMA_OK_OR_FAIL(lima_comm_allgather(raw, v.data(), 3, all.data()));
+    EXPECT_EQ(all, v);
+    LIMA_OK_OR_FAIL(lima_comm_broadcast(raw, v.data(), 3, 0));
+    LIMA_OK_OR_FAIL(lima_comm_barrier(raw));
+    EXPECT_EQ(lima_comm_broadcast(raw, v.data(), 3, 1), LIMA_ERR_INVALID_ARGUMENT);
+
+    const lima_model_config c = small_config();
+    std::vector<int32_t> tok, seg;
+    std::vector<uint8_t> mask;
+    packed_batch(tok, mask, seg, c.vocab_size, 31);
+    BatchPtr batch = make_batch(2, 200, tok, mask, seg);
+    lima_batch *bb = batch.get();
+    int64_t targets = 0;
+    LIMA_OK_OR_FAIL(lima_batch_num_targets(bb, &targets));
+    lima_train_config tc;
+    lima_train_config_init(&tc);
+    tc.resid_dropout = 0.2f;
+    tc.seed = 5;
+    auto train = [&](lima_trainer *t, int steps) {
+        std::vector<double> out;
+        for (int s = 0; s < steps; ++s) {
+            lima_fb_result r{};
+            lima_step_result st{};
+            EXPECT_EQ(lima_trainer_forward_backward(t, bb, targets, &r), LIMA_OK) << lima_last_error();
+            EXPECT_EQ(lima_trainer_step(t, 1e-3f, &st), LIMA_OK) << lima_last_error();
+            out.push_back(r.loss_sum);
+            out.push_back(st.grad_norm);
+        }
+        return out;
+    };
+    const std::string w = "model.layers.1.mlp.down_proj.weight";
+    const int64_t wn = int64_t(c.hidden_size) * c.intermediate_size;
+    for (const int stage : {0, 1, 2}) {
+        SCOPED_TRACE("stage " + std::to_string(stage));
+        lima_model *ma = nullptr, *mb = nullptr;
+        LIMA_OK_OR_FAIL(lima_model_create(&c, "cuda:0", 42, &ma));
+        LIMA_OK_OR_FAIL(lima_model_create(&c, "cuda:0", 42, &mb));
+        ModelPtr A(ma), B(mb);
+        lima_trainer *ta = nullptr, *tb = nullptr;
+        LIMA_OK_OR_FAIL(lima_trainer_create(ma, &tc, &ta));
+        LIMA_OK_OR_FAIL(lima_trainer_create(mb, &tc, &tb));
+        TrainerPtr TA(ta), TB(tb);
+        LIMA_OK_OR_FAIL(lima_trainer_set_comm(tb, raw, stage));
+        EXPECT_EQ(train(ta, 3), train(tb, 3));
+        std::vector<float> wa(static_cast<size_t>(wn)), wb(static_cast<size_t>(wn));
+        LIMA_OK_OR_FAIL(lima_model_read_tensor(ma, w.c_str(), wa.data(), wn));
+        LIMA_OK_OR_FAIL(lima_model_read_tensor(mb, w.c_str(), wb.data(), wn));
+        EXPECT_EQ(wa, wb);
+        // the sharded trainer's state (a shard file at stages 1-2) loads into a trainer without a communicator
+        const std::string dir = temp_dir("cuda-nccl-" + std::to_string(stage));
+        const std::string path = dir + "/state.safetensors";
+        LIMA_OK_OR_FAIL(lima_trainer_save_state(tb, path.c_str()));
+        LIMA_OK_OR_FAIL(lima_model_save(mb, (dir + "/ckpt").c_str(), LIMA_DTYPE_F32, 0));
+        lima_model *mc = nullptr;
+        LIMA_OK_OR_FAIL(lima_model_load((dir + "/ckpt").c_str(), "cuda:0", &mc));
+        ModelPtr C(mc);
+        lima_trainer *tcc = nullptr;
+        LIMA_OK_OR_FAIL(lima_trainer_create(mc, &tc, &tcc));
+        TrainerPtr TC(tcc);
+        const char *paths[1] = {path.c_str()};
+        LIMA_OK_OR_FAIL(stage == 0 ? lima_trainer_load_state(tcc, path.c_str()) : lima_trainer_load_state_shards(tcc, paths, 1));
+        EXPECT_EQ(train(tb, 2), train(tcc, 2));
+    }
+    lima_model *m3 = nullptr;
+    LIMA_OK_OR_FAIL(lima_model_create(&c, "cuda:0", 42, &m3));
+    ModelPtr M3(m3);
+    lima_trainer *t3 = nullptr;
+    LIMA_OK_OR_FAIL(lima_trainer_create(m3, &tc, &t3));
+    TrainerPtr T3(t3);
+    EXPECT_EQ(lima_trainer_set_comm(t3, raw, 3), LIMA_ERR_UNSUPPORTED);
+    EXPECT_NE(std::string(lima_last_error()).find("ZeRO stage 3"), std::string::npos) << lima_last_error();
+}

@@ -790,6 +790,12 @@ class CliTest {
         assertEquals(ExitCodes.INVALID_INPUT, ranks.code(), ranks.err());
         assertTrue(ranks.err().contains("\"training.offload\" on is for one process"), ranks.err());
         assertFalse(Files.exists(dir.resolve("offdp")), "nothing is written before the ranks would start");
+        // CUDA ranks shard at stages 0-2 only: refused before any rank starts (no GPU needed to say so)
+        Run z3 = limactl(concat(common, "--run", dir.resolve("cudaz3").toString(), "--set", "training.device=cuda", "--set",
+                "distributed.zero_stage=3", "--nproc-per-node", "2"));
+        assertEquals(ExitCodes.INVALID_INPUT, z3.code(), z3.err());
+        assertTrue(z3.err().contains("\"distributed.zero_stage\" 3 (the weights sharded too) runs on CPU ranks only"), z3.err());
+        assertFalse(Files.exists(dir.resolve("cudaz3")));
     }
 
     @Test

@@ -52,8 +52,13 @@ final class ConfigValidator {
                 + c.adapter().type() + ") keeps its small optimiser state with it");
         require(Set.of("bf16", "f32").contains(t.saveDtype()), "training.save_dtype", "must be bf16 or f32, got \"" + t.saveDtype() + "\"");
         LimaConfig.Distributed d = c.distributed();
-        require("gloo".equals(d.backend()), "distributed.backend", "must be gloo (CPU ranks; NCCL for GPU ranks is not implemented yet), got \""
-                + d.backend() + "\"");
+        require(Set.of("auto", "gloo", "nccl").contains(d.backend()), "distributed.backend", "must be auto, gloo (CPU ranks) or nccl"
+                + " (CUDA ranks), got \"" + d.backend() + "\"");
+        boolean cuda = t.device() != null && t.device().startsWith("cuda");
+        require(!d.backend().equals("nccl") || cuda, "distributed.backend", "nccl is for CUDA ranks; training.device is " + t.device()
+                + " (CPU ranks use gloo)");
+        require(!d.backend().equals("gloo") || !cuda, "distributed.backend", "gloo is for CPU ranks; CUDA ranks (training.device "
+                + t.device() + ") communicate over nccl");
         require(d.zeroStage() >= 0 && d.zeroStage() <= 3, "distributed.zero_stage", "must be 0, 1, 2 or 3, got " + d.zeroStage());
         require(d.zeroStage() < 3 || !c.adapter().lora(), "distributed.zero_stage",
                 "3 shards the weights of full fine-tuning; an adapter run (adapter.type " + c.adapter().type()

@@ -1,6 +1,7 @@
 package dev.limactl.engine;
 
 import dev.limactl.engine.binding.LimaNative;
+import dev.limactl.engine.binding.NcclIds;
 import java.io.File;
 import java.io.IOException;
 import java.time.Duration;
@@ -40,6 +41,54 @@ public final class Communicator implements AutoCloseable {
         LimaNative.lima_comm h = new LimaNative.lima_comm();
         Native.check(LimaNative.lima_comm_create(backend, rank, world, rendezvous, (int) Math.min(Integer.MAX_VALUE, timeout.toMillis()), h));
         return new Communicator(h, rank, world);
+    }
+
+    /**
+     * The NCCL communicator of this CUDA rank on {@code device} ("cuda" or "cuda:N"), beside the
+     * group's host communicator {@code host}: rank 0 makes the NCCL unique id with the JavaCPP NCCL
+     * binding (else with the NCCL liblima's CUDA plugin opens) and sends it to every rank through
+     * {@code host}, whose rendezvous every rank has already passed. A rank 0 that cannot make one
+     * makes every rank fail with its reason.
+     */
+    public static Communicator joinNccl(Communicator host, String device, Duration timeout) {
+        Lima.abiVersion();
+        byte[] id = new byte[NcclIds.BYTES];
+        String failure = null;
+        if (host.rank() == 0) {
+            String[] why = {""};
+            byte[] made = NcclIds.create(why);
+            if (made == null) {
+                int st = LimaNative.lima_comm_nccl_unique_id(id, id.length);
+                if (st != 0) failure = "cannot make an NCCL unique id: " + why[0] + "; liblima: " + LimaNative.lastError();
+            } else {
+                id = made;
+            }
+        }
+        float[] msg = packId(id, failure != null);
+        host.broadcast(msg, 0);
+        if (msg[NcclIds.BYTES] != 0) {
+            throw new LimaException(LimaStatus.UNSUPPORTED, failure != null ? failure
+                    : "rank 0 could not make the NCCL unique id (its error is in its own log)");
+        }
+        id = unpackId(msg);
+        LimaNative.lima_comm h = new LimaNative.lima_comm();
+        Native.check(LimaNative.lima_comm_create_nccl(host.rank(), host.world(), id, id.length, device,
+                (int) Math.min(Integer.MAX_VALUE, timeout.toMillis()), h));
+        return new Communicator(h, host.rank(), host.world());
+    }
+
+    /** The id's bytes as exact float values (0-255) and a failure flag: what a float broadcast carries. */
+    static float[] packId(byte[] id, boolean failed) {
+        float[] f = new float[id.length + 1];
+        for (int i = 0; i < id.length; i++) f[i] = id[i] & 0xFF;
+        f[id.length] = failed ? 1 : 0;
+        return f;
+    }
+
+    static byte[] unpackId(float[] f) {
+        byte[] id = new byte[f.length - 1];
+        for (int i = 0; i < id.length; i++) id[i] = (byte) (int) f[i];
+        return id;
     }
 
     public int rank() {

@@ -5,7 +5,7 @@ import dev.limactl.engine.binding.LimaNative;
 /** Library-wide facts and settings of the native engine. */
 public final class Lima {
     /** The lima.h ABI this Java code was written against. */
-    public static final int EXPECTED_ABI = 8;
+    public static final int EXPECTED_ABI = 9;
 
     private Lima() {}
 

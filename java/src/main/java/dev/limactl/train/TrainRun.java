@@ -84,7 +84,27 @@ public final class TrainRun {
             throw new ConfigException("config key \"training.offload\" on is for one process; data-parallel ranks shard the optimiser"
                     + " state over the ranks instead (distributed.zero_stage)");
         }
+        if (world > 1 && cuda() && cfg.distributed().zeroStage() == 3) {
+            throw new ConfigException("config key \"distributed.zero_stage\" 3 (the weights sharded too) runs on CPU ranks only; CUDA"
+                    + " ranks (training.device " + cfg.training().device() + ") use 0, 1 or 2");
+        }
         return this;
+    }
+
+    private boolean cuda() {
+        return cfg.training().device().startsWith("cuda");
+    }
+
+    /**
+     * This rank's device: training.device, except that "cuda" on a data-parallel rank is the GPU of its
+     * local rank (modulo the GPUs this host has, so ranks may share one where NCCL is told they are on
+     * different hosts, NCCL_HOSTID).
+     */
+    private String device() {
+        String d = cfg.training().device();
+        if (!d.equals("cuda") || !place.distributed()) return d;
+        int n = Lima.cudaDevices().size();
+        return "cuda:" + (n == 0 ? 0 : place.localRank() % n);
     }
 
     /**
@@ -137,7 +157,7 @@ public final class TrainRun {
     /** Trains to the end (or until requestStop), writing checkpoints, metrics and resumable state. */
     public Result run(TrainListener listener) {
         started.set(true);
-        Communicator comm = null;
+        Communicator comm = null, nccl = null;
         try {
             LimaConfig.Training tc = cfg.training();
             if (tc.threads() > 0) Lima.setThreads(tc.threads());
@@ -159,14 +179,17 @@ public final class TrainRun {
                 Session s = prepare(model, tok, tokPath, state, events);
                 OffloadChoice.Decision oc = offloadChoice(model);
                 if (oc.report() != null) events.onWarning(oc.report());
+                if (comm != null && cuda()) {  // CUDA ranks: NCCL for the trainer's collectives, Gloo stays for the host's
+                    nccl = Communicator.joinNccl(comm, device(), java.time.Duration.ofSeconds(cfg.distributed().timeoutS()));
+                }
                 try (Trainer trainer = Trainer.create(model, trainOptions(oc.offload()))) {
-                    if (comm != null) trainer.setCommunicator(comm, cfg.distributed().zeroStage());
+                    if (comm != null) trainer.setCommunicator(nccl != null ? nccl : comm, cfg.distributed().zeroStage());
                     if (state != null) run.loadOptimizerState(trainer, state, place, cfg.distributed().zeroStage());
                     int seq = cfg.data().maxTokens();  // the largest micro-batch: a whole step when it fits one
                     long tokens = Math.min(tc.microBatchTokens(), (long) tc.batchSize() * seq);
                     Trainer.MemoryPlan mp = trainer.planMemory((int) Math.max(1, tokens / seq), seq);
                     if (!tc.device().equals("cpu")) {  // refused by the plan itself when it cannot fit, before the first step
-                        events.onWarning("memory plan on " + tc.device() + ": " + mp.describe());
+                        events.onWarning("memory plan on " + device() + ": " + mp.describe());
                     } else {
                         HostMemory.check(mp, model, place, cfg.distributed().zeroStage(), System.getenv());
                     }
@@ -179,6 +202,7 @@ public final class TrainRun {
             if (!resume && place.rank() == 0 && run.state() == null) run.forgetUnstartedRun();
             throw e;
         } finally {
+            if (nccl != null) nccl.close();
             if (comm != null) comm.close();
             finished.countDown();
         }
@@ -192,13 +216,13 @@ public final class TrainRun {
         java.time.Duration timeout = java.time.Duration.ofSeconds(d.timeoutS());
         if (rv.startsWith("file:")) {
             RunDirectory.mkdirs(Path.of(rv.substring("file:".length())));
-            return Communicator.join(d.backend(), place.rank(), place.world(), rv, timeout);
+            return Communicator.join("gloo", place.rank(), place.world(), rv, timeout);
         }
         // tcp://: rank 0 hosts the key-value server the ranks meet at, until every rank is connected
         Path log = Path.of(System.getProperty("java.io.tmpdir"), "limactl-rendezvous-" + ProcessHandle.current().pid() + ".log");
         RendezvousServer server = rv.startsWith("tcp://") && place.rank() == 0 ? RendezvousServer.start(rv, log, timeout) : null;
         try {
-            Communicator comm = Communicator.join(d.backend(), place.rank(), place.world(), rv, timeout);
+            Communicator comm = Communicator.join("gloo", place.rank(), place.world(), rv, timeout);
             try {
                 comm.barrier();  // every rank has met: the server is no longer needed
             } catch (RuntimeException e) {
@@ -449,7 +473,7 @@ public final class TrainRun {
     }
 
     private Model openModel(Tokenizer tok, Path state) {
-        String device = cfg.training().device();
+        String device = device();
         // ZeRO-3 on CPU: no rank holds the whole model; rank 0 reads a checkpoint unit by unit and sends each rank its
         // pieces (a random model is made whole on rank 0)
         boolean sharded = place.distributed() && cfg.distributed().zeroStage() == 3 && !cfg.adapter().lora() && device.equals("cpu");

@@ -99,6 +99,16 @@ class ConfigLoaderTest {
         expect("config key \"training.device\"", () -> ConfigLoader.preset("demo").set(List.of("training.device=gpu0")).load());
         assertEquals("cuda:1", ConfigLoader.preset("demo").set(List.of("training.device=cuda:1")).load().training().device());
         expect("config key \"training.epochs\"", () -> ConfigLoader.preset("demo").set(List.of("training.epochs=many")).load());
+        // the communicator follows the device: auto, or the backend that fits it
+        assertEquals("auto", ConfigLoader.preset("demo").load().distributed().backend());
+        expect("config key \"distributed.backend\" must be auto, gloo (CPU ranks) or nccl (CUDA ranks), got \"mpi\"",
+                () -> ConfigLoader.preset("demo").set(List.of("distributed.backend=mpi")).load());
+        expect("config key \"distributed.backend\" nccl is for CUDA ranks; training.device is cpu",
+                () -> ConfigLoader.preset("demo").set(List.of("distributed.backend=nccl")).load());
+        expect("config key \"distributed.backend\" gloo is for CPU ranks; CUDA ranks (training.device cuda:1) communicate over nccl",
+                () -> ConfigLoader.preset("demo").set(List.of("distributed.backend=gloo", "training.device=cuda:1")).load());
+        assertEquals("nccl", ConfigLoader.preset("demo").set(List.of("distributed.backend=nccl", "training.device=cuda")).load()
+                .distributed().backend());
         expect("config key \"model.path\" is required", () -> ConfigLoader.preset("lima-7b").set(List.of("data.train=x")).load());
         expect("\"optimizer\" must be a mapping", () -> ConfigLoader.preset(null).set(List.of("optimizer=3")));
         Path broken = dir.resolve("broken.yaml");

@@ -163,6 +163,11 @@ public final class LimaNative {
     public static native int lima_comm_create(String backend, int rank, int world, String rendezvous, int timeoutMs,
                                               @ByPtrPtr lima_comm out);
 
+    public static native int lima_comm_nccl_unique_id(@Cast("uint8_t*") byte[] out, int cap);
+
+    public static native int lima_comm_create_nccl(int rank, int world, @Cast("const uint8_t*") byte[] uniqueId, int idLen, String device,
+                                                   int timeoutMs, @ByPtrPtr lima_comm out);
+
     public static native void lima_comm_free(lima_comm c);
 
     public static native int lima_comm_plugin_select(String backend, String path);
