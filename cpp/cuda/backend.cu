@@ -231,6 +231,9 @@ void upload_weights(Ctx &c, const float *host) {
         }
         for (const auto &t : c.f32_at)
             LIMA_CUDA_CHECK(cudaMemcpyAsync(c.p32.p + t[2], host + t[0], size_t(t[1]) * 4, cudaMemcpyHostToDevice, c.st));
+        if (c.shard32.p && c.sh_end > c.sh_begin)  // ZeRO: this rank's shard of the fp32 master
+            LIMA_CUDA_CHECK(cudaMemcpyAsync(c.shard32.p, host + c.sh_begin, size_t(c.sh_end - c.sh_begin) * 4, cudaMemcpyHostToDevice,
+                                            c.st));
     }
     LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
 }
@@ -587,6 +590,30 @@ void sync_token_rows(Ctx &c) {
     if (a.head_rows >= 0) set_token_rows(nullptr, c.p16.p + c.lm_head, a.a32.p + a.head_rows, d, a.tokens.p, a.n_tokens, c.st);
 }
 
+// The tensors the kernels read in fp32 (the embedding, the norm gains, the biases), packed in that
+// order into p32 when it does not hold the whole master: fills c.f32_at, returns the packed length.
+int64_t f32_table(Ctx &c) {
+    const ModelConfig &cfg = c.cfg;
+    c.f32_at.clear();
+    int64_t packed = 0;
+    auto pack = [&](int64_t offset, int64_t numel) {
+        c.f32_at.push_back({offset, numel, packed});
+        packed += numel;
+    };
+    pack(c.emb, int64_t(cfg.vocab_size) * cfg.hidden_size);
+    for (const lima_cuda_layer &l : c.layers) {
+        pack(l.ln1, cfg.hidden_size);
+        pack(l.ln2, cfg.hidden_size);
+        if (l.bqkv >= 0) pack(l.bqkv, cfg.q_dim() + 2 * cfg.kv_dim());
+        if (l.bo >= 0) pack(l.bo, cfg.hidden_size);
+        if (l.bgu >= 0) pack(l.bgu, 2 * cfg.intermediate_size);
+        if (l.bd >= 0) pack(l.bd, cfg.hidden_size);
+    }
+    pack(c.norm, cfg.hidden_size);
+    std::sort(c.f32_at.begin(), c.f32_at.end());
+    return packed;
+}
+
 Ctx *create(const lima_cuda_model_desc &d, const float *params) {
     ModelConfig cfg(d.cfg);
     LIMA_REQUIRE(attention_supports(cfg.hd()), LIMA_ERR_UNSUPPORTED, "the CUDA backend supports head_dim 32, 64 or 128; this model has ",
@@ -608,22 +635,7 @@ Ctx *create(const lima_cuda_model_desc &d, const float *params) {
     c->chunks = adam_chunks(d.num_tensors, d.t_offset, d.t_numel, d.t_decay);
     for (int u = 0; u < cfg.num_layers + 2; ++u) c->units.push_back({d.units[2 * u], d.units[2 * u + 1]});
     // Until a plain trainer needs the whole fp32 master, p32 holds only what the kernels read in fp32.
-    int64_t packed = 0;
-    auto pack = [&](int64_t offset, int64_t numel) {
-        c->f32_at.push_back({offset, numel, packed});
-        packed += numel;
-    };
-    pack(d.emb, int64_t(cfg.vocab_size) * cfg.hidden_size);
-    for (const lima_cuda_layer &l : c->layers) {
-        pack(l.ln1, cfg.hidden_size);
-        pack(l.ln2, cfg.hidden_size);
-        if (l.bqkv >= 0) pack(l.bqkv, cfg.q_dim() + 2 * cfg.kv_dim());
-        if (l.bo >= 0) pack(l.bo, cfg.hidden_size);
-        if (l.bgu >= 0) pack(l.bgu, 2 * cfg.intermediate_size);
-        if (l.bd >= 0) pack(l.bd, cfg.hidden_size);
-    }
-    pack(d.norm, cfg.hidden_size);
-    std::sort(c->f32_at.begin(), c->f32_at.end());
+    const int64_t packed = f32_table(*c);
     int64_t nf4_bytes = 0;
     if (d.nf4) {  // QLoRA: the projections in NF4, one layer dequantised at a time
         const int64_t D = cfg.hidden_size, F = cfg.intermediate_size, qd = cfg.q_dim(), ld = qd + 2 * cfg.kv_dim();
@@ -712,6 +724,15 @@ LIMA_EXPORT int lima_cuda_plugin_params(void *ctx, float *host, int32_t to_devic
             }
         } else if (to_device) {
             upload_weights(c, host);
+        } else if (c.shard32.p || (c.dp && c.zero >= 1 && !c.ad)) {
+            // ZeRO: the master is sharded; every rank makes this call and each shard is broadcast from its owner
+            DevBuf<float> tmp;
+            tmp.alloc(size_t(c.sh_len), "ZeRO weight gather scratch");
+            for (int r = 0; r < c.dp->world; ++r) {
+                const int64_t b = std::min<int64_t>(c.total, r * c.sh_len), e = std::min<int64_t>(c.total, b + c.sh_len);
+                c.dp->broadcast(c.shard32.p, tmp.p, c.sh_len, r, c.st, "gathering the fp32 weights");
+                if (e > b) LIMA_CUDA_CHECK(cudaMemcpy(host + b, tmp.p, size_t(e - b) * 4, cudaMemcpyDeviceToHost));
+            }
         } else {
             LIMA_REQUIRE(c.p32_whole, LIMA_ERR_STATE, "CUDA backend: the device holds no fp32 master weights (no trainer)");
             LIMA_CUDA_CHECK(cudaMemcpy(host, c.p32.p, size_t(c.total) * 4, cudaMemcpyDeviceToHost));
@@ -939,9 +960,18 @@ LIMA_EXPORT int lima_cuda_plugin_step(void *ctx, const lima_cuda_adam_args *a, d
                     float(std::sqrt(bc2)), c.dscale.p};
         if (sharded) {  // this rank's shard, then every rank gets every shard's new weights
             aa.state_base = c.sh_begin;
+            if (!ad) {  // the model's fp32 master is the shard itself
+                p32 = c.shard32.p;
+                aa.p32_base = c.sh_begin;
+            }
             adamw_update(p32, p16, m1, m2, g, c.sh_dchunks.p, int(c.sh_chunks.size()), aa, c.st);
-            c.dp->allgather(p32, c.sh_len, ncclFloat32, c.st, "all-gather of the updated fp32 weights");
+            if (ad) c.dp->allgather(p32, c.sh_len, ncclFloat32, c.st, "all-gather of the updated fp32 adapter");
             c.dp->allgather(p16, c.sh_len, ncclBfloat16, c.st, "all-gather of the updated bf16 weights");
+            if (!ad) {  // the tensors the kernels read in fp32, from the ranks that own their pieces
+                std::vector<NcclComm::Piece> pieces;
+                for (const auto &q : c.f32_pieces) pieces.push_back({int(q[0]), q[1], q[2], q[3]});
+                c.dp->broadcast_pieces(c.shard32.p, c.p32.p, pieces, c.st, "broadcast of the updated fp32 embedding and gains");
+            }
         } else {
             adamw_update(p32, p16, m1, m2, g, chunks, nchunks, aa, c.st);
         }
@@ -982,6 +1012,8 @@ LIMA_EXPORT int lima_cuda_plugin_set_comm(void *ctx, void *comm, int32_t stage, 
             c.zero = 0;
             c.sh_chunks.clear();
             c.sh_dchunks.release();
+            c.shard32.release();  // p32 keeps the packed fp32 tensors, as a model without a trainer
+            c.f32_pieces.clear();
             if (c.ad) {
                 c.ad->train = false;
                 for (DevBuf<float> *b : {&c.ad->grads, &c.ad->m1, &c.ad->m2}) b->release();
@@ -1009,7 +1041,27 @@ LIMA_EXPORT int lima_cuda_plugin_set_comm(void *ctx, void *comm, int32_t stage, 
         c.sh_end = std::min<int64_t>(total, c.sh_begin + c.sh_len);
         if (stage >= 1) {
             const size_t padded = size_t(c.sh_len * W);
-            grow(ad ? ad->a32 : c.p32, padded, total, "fp32 weights (padded for ZeRO)");
+            if (ad) {  // an adapter is small: its fp32 copy stays whole on every rank
+                grow(ad->a32, padded, total, "fp32 adapter (padded for ZeRO)");
+            } else {  // the fp32 master: this rank's shard only; p32 keeps the packed tensors read in fp32
+                DevBuf<float> shard, pk;
+                shard.alloc(size_t(c.sh_len), "fp32 master weights (ZeRO shard)");
+                LIMA_CUDA_CHECK(cudaMemset(shard.p, 0, size_t(c.sh_len) * 4));
+                if (c.sh_end > c.sh_begin)
+                    LIMA_CUDA_CHECK(cudaMemcpy(shard.p, c.p32.p + c.sh_begin, size_t(c.sh_end - c.sh_begin) * 4, cudaMemcpyDeviceToDevice));
+                pk.alloc(size_t(f32_table(c)), "fp32 embedding and norm gains");
+                for (const auto &t : c.f32_at)
+                    LIMA_CUDA_CHECK(cudaMemcpy(pk.p + t[2], c.p32.p + t[0], size_t(t[1]) * 4, cudaMemcpyDeviceToDevice));
+                c.p32 = std::move(pk);
+                c.p32_whole = false;
+                c.shard32 = std::move(shard);
+                c.f32_pieces.clear();
+                for (const auto &t : c.f32_at)
+                    for (int64_t r = 0; r < W; ++r) {
+                        const int64_t b = std::max(t[0], r * c.sh_len), e = std::min(t[0] + t[1], (r + 1) * c.sh_len);
+                        if (b < e) c.f32_pieces.push_back({r, b - r * c.sh_len, t[2] + (b - t[0]), e - b});
+                    }
+            }
             grow(ad ? ad->a16 : c.p16, padded, total, "bf16 weights (padded for ZeRO)");
             if (stage == 2) grow(ad ? ad->grads : c.grads, padded, total, "gradients (padded for ZeRO)");
             const int64_t n = c.sh_end - c.sh_begin;
@@ -1055,10 +1107,11 @@ LIMA_EXPORT int lima_cuda_plugin_plan(void *ctx, int64_t tokens, lima_memory_pla
         const Sizes sz = plan_sizes(c, long(tokens));
         reserve(c, long(tokens));
         if (out) {
-            out->weights = c.total * 2 + int64_t(c.p32.n) * 4;
-            out->optimizer = c.ad ? (c.ad->train ? c.ad->total * 12 : 0)
+            // what is allocated: ZeRO's padded copies, and shards of the moments (and master) where sharded
+            out->weights = int64_t(c.p16.n) * 2 + int64_t(c.p32.n + c.shard32.n) * 4;
+            out->optimizer = c.ad ? (c.ad->train ? int64_t(c.ad->grads.n + c.ad->m1.n + c.ad->m2.n) * 4 : 0)
                              : c.off ? int64_t(c.off->stage[0].n * 2 + c.off->stage_emb.n + c.off->stage_head.n) * 4
-                             : c.train ? c.total * 12 : 0;
+                             : c.train ? int64_t(c.grads.n + c.m1.n + c.m2.n) * 4 : 0;
             if (c.ad) out->weights += c.ad->total * 6;
             for (const DevNf4 &t : c.nf4)
                 out->weights += int64_t(t.packed.n + t.qabsmax.n) + int64_t(t.absmax.n + t.absmax2.n) * 4;

@@ -156,11 +156,16 @@ struct Ctx {
     // buffer only, which is padded to a multiple of the world size (sh_len elements a rank) so that
     // the reduce-scatter of the gradient (stage 2) and the all-gather of the updated weights run in
     // place; sh_chunks are the AdamW work items of the shard.
+    // Full fine-tuning at zero >= 1 also keeps only the shard of the fp32 master (shard32, indexed
+    // from sh_begin); p32 then holds the packed tensors the kernels read in fp32 (as with no trainer),
+    // refreshed after each step from their owners' shards (f32_pieces).
     NcclComm *dp = nullptr;
     int zero = 0;
     int64_t sh_begin = 0, sh_end = 0, sh_len = 0;
     std::vector<AdamChunk> sh_chunks;
     DevBuf<AdamChunk> sh_dchunks;
+    DevBuf<float> shard32;
+    std::vector<std::array<int64_t, 4>> f32_pieces;  // (owner, offset in its shard, offset in packed p32, numel)
     // QLoRA: every layer's projections in NF4 ((layer * 7 + target)); empty when they are in p16.
     // nf4_w holds one layer's, dequantised: [q|k|v] (ld, d), o (d, qd), [gate|up] (2F, d), down (d, F).
     std::vector<DevNf4> nf4;

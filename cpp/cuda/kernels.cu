@@ -381,8 +381,8 @@ __global__ void adamw_update_k(float *p32, bf16 *p16, float *m, float *v, const 
         m[s] = mi;
         v[s] = vi;
         const float denom = sqrtf(vi) / a.bc2_sqrt + a.eps;
-        const float pi = p32[i] * shrink - a.step_size * mi / denom;
-        p32[i] = pi;
+        const float pi = p32[i - a.p32_base] * shrink - a.step_size * mi / denom;
+        p32[i - a.p32_base] = pi;
         p16[i] = __float2bfloat16(pi);
     }
 }

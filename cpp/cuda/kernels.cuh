@@ -92,8 +92,9 @@ struct AdamChunk {
 struct AdamArgs {
     float lr, beta1, beta2, eps, weight_decay, step_size, bc2_sqrt;
     const float *grad_scale;  // device scalar (clipping factor)
-    // element i's moments are m[i - state_base], v[i - state_base] (a ZeRO shard's start at the shard)
-    int64_t state_base = 0;
+    // element i's moments are m[i - state_base], v[i - state_base] and its fp32 weight p32[i - p32_base]
+    // (a ZeRO shard's moments, and with full fine-tuning its fp32 master, start at the shard)
+    int64_t state_base = 0, p32_base = 0;
 };
 void adamw_update(float *p32, bf16 *p16, float *m, float *v, const float *g, const AdamChunk *chunks, int num_chunks,
                   const AdamArgs &a, cudaStream_t st);

@@ -36,6 +36,8 @@ struct NcclLib {
     decltype(&ncclGetErrorString) error_string;
     decltype(&ncclGetLastError) last_error;
     decltype(&ncclGetVersion) version;
+    decltype(&ncclGroupStart) group_start;
+    decltype(&ncclGroupEnd) group_end;
 };
 
 const NcclLib &nccl() {
@@ -73,6 +75,8 @@ const NcclLib &nccl() {
     lib.error_string = reinterpret_cast<decltype(lib.error_string)>(sym("ncclGetErrorString"));
     lib.last_error = reinterpret_cast<decltype(lib.last_error)>(sym("ncclGetLastError"));
     lib.version = reinterpret_cast<decltype(lib.version)>(sym("ncclGetVersion"));
+    lib.group_start = reinterpret_cast<decltype(lib.group_start)>(sym("ncclGroupStart"));
+    lib.group_end = reinterpret_cast<decltype(lib.group_end)>(sym("ncclGroupEnd"));
     loaded = true;
     return lib;
 }
@@ -144,6 +148,28 @@ void NcclComm::allgather(void *buf, int64_t n, ncclDataType_t type, cudaStream_t
     follow(compute);
     char *b = static_cast<char *>(buf);
     nccl_check(nccl().allgather(b + size_t(n) * rank * type_size(type), b, size_t(n), type, comm, st), what);
+    wait(what);
+}
+
+void NcclComm::broadcast(const float *send, float *recv, int64_t n, int root, cudaStream_t compute, const char *what) {
+    follow(compute);
+    nccl_check(nccl().broadcast(root == rank ? send : recv, recv, size_t(n), ncclFloat32, root, comm, st), what);
+    wait(what);
+}
+
+void NcclComm::broadcast_pieces(const float *src, float *dst, const std::vector<Piece> &pieces, cudaStream_t compute,
+                                const char *what) {
+    follow(compute);
+    const NcclLib &n = nccl();
+    nccl_check(n.group_start(), what);
+    ncclResult_t r = ncclSuccess;
+    for (const Piece &p : pieces) {
+        r = n.broadcast(p.root == rank ? src + p.src : dst + p.dst, dst + p.dst, size_t(p.n), ncclFloat32, p.root, comm, st);
+        if (r != ncclSuccess) break;
+    }
+    const ncclResult_t e = n.group_end();
+    nccl_check(r, what);
+    nccl_check(e, what);
     wait(what);
 }
 

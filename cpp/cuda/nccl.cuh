@@ -8,6 +8,7 @@
 #include <nccl.h>
 
 #include <string>
+#include <vector>
 
 #include "cuda_common.cuh"
 
@@ -32,6 +33,15 @@ struct NcclComm {
     void reduce_scatter(float *buf, int64_t n, cudaStream_t compute, const char *what);
     // buf (world * n): every rank's block `rank` given to all (in place)
     void allgather(void *buf, int64_t n, ncclDataType_t type, cudaStream_t compute, const char *what);
+    // recv (n fp32) = root's send (send is read on root only)
+    void broadcast(const float *send, float *recv, int64_t n, int root, cudaStream_t compute, const char *what);
+    // Pieces of a buffer each held by one rank, sent to every rank in one NCCL group: dst[d, d + n) =
+    // the root's src[s, s + n) (src read on the root only).
+    struct Piece {
+        int root;
+        int64_t src, dst, n;
+    };
+    void broadcast_pieces(const float *src, float *dst, const std::vector<Piece> &pieces, cudaStream_t compute, const char *what);
 };
 
 // Throws the failure of an NCCL call, with NCCL's own message.

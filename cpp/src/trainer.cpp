@@ -309,6 +309,7 @@ std::vector<std::pair<int64_t, int64_t>> Trainer::pieces(int rank, int world, bo
 void Trainer::gather_params(int root) {
     LIMA_REQUIRE(root >= -1 && (!comm || root < comm->world), LIMA_ERR_INVALID_ARGUMENT, "lima_trainer_gather_params: root ", root,
                  " is not a rank (or -1 for every rank)");
+    if (model->cuda && comm && zero >= 1) cuda_sync_host(*model);  // every rank: the sharded fp32 master gathered
     if (!z3) return;  // below stage 3 every rank holds the whole weights
     const bool keep = root < 0 || root == comm->rank;
     if (keep) model->params.resize(model->layout.total);
@@ -325,6 +326,8 @@ void Trainer::save_model(const std::string &dir, int dtype, int64_t max_shard_by
     LIMA_REQUIRE(root >= 0 && (!comm || root < comm->world), LIMA_ERR_INVALID_ARGUMENT, "lima_trainer_save_model: root ", root,
                  " is not a rank");
     if (!z3) {
+        // a CUDA model's sharded fp32 master (ZeRO 1-2) comes to the host by a collective: every rank syncs
+        if (model->cuda && comm && zero >= 1) cuda_sync_host(*model);
         if (!comm || comm->rank == root) lima::save_model(*model, dir, dtype, max_shard_bytes);
         return;
     }

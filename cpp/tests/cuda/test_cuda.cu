@@ -821,3 +821,18 @@ TEST_F(CudaModel, NcclRankOfOneTrainsAsNoCommunicatorAtStagesZeroToTwo) {
     EXPECT_EQ(lima_trainer_set_comm(t3, raw, 3), LIMA_ERR_UNSUPPORTED);
     EXPECT_NE(std::string(lima_last_error()).find("ZeRO stage 3"), std::string::npos) << lima_last_error();
 }
+
+// Without a GPU: the CUDA plugin opens the real NCCL (the one beside the header it was built with,
+// or $LIMA_NCCL_LIBRARY), resolves every symbol it uses and makes a unique id (NCCL needs no device
+// for that); two ids differ. Skips where no NCCL library was found at build time.
+TEST(CudaNccl, ThePluginOpensNcclAndMakesUniqueIdsWithoutAGpu) {
+    const std::string lib = LIMA_NCCL_TEST_LIB;
+    if (lib.empty() && !std::getenv("LIMA_NCCL_LIBRARY")) GTEST_SKIP() << "no NCCL library found at build time";
+    if (!lib.empty()) setenv("LIMA_NCCL_LIBRARY", lib.c_str(), 0);
+    setenv("LIMA_CUDA_PLUGIN", LIMA_CUDA_PLUGIN_FILE, 1);
+    std::vector<uint8_t> a(128, 0), b(128, 0);
+    LIMA_OK_OR_FAIL(lima_comm_nccl_unique_id(a.data(), 128));
+    LIMA_OK_OR_FAIL(lima_comm_nccl_unique_id(b.data(), 128));
+    EXPECT_NE(a, std::vector<uint8_t>(128, 0));
+    EXPECT_NE(a, b);
+}

@@ -664,6 +664,7 @@ class CliTest {
         Run z = limactl("plan", "--model", "65b", "--gpus", "64", "--gpu-memory", "80GB", "--recompute");
         assertEquals(0, z.code(), z.err());
         assertTrue(z.out().contains("choice: ZeRO-3"), z.out());
+        assertTrue(z.out().contains("note: ZeRO-3 is not built for CUDA ranks yet"), z.out());
         Run m = limactl("plan", "--model", "7b", "--modes", "--gpu-memory", "24GB", "--tokens", "2048", "--recompute");
         assertEquals(0, m.code(), m.err());
         assertTrue(m.out().contains("full") && m.out().contains("offload") && m.out().contains("qlora"), m.out());
