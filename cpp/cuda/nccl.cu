@@ -245,13 +245,21 @@ LIMA_EXPORT void lima_cuda_comm_abort(void *comm) {
     }
 }
 
+// Host-buffer all-reduces and broadcasts (a whole model's weights when ranks start) go through the
+// device in pieces of this many bytes, so the staging buffer stays small.
+constexpr size_t kStageBytes = size_t(64) << 20;
+
 LIMA_EXPORT int lima_cuda_comm_allreduce(void *comm, void *data, int64_t n, int32_t is_double, char *err, int32_t errcap) {
     return guard(err, errcap, [&] {
         NcclComm &c = *static_cast<NcclComm *>(comm);
-        const size_t bytes = size_t(n) * (is_double ? 8 : 4);
-        staged(c, "all-reduce", data, bytes, bytes, data, [&](void *d) {
-            return nccl().allreduce(d, d, size_t(n), is_double ? ncclFloat64 : ncclFloat32, ncclSum, c.comm, c.st);
-        });
+        const size_t esz = is_double ? 8 : 4, step = kStageBytes / esz;
+        for (size_t at = 0; at < size_t(n); at += step) {
+            const size_t k = std::min(step, size_t(n) - at);
+            char *h = static_cast<char *>(data) + at * esz;
+            staged(c, "all-reduce", h, k * esz, k * esz, h, [&](void *d) {
+                return nccl().allreduce(d, d, k, is_double ? ncclFloat64 : ncclFloat32, ncclSum, c.comm, c.st);
+            });
+        }
     });
 }
 
@@ -289,10 +297,13 @@ LIMA_EXPORT int lima_cuda_comm_broadcast(void *comm, float *data, int64_t n, int
     return guard(err, errcap, [&] {
         NcclComm &c = *static_cast<NcclComm *>(comm);
         LIMA_REQUIRE(root >= 0 && root < c.world, LIMA_ERR_INVALID_ARGUMENT, "broadcast root ", root, " is not a rank of ", c.world);
-        const size_t bytes = size_t(n) * 4;
-        staged(c, "broadcast", data, bytes, bytes, data, [&](void *d) {
-            return nccl().broadcast(d, d, size_t(n), ncclFloat32, root, c.comm, c.st);
-        });
+        const size_t step = kStageBytes / 4;
+        for (size_t at = 0; at < size_t(n); at += step) {
+            const size_t k = std::min(step, size_t(n) - at);
+            staged(c, "broadcast", data + at, k * 4, k * 4, data + at, [&](void *d) {
+                return nccl().broadcast(d, d, k, ncclFloat32, root, c.comm, c.st);
+            });
+        }
     });
 }
 
