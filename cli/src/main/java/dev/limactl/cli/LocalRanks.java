@@ -1,13 +1,18 @@
 package dev.limactl.cli;
 
+import java.io.IOException;
 import java.io.PrintWriter;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
 import java.lang.management.ManagementFactory;
 import java.nio.file.Path;
 import java.time.LocalDateTime;
 import java.time.format.DateTimeFormatter;
 import java.util.ArrayList;
+import java.util.Comparator;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
+import java.util.stream.Stream;
 
 /**
  * {@code limactl train --nproc-per-node N}: starts N processes of this same command, each told its
@@ -99,11 +104,35 @@ final class LocalRanks {
             return ExitCodes.OK;
         } finally {
             for (Process p : ranks) if (p.isAlive()) p.waitFor(30, TimeUnit.SECONDS);
+            if (ranks.stream().noneMatch(Process::isAlive)) removeRendezvous(run, Path.of(rendezvous.substring("file:".length())));
             try {
                 Runtime.getRuntime().removeShutdownHook(forward);
             } catch (IllegalStateException shuttingDown) {
                 // the hook is running: the ranks were told to stop
             }
+        }
+    }
+
+    /**
+     * This launch's rendezvous directory (fresh for each launch, never read again once its ranks are
+     * gone), its parent and the run directory when that leaves them empty (a start that failed).
+     */
+    static void removeRendezvous(Path run, Path mine) {
+        try {
+            if (Files.exists(mine)) {
+                try (Stream<Path> s = Files.walk(mine)) {
+                    for (Path p : s.sorted(Comparator.reverseOrder()).toList()) Files.deleteIfExists(p);
+                }
+            }
+            for (Path d : List.of(mine.getParent(), run.toAbsolutePath())) {
+                if (!Files.isDirectory(d)) continue;
+                try (Stream<Path> left = Files.list(d)) {
+                    if (left.findAny().isPresent()) break;
+                }
+                Files.delete(d);
+            }
+        } catch (IOException | UncheckedIOException e) {
+            // best effort: a leftover directory is harmless (each launch makes a new one)
         }
     }
 

@@ -2,6 +2,7 @@ package dev.limactl.cli;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -797,6 +798,13 @@ class CliTest {
         assertEquals(ExitCodes.INVALID_INPUT, z3.code(), z3.err());
         assertTrue(z3.err().contains("\"distributed.zero_stage\" 3 (the weights sharded too) runs on CPU ranks only"), z3.err());
         assertFalse(Files.exists(dir.resolve("cudaz3")));
+        if (!Files.exists(Path.of("/dev/nvidiactl"))) {  // ranks that fail at their start (no CUDA here) leave no run behind
+            Run nogpu = limactl(concat(common, "--run", dir.resolve("cudadp").toString(), "--set", "training.device=cuda",
+                    "--nproc-per-node", "2"));
+            assertNotEquals(0, nogpu.code(), nogpu.err());
+            assertTrue(nogpu.err().contains("rank 0 exit"), nogpu.err());
+            assertFalse(Files.exists(dir.resolve("cudadp")), "a failed start leaves nothing: " + nogpu.err());
+        }
     }
 
     @Test

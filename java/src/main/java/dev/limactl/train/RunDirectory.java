@@ -229,7 +229,11 @@ final class RunDirectory {
         try {
             Files.deleteIfExists(config());
             if (Files.exists(metrics()) && Files.size(metrics()) == 0) Files.delete(metrics());
-        } catch (IOException e) {
+            deleteTree(dir.resolve("embedded"));  // extracted again by the next start
+            try (Stream<Path> left = Files.list(dir)) {
+                if (left.findAny().isEmpty()) Files.delete(dir);
+            }
+        } catch (IOException | UncheckedIOException e) {
             // best effort: the original error is what the user needs to see
         }
     }

@@ -240,6 +240,7 @@ class TrainRunTest {
         assertThrows(RuntimeException.class, () -> TrainRun.create(small("training.epochs=1", "data.max_tokens=2"), c)
                 .run(new TrainListener() {}));
         assertFalse(Files.exists(c.resolve("config.yaml")));
+        assertFalse(Files.exists(c), "a failed start leaves no run directory");
         assertTrue(TrainRun.create(small("training.epochs=1"), c).run(new TrainListener() {}).completed());
     }
 
