@@ -2,7 +2,6 @@
 // weights, gradients and AdamW moments; the same pass structure as the CPU reference (model.cpp)
 // with q/k/v and gate/up fused into one product each. Exposed to liblima as plain C functions
 // (src/cuda_plugin.hpp).
-#include <dlfcn.h>
 
 #include <algorithm>
 #include <cmath>
@@ -1187,16 +1186,9 @@ LIMA_EXPORT int lima_cuda_plugin_versions(char *out, int32_t cap) {
     int driver = 0, runtime = 0;
     cudaDriverGetVersion(&driver);
     cudaRuntimeGetVersion(&runtime);
-    // NCCL is looked up, not linked: single-GPU training does not need it.
-    std::string nccl = "not found";
-    if (void *h = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL)) {
-        using fn = int (*)(int *);
-        if (auto f = reinterpret_cast<fn>(dlsym(h, "ncclGetVersion"))) {
-            int v = 0;
-            if (f(&v) == 0) nccl = lima::cat(v / 10000, ".", (v / 100) % 100, ".", v % 100);
-        }
-        dlclose(h);
-    }
+    // NCCL is opened, not linked (nccl.cu): single-GPU training does not need it.
+    const int v = nccl_version();
+    const std::string nccl = v > 0 ? lima::cat(v / 10000, ".", (v / 100) % 100, ".", v % 100) : std::string("not found");
     const std::string s = lima::cat("cuda runtime ", runtime / 1000, ".", (runtime % 1000) / 10, ", driver ", driver / 1000, ".",
                                     (driver % 1000) / 10, ", cublasLt ", Gemm::version(), ", nccl ", nccl);
     std::snprintf(out, size_t(cap), "%s", s.c_str());

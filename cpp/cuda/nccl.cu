@@ -85,6 +85,15 @@ size_t type_size(ncclDataType_t t) { return t == ncclFloat64 ? 8 : t == ncclBflo
 
 }  // namespace
 
+int nccl_version() {
+    try {
+        int v = 0;
+        return nccl().version(&v) == ncclSuccess ? v : 0;
+    } catch (const Error &) {
+        return 0;
+    }
+}
+
 void nccl_check(ncclResult_t r, const char *what) {
     if (r == ncclSuccess || r == ncclInProgress) return;
     const NcclLib &n = nccl();
@@ -312,13 +321,3 @@ LIMA_EXPORT int lima_cuda_comm_barrier(void *comm, char *err, int32_t errcap) {
     return lima_cuda_comm_allreduce(comm, &one, 1, 0, err, errcap);
 }
 
-LIMA_EXPORT int lima_cuda_nccl_version(int32_t *out) {
-    try {
-        int v = 0;
-        if (nccl().version(&v) != ncclSuccess) return LIMA_ERR_UNSUPPORTED;
-        *out = v;
-        return LIMA_OK;
-    } catch (...) {
-        return LIMA_ERR_UNSUPPORTED;
-    }
-}

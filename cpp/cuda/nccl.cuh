@@ -44,6 +44,9 @@ struct NcclComm {
     void broadcast_pieces(const float *src, float *dst, const std::vector<Piece> &pieces, cudaStream_t compute, const char *what);
 };
 
+// The NCCL library's version code (major * 10000 + minor * 100 + patch), 0 when it cannot be opened.
+int nccl_version();
+
 // Throws the failure of an NCCL call, with NCCL's own message.
 void nccl_check(ncclResult_t r, const char *what);
 
