@@ -100,6 +100,12 @@ const float *Ctx::f32(int64_t offset) const {
 }
 
 float *Ctx::grad(int64_t offset) const {
+    if (z3) {  // ZeRO-3: the staging buffer of the unit backward is working on
+        const int u = unit_of(*this, offset);
+        float *b = z3->g_of[size_t(u)];
+        if (!b) fail(LIMA_ERR_INTERNAL, "ZeRO-3: unit ", u, " has no gradient staging buffer");
+        return b + (offset - units[size_t(u)].first);
+    }
     if (!off) return grads.p + offset;
     for (size_t u = 0; u < units.size(); ++u)
         if (offset >= units[u].first && offset < units[u].second) {
@@ -122,6 +128,12 @@ Offload::~Offload() {
 
 LayerW layer_weights(Ctx &c, int l) {
     const lima_cuda_layer &o = c.layers[size_t(l)];
+    if (c.z3) {  // the layer's unit as gathered
+        const bf16 *w = z3_weights(c, 1 + l) - c.units[size_t(1 + l)].first;
+        return {w + o.qkv, w + o.wo, w + o.gu, w + o.wd};
+    }
+    LIMA_REQUIRE(c.p16.p || !c.nf4.empty(), LIMA_ERR_STATE, "CUDA backend: the model has no weights on the device (its ZeRO-3"
+                 " trainer is gone)");
     if (c.nf4.empty()) return {c.p16.p + o.qkv, c.p16.p + o.wo, c.p16.p + o.gu, c.p16.p + o.wd};
     const int64_t d = c.d(), F = c.F(), qd = c.cfg.q_dim(), kvd = c.cfg.kv_dim(), ld = c.ldqkv();
     bf16 *qkv = c.nf4_w.p, *wo = qkv + ld * d, *gu = wo + d * qd, *wd = gu + 2 * F * d;
@@ -143,6 +155,12 @@ void settle(Ctx &c) {
 }
 
 void wait_unit(Ctx &c, int u) {
+    if (c.z3) {  // forward: the layers gathered in turn, each prefetching the next (the last, the LM head)
+        const int L = c.cfg.num_layers;
+        if (u == 0 && L >= 1 && !c.z3->w_of[1]) z3_prefetch(c, 1);  // gathered while the embedding is looked up
+        if (u >= 1 && u <= L) z3_need(c, u, u < L ? u + 1 : c.head_unit());
+        return;
+    }
     if (!c.off) return;
     c.off->host->wait_ready(u);
     LIMA_CUDA_CHECK(cudaStreamWaitEvent(c.st, c.off->ready[size_t(u)], 0));
@@ -171,6 +189,11 @@ void publish(Ctx &c, int u) {
 // Offload: a staging buffer for unit u's gradient, holding the host's gradient so far (zero at the
 // step's first micro-batch). Idempotent while the unit is held.
 void acquire(Ctx &c, int u) {
+    if (c.z3) {  // backward runs the units in reverse: the layer below is prefetched (the head: the last layer)
+        const int L = c.cfg.num_layers;
+        z3_acquire(c, u, u == c.head_unit() ? (L >= 1 ? L : -1) : u >= 2 && u <= L ? u - 1 : -1);
+        return;
+    }
     if (!c.off) return;
     Offload &o = *c.off;
     if (o.stage_of[size_t(u)]) return;
@@ -200,6 +223,10 @@ void acquire(Ctx &c, int u) {
 
 // Offload: unit u's gradient is complete for this micro-batch: back to the host on the copy stream.
 void release(Ctx &c, int u) {
+    if (c.z3) {
+        z3_release(c, u);
+        return;
+    }
     if (!c.off) return;
     Offload &o = *c.off;
     float *buf = o.stage_of[size_t(u)];
@@ -533,14 +560,22 @@ void backward(Ctx &c, long N, int ntiles, const DropoutKey *key, float p_max) {
 // The classifier (the CPU's cpu::classifier_train), chunk by chunk over the M rows that predict a
 // target, never (N, V) at once: logits, cross-entropy into c.dsum, dxf (scattered back to the
 // rows) and the LM-head gradient.
+// The LM head's bf16 weights: the model's, or (ZeRO-3) its unit as gathered.
+const bf16 *head_weights(const Ctx &c) {
+    if (c.z3) return z3_weights(c, c.head_unit()) + (c.lm_head - c.units[size_t(c.head_unit())].first);
+    LIMA_REQUIRE(c.p16.p, LIMA_ERR_STATE, "CUDA backend: the model has no weights on the device (its ZeRO-3 trainer is gone)");
+    return c.p16.p + c.lm_head;
+}
+
 void classifier_train(Ctx &c, long M, float inv_norm) {
     const int d = c.d(), V = c.cfg.vocab_size;
+    const bf16 *head = head_weights(c);
     for (long r0 = 0; r0 < M; r0 += c.chunk) {
         const long n = std::min(c.chunk, M - r0);
         gather_rows(c.cx.p, c.xf.p, c.rows.p + r0, n, d, c.st);
-        c.gemm->run(c.clogits.p, true, c.cx.p, false, c.p16.p + c.lm_head, true, int(n), V, d, 0.0f, c.st);
+        c.gemm->run(c.clogits.p, true, c.cx.p, false, head, true, int(n), V, d, 0.0f, c.st);
         cross_entropy(c.cdl.p, c.dsum.p, c.clogits.p, c.labels.p + r0, n, V, inv_norm, c.st);
-        c.gemm->run(c.cdx.p, false, c.cdl.p, false, c.p16.p + c.lm_head, false, int(n), d, V, 0.0f, c.st);
+        c.gemm->run(c.cdx.p, false, c.cdl.p, false, head, false, int(n), d, V, 0.0f, c.st);
         scatter_rows(c.dxf.p, c.cdx.p, c.rows.p + r0, n, d, c.st);
         if (!c.ad) {
             c.gemm->run(c.grad(c.lm_head), true, c.cdl.p, true, c.cx.p, false, V, d, int(n), 1.0f, c.st);
@@ -555,11 +590,16 @@ void classifier_train(Ctx &c, long M, float inv_norm) {
 // each target row, chunk by chunk.
 void classifier_logprobs(Ctx &c, const lima_cuda_batch &b, float *out) {
     const int d = c.d(), V = c.cfg.vocab_size;
+    if (c.z3) {  // the head gathered, and every gather done within the deadline before the blocking copies below
+        z3_need(c, c.head_unit(), -1);
+        c.dp->wait_stream(c.st, "ZeRO-3 evaluation forward");
+    }
+    const bf16 *head = head_weights(c);
     std::vector<float> lp(size_t(c.chunk));
     for (long r0 = 0; r0 < b.M; r0 += c.chunk) {
         const long n = std::min(c.chunk, long(b.M) - r0);
         gather_rows(c.cx.p, c.xf.p, c.rows.p + r0, n, d, c.st);
-        c.gemm->run(c.clogits.p, true, c.cx.p, false, c.p16.p + c.lm_head, true, int(n), V, d, 0.0f, c.st);
+        c.gemm->run(c.clogits.p, true, c.cx.p, false, head, true, int(n), V, d, 0.0f, c.st);
         label_logprobs(c.clp.p, c.clogits.p, c.labels.p + r0, n, V, c.st);
         LIMA_CUDA_CHECK(cudaMemcpyAsync(lp.data(), c.clp.p, size_t(n) * 4, cudaMemcpyDeviceToHost, c.st));
         LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
@@ -589,6 +629,8 @@ void sync_token_rows(Ctx &c) {
     if (a.head_rows >= 0) set_token_rows(nullptr, c.p16.p + c.lm_head, a.a32.p + a.head_rows, d, a.tokens.p, a.n_tokens, c.st);
 }
 
+}  // namespace
+
 // The tensors the kernels read in fp32 (the embedding, the norm gains, the biases), packed in that
 // order into p32 when it does not hold the whole master: fills c.f32_at, returns the packed length.
 int64_t f32_table(Ctx &c) {
@@ -612,6 +654,8 @@ int64_t f32_table(Ctx &c) {
     std::sort(c.f32_at.begin(), c.f32_at.end());
     return packed;
 }
+
+namespace {
 
 Ctx *create(const lima_cuda_model_desc &d, const float *params) {
     ModelConfig cfg(d.cfg);
@@ -647,14 +691,15 @@ Ctx *create(const lima_cuda_model_desc &d, const float *params) {
     }
     size_t fr = 0, tot = 0;
     LIMA_CUDA_CHECK(cudaMemGetInfo(&fr, &tot));
-    const int64_t need = d.total * 2 + packed * 4 + nf4_bytes;
+    // params NULL: a hollow model (a ZeRO-3 rank): no whole bf16 weights, its pieces come with its trainer
+    const int64_t need = (params ? d.total * 2 : 0) + packed * 4 + nf4_bytes;
     LIMA_REQUIRE(need < int64_t(fr), LIMA_ERR_OUT_OF_MEMORY, "CUDA memory plan: the weights need ", need / 1073741824.0,
                  " GiB (bf16, with fp32 embedding and norm gains) but device ", d.device, " has ", fr / 1073741824.0,
                  " GiB free of ", tot / 1073741824.0);
     LIMA_CUDA_CHECK(cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking));
     c->gemm = std::make_unique<Gemm>();
     c->p32.alloc(size_t(packed), "fp32 embedding and norm gains");
-    c->p16.alloc(size_t(d.total), "bf16 weights");
+    if (params) c->p16.alloc(size_t(d.total), "bf16 weights");
     if (d.nf4) {
         c->nf4.resize(size_t(cfg.num_layers) * 7);
         for (size_t i = 0; i < c->nf4.size(); ++i) {
@@ -682,7 +727,7 @@ Ctx *create(const lima_cuda_model_desc &d, const float *params) {
     }
     c->dsum.alloc(1, "scalars");
     c->dscale.alloc(1, "scalars");
-    upload_weights(*c, params);
+    if (params) upload_weights(*c, params);
     return c.release();
 }
 
@@ -721,6 +766,8 @@ LIMA_EXPORT int lima_cuda_plugin_params(void *ctx, float *host, int32_t to_devic
             } else if (host != master) {  // liblima's copy is the master itself: nothing to copy
                 std::copy(master, master + c.total, host);
             }
+        } else if (c.z3) {
+            lima::fail(LIMA_ERR_STATE, "CUDA backend: the weights are sharded by ZeRO-3 (gathered unit by unit with z3_gather)");
         } else if (to_device) {
             upload_weights(c, host);
         } else if (c.shard32.p || (c.dp && c.zero >= 1 && !c.ad)) {
@@ -852,7 +899,15 @@ LIMA_EXPORT int lima_cuda_plugin_state(void *ctx, float *m1, float *m2, float *g
             return;
         }
         const cudaMemcpyKind k = to_device ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost;
-        // a ZeRO shard's moments are the shard's only
+        // a ZeRO shard's moments are the shard's only (ZeRO-3: this rank's pieces, whose gradient is not exchanged)
+        if (c.z3) {
+            const size_t zb = size_t(c.z3->length) * 4;
+            if (m1) LIMA_CUDA_CHECK(to_device ? cudaMemcpy(c.z3->m1.p, m1, zb, cudaMemcpyHostToDevice) : cudaMemcpy(m1, c.z3->m1.p, zb, cudaMemcpyDeviceToHost));
+            if (m2) LIMA_CUDA_CHECK(to_device ? cudaMemcpy(c.z3->m2.p, m2, zb, cudaMemcpyHostToDevice) : cudaMemcpy(m2, c.z3->m2.p, zb, cudaMemcpyDeviceToHost));
+            LIMA_REQUIRE(!grads || to_device, LIMA_ERR_STATE, "CUDA backend: a ZeRO-3 trainer holds its pieces of the gradient only");
+            if (grads) LIMA_CUDA_CHECK(cudaMemset(c.z3->g.p, 0, zb));
+            return;
+        }
         const size_t mbytes = c.dp && c.zero >= 1 ? size_t(c.sh_end - c.sh_begin) * 4 : bytes;
         auto mv = [&](float *h, float *dv, size_t n) {
             if (!h || n == 0) return;
@@ -874,6 +929,8 @@ LIMA_EXPORT int lima_cuda_plugin_zero_grad(void *ctx, char *err, int32_t errcap)
             settle(c);
             std::fill(c.off->grads.data(), c.off->grads.data() + c.total, 0.0f);
             c.off->host_zero = true;
+        } else if (c.z3) {
+            LIMA_CUDA_CHECK(cudaMemsetAsync(c.z3->g.p, 0, size_t(c.z3->length) * 4, c.st));
         } else if (c.train) {
             LIMA_CUDA_CHECK(cudaMemsetAsync(c.grads.p, 0, size_t(c.total) * 4, c.st));
         }
@@ -894,6 +951,7 @@ LIMA_EXPORT int lima_cuda_plugin_forward_backward(void *ctx, const lima_cuda_bat
             c.off->home_waited = false;
             std::fill(c.off->stage_of.begin(), c.off->stage_of.end(), nullptr);
         }
+        if (c.z3) std::fill(c.z3->g_of.begin(), c.z3->g_of.end(), nullptr);
         forward(c, N, nt, kp, a->p_max);
         const int d = c.d();
         LIMA_CUDA_CHECK(cudaMemsetAsync(c.dxf.p, 0, size_t(N) * d * sizeof(bf16), c.st));
@@ -901,6 +959,7 @@ LIMA_EXPORT int lima_cuda_plugin_forward_backward(void *ctx, const lima_cuda_bat
         acquire(c, c.head_unit());  // offload: the LM head's gradient is staged through backward
         classifier_train(c, b->M, a->inv_norm);
         backward(c, N, nt, kp, a->p_max);
+        if (c.z3) c.dp->wait_stream(c.st, "ZeRO-3 forward and backward");  // it waits on gathers: never unbounded
         LIMA_CUDA_CHECK(cudaMemcpyAsync(loss, c.dsum.p, sizeof(double), cudaMemcpyDeviceToHost, c.st));
         LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
     });
@@ -924,22 +983,35 @@ LIMA_EXPORT int lima_cuda_plugin_step(void *ctx, const lima_cuda_adam_args *a, d
             c.off->host_zero = true;
             return;
         }
-        // the trained tensors: the model's, or its adapter's
+        // the trained tensors: the model's, its adapter's, or (ZeRO-3) this rank's pieces
         DevAdapter *ad = c.ad.get();
+        DevZero3 *z = c.z3.get();
         float *p32 = ad ? ad->a32.p : c.p32.p, *g = ad ? ad->grads.p : c.grads.p, *m1 = ad ? ad->m1.p : c.m1.p, *m2 = ad ? ad->m2.p : c.m2.p;
         bf16 *p16 = ad ? ad->a16.p : c.p16.p;
         const AdamChunk *chunks = ad ? ad->dchunks.p : c.dchunks.p;
-        const int nchunks = int(ad ? ad->chunks.size() : c.chunks.size());
-        const int64_t total = ad ? ad->total : c.total;
+        int nchunks = int(ad ? ad->chunks.size() : c.chunks.size());
+        int64_t total = ad ? ad->total : c.total;
+        if (z) {
+            c.dp->wait("ZeRO-3 reduce-scatters of the gradient");  // every unit's gradient is in the pieces
+            p32 = z->p32.p, g = z->g.p, m1 = z->m1.p, m2 = z->m2.p, p16 = z->p16.p;
+            chunks = z->dchunks.p;
+            nchunks = int(z->chunks.size());
+            total = z->length;
+        }
         // data parallel: the gradient summed over the ranks (stage 2: each rank's shard of the sum,
         // in place at its block), then the norm of the global gradient
-        const bool sharded = c.dp && c.zero >= 1;
-        if (c.dp && c.zero == 2)
+        const bool sharded = c.dp && c.zero >= 1 && c.zero <= 2;
+        if (z) {
+            // reduce-scattered unit by unit during backward
+        } else if (c.dp && c.zero == 2)
             c.dp->reduce_scatter(g, c.sh_len, c.st, "reduce-scatter of the gradient");
         else if (c.dp)
             c.dp->allreduce(g, total, ncclFloat32, c.st, "all-reduce of the gradient");
         LIMA_CUDA_CHECK(cudaMemsetAsync(c.dsum.p, 0, sizeof(double), c.st));
-        if (c.dp && c.zero == 2) {
+        if (z) {
+            sum_squares(c.dsum.p, g, long(total), c.st);
+            c.dp->allreduce(c.dsum.p, 1, ncclFloat64, c.st, "all-reduce of the gradient norm");
+        } else if (c.dp && c.zero == 2) {
             sum_squares(c.dsum.p, g + c.sh_begin, long(c.sh_end - c.sh_begin), c.st);
             c.dp->allreduce(c.dsum.p, 1, ncclFloat64, c.st, "all-reduce of the gradient norm");
         } else {
@@ -973,6 +1045,12 @@ LIMA_EXPORT int lima_cuda_plugin_step(void *ctx, const lima_cuda_adam_args *a, d
             }
         } else {
             adamw_update(p32, p16, m1, m2, g, chunks, nchunks, aa, c.st);
+        }
+        if (z) {  // the fp32 tensors every rank reads, from their owners' pieces; the gathered units are stale
+            std::vector<NcclComm::Piece> pieces;
+            for (const auto &q : c.f32_pieces) pieces.push_back({int(q[0]), q[1], q[2], q[3]});
+            c.dp->broadcast_pieces(z->p32.p, c.p32.p, pieces, c.st, "broadcast of the updated fp32 embedding and gains");
+            z->w_of.assign(z->w_of.size(), nullptr);
         }
         LIMA_CUDA_CHECK(cudaMemsetAsync(g, 0, size_t(total) * 4, c.st));
         if (ad) sync_token_rows(c);  // the model's rows at the trainable tokens follow the adapter's
@@ -1013,6 +1091,10 @@ LIMA_EXPORT int lima_cuda_plugin_set_comm(void *ctx, void *comm, int32_t stage, 
             c.sh_dchunks.release();
             c.shard32.release();  // p32 keeps the packed fp32 tensors, as a model without a trainer
             c.f32_pieces.clear();
+            if (c.z3) {  // ZeRO-3's pieces go with it: the model keeps no weights on the device
+                if (c.dp) cudaStreamSynchronize(c.dp->st);
+                c.z3.reset();
+            }
             if (c.ad) {
                 c.ad->train = false;
                 for (DevBuf<float> *b : {&c.ad->grads, &c.ad->m1, &c.ad->m2}) b->release();
@@ -1085,6 +1167,29 @@ LIMA_EXPORT int lima_cuda_plugin_set_comm(void *ctx, void *comm, int32_t stage, 
     });
 }
 
+// ZeRO-3: this rank has no micro-batch in this round but takes part in the others' collectives: the
+// same gathers and reduce-scatters (of a zero gradient) a forward_backward makes, in the same order.
+LIMA_EXPORT int lima_cuda_plugin_z3_skip(void *ctx, char *err, int32_t errcap) {
+    return guard(err, errcap, [&] {
+        Ctx &c = *static_cast<Ctx *>(ctx);
+        LIMA_CUDA_CHECK(cudaSetDevice(c.device));
+        if (!c.z3) return;
+        const int L = c.cfg.num_layers;
+        std::fill(c.z3->g_of.begin(), c.z3->g_of.end(), nullptr);
+        for (int u = 0; u <= L + 1; ++u) wait_unit(c, u);  // forward()
+        acquire(c, c.head_unit());                         // forward_backward, before the classifier
+        acquire(c, L + 1);                                 // backward()
+        release(c, L + 1);
+        for (int l = L - 1; l >= 0; --l) {
+            acquire(c, 1 + l);
+            release(c, 1 + l);
+        }
+        acquire(c, 0);
+        release(c, 0);
+        c.dp->wait_stream(c.st, "ZeRO-3 collectives of a skipped micro-batch");
+    });
+}
+
 LIMA_EXPORT int lima_cuda_plugin_logprobs(void *ctx, const lima_cuda_batch *b, float *out, char *err, int32_t errcap) {
     return guard(err, errcap, [&] {
         Ctx &c = *static_cast<Ctx *>(ctx);
@@ -1108,8 +1213,13 @@ LIMA_EXPORT int lima_cuda_plugin_plan(void *ctx, int64_t tokens, lima_memory_pla
         if (out) {
             // what is allocated: ZeRO's padded copies, and shards of the moments (and master) where sharded
             out->weights = int64_t(c.p16.n) * 2 + int64_t(c.p32.n + c.shard32.n) * 4;
+            if (c.z3) {  // the pieces (fp32 + bf16) and the gathered units
+                const DevZero3 &z = *c.z3;
+                out->weights += int64_t(z.p32.n) * 4 + int64_t(z.p16.n + z.wl[0].n + z.wl[1].n + z.wemb.n + z.whead.n) * 2;
+            }
             out->optimizer = c.ad ? (c.ad->train ? int64_t(c.ad->grads.n + c.ad->m1.n + c.ad->m2.n) * 4 : 0)
                              : c.off ? int64_t(c.off->stage[0].n * 2 + c.off->stage_emb.n + c.off->stage_head.n) * 4
+                             : c.z3 ? int64_t(c.z3->g.n + c.z3->m1.n + c.z3->m2.n + c.z3->gl[0].n + c.z3->gl[1].n + c.z3->gemb.n + c.z3->ghead.n) * 4
                              : c.train ? int64_t(c.grads.n + c.m1.n + c.m2.n) * 4 : 0;
             if (c.ad) out->weights += c.ad->total * 6;
             for (const DevNf4 &t : c.nf4)

@@ -129,6 +129,36 @@ struct LayerW {
     const bf16 *qkv, *wo, *gu, *wd;
 };
 
+// ZeRO-3 on CUDA ranks (lima_cuda_plugin_z3_begin): the layout's units (the embedding, each layer,
+// the final norm with the LM head), each padded to a multiple of the world size (block elements a
+// rank); this rank keeps its piece of every unit (the fp32 master, its bf16 copy, the gradient and
+// both moments, concatenated in unit order: piece u at local[u], valid[u] elements) and no whole
+// bf16 weights. Layer units are all-gathered in bf16 into two alternating buffers just before they
+// run, the next one prefetched on the communicator's stream while this one computes; the LM head's
+// unit (the embedding's when tied) into its own. Backward accumulates each unit's gradient in a
+// staging buffer (two alternating for layers, one each for the embedding and the head) that is
+// reduce-scattered and added into the piece's gradient when the unit is done. The tensors the
+// kernels read in fp32 (embedding, norm gains, biases) stay whole on every rank (the packed p32),
+// refreshed after each step from their owners' pieces.
+struct DevZero3 {
+    int world = 1, rank = 0;
+    std::vector<int64_t> block, local, valid;  // per unit
+    int64_t length = 0;                        // sum of valid: the pieces' elements
+    DevBuf<float> p32, g, m1, m2;              // the pieces (with a block of slack: sends read whole blocks)
+    DevBuf<bf16> p16;
+    std::vector<AdamChunk> chunks;             // AdamW work items over the piece layout
+    DevBuf<AdamChunk> dchunks;
+    DevBuf<bf16> wl[2], wemb, whead;           // gathered units: layers alternate by parity; the embedding; the head
+    DevBuf<float> gl[2], gemb, ghead;          // gradient staging, as the gathered weights
+    std::vector<bf16 *> w_of;                  // per unit: its gathered weights while they are current, else null
+    std::vector<float *> g_of;                 // per unit: its staging buffer while backward holds it, else null
+    std::vector<cudaEvent_t> gathered;         // per unit: its all-gather done (comm stream)
+    cudaEvent_t gfree[4] = {};                 // a staging buffer free again (layers 0/1, the embedding, the head)
+    std::vector<std::vector<int64_t>> local_of;  // per rank, per unit: where that rank's piece starts in its arrays
+    int loaded = 0;                            // units filled by z3_unit (all: training may start)
+    ~DevZero3();
+};
+
 struct Ctx {
     ModelConfig cfg;
     int device = 0;
@@ -166,6 +196,7 @@ struct Ctx {
     DevBuf<AdamChunk> sh_dchunks;
     DevBuf<float> shard32;
     std::vector<std::array<int64_t, 4>> f32_pieces;  // (owner, offset in its shard, offset in packed p32, numel)
+    std::unique_ptr<DevZero3> z3;
     // QLoRA: every layer's projections in NF4 ((layer * 7 + target)); empty when they are in p16.
     // nf4_w holds one layer's, dequantised: [q|k|v] (ld, d), o (d, qd), [gate|up] (2F, d), down (d, F).
     std::vector<DevNf4> nf4;
@@ -201,6 +232,7 @@ struct Ctx {
     int F() const { return cfg.intermediate_size; }
     int ldqkv() const { return cfg.q_dim() + 2 * cfg.kv_dim(); }
     ~Ctx() {
+        z3.reset();
         off.reset();
         ad.reset();
         gemm.reset();
@@ -232,6 +264,21 @@ int guard(char *err, int32_t cap, F &&f) {
 
 // Layer l's projections for the products: p16's, or (NF4) dequantised into nf4_w unless it holds them.
 LayerW layer_weights(Ctx &c, int l);
+
+// ZeRO-3 (zero3.cu): unit u's gathered bf16 weights made current for the compute stream (all-gathered
+// now unless still resident), and `next` (-1: none) prefetched; its gradient staging buffer acquired
+// (zeroed) and released (reduce-scattered and added into this rank's piece); the gathered weights of a
+// unit (an error when not current).
+bool z3_needs_weights(const Ctx &c, int u);
+void z3_need(Ctx &c, int u, int next);
+void z3_prefetch(Ctx &c, int u);
+void z3_acquire(Ctx &c, int u, int next);
+void z3_release(Ctx &c, int u);
+const bf16 *z3_weights(const Ctx &c, int u);
+// The packed fp32 table (backend.cu): fills c.f32_at, returns the packed length.
+int64_t f32_table(Ctx &c);
+// The unit holding flat offset `offset`.
+int unit_of(const Ctx &c, int64_t offset);
 
 // Offload: every pending host update published and every gradient copy done (a no-op otherwise).
 void settle(Ctx &c);

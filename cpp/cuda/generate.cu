@@ -291,6 +291,9 @@ LIMA_EXPORT int lima_cuda_plugin_gen_create(void *ctx, int32_t max_rows, int32_t
     return lima::cuda::guard(err, errcap, [&] {
         Ctx &c = *static_cast<Ctx *>(ctx);
         LIMA_CUDA_CHECK(cudaSetDevice(c.device));
+        LIMA_REQUIRE(!c.z3 && (c.p16.p || !c.nf4.empty()), LIMA_ERR_STATE, "CUDA backend: decoding needs the model's whole weights on"
+                     " the device; they are sharded by ZeRO-3 (or its trainer is gone): gather them (lima_trainer_gather_params) and"
+                     " load the checkpoint");
         *out = lima::cuda::gen_create(c, max_rows, max_len);
     });
 }

@@ -387,6 +387,11 @@ __global__ void adamw_update_k(float *p32, bf16 *p16, float *m, float *v, const 
     }
 }
 
+// dst (n) += src (n); grid-stride
+__global__ void add_into_k(float *dst, const float *src, long n) {
+    for (long i = long(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += long(gridDim.x) * blockDim.x) dst[i] += src[i];
+}
+
 // out (n) = res + y; grid-stride
 __global__ void residual_add_k(float *out, const float *res, const bf16 *y, long n) {
     for (long i = long(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += long(gridDim.x) * blockDim.x)
@@ -490,6 +495,12 @@ void gather_cols(bf16 *t, const bf16 *src, int ld, int col0, long N, int n, floa
     if (N == 0 || n == 0) return;
     gather_cols_k<<<grid_for(N * n, 256), 256, 0, st>>>(t, src, ld, col0, N, n, scale);
     LIMA_CUDA_LAUNCHED("gather_cols");
+}
+
+void add_into(float *dst, const float *src, long n, cudaStream_t st) {
+    if (n == 0) return;
+    add_into_k<<<grid_for(n, 256), 256, 0, st>>>(dst, src, n);
+    LIMA_CUDA_LAUNCHED("add_into");
 }
 
 void nf4_dequantize(bf16 *out, const uint8_t *packed, const float *absmax, const uint8_t *qabsmax, const float *absmax2, float offset,

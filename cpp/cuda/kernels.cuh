@@ -26,6 +26,8 @@ void rope_forward(bf16 *x, int ld, const int32_t *pos, long N, int heads, int hd
 void rope_backward(bf16 *dx, int ld, const int32_t *pos, long N, int heads, int hd, const float *cos, const float *sin,
                    cudaStream_t st);
 
+// dst (n) += src (n), fp32 (ZeRO-3: a unit's reduce-scattered gradient into the rank's piece)
+void add_into(float *dst, const float *src, long n, cudaStream_t st);
 // out (n) = res + y: the residual connection without dropout (eval, prefill, decode). out may be res.
 void residual_add(float *out, const float *res, const bf16 *y, long n, cudaStream_t st);
 // LoRA (the CPU's cpu/lora.hpp, around cuBLASLt products): out (n) = dropout(in) with the CPU's

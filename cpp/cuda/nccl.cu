@@ -115,10 +115,21 @@ void NcclComm::follow(cudaStream_t compute) {
     LIMA_CUDA_CHECK(cudaStreamWaitEvent(st, after_compute, 0));
 }
 
-void NcclComm::wait(const char *what) {
+void NcclComm::allgather_async(const void *send, void *recv, int64_t n, ncclDataType_t type, cudaStream_t compute, const char *what) {
+    follow(compute);
+    nccl_check(nccl().allgather(send, recv, size_t(n), type, comm, st), what);
+}
+
+void NcclComm::reduce_scatter_async(float *buf, int64_t n, cudaStream_t compute, const char *what) {
+    follow(compute);
+    nccl_check(nccl().reduce_scatter(buf, buf + n * rank, size_t(n), ncclFloat32, ncclSum, comm, st), what);
+}
+
+void NcclComm::wait_stream(cudaStream_t s, const char *what) {
+    LIMA_REQUIRE(!aborted, LIMA_ERR_STATE, "NCCL communicator (rank ", rank, " of ", world, ") was aborted after an earlier failure");
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
     for (auto pause = std::chrono::microseconds(20);; pause = std::min(pause * 2, std::chrono::microseconds(2000))) {
-        const cudaError_t q = cudaStreamQuery(st);
+        const cudaError_t q = cudaStreamQuery(s);
         if (q == cudaSuccess) return;
         if (q != cudaErrorNotReady) LIMA_CUDA_CHECK(q);
         ncclResult_t async = ncclSuccess;

@@ -26,7 +26,14 @@ struct NcclComm {
     void follow(cudaStream_t compute);
     // Waits for the comm stream: done, an NCCL error, or the deadline (then the communicator is
     // aborted and the call fails naming what timed out).
-    void wait(const char *what);
+    void wait(const char *what) { wait_stream(st, what); }
+    // The same for another stream (the compute stream, which may wait on this one's events).
+    void wait_stream(cudaStream_t s, const char *what);
+    // Enqueued on the comm stream after `compute`'s work so far, not waited for (ZeRO-3's prefetch):
+    // recv (world * n) = every rank's send (n), in rank order.
+    void allgather_async(const void *send, void *recv, int64_t n, ncclDataType_t type, cudaStream_t compute, const char *what);
+    // buf (world * n) reduce-scattered in place (block `rank` the sum), enqueued after `compute`, not waited for.
+    void reduce_scatter_async(float *buf, int64_t n, cudaStream_t compute, const char *what);
     // Device buffers, on the comm stream after `compute`'s work; each waits (wait) before returning.
     void allreduce(void *buf, int64_t n, ncclDataType_t type, cudaStream_t compute, const char *what);
     // buf (world * n): block `rank` becomes the sum over ranks of that block

@@ -141,6 +141,20 @@ int lima_model_load_hollow(const char *dir, lima_model **out) {
     });
 }
 
+int lima_model_to_device(lima_model *m, const char *device) {
+    return guarded([&] {
+        need(m, "lima_model_to_device", "m");
+        need(device, "lima_model_to_device", "device");
+        const int dev = lima::parse_device(device);
+        LIMA_REQUIRE(m->m->hollow, LIMA_ERR_STATE, "lima_model_to_device: the model holds weights; load it on the device"
+                     " (lima_model_load/lima_model_create with the device) instead");
+        LIMA_REQUIRE(!m->m->cuda, LIMA_ERR_STATE, "lima_model_to_device: the model is on a CUDA device already");
+        LIMA_REQUIRE(dev >= 0, LIMA_ERR_INVALID_ARGUMENT, "lima_model_to_device: device \"", device, "\" is not a CUDA device (a hollow"
+                     " model is on the CPU already)");
+        lima::cuda_attach(*m->m, dev);
+    });
+}
+
 int lima_model_create(const lima_model_config *cfg, const char *device, uint64_t seed, lima_model **out) {
     return guarded([&] {
         need(cfg, "lima_model_create", "cfg");

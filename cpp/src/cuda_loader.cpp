@@ -99,6 +99,10 @@ const CudaApi &cuda_api() {
     a.set_comm = reinterpret_cast<lima_cuda_set_comm_fn>(sym("lima_cuda_plugin_set_comm"));
     a.nccl_unique_id = reinterpret_cast<lima_cuda_nccl_unique_id_fn>(sym("lima_cuda_nccl_unique_id"));
     a.comm_create = reinterpret_cast<lima_cuda_comm_create_fn>(sym("lima_cuda_comm_create"));
+    a.z3_begin = reinterpret_cast<lima_cuda_z3_begin_fn>(sym("lima_cuda_plugin_z3_begin"));
+    a.z3_unit = reinterpret_cast<lima_cuda_z3_unit_fn>(sym("lima_cuda_plugin_z3_unit"));
+    a.z3_gather = reinterpret_cast<lima_cuda_z3_gather_fn>(sym("lima_cuda_plugin_z3_gather"));
+    a.z3_skip = reinterpret_cast<lima_cuda_z3_skip_fn>(sym("lima_cuda_plugin_z3_skip"));
     CommApi &ca = g_comm_api;
     ca.create = nullptr;
     ca.free = reinterpret_cast<lima_comm_free_fn>(sym("lima_cuda_comm_free"));

@@ -104,7 +104,8 @@ void cuda_attach(Model &m, int device) {
     d.nf4 = q4 ? nf4.data() : nullptr;
     d.nf4_code = cpu::dynamic_code().data();
     void *ctx = nullptr;
-    cuda_run(api.create, &d, static_cast<const float *>(m.params.data()), &ctx);
+    // a hollow model (a ZeRO-3 rank) has no weights to upload: its pieces come with its trainer
+    cuda_run(api.create, &d, m.hollow ? static_cast<const float *>(nullptr) : static_cast<const float *>(m.params.data()), &ctx);
     m.cuda = ctx;
     m.device = device;
     m.host_stale = false;

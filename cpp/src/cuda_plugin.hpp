@@ -125,6 +125,16 @@ typedef int (*lima_cuda_nccl_unique_id_fn)(uint8_t *out, int32_t cap, char *err,
 typedef int (*lima_cuda_comm_create_fn)(int32_t rank, int32_t world, const uint8_t *unique_id, int32_t id_len, int32_t device,
                                         int32_t timeout_ms, void **out, char *err, int32_t errcap);
 
+// ZeRO-3 over an NCCL communicator (cuda/zero3.cu), full fine-tuning: z3_begin sets up this rank's
+// pieces (a trainer's whole state, if any, is freed), z3_unit hands it each unit of rank 0's weights
+// (host fp32, the unit's elements) in order; z3_gather (collective: every rank, the same unit) brings
+// a unit's fp32 weights back to the host; z3_skip runs the collectives of a micro-batch this rank
+// does not have. A model created with params NULL (hollow) holds no bf16 weights until then.
+typedef int (*lima_cuda_z3_begin_fn)(void *ctx, void *comm, char *err, int32_t errcap);
+typedef int (*lima_cuda_z3_unit_fn)(void *ctx, int32_t unit, const float *weights, char *err, int32_t errcap);
+typedef int (*lima_cuda_z3_gather_fn)(void *ctx, int32_t unit, float *out, char *err, int32_t errcap);
+typedef int (*lima_cuda_z3_skip_fn)(void *ctx, char *err, int32_t errcap);
+
 // Decoding on the device (the CUDA side of lima_generator): a bf16 KV cache of max_rows rows of
 // max_len tokens, next-token logits and sampling state kept on the device. Arguments are checked by
 // liblima (generate.cpp) before these calls.
@@ -166,6 +176,10 @@ struct CudaApi {
     lima_cuda_set_comm_fn set_comm;
     lima_cuda_nccl_unique_id_fn nccl_unique_id;
     lima_cuda_comm_create_fn comm_create;
+    lima_cuda_z3_begin_fn z3_begin;
+    lima_cuda_z3_unit_fn z3_unit;
+    lima_cuda_z3_gather_fn z3_gather;
+    lima_cuda_z3_skip_fn z3_skip;
 };
 
 // The loaded plugin's functions, or throws LIMA_ERR_UNSUPPORTED naming what is missing.

@@ -39,6 +39,20 @@ int64_t length(const std::vector<std::pair<int64_t, int64_t>> &ranges) {
 
 }  // namespace
 
+float *CudaZero3::gather(int unit) {
+    const auto [b, e] = model->units[size_t(unit)];
+    if (held.size() < model->units.size()) held.resize(model->units.size());
+    held[size_t(unit)].resize(e - b);
+    cuda_run(cuda_api().z3_gather, model->cuda, int32_t(unit), held[size_t(unit)].data());
+    return held[size_t(unit)].data();
+}
+
+float *CudaZero3::grad(int) { fail(LIMA_ERR_INTERNAL, "ZeRO-3 on CUDA: the gradient pieces live on the device"); }
+
+void CudaZero3::release(int unit) {
+    if (size_t(unit) < held.size()) std::vector<float>().swap(held[size_t(unit)]);
+}
+
 float *Zero3::gather(int unit) {
     std::vector<float> &h = held[size_t(unit)];
     if (!h.empty()) return h.data();
@@ -126,7 +140,12 @@ Trainer::Trainer(Model *m, const lima_train_config &c) : model(m), cfg(c) {
                  " is hollow)");
     LIMA_REQUIRE(!c.offload || m->trainers == 0, LIMA_ERR_STATE, "lima_trainer_create: an offloaded trainer owns the model's"
                  " weights; the model has ", m->trainers, " trainer(s)");
-    if (m->cuda) {
+    LIMA_REQUIRE(!m->cuda || m->hollow || (!m->source && m->params.size() == m->layout.total), LIMA_ERR_STATE,
+                 "lima_trainer_create: the model's weights are sharded by a ZeRO-3 trainer", m->source ? "" : " that is gone",
+                 m->source ? "; gather them first (lima_trainer_gather_params)" : "; load the model again");
+    if (m->cuda && m->hollow) {
+        // a hollow CUDA model (a ZeRO-3 rank): its state is made sharded by set_comm, never whole
+    } else if (m->cuda) {
         // gradients and moments live on the device (offload: in the plugin's pinned host memory);
         // host copies only for save/load/read_grad
         cuda_sync_host(*m);
@@ -167,12 +186,13 @@ Trainer::~Trainer() {
         model->settle = nullptr;
         if (model->source == off.get()) model->source = nullptr;
     }
-    if (comm && model->cuda) {  // the device's sharded state goes with this trainer (the weights stay)
+    if (comm && model->cuda) {  // the device's sharded state goes with this trainer (the weights stay, but at ZeRO-3)
         try {
-            cuda_sync_host(*model);
+            if (!cz3) cuda_sync_host(*model);
             cuda_run(cuda_api().set_comm, model->cuda, static_cast<void *>(nullptr), int32_t(0));
         } catch (const Error &) {  // a device that failed: nothing more to free
         }
+        if (cz3 && model->source == cz3.get()) model->source = nullptr;  // the weights leave with their pieces
     }
     --model->trainers;
     if (comm) --comm->trainers;
@@ -189,11 +209,11 @@ void Trainer::set_comm(Comm *c, int stage) {
     LIMA_REQUIRE(bool(model->cuda) == (c->backend == "nccl"), LIMA_ERR_UNSUPPORTED, "lima_trainer_set_comm: ",
                  model->cuda ? cat("a CUDA trainer's ranks communicate over NCCL (lima_comm_create_nccl), not ", c->backend)
                              : std::string("a CPU trainer's ranks communicate over gloo, not nccl"));
-    LIMA_REQUIRE(!model->cuda || stage < 3, LIMA_ERR_UNSUPPORTED, "lima_trainer_set_comm: ZeRO stage 3 (the weights sharded too)"
-                 " is not built for CUDA devices; stages 0, 1 and 2 are (stage 3 runs on CPU ranks)");
     LIMA_REQUIRE(stage < 3 || (!model->adapter && !model->nf4()), LIMA_ERR_UNSUPPORTED,
                  "lima_trainer_set_comm: ZeRO stage 3 shards the weights of full fine-tuning; an adapter's trainer (LoRA/QLoRA,"
                  " whose base is frozen) uses stage 0, 1 or 2");
+    LIMA_REQUIRE(!model->cuda || !model->hollow || stage == 3, LIMA_ERR_STATE, "lima_trainer_set_comm: a hollow model on a CUDA"
+                 " device trains at ZeRO stage 3 only (load it whole for stages 0-2)");
     LIMA_REQUIRE(stage < 3 || model->trainers == 1, LIMA_ERR_STATE, "lima_trainer_set_comm: ZeRO stage 3 moves the model's"
                  " weights into this trainer's shards; the model has ", model->trainers, " trainers");
     LIMA_REQUIRE(!model->hollow || c->rank != 0 || model->reader, LIMA_ERR_STATE, "lima_trainer_set_comm: rank 0's model must hold"
@@ -239,6 +259,28 @@ void Trainer::set_comm(Comm *c, int stage) {
             model->hollow = false;
             model->reader.reset();
         }
+    }
+    if (model->cuda && stage == 3) {  // the device keeps this rank's pieces of rank 0's weights, one unit at a time
+        cuda_run(cuda_api().z3_begin, model->cuda, c->handle);
+        const auto units = make_units(model->cfg, model->layout);
+        for (size_t u = 0; u < units.size(); ++u) {
+            unit.resize(units[u].second - units[u].first);
+            rank0_unit(units[u].first, units[u].second, unit.data());
+            cuda_run(cuda_api().z3_unit, model->cuda, int32_t(u), static_cast<const float *>(unit.data()));
+        }
+        comm = c;
+        zero = 3;
+        ++c->trainers;
+        owned = pieces(c->rank, c->world, true);
+        model->hollow = false;
+        model->reader.reset();
+        model->units = units;
+        std::vector<float>().swap(model->params);  // from now on the weights are the ranks' pieces
+        cz3 = std::make_unique<CudaZero3>();
+        cz3->model = model;
+        model->source = cz3.get();
+        model->host_stale = false;
+        return;
     }
     comm = c;
     zero = stage;
@@ -309,14 +351,15 @@ std::vector<std::pair<int64_t, int64_t>> Trainer::pieces(int rank, int world, bo
 void Trainer::gather_params(int root) {
     LIMA_REQUIRE(root >= -1 && (!comm || root < comm->world), LIMA_ERR_INVALID_ARGUMENT, "lima_trainer_gather_params: root ", root,
                  " is not a rank (or -1 for every rank)");
-    if (model->cuda && comm && zero >= 1) cuda_sync_host(*model);  // every rank: the sharded fp32 master gathered
-    if (!z3) return;  // below stage 3 every rank holds the whole weights
+    if (model->cuda && comm && zero >= 1 && zero < 3) cuda_sync_host(*model);  // every rank: the sharded fp32 master gathered
+    ParamSource *src = unit_source();
+    if (!src) return;  // below stage 3 every rank holds the whole weights
     const bool keep = root < 0 || root == comm->rank;
     if (keep) model->params.resize(model->layout.total);
-    for (size_t u = 0; u < z3->units.size(); ++u) {
-        const float *w = z3->gather(int(u));
-        if (keep) std::copy(w, w + (z3->units[u].second - z3->units[u].first), model->params.begin() + long(z3->units[u].first));
-        z3->release(int(u));
+    for (size_t u = 0; u < model->units.size(); ++u) {
+        const float *w = src->gather(int(u));
+        if (keep) std::copy(w, w + (model->units[u].second - model->units[u].first), model->params.begin() + long(model->units[u].first));
+        src->release(int(u));
     }
     if (keep) model->source = nullptr;
 }
@@ -325,29 +368,32 @@ void Trainer::save_model(const std::string &dir, int dtype, int64_t max_shard_by
     settle();
     LIMA_REQUIRE(root >= 0 && (!comm || root < comm->world), LIMA_ERR_INVALID_ARGUMENT, "lima_trainer_save_model: root ", root,
                  " is not a rank");
-    if (!z3) {
+    ParamSource *src = unit_source();
+    if (!src) {
         // a CUDA model's sharded fp32 master (ZeRO 1-2) comes to the host by a collective: every rank syncs
         if (model->cuda && comm && zero >= 1) cuda_sync_host(*model);
         if (!comm || comm->rank == root) lima::save_model(*model, dir, dtype, max_shard_bytes);
         return;
     }
     reshard();
-    const int n = int(z3->units.size());
+    const auto &units = model->units;
+    const int n = int(units.size());
     int held = -1;
+    const float *held_w = nullptr;
     auto unit_of = [&](size_t offset) {
         int u = 0;
-        while (u + 1 < n && z3->units[size_t(u) + 1].first <= offset) ++u;
+        while (u + 1 < n && units[size_t(u) + 1].first <= offset) ++u;
         return u;
     };
     // the tensors come in layout order, so the units are gathered in order, each once
     const std::function<const float *(const ParamInfo &)> source = [&](const ParamInfo &p) -> const float * {
         const int u = unit_of(p.offset);
         if (u != held) {
-            if (held >= 0) z3->release(held);
-            z3->gather(u);
+            if (held >= 0) src->release(held);
+            held_w = src->gather(u);
             held = u;
         }
-        return z3->held[size_t(u)].data() + (p.offset - z3->units[size_t(u)].first);
+        return held_w + (p.offset - units[size_t(u)].first);
     };
     int status = LIMA_OK;
     std::string error;
@@ -359,10 +405,10 @@ void Trainer::save_model(const std::string &dir, int dtype, int64_t max_shard_by
             error = e.what();
         }
     }
-    if (held >= 0) z3->release(held);
+    if (held >= 0) src->release(held);
     for (int u = held + 1; u < n; ++u) {  // the ranks that did not write (and a writer that failed half-way)
-        z3->gather(u);
-        z3->release(u);
+        src->gather(u);
+        src->release(u);
     }
     double failed = status != LIMA_OK ? 1.0 : 0.0;
     comm->allreduce_sum(&failed, 1);
@@ -372,12 +418,19 @@ void Trainer::save_model(const std::string &dir, int dtype, int64_t max_shard_by
 }
 
 void Trainer::reshard() {
-    if (!z3 || model->source) return;
+    ParamSource *src = unit_source();
+    if (!src || model->source) return;
     std::vector<float>().swap(model->params);
-    model->source = z3.get();
+    model->source = src;
 }
 
 void Trainer::skip_micro() {
+    if (cz3) {  // the device runs the collectives of a forward and backward, no kernels
+        reshard();
+        cuda_run(cuda_api().z3_skip, model->cuda);
+        ++micro;
+        return;
+    }
     if (!z3) return;
     Batch none;  // no rows: the forward and backward run only their gathers and reduce-scatters
     none.filled = true;
@@ -407,6 +460,11 @@ lima_fb_result Trainer::forward_backward(const Batch &b, int64_t step_targets) {
         }
     } scope{model, off && M > 0};
     if (scope.on) model->source = off.get();
+    if (M == 0 && cz3) {  // ZeRO-3 on CUDA: the collectives of the others' passes still run
+        cuda_run(cuda_api().z3_skip, model->cuda);
+        ++micro;
+        return r;
+    }
     if (M == 0 && !z3) {  // nothing to learn from: no gradient, but the micro-batch still counts (ZeRO-3: the collectives run)
         ++micro;
         return r;
@@ -459,6 +517,7 @@ lima_fb_result Trainer::forward_backward(const Batch &b, int64_t step_targets) {
 lima_step_result Trainer::apply(float lr) {
     LIMA_REQUIRE(std::isfinite(lr) && lr >= 0, LIMA_ERR_INVALID_ARGUMENT, "lima_trainer_step: learning rate must be finite and >= 0, got ", lr);
     if (model->cuda) {
+        reshard();  // ZeRO-3: weights gathered to the host (gather_params) are stale once updated
         const lima_cuda_adam_args a{lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay, cfg.grad_clip, int64_t(step + 1)};
         lima_step_result r{0.0, 0, step, 0.0};
         cuda_run(cuda_api().step, model->cuda, &a, &r.grad_norm, &r.clipped);
@@ -549,7 +608,7 @@ void Trainer::zero_grad() {
 }
 
 void Trainer::read_grad(const ParamInfo &p, float *out) const {
-    LIMA_REQUIRE(!z3, LIMA_ERR_STATE, "lima_trainer_read_grad: a ZeRO-3 trainer holds its shard of the gradient only");
+    LIMA_REQUIRE(!unit_source(), LIMA_ERR_STATE, "lima_trainer_read_grad: a ZeRO-3 trainer holds its shard of the gradient only");
     ensure_state();
     settle();
     if (!model->cuda) {
@@ -578,7 +637,7 @@ void Trainer::save_state(const std::string &path) const {
         std::map<std::string, std::string> meta{{"format", "lima-adamw-shard-1"}, {"step", std::to_string(step)},
                                                 {"num_params", std::to_string(space().total)},
                                                 {"rank", std::to_string(comm->rank)}, {"world", std::to_string(comm->world)}};
-        if (z3) {  // one piece per unit (padded per unit), concatenated
+        if (unit_source()) {  // one piece per unit (padded per unit), concatenated
             meta["pieces"] = "units";
         } else {
             meta["shard_begin"] = std::to_string(shard.begin);
@@ -706,7 +765,7 @@ void Trainer::load_state(const std::string &path) {
                  " parameters, this model has ", space().total);
     if (format == "lima-adamw-shard-1") {  // one rank's shard: the same shard of the same world only
         const bool units = f.metadata["pieces"] == "units";
-        LIMA_REQUIRE(zero >= 1 && number("world") == comm->world && number("rank") == comm->rank && units == bool(z3) &&
+        LIMA_REQUIRE(zero >= 1 && number("world") == comm->world && number("rank") == comm->rank && units == bool(unit_source()) &&
                          (units || (number("shard_begin") == shard.begin && number("shard_end") == shard.end)),
                      LIMA_ERR_STATE, path, ": the shard of rank ", f.metadata["rank"], " of ", f.metadata["world"],
                      units ? " ranks at ZeRO stage 3" : " ranks at ZeRO stage 1 or 2", "; this trainer is ",

@@ -30,6 +30,17 @@ struct Zero3 final : ParamSource {
     void release(int unit) override;
 };
 
+// ZeRO-3 on CUDA ranks: the device holds this rank's pieces (the CUDA plugin's zero3.cu); this
+// source marks the model's weights as sharded and gathers a unit back to the host (collective: every
+// rank gathers every unit in the same order) for gather_params and save_model.
+struct CudaZero3 final : ParamSource {
+    Model *model = nullptr;
+    std::vector<std::vector<float>> held;
+    float *gather(int unit) override;
+    float *grad(int unit) override;
+    void release(int unit) override;
+};
+
 // Full fine-tuning with the optimiser offloaded to the host (offload.hpp), run on the CPU: the same
 // split as on a GPU, so that it is tested without one (it saves no memory here). The model's params
 // are the master weights; forward reads each unit once the last step has updated it (the update
@@ -66,6 +77,9 @@ struct Trainer {
     // one per unit at stage 3): m1/m2 hold their concatenation, and so do grads at stage 3.
     std::vector<std::pair<int64_t, int64_t>> owned;
     std::unique_ptr<Zero3> z3;  // stage 3: the model's parameters live here, not in model->params
+    std::unique_ptr<CudaZero3> cz3;  // stage 3 on a CUDA model: the parameters live in the device's pieces
+    // The stage-3 source of the weights (CPU or CUDA), or null.
+    ParamSource *unit_source() const { return z3 ? static_cast<ParamSource *>(z3.get()) : cz3.get(); }
     std::unique_ptr<Offload> off;  // cfg.offload on the CPU
 
     // Offload: waits for the host worker (the last step's updates, the gradients handed back) and

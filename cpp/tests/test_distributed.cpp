@@ -951,3 +951,22 @@ TEST(Distributed, NcclCommunicatorsAreRefusedClearlyWithoutACudaDevice) {
     EXPECT_NE(st2, LIMA_OK);
     EXPECT_FALSE(std::string(lima_last_error()).empty());
 }
+
+// A hollow model goes to a CUDA device for a ZeRO-3 trainer over NCCL; a whole model, the CPU as the
+// target, or no device here are refused by name, and the model is left as it was.
+TEST(Distributed, OnlyAHollowModelGoesToADeviceWithoutWeights) {
+    ModelPtr whole = make_model(tiny_config(), 1);
+    EXPECT_LIMA_ERR(lima_model_to_device(whole.get(), "cuda:0"), LIMA_ERR_STATE, "the model holds weights");
+    lima_model_config hc = tiny_config();
+    lima_model *raw = nullptr;
+    ASSERT_EQ(lima_model_create_hollow(&hc, &raw), LIMA_OK) << lima_last_error();
+    ModelPtr hollow(raw);
+    EXPECT_LIMA_ERR(lima_model_to_device(hollow.get(), "cpu"), LIMA_ERR_INVALID_ARGUMENT, "is not a CUDA device");
+    EXPECT_LIMA_ERR(lima_model_to_device(hollow.get(), "gpu7"), LIMA_ERR_INVALID_ARGUMENT, "gpu7");
+    EXPECT_LIMA_ERR(lima_model_to_device(hollow.get(), nullptr), LIMA_ERR_INVALID_ARGUMENT, "device is NULL");
+    if (have_gpu_driver()) return;
+    const int st = lima_model_to_device(hollow.get(), "cuda:0");
+    EXPECT_TRUE(st == LIMA_ERR_UNSUPPORTED || st == LIMA_ERR_INTERNAL) << st << " " << lima_last_error();
+    std::vector<float> v(16);  // still a hollow CPU model
+    EXPECT_LIMA_ERR(lima_model_read_tensor(hollow.get(), "model.norm.weight", v.data(), 16), LIMA_ERR_STATE, "hollow");
+}

@@ -168,9 +168,11 @@ LIMA_API int lima_model_create(const lima_model_config *cfg, const char *device,
  * weights. Rank 0's model may be hollow when loaded from a directory: it then reads the checkpoint unit
  * by unit (rows added by lima_model_resize_vocab are the mean of the others, as for a loaded model).
  * Until then every use that needs weights fails with LIMA_ERR_STATE; lima_model_resize_vocab changes
- * the shape only. CPU. */
+ * the shape only. Created on the CPU; lima_model_to_device puts one on a CUDA device (still without
+ * weights there: a ZeRO-3 trainer over NCCL fills its pieces; other stages need a whole model). */
 LIMA_API int lima_model_create_hollow(const lima_model_config *cfg, lima_model **out);
 LIMA_API int lima_model_load_hollow(const char *dir, lima_model **out);
+LIMA_API int lima_model_to_device(lima_model *m, const char *device);
 /* Loads a Hugging Face checkpoint directory: config.json + model.safetensors, or sharded via
  * model.safetensors.index.json. F32, BF16 and F16 tensors are accepted. */
 LIMA_API int lima_model_load(const char *dir, const char *device, lima_model **out);
@@ -386,8 +388,10 @@ LIMA_API int lima_comm_create_nccl(int32_t rank, int32_t world, const uint8_t *u
  * model's other functions (read_tensor, save, generate...) fail with LIMA_ERR_STATE until
  * lima_trainer_gather_params. Stage 3 needs full fine-tuning (no adapter) and the model's only
  * trainer; freeing the trainer leaves the model without weights. A CUDA trainer takes an NCCL
- * communicator (lima_comm_create_nccl) at stage 0, 1 or 2, its collectives on the device on the
- * communicator's own stream; stage 3 is LIMA_ERR_UNSUPPORTED on CUDA devices. A sharded trainer saves and loads its own shard of the optimiser
+ * communicator (lima_comm_create_nccl), its collectives on the device on the
+ * communicator's own stream, at every stage: at 3 the device holds this rank's pieces and gathers
+ * each unit in bf16 just before it runs, the next one prefetched while it computes, and
+ * reduce-scatters each unit's gradient as backward finishes it. A sharded trainer saves and loads its own shard of the optimiser
  * state (lima_trainer_save_state), or the slice of a whole state saved by one rank. */
 LIMA_API int lima_trainer_set_comm(lima_trainer *t, lima_comm *c, int32_t zero_stage);
 /* Loads the optimiser state that every rank of an earlier job saved (lima_trainer_save_state of a

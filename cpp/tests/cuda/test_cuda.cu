@@ -737,10 +737,13 @@ TEST_F(CudaModel, LoraAndQloraTrainAsTheCpuDoes) {
 
 // NCCL in-process with one rank (NCCL refuses two ranks of one process on one GPU; two processes
 // are ci/bench-gpu.sh dp's): the communicator's host collectives, then a CUDA trainer made data
-// parallel at ZeRO stage 0, 1 and 2 trains bit for bit as the same trainer without a communicator
-// (the all-reduce, reduce-scatter and all-gathers of one rank are copies, the shard is everything),
-// its sharded state saves and loads into a trainer without one, and stage 3 is refused by name.
-TEST_F(CudaModel, NcclRankOfOneTrainsAsNoCommunicatorAtStagesZeroToTwo) {
+// parallel at every ZeRO stage trains as the same trainer without a communicator (one rank's
+// all-reduce, reduce-scatter and all-gathers are copies, its shard or pieces are everything; within
+// fp32 noise: the embedding gradient's atomics make even two plain runs differ in the last bits),
+// at stage 3 through the per-unit gathers, prefetch and reduce-scatters, and from a hollow model
+// filled unit by unit from a checkpoint; its checkpoint (gathered by the trainer) and sharded state
+// load into a trainer without a communicator that goes on as it does.
+TEST_F(CudaModel, NcclRankOfOneTrainsAsNoCommunicatorAtEveryStage) {
     std::vector<uint8_t> id(128);
     LIMA_OK_OR_FAIL(lima_comm_nccl_unique_id(id.data(), 128));
     lima_comm *raw = nullptr;
@@ -767,59 +770,76 @@ TEST_F(CudaModel, NcclRankOfOneTrainsAsNoCommunicatorAtStagesZeroToTwo) {
     lima_train_config_init(&tc);
     tc.resid_dropout = 0.2f;
     tc.seed = 5;
-    auto train = [&](lima_trainer *t, int steps) {
+    auto train = [&](lima_trainer *t, int steps) {  // two micro-batches a step: accumulation across them
         std::vector<double> out;
         for (int s = 0; s < steps; ++s) {
-            lima_fb_result r{};
+            lima_fb_result r1{}, r2{};
             lima_step_result st{};
-            EXPECT_EQ(lima_trainer_forward_backward(t, bb, targets, &r), LIMA_OK) << lima_last_error();
+            EXPECT_EQ(lima_trainer_forward_backward(t, bb, 2 * targets, &r1), LIMA_OK) << lima_last_error();
+            EXPECT_EQ(lima_trainer_forward_backward(t, bb, 2 * targets, &r2), LIMA_OK) << lima_last_error();
             EXPECT_EQ(lima_trainer_step(t, 1e-3f, &st), LIMA_OK) << lima_last_error();
-            out.push_back(r.loss_sum);
+            out.push_back(r1.loss_sum + r2.loss_sum);
             out.push_back(st.grad_norm);
         }
         return out;
     };
+    auto near = [](const std::vector<double> &a, const std::vector<double> &b) {
+        double worst = a.size() == b.size() ? 0.0 : 1.0;
+        for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) worst = std::max(worst, std::fabs(a[i] - b[i]) / std::fabs(b[i]));
+        return worst;
+    };
     const std::string w = "model.layers.1.mlp.down_proj.weight";
     const int64_t wn = int64_t(c.hidden_size) * c.intermediate_size;
-    for (const int stage : {0, 1, 2}) {
+    for (const int stage : {0, 1, 2, 3, 4}) {  // 4: stage 3 from a hollow model
+        const int zs = std::min(stage, 3);
         SCOPED_TRACE("stage " + std::to_string(stage));
+        const std::string dir = temp_dir("cuda-nccl-" + std::to_string(stage));
         lima_model *ma = nullptr, *mb = nullptr;
         LIMA_OK_OR_FAIL(lima_model_create(&c, "cuda:0", 42, &ma));
-        LIMA_OK_OR_FAIL(lima_model_create(&c, "cuda:0", 42, &mb));
-        ModelPtr A(ma), B(mb);
+        ModelPtr A(ma);
+        if (stage == 4) {  // the same weights through a checkpoint, read unit by unit by the trainer
+            LIMA_OK_OR_FAIL(lima_model_save(ma, (dir + "/init").c_str(), LIMA_DTYPE_F32, 0));
+            LIMA_OK_OR_FAIL(lima_model_load_hollow((dir + "/init").c_str(), &mb));
+            EXPECT_EQ(lima_model_to_device(mb, "cpu"), LIMA_ERR_INVALID_ARGUMENT);
+            LIMA_OK_OR_FAIL(lima_model_to_device(mb, "cuda:0"));
+        } else {
+            LIMA_OK_OR_FAIL(lima_model_create(&c, "cuda:0", 42, &mb));
+        }
+        ModelPtr B(mb);
         lima_trainer *ta = nullptr, *tb = nullptr;
         LIMA_OK_OR_FAIL(lima_trainer_create(ma, &tc, &ta));
         LIMA_OK_OR_FAIL(lima_trainer_create(mb, &tc, &tb));
         TrainerPtr TA(ta), TB(tb);
-        LIMA_OK_OR_FAIL(lima_trainer_set_comm(tb, raw, stage));
-        EXPECT_EQ(train(ta, 3), train(tb, 3));
+        LIMA_OK_OR_FAIL(lima_trainer_set_comm(tb, raw, zs));
+        EXPECT_LT(near(train(tb, 3), train(ta, 3)), 1e-5);
+        if (zs == 3) {  // the weights are the pieces': the model itself refuses until they are gathered
+            std::vector<float> x(16);
+            EXPECT_EQ(lima_model_read_tensor(mb, "model.norm.weight", x.data(), 16), LIMA_ERR_STATE);
+            lima_generator *g = nullptr;
+            EXPECT_NE(lima_generator_create(mb, 1, 16, &g), LIMA_OK);
+        }
+        LIMA_OK_OR_FAIL(lima_trainer_gather_params(tb, 0));
         std::vector<float> wa(static_cast<size_t>(wn)), wb(static_cast<size_t>(wn));
         LIMA_OK_OR_FAIL(lima_model_read_tensor(ma, w.c_str(), wa.data(), wn));
         LIMA_OK_OR_FAIL(lima_model_read_tensor(mb, w.c_str(), wb.data(), wn));
-        EXPECT_EQ(wa, wb);
-        // the sharded trainer's state (a shard file at stages 1-2) loads into a trainer without a communicator
-        const std::string dir = temp_dir("cuda-nccl-" + std::to_string(stage));
+        EXPECT_LT(rel_err(wb, wa), 1e-5);
+        // the checkpoint (written by the trainer: collective) and the state (a shard file at stages 1-3)
         const std::string path = dir + "/state.safetensors";
         LIMA_OK_OR_FAIL(lima_trainer_save_state(tb, path.c_str()));
-        LIMA_OK_OR_FAIL(lima_model_save(mb, (dir + "/ckpt").c_str(), LIMA_DTYPE_F32, 0));
+        LIMA_OK_OR_FAIL(lima_trainer_save_model(tb, (dir + "/ckpt").c_str(), LIMA_DTYPE_F32, 0, 0));
         lima_model *mc = nullptr;
         LIMA_OK_OR_FAIL(lima_model_load((dir + "/ckpt").c_str(), "cuda:0", &mc));
         ModelPtr C(mc);
+        std::vector<float> wc(static_cast<size_t>(wn));
+        LIMA_OK_OR_FAIL(lima_model_read_tensor(mc, w.c_str(), wc.data(), wn));
+        EXPECT_EQ(wc, wb);
         lima_trainer *tcc = nullptr;
         LIMA_OK_OR_FAIL(lima_trainer_create(mc, &tc, &tcc));
         TrainerPtr TC(tcc);
         const char *paths[1] = {path.c_str()};
-        LIMA_OK_OR_FAIL(stage == 0 ? lima_trainer_load_state(tcc, path.c_str()) : lima_trainer_load_state_shards(tcc, paths, 1));
-        EXPECT_EQ(train(tb, 2), train(tcc, 2));
+        LIMA_OK_OR_FAIL(zs == 0 ? lima_trainer_load_state(tcc, path.c_str()) : lima_trainer_load_state_shards(tcc, paths, 1));
+        EXPECT_LT(near(train(tcc, 2), train(tb, 2)), 1e-5);
     }
-    lima_model *m3 = nullptr;
-    LIMA_OK_OR_FAIL(lima_model_create(&c, "cuda:0", 42, &m3));
-    ModelPtr M3(m3);
-    lima_trainer *t3 = nullptr;
-    LIMA_OK_OR_FAIL(lima_trainer_create(m3, &tc, &t3));
-    TrainerPtr T3(t3);
-    EXPECT_EQ(lima_trainer_set_comm(t3, raw, 3), LIMA_ERR_UNSUPPORTED);
-    EXPECT_NE(std::string(lima_last_error()).find("ZeRO stage 3"), std::string::npos) << lima_last_error();
 }
 
 // Without a GPU: the CUDA plugin opens the real NCCL (the one beside the header it was built with,

@@ -68,10 +68,6 @@ public final class PlanCommand implements Callable<Integer> {
             return ExitCodes.GENERIC;
         }
         out.printf("choice: ZeRO-%d (%s of %s per GPU)%n", choice, gib(stages.get(choice).total()), gib(gpuBytes));
-        if (choice == 3) {
-            out.println("note: ZeRO-3 is not built for CUDA ranks yet (training refuses distributed.zero_stage 3 with"
-                    + " training.device cuda); it runs on CPU ranks");
-        }
         return ExitCodes.OK;
     }
 

@@ -57,6 +57,15 @@ public final class Model implements AutoCloseable {
         return new Model(h);
     }
 
+    /**
+     * Puts a hollow model on a CUDA device ("cuda" or "cuda:N"), still without weights: a ZeRO-3 trainer
+     * over NCCL fills this rank's pieces there (lima_model_to_device). Call it after the model's final
+     * shape is set (resizeVocab).
+     */
+    public void toDevice(String device) {
+        Native.check(LimaNative.lima_model_to_device(live(), device));
+    }
+
     private static Model create(ModelConfig c, java.util.function.ToIntBiFunction<LimaNative.lima_model_config, LimaNative.lima_model> make) {
         LimaNative.lima_model_config n = new LimaNative.lima_model_config();
         try {

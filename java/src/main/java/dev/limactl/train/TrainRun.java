@@ -84,10 +84,6 @@ public final class TrainRun {
             throw new ConfigException("config key \"training.offload\" on is for one process; data-parallel ranks shard the optimiser"
                     + " state over the ranks instead (distributed.zero_stage)");
         }
-        if (world > 1 && cuda() && cfg.distributed().zeroStage() == 3) {
-            throw new ConfigException("config key \"distributed.zero_stage\" 3 (the weights sharded too) runs on CPU ranks only; CUDA"
-                    + " ranks (training.device " + cfg.training().device() + ") use 0, 1 or 2");
-        }
         return this;
     }
 
@@ -177,6 +173,7 @@ public final class TrainRun {
             Path state = resume ? run.state() : null;
             try (Tokenizer tok = Tokenizer.open(tokPath); Model model = openModel(tok, state)) {
                 Session s = prepare(model, tok, tokPath, state, events);
+                if (hollowOnCuda) model.toDevice(device());  // its final shape; the trainer fills this rank's pieces there
                 OffloadChoice.Decision oc = offloadChoice(model);
                 if (oc.report() != null) events.onWarning(oc.report());
                 if (comm != null && cuda()) {  // CUDA ranks: NCCL for the trainer's collectives, Gloo stays for the host's
@@ -472,12 +469,16 @@ public final class TrainRun {
         }
     }
 
+    /** The model openModel made is hollow and goes to a CUDA device (ZeRO-3 on CUDA ranks). */
+    private boolean hollowOnCuda;
+
     private Model openModel(Tokenizer tok, Path state) {
         String device = device();
         // ZeRO-3 on CPU: no rank holds the whole model; rank 0 reads a checkpoint unit by unit and sends each rank its
         // pieces (a random model is made whole on rank 0)
-        boolean sharded = place.distributed() && cfg.distributed().zeroStage() == 3 && !cfg.adapter().lora() && device.equals("cpu");
+        boolean sharded = place.distributed() && cfg.distributed().zeroStage() == 3 && !cfg.adapter().lora();
         boolean hollow = sharded && (place.rank() != 0 || state != null || cfg.model().init().equals("pretrained"));
+        hollowOnCuda = hollow && !device.equals("cpu");  // made on the host, put on the device once its shape is final
         if (cfg.adapter().lora()) {  // the base: the pretrained model, or the random one saved at the run's start
             run.adapterBase = cfg.model().init().equals("pretrained") ? run.resolve(cfg.model().path()) : run.dir.resolve("base");
             if (Files.exists(run.adapterBase.resolve("config.json"))) return Model.load(run.adapterBase, device);

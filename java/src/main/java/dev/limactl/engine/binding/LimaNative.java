@@ -221,6 +221,8 @@ public final class LimaNative {
 
     public static native int lima_model_load_hollow(String dir, @ByPtrPtr lima_model out);
 
+    public static native int lima_model_to_device(lima_model m, String device);
+
     public static native int lima_model_save(@Const lima_model m, String dir, int dtype, @Cast("int64_t") long maxShardBytes);
 
     public static native void lima_model_free(lima_model m);
