@@ -13,7 +13,7 @@
 # copy bandwidth for the batch-1 limit (every weight read once per token).
 # Logs and JSON lines go to ${OUT:-build-gpu/out}; tables are printed last.
 # dp: two CUDA ranks over NCCL (two processes sharing the GPU, each its own NCCL_HOSTID) against one
-# rank at ZeRO stages 0, 1 and 2 (lima_dp_check), part of tests.
+# rank at ZeRO stages 0 to 3 (lima_dp_check; at 3 rank 1 starts hollow), part of tests.
 # usage: bash ci/bench-gpu.sh [tests|dp|bench|generate|all]   (default all)
 set -uo pipefail
 cd "$(dirname "$0")/.."
