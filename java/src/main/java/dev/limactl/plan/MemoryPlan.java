@@ -52,17 +52,34 @@ public final class MemoryPlan {
         return (recompute ? 1 : L) * perLayer + resid + scratch + classifier;
     }
 
-    /** Every stage's per-GPU bytes for `gpus` ranks, micro-batches of `tokens` tokens. */
+    /**
+     * The fp32 tensors every CUDA rank keeps whole once the fp32 master is sharded (ZeRO 1-3): what the
+     * kernels read in fp32, the embedding and the norm gains.
+     */
+    public static long fp32Replicated(ModelConfig c) {
+        long d = c.hiddenSize();
+        return (c.vocabSize() * d + (2L * c.numLayers() + 1) * d) * 4;
+    }
+
+    /**
+     * Every stage's per-GPU bytes for `gpus` ranks, micro-batches of `tokens` tokens, as the CUDA ranks
+     * hold them: stages 1-2 keep the bf16 weights and the fp32 embedding and gains whole, the fp32
+     * master and moments sharded; stage 3 keeps pieces of everything, plus two gathered layers (the
+     * one computing and the one prefetched) and the gathered LM head in bf16, and the fp32 gradient
+     * staging of two layers, the embedding and the head (communication).
+     */
     public static List<Stage> stages(ModelConfig c, int gpus, long tokens, boolean recompute) {
         if (gpus < 1) throw new IllegalArgumentException("--gpus must be >= 1, got " + gpus);
-        long p = parameters(c), n = gpus, act = activations(c, tokens, recompute);
+        long p = parameters(c), n = gpus, act = activations(c, tokens, recompute), f32 = fp32Replicated(c);
         long bucket = Math.min(p, 25_000_000L) * 4 * 2;  // two fp32 gradient buckets in flight
-        long layer = p / Math.max(1, c.numLayers()) * 2;   // one layer of bf16 weights
+        long d = c.hiddenSize(), emb = c.vocabSize() * d, head = c.tieWordEmbeddings() ? emb : emb + d;
+        long layer = (p - emb - (c.tieWordEmbeddings() ? 0 : emb) - d) / Math.max(1, c.numLayers());  // one layer's parameters
+        long gathered = (2 * layer + head) * 2, staging = (2 * layer + emb + head) * 4;
         List<Stage> out = new ArrayList<>();
         out.add(new Stage(0, p * 2, p * 4, p * 12, act, bucket));
-        out.add(new Stage(1, p * 2, p * 4, ceil(p * 12, n), act, bucket));
-        out.add(new Stage(2, p * 2, ceil(p * 4, n), ceil(p * 12, n), act, bucket));
-        out.add(new Stage(3, ceil(p * 2, n), ceil(p * 4, n), ceil(p * 12, n), act, 2 * layer + bucket));  // gathered layer + prefetch
+        out.add(new Stage(1, p * 2 + f32, p * 4, ceil(p * 12, n), act, bucket));
+        out.add(new Stage(2, p * 2 + f32, ceil(p * 4, n), ceil(p * 12, n), act, bucket));
+        out.add(new Stage(3, ceil(p * 2, n) + f32, ceil(p * 4, n), ceil(p * 12, n), act, gathered + staging));
         return out;
     }
 

@@ -27,7 +27,9 @@ class MemoryPlanTest {
         assertEquals((12 * p + 63) / 64, s.get(1).optimizer());
         assertEquals(p * 4, s.get(1).gradients());
         assertEquals((4 * p + 63) / 64, s.get(2).gradients());
-        assertEquals((2 * p + 63) / 64, s.get(3).weights());
+        assertEquals((2 * p + 63) / 64 + MemoryPlan.fp32Replicated(c), s.get(3).weights());
+        assertEquals(p * 2 + MemoryPlan.fp32Replicated(c), s.get(1).weights());  // the fp32 master is sharded, not the gains
+        assertEquals((32000L + 1) * 8192 * 4 + (2 * 80 + 1) * 8192 * 4, MemoryPlan.fp32Replicated(c));
         for (int i = 1; i < 4; i++) assertTrue(s.get(i).total() < s.get(i - 1).total(), "stage " + i);
         assertEquals(3, MemoryPlan.choose(s, 80L << 30));    // 65B on 64 x 80 GB: only ZeRO-3 fits
         assertEquals(-1, MemoryPlan.choose(MemoryPlan.stages(c, 1, 4096, true), 80L << 30));
