@@ -21,7 +21,7 @@ for n in $(command -v nvcc 2>/dev/null || true) /usr/local/cuda-*/bin/nvcc; do
   seen_major[$major]=1
   # shellcheck disable=SC2046
   flags=$(NVCC="$nvcc_bin" bash "$root/ci/cuda-flags.sh")
-  case "$flags" in *LIMA_CUDA=OFF*) echo "ci/build-cuda.sh: CUDA $major ($nvcc_bin): no cuBLASLt, skipped" >&2; continue;; esac
+  case "$flags" in *LIMA_CUDA=OFF*) echo "ci/build-cuda.sh: CUDA $major ($nvcc_bin): no cuBLASLt or nccl.h, skipped" >&2; continue;; esac
   dir="$work/plugin-cuda$major"
   echo "ci/build-cuda.sh: building liblima_cuda$major.so with $nvcc_bin"
   # shellcheck disable=SC2086
