@@ -100,20 +100,12 @@ const float *Ctx::f32(int64_t offset) const {
 }
 
 float *Ctx::grad(int64_t offset) const {
-    if (z3) {  // ZeRO-3: the staging buffer of the unit backward is working on
-        const int u = unit_of(*this, offset);
-        float *b = z3->g_of[size_t(u)];
-        if (!b) fail(LIMA_ERR_INTERNAL, "ZeRO-3: unit ", u, " has no gradient staging buffer");
-        return b + (offset - units[size_t(u)].first);
-    }
-    if (!off) return grads.p + offset;
-    for (size_t u = 0; u < units.size(); ++u)
-        if (offset >= units[u].first && offset < units[u].second) {
-            float *b = off->stage_of[u];
-            if (!b) fail(LIMA_ERR_INTERNAL, "CUDA offload: unit ", u, " has no gradient staging buffer");
-            return b + (offset - units[u].first);
-        }
-    fail(LIMA_ERR_INTERNAL, "CUDA offload: offset ", offset, " is in no unit");
+    if (!off && !z3) return grads.p + offset;
+    // offload and ZeRO-3: the staging buffer of the unit backward is working on
+    const int u = unit_of(*this, offset);
+    float *b = z3 ? z3->g_of[size_t(u)] : off->stage_of[size_t(u)];
+    if (!b) fail(LIMA_ERR_INTERNAL, "CUDA backend: unit ", u, " has no gradient staging buffer");
+    return b + (offset - units[size_t(u)].first);
 }
 
 Offload::~Offload() {
@@ -405,8 +397,13 @@ void layer_forward(Ctx &c, int l, const LayerBufs &a, const float *x, float *x_m
     // for many rows, where tensor cores repay the copy, as bitsandbytes does in training).
     const bool fused = !c.nf4.empty() && N <= kNf4FusedRows && d % 8 == 0 && qd % 8 == 0 && F % 8 == 0;
     const LayerW w = fused ? LayerW{} : layer_weights(c, l);
-    // out[:, col0 ...] (row stride ldo) = xin (N, in) W_j^T for the NF4 projections j of a fused group
-    auto nf4_group = [&](bf16 *out, int ldo, const bf16 *xin, int in, std::initializer_list<std::pair<int, int>> parts) {
+    // out (N, ldo) = xin (N, in) W^T: one cuBLASLt product over the bf16 weights W, or (fused) the NF4
+    // projections j of the group side by side, each of n_out columns
+    auto product = [&](bf16 *out, int ldo, const bf16 *xin, int in, const bf16 *W, std::initializer_list<std::pair<int, int>> parts) {
+        if (!fused) {
+            c.gemm->run(out, false, xin, false, W, true, int(N), ldo, in, 0.0f, c.st);
+            return;
+        }
         int col0 = 0;
         for (const auto &[j, n_out] : parts) {
             const DevNf4 &t = c.nf4[size_t(l * 7 + j)];
@@ -424,10 +421,7 @@ void layer_forward(Ctx &c, int l, const LayerBufs &a, const float *x, float *x_m
     };
     // attention block
     rmsnorm_forward(a.xn1, a.rstd1, x, c.f32(o.ln1), N, d, c.cfg.rms_norm_eps, c.st);
-    if (fused)
-        nf4_group(a.qkv, ld, a.xn1, d, {{0, qd}, {1, kvd}, {2, kvd}});
-    else
-        c.gemm->run(a.qkv, false, a.xn1, false, w.qkv, true, int(N), ld, d, 0.0f, c.st);
+    product(a.qkv, ld, a.xn1, d, w.qkv, {{0, qd}, {1, kvd}, {2, kvd}});
     if (o.bqkv >= 0) bias_forward(a.qkv, c.f32(o.bqkv), N, ld, c.st);
     lora_forward(c, l, 0, a.xn1, d, a.qkv, ld, 0, qd, N, key);
     lora_forward(c, l, 1, a.xn1, d, a.qkv, ld, qd, kvd, N, key);
@@ -442,28 +436,19 @@ void layer_forward(Ctx &c, int l, const LayerBufs &a, const float *x, float *x_m
         decode_attention(a.att, att.part_o, att.part_ml, a.qkv, ld, att.k_cache, att.v_cache, pos, att.active, int(N), Hq, Hkv,
                          hd, att.max_len, c.st);
     }
-    if (fused)
-        nf4_group(y, d, a.att, qd, {{3, d}});
-    else
-        c.gemm->run(y, false, a.att, false, w.wo, true, int(N), d, qd, 0.0f, c.st);
+    product(y, d, a.att, qd, w.wo, {{3, d}});
     if (o.bo >= 0) bias_forward(y, c.f32(o.bo), N, d, c.st);
     lora_forward(c, l, 3, a.att, qd, y, d, 0, d, N, key);
     residual(x_mid, x, 0);
     // MLP block
     rmsnorm_forward(a.xn2, a.rstd2, x_mid, c.f32(o.ln2), N, d, c.cfg.rms_norm_eps, c.st);
-    if (fused)
-        nf4_group(a.gu, 2 * F, a.xn2, d, {{4, F}, {5, F}});
-    else
-        c.gemm->run(a.gu, false, a.xn2, false, w.gu, true, int(N), 2 * F, d, 0.0f, c.st);
+    product(a.gu, 2 * F, a.xn2, d, w.gu, {{4, F}, {5, F}});
     if (o.bgu >= 0) bias_forward(a.gu, c.f32(o.bgu), N, 2 * F, c.st);
     lora_forward(c, l, 4, a.xn2, d, a.gu, 2 * F, 0, F, N, key);
     lora_forward(c, l, 5, a.xn2, d, a.gu, 2 * F, F, F, N, key);
     swiglu_forward(a.h, a.gu, N, F, c.st);
     if (!x_out) return;
-    if (fused)
-        nf4_group(y, d, a.h, F, {{6, d}});
-    else
-        c.gemm->run(y, false, a.h, false, w.wd, true, int(N), d, F, 0.0f, c.st);
+    product(y, d, a.h, F, w.wd, {{6, d}});
     if (o.bd >= 0) bias_forward(y, c.f32(o.bd), N, d, c.st);
     lora_forward(c, l, 6, a.h, F, y, d, 0, d, N, key);
     residual(x_out, x_mid, 1);
@@ -653,6 +638,18 @@ int64_t f32_table(Ctx &c) {
     pack(c.norm, cfg.hidden_size);
     std::sort(c.f32_at.begin(), c.f32_at.end());
     return packed;
+}
+
+void pack_f32(Ctx &c) {
+    const int64_t packed = f32_table(c);
+    if (!c.p32_whole && int64_t(c.p32.n) == packed) return;
+    DevBuf<float> pk;
+    pk.alloc(size_t(packed), "fp32 embedding and norm gains");
+    if (c.p32_whole)
+        for (const auto &t : c.f32_at)
+            LIMA_CUDA_CHECK(cudaMemcpy(pk.p + t[2], c.p32.p + t[0], size_t(t[1]) * 4, cudaMemcpyDeviceToDevice));
+    c.p32 = std::move(pk);
+    c.p32_whole = false;
 }
 
 namespace {
@@ -1038,20 +1035,12 @@ LIMA_EXPORT int lima_cuda_plugin_step(void *ctx, const lima_cuda_adam_args *a, d
             adamw_update(p32, p16, m1, m2, g, c.sh_dchunks.p, int(c.sh_chunks.size()), aa, c.st);
             if (ad) c.dp->allgather(p32, c.sh_len, ncclFloat32, c.st, "all-gather of the updated fp32 adapter");
             c.dp->allgather(p16, c.sh_len, ncclBfloat16, c.st, "all-gather of the updated bf16 weights");
-            if (!ad) {  // the tensors the kernels read in fp32, from the ranks that own their pieces
-                std::vector<NcclComm::Piece> pieces;
-                for (const auto &q : c.f32_pieces) pieces.push_back({int(q[0]), q[1], q[2], q[3]});
-                c.dp->broadcast_pieces(c.shard32.p, c.p32.p, pieces, c.st, "broadcast of the updated fp32 embedding and gains");
-            }
         } else {
             adamw_update(p32, p16, m1, m2, g, chunks, nchunks, aa, c.st);
         }
-        if (z) {  // the fp32 tensors every rank reads, from their owners' pieces; the gathered units are stale
-            std::vector<NcclComm::Piece> pieces;
-            for (const auto &q : c.f32_pieces) pieces.push_back({int(q[0]), q[1], q[2], q[3]});
-            c.dp->broadcast_pieces(z->p32.p, c.p32.p, pieces, c.st, "broadcast of the updated fp32 embedding and gains");
-            z->w_of.assign(z->w_of.size(), nullptr);
-        }
+        if (!c.f32_pieces.empty())  // a sharded master: the tensors the kernels read in fp32, from their pieces' owners
+            c.dp->broadcast_pieces(p32, c.p32.p, c.f32_pieces, c.st, "broadcast of the updated fp32 embedding and gains");
+        if (z) z->w_of.assign(z->w_of.size(), nullptr);  // the gathered units are stale
         LIMA_CUDA_CHECK(cudaMemsetAsync(g, 0, size_t(total) * 4, c.st));
         if (ad) sync_token_rows(c);  // the model's rows at the trainable tokens follow the adapter's
         LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
@@ -1085,16 +1074,14 @@ LIMA_EXPORT int lima_cuda_plugin_set_comm(void *ctx, void *comm, int32_t stage, 
         if (!comm) {  // the trainer is gone: so are its sharded state and its communicator (the next trainer starts afresh)
             if (!c.dp) return;
             LIMA_CUDA_CHECK(cudaStreamSynchronize(c.st));
+            LIMA_CUDA_CHECK(cudaStreamSynchronize(c.dp->st));  // nothing of its still reads the buffers freed below
             c.dp = nullptr;
             c.zero = 0;
             c.sh_chunks.clear();
             c.sh_dchunks.release();
             c.shard32.release();  // p32 keeps the packed fp32 tensors, as a model without a trainer
             c.f32_pieces.clear();
-            if (c.z3) {  // ZeRO-3's pieces go with it: the model keeps no weights on the device
-                if (c.dp) cudaStreamSynchronize(c.dp->st);
-                c.z3.reset();
-            }
+            c.z3.reset();  // ZeRO-3's pieces go with it: the model keeps no weights on the device
             if (c.ad) {
                 c.ad->train = false;
                 for (DevBuf<float> *b : {&c.ad->grads, &c.ad->m1, &c.ad->m2}) b->release();
@@ -1108,8 +1095,8 @@ LIMA_EXPORT int lima_cuda_plugin_set_comm(void *ctx, void *comm, int32_t stage, 
         LIMA_REQUIRE(!c.dp, LIMA_ERR_STATE, "CUDA backend: the trainer already has a communicator");
         LIMA_REQUIRE(!c.off, LIMA_ERR_UNSUPPORTED, "CUDA backend: offload is for one device; data parallel ranks shard the"
                      " optimiser state with ZeRO instead");
-        LIMA_REQUIRE(stage >= 0 && stage <= 2, LIMA_ERR_UNSUPPORTED, "CUDA backend: ZeRO stage ", stage, " is not built for CUDA"
-                     " devices (stages 0, 1 and 2 are; stage 3, the weights sharded too, runs on CPU ranks only)");
+        LIMA_REQUIRE(stage >= 0 && stage <= 2, LIMA_ERR_UNSUPPORTED, "CUDA backend: set_comm takes ZeRO stage 0, 1 or 2, got ", stage,
+                     " (stage 3 is set up with z3_begin)");
         NcclComm *dp = static_cast<NcclComm *>(comm);
         LIMA_REQUIRE(dp && dp->device == c.device, LIMA_ERR_INVALID_ARGUMENT, "CUDA backend: the NCCL communicator is on device ",
                      dp ? dp->device : -1, ", the model on device ", c.device);
@@ -1125,22 +1112,18 @@ LIMA_EXPORT int lima_cuda_plugin_set_comm(void *ctx, void *comm, int32_t stage, 
             if (ad) {  // an adapter is small: its fp32 copy stays whole on every rank
                 grow(ad->a32, padded, total, "fp32 adapter (padded for ZeRO)");
             } else {  // the fp32 master: this rank's shard only; p32 keeps the packed tensors read in fp32
-                DevBuf<float> shard, pk;
+                DevBuf<float> shard;
                 shard.alloc(size_t(c.sh_len), "fp32 master weights (ZeRO shard)");
                 LIMA_CUDA_CHECK(cudaMemset(shard.p, 0, size_t(c.sh_len) * 4));
                 if (c.sh_end > c.sh_begin)
                     LIMA_CUDA_CHECK(cudaMemcpy(shard.p, c.p32.p + c.sh_begin, size_t(c.sh_end - c.sh_begin) * 4, cudaMemcpyDeviceToDevice));
-                pk.alloc(size_t(f32_table(c)), "fp32 embedding and norm gains");
-                for (const auto &t : c.f32_at)
-                    LIMA_CUDA_CHECK(cudaMemcpy(pk.p + t[2], c.p32.p + t[0], size_t(t[1]) * 4, cudaMemcpyDeviceToDevice));
-                c.p32 = std::move(pk);
-                c.p32_whole = false;
+                pack_f32(c);
                 c.shard32 = std::move(shard);
                 c.f32_pieces.clear();
                 for (const auto &t : c.f32_at)
                     for (int64_t r = 0; r < W; ++r) {
                         const int64_t b = std::max(t[0], r * c.sh_len), e = std::min(t[0] + t[1], (r + 1) * c.sh_len);
-                        if (b < e) c.f32_pieces.push_back({r, b - r * c.sh_len, t[2] + (b - t[0]), e - b});
+                        if (b < e) c.f32_pieces.push_back({int(r), b - r * c.sh_len, t[2] + (b - t[0]), e - b});
                     }
             }
             grow(ad ? ad->a16 : c.p16, padded, total, "bf16 weights (padded for ZeRO)");

@@ -11,10 +11,9 @@
 #include "../src/offload.hpp"
 #include "gemm.cuh"
 #include "kernels.cuh"
+#include "nccl.cuh"
 
 namespace lima::cuda {
-
-struct NcclComm;
 
 // One layer's buffers for N tokens: a LayerActs set in training, the generator's scratch in decoding.
 struct LayerBufs {
@@ -195,7 +194,7 @@ struct Ctx {
     std::vector<AdamChunk> sh_chunks;
     DevBuf<AdamChunk> sh_dchunks;
     DevBuf<float> shard32;
-    std::vector<std::array<int64_t, 4>> f32_pieces;  // (owner, offset in its shard, offset in packed p32, numel)
+    std::vector<NcclComm::Piece> f32_pieces;  // (owner, offset in its shard or pieces, offset in packed p32, numel)
     std::unique_ptr<DevZero3> z3;
     // QLoRA: every layer's projections in NF4 ((layer * 7 + target)); empty when they are in p16.
     // nf4_w holds one layer's, dequantised: [q|k|v] (ld, d), o (d, qd), [gate|up] (2F, d), down (d, F).
@@ -275,8 +274,10 @@ void z3_prefetch(Ctx &c, int u);
 void z3_acquire(Ctx &c, int u, int next);
 void z3_release(Ctx &c, int u);
 const bf16 *z3_weights(const Ctx &c, int u);
-// The packed fp32 table (backend.cu): fills c.f32_at, returns the packed length.
+// The packed fp32 table (backend.cu): fills c.f32_at, returns the packed length; pack_f32 makes p32
+// hold just those tensors (copied from the whole master when it holds it).
 int64_t f32_table(Ctx &c);
+void pack_f32(Ctx &c);
 // The unit holding flat offset `offset`.
 int unit_of(const Ctx &c, int64_t offset);
 

@@ -109,6 +109,20 @@ NcclComm::~NcclComm() {
     if (st) cudaStreamDestroy(st);
 }
 
+void NcclComm::abort_now() {
+    if (comm) nccl().abort(comm);
+    comm = nullptr;
+    aborted = true;
+}
+
+char *NcclComm::staging(size_t bytes) {
+    if (scratch.n < bytes) {
+        scratch.release();
+        scratch.alloc(bytes, "NCCL staging");
+    }
+    return scratch.p;
+}
+
 void NcclComm::follow(cudaStream_t compute) {
     LIMA_REQUIRE(!aborted, LIMA_ERR_STATE, "NCCL communicator (rank ", rank, " of ", world, ") was aborted after an earlier failure");
     LIMA_CUDA_CHECK(cudaEventRecord(after_compute, compute));
@@ -135,15 +149,11 @@ void NcclComm::wait_stream(cudaStream_t s, const char *what) {
         ncclResult_t async = ncclSuccess;
         nccl_check(nccl().async_error(comm, &async), "ncclCommGetAsyncError");
         if (async != ncclSuccess && async != ncclInProgress) {
-            nccl().abort(comm);
-            aborted = true;
-            comm = nullptr;
+            abort_now();
             nccl_check(async, what);
         }
         if (std::chrono::steady_clock::now() > deadline) {
-            nccl().abort(comm);  // frees this rank's side; the peers' waits end at their own deadlines
-            aborted = true;
-            comm = nullptr;
+            abort_now();  // frees this rank's side; the peers' waits end at their own deadlines
             fail(LIMA_ERR_IO, "NCCL: ", what, " (rank ", rank, " of ", world, ") timed out after ", timeout_ms,
                  " ms: another rank stopped answering within distributed.timeout_s (hung, suspended or gone; its launcher or"
                  " cluster agent names it)");
@@ -159,15 +169,13 @@ void NcclComm::allreduce(void *buf, int64_t n, ncclDataType_t type, cudaStream_t
 }
 
 void NcclComm::reduce_scatter(float *buf, int64_t n, cudaStream_t compute, const char *what) {
-    follow(compute);
-    nccl_check(nccl().reduce_scatter(buf, buf + n * rank, size_t(n), ncclFloat32, ncclSum, comm, st), what);
+    reduce_scatter_async(buf, n, compute, what);
     wait(what);
 }
 
 void NcclComm::allgather(void *buf, int64_t n, ncclDataType_t type, cudaStream_t compute, const char *what) {
-    follow(compute);
     char *b = static_cast<char *>(buf);
-    nccl_check(nccl().allgather(b + size_t(n) * rank * type_size(type), b, size_t(n), type, comm, st), what);
+    allgather_async(b + size_t(n) * rank * type_size(type), b, n, type, compute, what);
     wait(what);
 }
 
@@ -205,14 +213,10 @@ void staged(NcclComm &c, const char *what, void *host, size_t in_bytes, size_t o
             const std::function<ncclResult_t(void *)> &run) {
     LIMA_CUDA_CHECK(cudaSetDevice(c.device));
     LIMA_REQUIRE(!c.aborted, LIMA_ERR_STATE, "NCCL communicator (rank ", c.rank, " of ", c.world, ") was aborted after an earlier failure");
-    const size_t need = std::max(in_bytes, out_bytes);
-    if (c.scratch.n < need) {
-        c.scratch.release();
-        c.scratch.alloc(need, "NCCL staging");
-    }
-    if (in_bytes) LIMA_CUDA_CHECK(cudaMemcpyAsync(c.scratch.p, host, in_bytes, cudaMemcpyHostToDevice, c.st));
-    nccl_check(run(c.scratch.p), what);
-    if (out_bytes) LIMA_CUDA_CHECK(cudaMemcpyAsync(out_host, c.scratch.p, out_bytes, cudaMemcpyDeviceToHost, c.st));
+    char *d = c.staging(std::max(in_bytes, out_bytes));
+    if (in_bytes) LIMA_CUDA_CHECK(cudaMemcpyAsync(d, host, in_bytes, cudaMemcpyHostToDevice, c.st));
+    nccl_check(run(d), what);
+    if (out_bytes) LIMA_CUDA_CHECK(cudaMemcpyAsync(out_host, d, out_bytes, cudaMemcpyDeviceToHost, c.st));
     c.wait(what);
 }
 
@@ -257,12 +261,7 @@ LIMA_EXPORT int lima_cuda_comm_create(int32_t rank, int32_t world, const uint8_t
 LIMA_EXPORT void lima_cuda_comm_free(void *comm) { delete static_cast<NcclComm *>(comm); }
 
 LIMA_EXPORT void lima_cuda_comm_abort(void *comm) {
-    auto *c = static_cast<NcclComm *>(comm);
-    if (c && c->comm && !c->aborted) {
-        nccl().abort(c->comm);
-        c->comm = nullptr;
-        c->aborted = true;
-    }
+    if (comm) static_cast<NcclComm *>(comm)->abort_now();
 }
 
 // Host-buffer all-reduces and broadcasts (a whole model's weights when ranks start) go through the
@@ -301,11 +300,7 @@ LIMA_EXPORT int lima_cuda_comm_allgather(void *comm, const float *in, int64_t n,
         // the rank's block goes in place, as NCCL's in-place all-gather expects
         LIMA_CUDA_CHECK(cudaSetDevice(c.device));
         const size_t all = bytes * size_t(c.world);
-        if (c.scratch.n < all) {
-            c.scratch.release();
-            c.scratch.alloc(all, "NCCL staging");
-        }
-        LIMA_CUDA_CHECK(cudaMemcpyAsync(c.scratch.p + bytes * size_t(c.rank), in, bytes, cudaMemcpyHostToDevice, c.st));
+        LIMA_CUDA_CHECK(cudaMemcpyAsync(c.staging(all) + bytes * size_t(c.rank), in, bytes, cudaMemcpyHostToDevice, c.st));
         staged(c, "all-gather", nullptr, 0, all, out, [&](void *d) {
             char *b = static_cast<char *>(d);
             return nccl().allgather(b + bytes * size_t(c.rank), b, size_t(n), ncclFloat32, c.comm, c.st);

@@ -22,6 +22,11 @@ struct NcclComm {
     DevBuf<char> scratch;  // host-buffer collectives stage through it
     bool aborted = false;
     ~NcclComm();
+    // Aborts the communicator (the local teardown: peers still in a collective with it fail); every
+    // later call fails saying so.
+    void abort_now();
+    // The staging buffer of host-buffer collectives, grown to at least `bytes`.
+    char *staging(size_t bytes);
     // The comm stream waits for everything enqueued on `compute` so far.
     void follow(cudaStream_t compute);
     // Waits for the comm stream: done, an NCCL error, or the deadline (then the communicator is

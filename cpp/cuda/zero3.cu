@@ -69,10 +69,9 @@ void z3_prefetch(Ctx &c, int u) {
 }
 
 void z3_need(Ctx &c, int u, int next) {
-    DevZero3 &z = *c.z3;
-    if (!z.w_of[size_t(u)]) gather(c, u);
-    LIMA_CUDA_CHECK(cudaStreamWaitEvent(c.st, z.gathered[size_t(u)], 0));
-    if (next >= 0 && !z.w_of[size_t(next)]) gather(c, next);  // runs while unit u computes
+    z3_prefetch(c, u);
+    LIMA_CUDA_CHECK(cudaStreamWaitEvent(c.st, c.z3->gathered[size_t(u)], 0));
+    if (next >= 0) z3_prefetch(c, next);  // runs while unit u computes
 }
 
 const bf16 *z3_weights(const Ctx &c, int u) {
@@ -179,16 +178,7 @@ LIMA_EXPORT int lima_cuda_plugin_z3_begin(void *ctx, void *comm, char *err, int3
         for (cudaEvent_t &e : z->gathered) LIMA_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
         for (cudaEvent_t &e : z->gfree) LIMA_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
         // the tensors the kernels read in fp32 stay whole (packed); each piece of them comes from its owner
-        const int64_t packed = f32_table(c);
-        if (c.p32_whole || int64_t(c.p32.n) != packed) {
-            DevBuf<float> pk;
-            pk.alloc(size_t(packed), "fp32 embedding and norm gains");
-            if (c.p32_whole)
-                for (const auto &t : c.f32_at)
-                    LIMA_CUDA_CHECK(cudaMemcpy(pk.p + t[2], c.p32.p + t[0], size_t(t[1]) * 4, cudaMemcpyDeviceToDevice));
-            c.p32 = std::move(pk);
-            c.p32_whole = false;
-        }
+        pack_f32(c);
         c.f32_pieces.clear();
         for (const auto &t : c.f32_at) {
             const int u = unit_of(c, t[0]);
@@ -196,7 +186,7 @@ LIMA_EXPORT int lima_cuda_plugin_z3_begin(void *ctx, void *comm, char *err, int3
             for (int64_t q = 0; q < W; ++q) {
                 const int64_t pb = ub + q * block, pe = pb + std::clamp<int64_t>(c.units[size_t(u)].second - pb, 0, block);
                 const int64_t b = std::max(t[0], pb), e = std::min(t[0] + t[1], pe);
-                if (b < e) c.f32_pieces.push_back({q, z->local_of[size_t(q)][size_t(u)] + (b - pb), t[2] + (b - t[0]), e - b});
+                if (b < e) c.f32_pieces.push_back({int(q), z->local_of[size_t(q)][size_t(u)] + (b - pb), t[2] + (b - t[0]), e - b});
             }
         }
         // no whole state at stage 3

@@ -673,6 +673,15 @@ void Trainer::save_state(const std::string &path) const {
     st_write(path, items, "F32", meta);
 }
 
+void Trainer::cuda_load(std::vector<float> &a, std::vector<float> &b, std::vector<float> *g) const {
+    std::vector<float> none;
+    if (!g) {
+        none.assign(space().total, 0.0f);
+        g = &none;
+    }
+    cuda_run(cuda_api().state, model->cuda, a.data(), b.data(), g->data(), 1);
+}
+
 void Trainer::load_state_shards(const std::vector<std::string> &paths) {
     LIMA_REQUIRE(!paths.empty(), LIMA_ERR_INVALID_ARGUMENT, "lima_trainer_load_state_shards: no files");
     ensure_state();
@@ -725,16 +734,12 @@ void Trainer::load_state_shards(const std::vector<std::string> &paths) {
     }
     LIMA_REQUIRE(int64_t(seen.size()) == world, LIMA_ERR_FORMAT, "lima_trainer_load_state_shards: ", seen.size(), " shard(s) of a state",
                  " saved by ", world, " ranks; every rank's shard is needed");
-    if (model->cuda) {  // the device's moments (its shard's), and no gradient
-        std::vector<float> g(space().total, 0.0f);
-        if (zero >= 1) {
-            a = extract(a, owned);
-            b = extract(b, owned);
-        }
-        cuda_run(cuda_api().state, model->cuda, a.data(), b.data(), g.data(), 1);
-    } else if (zero >= 1) {
-        m1 = extract(a, owned);
-        m2 = extract(b, owned);
+    if (zero >= 1) {  // what this trainer holds of them
+        a = extract(a, owned);
+        b = extract(b, owned);
+    }
+    if (model->cuda) {
+        cuda_load(a, b, nullptr);
     } else {
         m1.swap(a);
         m2.swap(b);
@@ -780,8 +785,7 @@ void Trainer::load_state(const std::string &path) {
             st_read_f32(f, e->second, dst, n);
         }
         if (model->cuda) {
-            std::vector<float> g(space().total, 0.0f);
-            cuda_run(cuda_api().state, model->cuda, a.data(), b.data(), g.data(), 1);
+            cuda_load(a, b, nullptr);
         } else {
             m1.swap(a);
             m2.swap(b);
@@ -805,17 +809,16 @@ void Trainer::load_state(const std::string &path) {
         read("exp_avg_sq." + p.name, p, b.data() + p.offset);
         if (nmicro != 0) read("grad." + p.name, p, g.data() + p.offset);
     }
-    if (model->cuda) {  // only now, so a failed load leaves the trainer as it was
-        if (zero >= 1) {  // a whole state (one rank's) loaded into a shard: its slice
-            LIMA_REQUIRE(nmicro == 0, LIMA_ERR_STATE, path, ": a mid-step state cannot be loaded into a sharded trainer");
-            a = extract(a, owned);
-            b = extract(b, owned);
-        }
-        cuda_run(cuda_api().state, model->cuda, a.data(), b.data(), g.data(), 1);
-    } else if (zero >= 1) {  // a whole state (one rank's) loaded into a shard: its slice
+    if (zero >= 1) {  // a whole state (one rank's) loaded into a shard: its slice
         LIMA_REQUIRE(nmicro == 0, LIMA_ERR_STATE, path, ": a mid-step state cannot be loaded into a sharded trainer");
-        m1 = extract(a, owned);
-        m2 = extract(b, owned);
+        a = extract(a, owned);
+        b = extract(b, owned);
+    }
+    if (model->cuda) {  // only now, so a failed load leaves the trainer as it was
+        cuda_load(a, b, &g);
+    } else if (zero >= 1) {
+        m1.swap(a);
+        m2.swap(b);
         if (zero < 3) grads.swap(g);
         std::fill(grads.begin(), grads.end(), 0.0f);
         if (zero == 2) grads.resize(size_t(shard.padded), 0.0f);

@@ -106,6 +106,9 @@ struct Trainer {
     // The shards of an optimiser state saved by every rank of an earlier job (any world size):
     // assembled, then loaded as this trainer holds them (whole, or its own shard).
     void load_state_shards(const std::vector<std::string> &paths);
+    // A CUDA trainer's moments a, b (this trainer's layout: its shard or pieces when sharded) and
+    // gradient (NULL: zero) onto the device.
+    void cuda_load(std::vector<float> &a, std::vector<float> &b, std::vector<float> *g) const;
     // The ranges rank r of `world` owns: one per unit (stage 3) or one flat shard (stages 1-2).
     std::vector<std::pair<int64_t, int64_t>> pieces(int rank, int world, bool units) const;
     // ZeRO-3: every rank gathers every unit; root (or every rank, root < 0) then holds the whole

@@ -72,6 +72,13 @@ inline ModelPtr make_model(const lima_model_config &c, uint64_t seed) {
     return ModelPtr(m);
 }
 
+// n tokens below vocab in a fixed pattern that `salt` varies (distinct micro-batches, reproducible).
+inline std::vector<int32_t> tokens_for(int n, int vocab, int salt) {
+    std::vector<int32_t> t(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) t[size_t(i)] = (i * 5 + salt * 3 + 1) % vocab;
+    return t;
+}
+
 inline BatchPtr make_batch(int B, int T, const std::vector<int32_t> &tok, const std::vector<uint8_t> &mask,
                            const std::vector<int32_t> &seg) {
     lima_batch *b = nullptr;

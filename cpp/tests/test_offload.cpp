@@ -17,12 +17,6 @@ using namespace limatest;
 
 namespace {
 
-std::vector<int32_t> tokens_for(int n, int vocab, int salt) {
-    std::vector<int32_t> t(static_cast<size_t>(n));
-    for (int i = 0; i < n; ++i) t[size_t(i)] = (i * 7 + salt * 5 + 2) % vocab;
-    return t;
-}
-
 std::vector<std::vector<float>> all_weights(lima_model *m) {
     std::vector<std::vector<float>> out;
     for (const auto &n : tensor_names(m)) out.push_back(read_tensor(m, n));

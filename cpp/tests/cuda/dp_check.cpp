@@ -22,26 +22,14 @@
 #include <string>
 #include <vector>
 
+#include "small_config.hpp"
+
 extern char **environ;
 
 namespace {
 
 const int kMicro = 4;  // micro-batches per optimiser step, shared round-robin by the ranks
 const char *kTensor = "model.layers.1.self_attn.o_proj.weight";
-
-lima_model_config config() {
-    lima_model_config c;
-    lima_model_config_init(&c);
-    c.vocab_size = 1003;  // the flat buffer is not a multiple of the world size: shards are padded
-    c.hidden_size = 256;
-    c.intermediate_size = 688;
-    c.num_layers = 3;
-    c.num_heads = 8;
-    c.num_kv_heads = 2;
-    c.head_dim = 32;
-    c.max_position_embeddings = 512;
-    return c;
-}
 
 void check(int st, const char *what) {
     if (st == LIMA_OK) return;
@@ -66,7 +54,7 @@ lima_batch *micro_batch(int s, int i, int V) {
 }
 
 int child(int rank, int world, int stage, const std::string &idfile, const std::string &outfile, int steps) {
-    const lima_model_config c = config();
+    const lima_model_config c = limatest::small_config();
     lima_model *m = nullptr;
     if (stage == 3 && rank > 0) {  // a hollow rank: its pieces come from rank 0
         check(lima_model_create_hollow(&c, &m), "hollow model");
@@ -137,7 +125,7 @@ Result read_result(const std::string &path, int steps) {
         r.loss.push_back(l);
         r.norm.push_back(g);
     }
-    const lima_model_config c = config();
+    const lima_model_config c = limatest::small_config();
     r.w.resize(size_t(c.hidden_size) * c.hidden_size);
     in.read(reinterpret_cast<char *>(r.w.data()), std::streamsize(r.w.size() * 4));
     if (!in) r.w.clear();

@@ -712,6 +712,16 @@ class CliTest {
         assertEquals(ExitCodes.INVALID_INPUT, r.code());
     }
 
+    /** The metrics of two runs of the same steps, line by line (the same number of steps asserted). */
+    static List<JsonNode[]> stepPairs(Path a, Path b) throws java.io.IOException {
+        ObjectMapper json = new ObjectMapper();
+        List<String> x = Files.readAllLines(a.resolve("metrics.jsonl")), y = Files.readAllLines(b.resolve("metrics.jsonl"));
+        assertEquals(x.size(), y.size());
+        List<JsonNode[]> out = new java.util.ArrayList<>();
+        for (int i = 0; i < x.size(); i++) out.add(new JsonNode[] {json.readTree(x.get(i)), json.readTree(y.get(i))});
+        return out;
+    }
+
     @Test
     void twoLocalRanksTrainAsOneProcessDoesAndResumeWithAnyNumberOfRanks() throws Exception {
         Path one = dir.resolve("one"), two = dir.resolve("two");
@@ -719,13 +729,11 @@ class CliTest {
         assertEquals(0, limactl(concat(common, "--run", one.toString())).code());
         Run r = limactl(concat(common, "--run", two.toString(), "--nproc-per-node", "2"));
         assertEquals(0, r.code(), r.err());
-        ObjectMapper json = new ObjectMapper();
-        List<String> a = Files.readAllLines(one.resolve("metrics.jsonl")), b = Files.readAllLines(two.resolve("metrics.jsonl"));
-        assertEquals(a.size(), b.size());
-        for (int i = 0; i < a.size(); i++) {
-            double x = json.readTree(a.get(i)).get("loss").asDouble(), y = json.readTree(b.get(i)).get("loss").asDouble();
+        List<JsonNode[]> steps = stepPairs(one, two);
+        for (int i = 0; i < steps.size(); i++) {
+            double x = steps.get(i)[0].get("loss").asDouble(), y = steps.get(i)[1].get("loss").asDouble();
             assertEquals(x, y, 1e-5 * x, "loss of step " + (i + 1));
-            assertTrue(json.readTree(b.get(i)).get("comm_s").asDouble() > 0, "time in collectives is reported");
+            assertTrue(steps.get(i)[1].get("comm_s").asDouble() > 0, "time in collectives is reported");
         }
         assertTrue(Files.exists(two.resolve("state/optimizer-rank0-of2.safetensors")) && Files.exists(two.resolve("state/optimizer-rank1-of2.safetensors")));
         // a state sharded over two ranks resumes on one process (its shards assembled), and that one's on three ranks
@@ -735,7 +743,7 @@ class CliTest {
         Files.writeString(two.resolve("config.yaml"), Files.readString(two.resolve("config.yaml")).replace("epochs: 3", "epochs: 4"));
         Run three = limactl("-q", "train", "--resume", "--run", two.toString(), "--nproc-per-node", "3");
         assertEquals(0, three.code(), three.err());
-        assertEquals(a.size() * 2, Files.readAllLines(two.resolve("metrics.jsonl")).size());
+        assertEquals(steps.size() * 2, Files.readAllLines(two.resolve("metrics.jsonl")).size());
         assertTrue(Files.exists(two.resolve("state/optimizer-rank2-of3.safetensors")));
     }
 
@@ -746,13 +754,10 @@ class CliTest {
         assertEquals(0, limactl(concat(common, "--run", one.toString())).code());
         Run r = limactl(concat(common, "--run", off.toString(), "--set", "training.offload=on"));
         assertEquals(0, r.code(), r.err());
-        ObjectMapper json = new ObjectMapper();
-        List<String> a = Files.readAllLines(one.resolve("metrics.jsonl")), b = Files.readAllLines(off.resolve("metrics.jsonl"));
-        assertEquals(a.size(), b.size());
-        for (int i = 0; i < a.size(); i++) {
-            JsonNode x = json.readTree(a.get(i)), y = json.readTree(b.get(i));
+        List<JsonNode[]> steps = stepPairs(one, off);
+        for (int i = 0; i < steps.size(); i++) {
             for (String k : List.of("loss", "grad_norm", "lr", "dev_perplexity"))
-                assertEquals(x.path(k).asDouble(), y.path(k).asDouble(), 0.0, k + " of step " + (i + 1));
+                assertEquals(steps.get(i)[0].path(k).asDouble(), steps.get(i)[1].path(k).asDouble(), 0.0, k + " of step " + (i + 1));
         }
         for (String ck : List.of("checkpoints/epoch-01", "checkpoints/epoch-02"))
             try (var files = Files.list(one.resolve(ck))) {
@@ -775,11 +780,9 @@ class CliTest {
         assertEquals(0, limactl("-q", "train", "--resume", "--run", one.toString()).code());
         Files.writeString(oneCfg, Files.readString(oneCfg).replace("epochs: 3", "epochs: 4"));
         assertEquals(0, limactl("-q", "train", "--resume", "--run", one.toString()).code());
-        a = Files.readAllLines(one.resolve("metrics.jsonl"));
-        b = Files.readAllLines(off.resolve("metrics.jsonl"));
-        assertEquals(a.size(), b.size());
-        for (int i = 0; i < a.size(); i++)
-            assertEquals(json.readTree(a.get(i)).path("loss").asDouble(), json.readTree(b.get(i)).path("loss").asDouble(), 0.0, "loss of step " + (i + 1));
+        steps = stepPairs(one, off);
+        for (int i = 0; i < steps.size(); i++)
+            assertEquals(steps.get(i)[0].path("loss").asDouble(), steps.get(i)[1].path("loss").asDouble(), 0.0, "loss of step " + (i + 1));
         // bad settings are named
         Run bad = limactl(concat(common, "--run", dir.resolve("bad").toString(), "--set", "training.offload=sometimes"));
         assertEquals(ExitCodes.INVALID_INPUT, bad.code(), bad.err());
