@@ -14,7 +14,10 @@
 # Logs and JSON lines go to ${OUT:-build-gpu/out}; tables are printed last.
 # dp: two CUDA ranks over NCCL (two processes sharing the GPU, each its own NCCL_HOSTID) against one
 # rank at ZeRO stages 0 to 3 (lima_dp_check; at 3 rank 1 starts hollow), part of tests.
-# usage: bash ci/bench-gpu.sh [tests|dp|bench|generate|all]   (default all)
+# tune: the CUDA backend's candidates on shapes (a) and (b), each against HF + torch.compile in the
+# same run: the attention kernels' variants (LIMA_CUDA_ATTENTION 0, 1, 2) by cuBLASLt's algorithm
+# choice (LIMA_CUDA_GEMM heuristic or measured); the table marks the fastest per case.
+# usage: bash ci/bench-gpu.sh [tests|dp|bench|generate|tune|all]   (default all; tune is not in all)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
@@ -37,20 +40,30 @@ if ! [ -x build-gpu/cpp/lima_cuda_tests ] || ! [ -x build-gpu/cpp/lima_dp_check 
 fi
 status=0
 if [ "$what" = all ] || [ "$what" = tests ]; then
-  ./build-gpu/cpp/lima_cuda_tests 2>&1 | tee "$out/gpu-tests.log" | grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|rel|error|Expected|Which|actual|tensor|step|hd" | head -80
+  show() { grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|rel|error|Expected|Which|actual|tensor|step|hd" | head -80; }
+  ./build-gpu/cpp/lima_cuda_tests --gtest_filter='-*AttentionVariants*' 2>&1 | tee "$out/gpu-tests.log" | show
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  # the attention candidates in processes of their own (a fault there cannot spoil the runs above):
+  # the same bits as variant 0 kernel by kernel, then the whole-model tests on variant 2
+  ./build-gpu/cpp/lima_cuda_tests --gtest_filter='*AttentionVariants*' 2>&1 | tee "$out/gpu-tests-variants.log" | show
+  if [ "${PIPESTATUS[0]}" -eq 0 ]; then
+    LIMA_CUDA_ATTENTION=2 ./build-gpu/cpp/lima_cuda_tests --gtest_filter='CudaModel.*' 2>&1 | tee "$out/gpu-tests-attention2.log" | show
+    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  else
+    status=1
+  fi
 fi
 if [ "$what" = all ] || [ "$what" = tests ] || [ "$what" = dp ]; then
   timeout 300 ./build-gpu/cpp/lima_dp_check 4 2>&1 | tee "$out/dp-check.log" | tail -20
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 fi
+A="--hidden 768 --layers 12 --heads 12 --ffn 2048 --vocab 32000 --batch 16 --seq 2048"
+S="--hidden 4096 --layers 8 --heads 32 --ffn 11008 --vocab 32000 --batch 4 --seq 2048"
 run() { echo "$*" >&2; timeout 300 "$@" 2>>"$out/bench.err" | tail -1 | sed "s/^{/{\"case\": \"$case\", /" | tee -a "$jsonl"; }
 if [ "$what" = all ] || [ "$what" = bench ]; then
   jsonl=$out/bench.jsonl
   B=./build-gpu/cpp/lima_bench_train
   P="python3 cpp/bench/peer_train_torch_cuda.py"
-  A="--hidden 768 --layers 12 --heads 12 --ffn 2048 --vocab 32000 --batch 16 --seq 2048"
-  S="--hidden 4096 --layers 8 --heads 32 --ffn 11008 --vocab 32000 --batch 4 --seq 2048"
   : > "$jsonl"
   case=a; run $B $A --cuda 1 --steps 10 --warmup 3
   case=b; run $B $S --cuda 1 --steps 6 --warmup 2
@@ -76,6 +89,38 @@ print(f"{'case':<12} {'impl':<22} {'tokens/s':>10} {'MFU':>6} {'peak GiB':>9} {'
 for r in rows:
     print(f"{r['case']:<12} {r['impl']:<22} {r['tokens_per_s']:>10.0f} {r['mfu']*100:>5.1f}% {r.get('peak_gib', 0):>9.1f} "
           f"{r.get('host_peak_gib', 0):>9.1f} {r['final_loss']:>7.3f}")
+PY
+fi
+if [ "$what" = tune ]; then
+  jsonl=$out/tune.jsonl
+  : > "$jsonl"
+  B=./build-gpu/cpp/lima_bench_train
+  for case in a b; do
+    if [ $case = a ]; then X="$A --steps 6 --warmup 2"; else X="$S --steps 4 --warmup 2"; fi
+    for att in 0 1 2; do
+      for gemm in heuristic measured; do
+        export LIMA_CUDA_ATTENTION=$att LIMA_CUDA_GEMM=$gemm
+        run $B $X --cuda 1
+      done
+    done
+    unset LIMA_CUDA_ATTENTION LIMA_CUDA_GEMM
+    run python3 cpp/bench/peer_train_torch_cuda.py $X --compile 1
+  done
+  python3 - "$jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
+print(f"{'case':<5} {'impl':<22} {'attention':>9} {'gemm':>10} {'tokens/s':>10} {'MFU':>6} {'vs compile':>10}")
+for case in ("a", "b"):
+    mine = [r for r in rows if r["case"] == case and r["impl"].startswith("liblima")]
+    peer = max((r["tokens_per_s"] for r in rows if r["case"] == case and not r["impl"].startswith("liblima")), default=0)
+    best = max(mine, key=lambda r: r["tokens_per_s"], default=None)
+    for r in rows:
+        if r["case"] != case:
+            continue
+        ratio = f"{r['tokens_per_s'] / peer:.2f}x" if peer and r["impl"].startswith("liblima") else ""
+        mark = " <- fastest" if r is best else ""
+        print(f"{case:<5} {r['impl']:<22} {r.get('attention', ''):>9} {r.get('gemm', ''):>10} {r['tokens_per_s']:>10.0f} "
+              f"{r['mfu'] * 100:>5.1f}% {ratio:>10}{mark}")
 PY
 fi
 if [ "$what" = all ] || [ "$what" = generate ]; then

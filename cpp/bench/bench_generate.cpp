@@ -75,9 +75,11 @@ int main(int argc, char **argv) {
     const double pre = std::chrono::duration<double>(t1 - t0).count(), dec = std::chrono::duration<double>(t2 - t1).count();
     int64_t np = 0;
     lima_model_num_params(m, &np);
-    std::printf("{\"impl\": \"liblima-%s\", \"params\": %lld, \"weight_bytes\": %lld, \"batch\": %d, \"prompt\": %d, "
+    // the CUDA backend's tuning switches in force (cuda/kernels.cuh, cuda/gemm.cuh)
+    const char *att = std::getenv("LIMA_CUDA_ATTENTION"), *gemm = std::getenv("LIMA_CUDA_GEMM");
+    std::printf("{\"impl\": \"liblima-%s\", \"attention\": \"%s\", \"gemm\": \"%s\", \"params\": %lld, \"weight_bytes\": %lld, \"batch\": %d, \"prompt\": %d, "
                 "\"new\": %d, \"threads\": %d, \"sample\": %d, \"prefill_s\": %.3f, \"decode_tokens_per_s\": %.1f}\n",
-                cuda ? "cuda" : "cpu", (long long)np, (long long)np * (cuda ? 2 : 4), batch, prompt, fresh, threads, sample, pre,
+                cuda ? "cuda" : "cpu", att && *att ? att : "0", gemm && *gemm ? gemm : "heuristic", (long long)np, (long long)np * (cuda ? 2 : 4), batch, prompt, fresh, threads, sample, pre,
                 double(batch) * fresh / dec);
     lima_generator_free(g);
     lima_model_free(m);

@@ -138,10 +138,13 @@ int main(int argc, char **argv) {
     const double tps = double(real) * steps / secs;
     const double flops = 6.0 * double(nparams) + 6.0 * c.num_layers * double(c.hidden_size) * seq;
     lima_trainer_plan_memory(t, batch, seq, &plan);
-    std::printf("{\"impl\": \"liblima-%s%s%s\", \"params\": %lld, \"threads\": %d, \"batch\": %d, \"seq\": %d, \"mix\": %d, "
+    // the CUDA backend's tuning switches in force (cuda/kernels.cuh, cuda/gemm.cuh)
+    const char *att = std::getenv("LIMA_CUDA_ATTENTION"), *gemm = std::getenv("LIMA_CUDA_GEMM");
+    std::printf("{\"impl\": \"liblima-%s%s%s\", \"attention\": \"%s\", \"gemm\": \"%s\", \"params\": %lld, \"threads\": %d, \"batch\": %d, \"seq\": %d, \"mix\": %d, "
                 "\"recompute\": %d, \"steps\": %d, \"tokens_per_s\": %.1f, \"mfu\": %.4f, \"step_s\": %.4f, "
                 "\"plan_gib\": %.2f, \"peak_gib\": %.2f, \"host_plan_gib\": %.2f, \"host_peak_gib\": %.2f, \"final_loss\": %.4f}\n",
-                cuda ? "cuda" : "cpu", offload ? "-offload" : "", qlora ? "-qlora" : lora ? "-lora" : "", (long long)nparams, threads, batch, seq, mix, recompute, steps, tps,
+                cuda ? "cuda" : "cpu", offload ? "-offload" : "", qlora ? "-qlora" : lora ? "-lora" : "",
+                att && *att ? att : "0", gemm && *gemm ? gemm : "heuristic", (long long)nparams, threads, batch, seq, mix, recompute, steps, tps,
                 tps * flops / 989e12, secs / steps, plan.total / 1073741824.0, plan.peak / 1073741824.0, plan.host / 1073741824.0,
                 host_peak_bytes() / 1073741824.0, loss);
     lima_batch_free(b);

@@ -1,8 +1,20 @@
 #include "gemm.cuh"
 
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
 namespace lima::cuda {
 
-Gemm::Gemm() {
+Gemm::Choice Gemm::choice_from_env() {
+    const char *env = std::getenv("LIMA_CUDA_GEMM");
+    if (!env || !*env || std::strcmp(env, "heuristic") == 0) return Choice::heuristic;
+    LIMA_REQUIRE(std::strcmp(env, "measured") == 0, LIMA_ERR_INVALID_ARGUMENT, "LIMA_CUDA_GEMM is '", env,
+                 "': it must be 'heuristic' or 'measured' (how cuBLASLt's algorithm is chosen)");
+    return Choice::measured;
+}
+
+Gemm::Gemm() : choice_(choice_from_env()) {
     LIMA_CUBLAS_CHECK(cublasLtCreate(&handle_));
     LIMA_CUDA_CHECK(cudaMalloc(&workspace_, workspace_bytes_));
 }
@@ -48,13 +60,74 @@ Gemm::Plan &Gemm::plan(const Key &k) {
     LIMA_REQUIRE(hs == CUBLAS_STATUS_SUCCESS && found > 0, LIMA_ERR_UNSUPPORTED, "cuBLASLt has no algorithm for a ", M, " x ",
                  N, " x ", K, " bf16 product (status ", int(hs), ")");
     p.algo = res.algo;
+    p.measured = choice_ == Choice::heuristic;
     return plans_.emplace(k, p).first->second;
+}
+
+// Times the heuristic's first candidates on these operands and keeps the fastest. Inside a CUDA
+// graph's capture nothing can be timed: the heuristic's choice stays. The products run into C when
+// they overwrite it (the real product follows), else into a zeroed scratch of C's size.
+void Gemm::measure(Plan &p, const Key &k, void *C, const void *A, const void *B, float beta, cudaStream_t st) {
+    cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+    LIMA_CUDA_CHECK(cudaStreamIsCapturing(st, &cap));
+    if (cap != cudaStreamCaptureStatusNone) return;
+    p.measured = true;
+    const auto [M, N, K, transA, transB, c_f32, accumulate] = k;
+    (void)transA, (void)transB, (void)accumulate;
+    cublasLtMatmulPreference_t pref;
+    LIMA_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    LIMA_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes_,
+                                                           sizeof workspace_bytes_));
+    cublasLtMatmulHeuristicResult_t res[kMeasuredCandidates] = {};
+    int found = 0;
+    const cublasStatus_t hs =
+        cublasLtMatmulAlgoGetHeuristic(handle_, p.desc, p.b, p.a, p.c, p.c, pref, kMeasuredCandidates, res, &found);
+    cublasLtMatmulPreferenceDestroy(pref);
+    last_candidates_ = hs == CUBLAS_STATUS_SUCCESS ? found : 0;
+    if (last_candidates_ <= 1) return;
+    void *out = C;
+    if (beta != 0.0f) {  // the product accumulates into C: time it on a scratch copy's worth of zeros
+        const size_t bytes = size_t(M) * size_t(N) * (c_f32 ? 4 : 2);
+        if (cudaMalloc(&out, bytes) != cudaSuccess) {
+            (void)cudaGetLastError();  // no room to time it: the heuristic's choice stays
+            return;
+        }
+        LIMA_CUDA_CHECK(cudaMemsetAsync(out, 0, bytes, st));
+    }
+    cudaEvent_t ev[2];
+    LIMA_CUDA_CHECK(cudaEventCreate(&ev[0]));
+    LIMA_CUDA_CHECK(cudaEventCreate(&ev[1]));
+    const float alpha = 1.0f;
+    float best = INFINITY;
+    for (int i = 0; i < found; ++i) {
+        auto go = [&] {
+            return cublasLtMatmul(handle_, p.desc, &alpha, B, p.b, A, p.a, &beta, out, p.c, out, p.c, &res[i].algo, workspace_,
+                                  workspace_bytes_, st);
+        };
+        if (res[i].state != CUBLAS_STATUS_SUCCESS || go() != CUBLAS_STATUS_SUCCESS) continue;  // warm-up
+        LIMA_CUDA_CHECK(cudaEventRecord(ev[0], st));
+        bool ok = true;
+        for (int r = 0; r < 3 && ok; ++r) ok = go() == CUBLAS_STATUS_SUCCESS;
+        LIMA_CUDA_CHECK(cudaEventRecord(ev[1], st));
+        LIMA_CUDA_CHECK(cudaEventSynchronize(ev[1]));
+        float ms = 0.0f;
+        LIMA_CUDA_CHECK(cudaEventElapsedTime(&ms, ev[0], ev[1]));
+        if (ok && ms < best) {
+            best = ms;
+            p.algo = res[i].algo;
+        }
+    }
+    cudaEventDestroy(ev[0]);
+    cudaEventDestroy(ev[1]);
+    if (out != C) LIMA_CUDA_CHECK(cudaFree(out));
 }
 
 void Gemm::run(void *C, bool c_f32, const bf16 *A, bool transA, const bf16 *B, bool transB, int M, int N, int K, float beta,
                cudaStream_t st) {
     if (M == 0 || N == 0) return;
-    Plan &p = plan(Key{M, N, K, transA, transB, c_f32, beta != 0.0f});
+    const Key k{M, N, K, transA, transB, c_f32, beta != 0.0f};
+    Plan &p = plan(k);
+    if (!p.measured) measure(p, k, C, A, B, beta, st);
     const float alpha = 1.0f;
     LIMA_CUBLAS_CHECK(cublasLtMatmul(handle_, p.desc, &alpha, B, p.b, A, p.a, &beta, C, p.c, C, p.c, &p.algo, workspace_,
                                      workspace_bytes_, st));

@@ -123,6 +123,15 @@ void attention_forward(bf16 *out, float *lse, const bf16 *qkv, const AttnTile *t
 void attention_backward(bf16 *dqkv, float *Dsum, const bf16 *dout, const bf16 *out, const float *lse, const bf16 *qkv,
                         const AttnTile *tiles, int num_tiles, const AttnShape &s, cudaStream_t st);
 bool attention_supports(int hd);
+// The attention kernels' variant, for timing candidates against each other on a GPU: 0 (the default,
+// checked on an H100: 32-bit shared loads), 1 (ldmatrix fragments, no mask arithmetic on tiles wholly
+// below the diagonal), 2 (1 with cp.async double buffering of the streamed tiles). Every variant
+// computes the same sums in the same order. Read once from LIMA_CUDA_ATTENTION (unset: 0; anything but
+// 0, 1 or 2 is refused, naming it); set_attention_variant overrides it (tests, benchmarks).
+constexpr int kAttentionVariants = 3;
+int attention_variant_from_env();
+int attention_variant();
+void set_attention_variant(int v);
 
 // ---- KV cache and decode attention (kv_cache.cu), the decoding side of cpu/attention.hpp.
 // Caches are (rows, max_len, kvd) bf16 per layer; keys after rope.

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -199,8 +200,18 @@ TEST(CudaKernels, AdamWMatchesTheCpuStep) {
     EXPECT_LT(rel_err(down16(gp16.p, size_t(n)), p_ref), 8e-3);
 }
 
-// Attention on packed rows: segments of odd lengths (crossing 64-row tiles), padding, GQA.
-void attention_case(int hd, int Hq, int Hkv, uint32_t seed) {
+// How many elements of a and b differ in their bits.
+size_t differing_bits(const std::vector<float> &a, const std::vector<float> &b) {
+    if (a.size() != b.size()) return std::max(a.size(), b.size());
+    size_t n = 0;
+    for (size_t i = 0; i < a.size(); ++i) n += std::memcmp(&a[i], &b[i], sizeof(float)) != 0;
+    return n;
+}
+
+// Attention on packed rows: segments of odd lengths (crossing 64-row tiles, with tiles wholly below
+// the diagonal), padding, GQA; variant 0 against the CPU, then (variants) every other variant
+// against variant 0's bits.
+void attention_case(int hd, int Hq, int Hkv, uint32_t seed, bool variants = false) {
     const int B = 2, T = 300;
     const long N = long(B) * T;
     std::vector<cpu::Segment> segs{{0, 1}, {1, 130}, {131, 64}, {195, 100}, {300, 300}};  // row 0 ends with 5 padding tokens
@@ -226,40 +237,64 @@ void attention_case(int hd, int Hq, int Hkv, uint32_t seed) {
     Dev<cuda::AttnTile> gt(tiles.size());
     cudaMemcpy(gt.p, tiles.data(), tiles.size() * sizeof(cuda::AttnTile), cudaMemcpyHostToDevice);
     auto gqkv = up16(qkv), gdout = up16(dout);
-    Dev<bf16> gout(out.size()), gdqkv(qkv.size());
-    Dev<float> glse(lse.size()), gD(lse.size());
-    cudaMemset(gout.p, 0, out.size() * 2);  // as the backend does: padding rows stay 0
     const cuda::AttnShape s{N, Hq, Hkv, hd, ld};
-    cuda::attention_forward(gout.p, glse.p, gqkv->p, gt.p, int(tiles.size()), s, 0);
-    auto got_out = down16(gout.p, out.size());
-    auto got_lse = down(glse.p, lse.size());
+    struct Result {
+        std::vector<float> out, lse, dqkv;
+    };
+    // forward, then backward from the forward's output rounded to bf16, as the backend runs them
+    auto run = [&] {
+        Dev<bf16> gout(out.size()), gdqkv(qkv.size());
+        Dev<float> glse(lse.size()), gD(lse.size());
+        cudaMemset(gout.p, 0, out.size() * 2);  // as the backend does: padding rows stay 0
+        cudaMemset(glse.p, 0, lse.size() * 4);
+        cuda::attention_forward(gout.p, glse.p, gqkv->p, gt.p, int(tiles.size()), s, 0);
+        Result r{down16(gout.p, out.size()), down(glse.p, lse.size()), {}};
+        auto out16 = up16(r.out);
+        cuda::attention_backward(gdqkv.p, gD.p, gdout->p, out16->p, glse.p, gqkv->p, gt.p, int(tiles.size()), s, 0);
+        r.dqkv = down16(gdqkv.p, qkv.size());
+        return r;
+    };
+    const int variant = cuda::attention_variant();
+    cuda::set_attention_variant(0);
+    const Result r0 = run();
     // padding rows 295..299 of row 0 have no lse; compare the rest
     std::vector<float> l_ref, l_got;
     for (long n = 0; n < N; ++n)
         if (n < 295 || n >= 300)
             for (int h = 0; h < Hq; ++h) {
                 l_ref.push_back(lse[size_t(n * Hq + h)]);
-                l_got.push_back(got_lse[size_t(n * Hq + h)]);
+                l_got.push_back(r0.lse[size_t(n * Hq + h)]);
             }
-    EXPECT_LT(rel_err(got_out, out), 1e-2) << "hd " << hd;
+    EXPECT_LT(rel_err(r0.out, out), 1e-2) << "hd " << hd;
     EXPECT_LT(rel_err(l_got, l_ref), 2e-3) << "hd " << hd;
-    auto out16 = up16(got_out);
-    cuda::attention_backward(gdqkv.p, gD.p, gdout->p, out16->p, glse.p, gqkv->p, gt.p, int(tiles.size()), s, 0);
-    auto got = down16(gdqkv.p, qkv.size());
     std::vector<float> gq(q.size()), gk(k.size()), gv(v.size());
     for (long n = 0; n < N; ++n) {
-        std::copy(got.begin() + n * ld, got.begin() + n * ld + qd, gq.begin() + n * qd);
-        std::copy(got.begin() + n * ld + qd, got.begin() + n * ld + qd + kvd, gk.begin() + n * kvd);
-        std::copy(got.begin() + n * ld + qd + kvd, got.begin() + (n + 1) * ld, gv.begin() + n * kvd);
+        std::copy(r0.dqkv.begin() + n * ld, r0.dqkv.begin() + n * ld + qd, gq.begin() + n * qd);
+        std::copy(r0.dqkv.begin() + n * ld + qd, r0.dqkv.begin() + n * ld + qd + kvd, gk.begin() + n * kvd);
+        std::copy(r0.dqkv.begin() + n * ld + qd + kvd, r0.dqkv.begin() + (n + 1) * ld, gv.begin() + n * kvd);
     }
     EXPECT_LT(rel_err(gq, dq), 2e-2) << "hd " << hd;
     EXPECT_LT(rel_err(gk, dk), 2e-2) << "hd " << hd;
     EXPECT_LT(rel_err(gv, dv), 2e-2) << "hd " << hd;
+    // the faster variants load the same values and sum in the same order: the same bits
+    for (int v = 1; variants && v < cuda::kAttentionVariants; ++v) {
+        cuda::set_attention_variant(v);
+        const Result r = run();
+        EXPECT_EQ(differing_bits(r.out, r0.out), 0u) << "out, hd " << hd << ", variant " << v;
+        EXPECT_EQ(differing_bits(r.lse, r0.lse), 0u) << "lse, hd " << hd << ", variant " << v;
+        EXPECT_EQ(differing_bits(r.dqkv, r0.dqkv), 0u) << "dqkv, hd " << hd << ", variant " << v;
+    }
+    cuda::set_attention_variant(variant);
 }
 
 TEST(CudaKernels, AttentionHeadDim128Gqa) { NEED_GPU(); attention_case(128, 4, 2, 20); }
 TEST(CudaKernels, AttentionHeadDim64) { NEED_GPU(); attention_case(64, 3, 3, 30); }
 TEST(CudaKernels, AttentionHeadDim32Mqa) { NEED_GPU(); attention_case(32, 4, 1, 40); }
+// The faster candidates (kernels.cuh: attention_variant), kept to their own tests so that a fault in
+// one cannot take the device from the checked kernels (ci/bench-gpu.sh runs them in a separate process).
+TEST(CudaKernels, AttentionVariantsGiveVariantZerosBitsHeadDim128Gqa) { NEED_GPU(); attention_case(128, 4, 2, 21, true); }
+TEST(CudaKernels, AttentionVariantsGiveVariantZerosBitsHeadDim64) { NEED_GPU(); attention_case(64, 3, 3, 31, true); }
+TEST(CudaKernels, AttentionVariantsGiveVariantZerosBitsHeadDim32Mqa) { NEED_GPU(); attention_case(32, 4, 1, 41, true); }
 
 // ------------------------------------------------------------------ whole model through the C ABI
 

@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "context.cuh"
@@ -366,5 +368,81 @@ TEST(CudaKernels, Nf4FusedProductEqualsTheDequantisedProduct) {
                 }
             EXPECT_LT(rel_err(mine, want), 4e-3) << "rows " << N << " double quant " << dq;  // one bf16 rounding
         }
+    }
+}
+
+// The tuning switches (LIMA_CUDA_ATTENTION, LIMA_CUDA_GEMM) are read as documented and a bad value is
+// refused by name. Needs no GPU: it runs in CI.
+TEST(CudaTuning, SwitchesAreReadFromTheEnvironmentAndBadValuesRefused) {
+    auto with = [](const char *name, const char *value, auto &&f) {
+        const char *old = std::getenv(name);
+        const std::string keep = old ? old : "";
+        if (value)
+            setenv(name, value, 1);
+        else
+            unsetenv(name);
+        f();
+        if (old)
+            setenv(name, keep.c_str(), 1);
+        else
+            unsetenv(name);
+    };
+    with("LIMA_CUDA_ATTENTION", nullptr, [] { EXPECT_EQ(cuda::attention_variant_from_env(), 0); });
+    with("LIMA_CUDA_ATTENTION", "2", [] { EXPECT_EQ(cuda::attention_variant_from_env(), 2); });
+    for (const char *bad : {"3", "-1", "1x", "fast"})
+        with("LIMA_CUDA_ATTENTION", bad, [&] {
+            try {
+                cuda::attention_variant_from_env();
+                ADD_FAILURE() << "LIMA_CUDA_ATTENTION=" << bad << " was accepted";
+            } catch (const lima::Error &e) {
+                EXPECT_NE(std::string(e.what()).find("LIMA_CUDA_ATTENTION is '" + std::string(bad) + "'"), std::string::npos)
+                    << e.what();
+            }
+        });
+    EXPECT_THROW(cuda::set_attention_variant(cuda::kAttentionVariants), lima::Error);
+    with("LIMA_CUDA_GEMM", nullptr, [] { EXPECT_EQ(cuda::Gemm::choice_from_env(), cuda::Gemm::Choice::heuristic); });
+    with("LIMA_CUDA_GEMM", "heuristic", [] { EXPECT_EQ(cuda::Gemm::choice_from_env(), cuda::Gemm::Choice::heuristic); });
+    with("LIMA_CUDA_GEMM", "measured", [] { EXPECT_EQ(cuda::Gemm::choice_from_env(), cuda::Gemm::Choice::measured); });
+    with("LIMA_CUDA_GEMM", "Measured", [] {
+        try {
+            cuda::Gemm::choice_from_env();
+            ADD_FAILURE() << "LIMA_CUDA_GEMM=Measured was accepted";
+        } catch (const lima::Error &e) {
+            EXPECT_NE(std::string(e.what()).find("LIMA_CUDA_GEMM is 'Measured'"), std::string::npos) << e.what();
+        }
+    });
+}
+
+// cuBLASLt's algorithm timed among the heuristic's candidates multiplies as the heuristic's choice
+// does, overwriting (bf16 out) and accumulating (fp32 out, beta 1) exactly once: the timing runs go
+// to C only when the real product overwrites them, else to a scratch.
+TEST(CudaKernels, MeasuredGemmChoiceMultipliesAsTheHeuristicChoiceDoes) {
+    NEED_GPU();
+    const int M = 300, N = 520, K = 264;  // x (M, K), W (N, K): y = x W^T, as a projection
+    const auto x = round_bf16(randn(size_t(M) * K, 81)), w = round_bf16(randn(size_t(N) * K, 82));
+    const auto acc0 = randn(size_t(M) * N, 83);
+    std::vector<float> want(size_t(M) * N);
+    cpu::matmul_forward(want.data(), x.data(), w.data(), M, K, N);
+    std::vector<float> want_acc(want.size());
+    for (size_t i = 0; i < want.size(); ++i) want_acc[i] = acc0[i] + want[i];
+    auto gx = up16(x), gw = up16(w);
+    for (auto choice : {cuda::Gemm::Choice::heuristic, cuda::Gemm::Choice::measured}) {
+        const char *name = choice == cuda::Gemm::Choice::measured ? "measured" : "heuristic";
+        cuda::Gemm gemm;
+        gemm.set_choice(choice);
+        Dev<bf16> y(want.size());
+        gemm.run(y.p, false, gx->p, false, gw->p, true, M, N, K, 0.0f, 0);
+        EXPECT_LT(rel_err(down16(y.p, want.size()), want), 8e-3) << name;
+        std::unique_ptr<Dev<float>> acc(up(acc0));
+        gemm.run(acc->p, true, gx->p, false, gw->p, true, M, N, K, 1.0f, 0);
+        EXPECT_LT(rel_err(down(acc->p, want.size()), want_acc), 1e-5) << name;
+        gemm.run(acc->p, true, gx->p, false, gw->p, true, M, N, K, 1.0f, 0);  // the cached choice, no timing
+        std::vector<float> twice(want.size());
+        for (size_t i = 0; i < want.size(); ++i) twice[i] = want_acc[i] + want[i];
+        EXPECT_LT(rel_err(down(acc->p, want.size()), twice), 1e-5) << name;
+        if (choice == cuda::Gemm::Choice::measured)
+            EXPECT_GE(gemm.last_candidates(), 1) << "cuBLASLt offered no algorithm to time";
+        else
+            EXPECT_EQ(gemm.last_candidates(), 0);
     }
 }
