@@ -88,7 +88,8 @@ void Gemm::measure(Plan &p, const Key &k, void *C, const void *A, const void *B,
     void *out = C;
     if (beta != 0.0f) {  // the product accumulates into C: time it on a scratch copy's worth of zeros
         const size_t bytes = size_t(M) * size_t(N) * (c_f32 ? 4 : 2);
-        if (cudaMalloc(&out, bytes) != cudaSuccess) {
+        // stream-ordered: no device-wide synchronisation, which could wait on a peer rank's collective
+        if (cudaMallocAsync(&out, bytes, st) != cudaSuccess) {
             (void)cudaGetLastError();  // no room to time it: the heuristic's choice stays
             return;
         }
@@ -119,7 +120,7 @@ void Gemm::measure(Plan &p, const Key &k, void *C, const void *A, const void *B,
     }
     cudaEventDestroy(ev[0]);
     cudaEventDestroy(ev[1]);
-    if (out != C) LIMA_CUDA_CHECK(cudaFree(out));
+    if (out != C) LIMA_CUDA_CHECK(cudaFreeAsync(out, st));
 }
 
 void Gemm::run(void *C, bool c_f32, const bf16 *A, bool transA, const bf16 *B, bool transB, int M, int N, int K, float beta,

@@ -193,6 +193,8 @@ Gen *gen_create(Ctx &c, int max_rows, int max_len) {
     g->cap = int(std::max<long>(max_len, std::min<long>(8192, long(max_rows) * max_len)));
     g->spans = decode_spans(max_len);
     const char *env = std::getenv("LIMA_CUDA_GRAPHS");
+    LIMA_REQUIRE(!env || !*env || std::strcmp(env, "0") == 0 || std::strcmp(env, "1") == 0, LIMA_ERR_INVALID_ARGUMENT,
+                 "LIMA_CUDA_GRAPHS is '", env ? env : "", "': it must be 1 (replay decode steps as CUDA graphs) or 0");
     g->graphs = !(env && std::strcmp(env, "0") == 0);
     int64_t cache = 0, scratch = 0;
     gen_table(*g, [&](auto &buf, int64_t count, const char *what) {

@@ -224,6 +224,16 @@ TEST_F(CudaGenerate, ACacheThatCannotFitIsRefusedWithTheFigures) {
     EXPECT_TRUE(ok);
 }
 
+TEST_F(CudaGenerate, AGraphsSwitchOtherThanZeroOrOneIsRefusedByName) {
+    ModelPtr m = gpu_model(9);
+    ASSERT_TRUE(m);
+    setenv("LIMA_CUDA_GRAPHS", "off", 1);
+    lima_generator *g = nullptr;
+    EXPECT_LIMA_ERR(lima_generator_create(m.get(), 1, 64, &g), LIMA_ERR_INVALID_ARGUMENT, "LIMA_CUDA_GRAPHS is 'off'");
+    EXPECT_EQ(g, nullptr);
+    unsetenv("LIMA_CUDA_GRAPHS");
+}
+
 }  // namespace
 
 // QLoRA's base decoding on the device: prompts of up to kNf4FusedRows tokens and every decoding step
