@@ -25,18 +25,32 @@ out=${OUT:-build-gpu/out}
 mkdir -p "$out"
 export DJL_OFFLINE=true PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
-# A GPU host without OpenBLAS/nlohmann-json/GTest packages can be handed them in .gpudeps/usr
-# (copies of this project's build-machine packages).
+# A GPU host without OpenBLAS/nlohmann-json/GTest packages is handed them in .gpudeps (made here by
+# ci/gpu-deps.sh from this project's build-machine packages), unpacked on first use.
 extra=()
+if [ -f .gpudeps/usr.tar.xz ] && ! [ -d .gpudeps/usr ]; then tar -C .gpudeps -xJf .gpudeps/usr.tar.xz; fi
 if [ -d .gpudeps/usr ]; then
   deps=$PWD/.gpudeps/usr
   extra=(-DCMAKE_PREFIX_PATH="$deps" -DLIMA_OPENBLAS_DIR="$deps/lib/x86_64-linux-gnu/openblas-openmp")
   export LD_LIBRARY_PATH="$deps/lib/x86_64-linux-gnu/openblas-openmp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
+# NCCL for the plugin's dlopen: the system's libnccl.so.2, else the Python environment's wheel
+if [ -z "${LIMA_NCCL_LIBRARY:-}" ] && ! ldconfig -p 2>/dev/null | grep -q "libnccl.so.2 "; then
+  n=$(python3 -c 'import nvidia, os; [print(p + "/nccl/lib/libnccl.so.2") for p in nvidia.__path__ if os.path.exists(p + "/nccl/lib/libnccl.so.2")]' 2>/dev/null | head -1)
+  [ -n "$n" ] && export LIMA_NCCL_LIBRARY=$n
+fi
+echo "NCCL: ${LIMA_NCCL_LIBRARY:-libnccl.so.2 from the system}" | tee -a "$out/gpu.txt"
 if ! [ -x build-gpu/cpp/lima_cuda_tests ] || ! [ -x build-gpu/cpp/lima_dp_check ]; then
-  cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DLIMA_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+  # the toolkit's cuBLASLt and NCCL header, or the wheels' (ci/cuda-flags.sh); Ninja where it is
+  flags=$(bash ci/cuda-flags.sh)
+  case "$flags" in *LIMA_CUDA=OFF*) echo "ci/bench-gpu.sh: no CUDA build possible here (see above)"; exit 1;; esac
+  gen=(); command -v ninja > /dev/null && gen=(-G Ninja)
+  # shellcheck disable=SC2086
+  cmake -S . -B build-gpu "${gen[@]}" -DCMAKE_BUILD_TYPE=Release $flags -DCMAKE_CUDA_ARCHITECTURES=90 \
         -DLIMA_BUILD_TESTS=ON -DLIMA_BUILD_BENCH=ON "${extra[@]}" > "$out/cmake.log" 2>&1 || { tail -30 "$out/cmake.log"; exit 1; }
-  cmake --build build-gpu -j"$(nproc)" > "$out/build.log" 2>&1 || { grep -E "error" -A3 "$out/build.log" | head -60; exit 1; }
+  # only what runs here (not the CPU test suite, which CI runs): GPU minutes are few
+  cmake --build build-gpu -j"$(nproc)" --target lima_cuda_tests lima_dp_check lima_bench_train lima_bench_generate \
+        > "$out/build.log" 2>&1 || { grep -E "error" -A3 "$out/build.log" | head -60; exit 1; }
 fi
 status=0
 if [ "$what" = all ] || [ "$what" = tests ]; then

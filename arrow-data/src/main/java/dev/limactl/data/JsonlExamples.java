@@ -72,7 +72,8 @@ public final class JsonlExamples {
      * One example from its JSON object, in any of the formats users have:
      * <ul>
      *   <li>LIMA: {@code conversations: ["prompt", "response", ...]};</li>
-     *   <li>ShareGPT: {@code conversations: [{from: human|user|gpt|assistant|system, value}]};</li>
+     *   <li>ShareGPT: {@code conversations: [{from: human|user|gpt|assistant|system, value}]}, or with
+     *       {@code {role, content}} entries as some exports write them;</li>
      *   <li>OpenAI / chat JSONL: {@code messages: [{role: system|developer|user|assistant, content}]};</li>
      *   <li>Alpaca: {@code instruction}, optional {@code input} (after a blank line), {@code output}.</li>
      * </ul>
@@ -89,11 +90,13 @@ public final class JsonlExamples {
             boolean shareGpt = c.size() > 0 && c.get(0).isObject();
             for (int i = 0; i < c.size(); i++) {
                 JsonNode x = c.get(i);
-                if (shareGpt) {
-                    if (!x.path("from").isTextual() || !x.path("value").isTextual()) {
-                        throw new IllegalArgumentException("conversations[" + i + "] needs string \"from\" and \"value\" (ShareGPT)");
+                if (shareGpt) {  // {from, value}, or (as some exports name them) {role, content}
+                    String[] keys = x.path("from").isTextual() || !x.has("role") ? new String[] {"from", "value"} : new String[] {"role", "content"};
+                    if (!x.path(keys[0]).isTextual() || !x.path(keys[1]).isTextual()) {
+                        throw new IllegalArgumentException("conversations[" + i + "] needs string \"from\" and \"value\" (ShareGPT)"
+                                + " or \"role\" and \"content\"");
                     }
-                    msgs.add(new String[] {role(x.get("from").asText(), "conversations[" + i + "].from"), x.get("value").asText()});
+                    msgs.add(new String[] {role(x.get(keys[0]).asText(), "conversations[" + i + "]." + keys[0]), x.get(keys[1]).asText()});
                 } else {
                     if (!x.isTextual()) throw new IllegalArgumentException("conversations[" + i + "] is not a string (LIMA) nor {from, value} (ShareGPT)");
                     msgs.add(new String[] {i % 2 == 0 ? Turn.USER : Turn.ASSISTANT, x.asText()});

@@ -51,6 +51,14 @@ class ExampleFilesTest {
         assertEquals(List.of(new Turn(Turn.USER, "Be brief.\n\nHi"), new Turn(Turn.ASSISTANT, "Hello!"), new Turn(Turn.USER, "Why?"),
                 new Turn(Turn.ASSISTANT, "Because.")), s.turns());
         assertEquals("s1", s.id());
+        Path roles = dir.resolve("conversations-roles.jsonl");  // conversations of {role, content}, as some exports write
+        Files.writeString(roles, "{\"conversations\": [{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": \"Hello!\"}]}\n"
+                + "{\"conversations\": [{\"role\": \"user\", \"text\": \"Hi\"}]}\n");
+        DataFormatException bad = assertThrows(DataFormatException.class, () -> ExampleFiles.read(roles, "train"));
+        assertTrue(bad.getMessage().contains("conversations-roles.jsonl:2: conversations[0] needs string \"from\" and \"value\" (ShareGPT)"
+                + " or \"role\" and \"content\""), bad.getMessage());
+        Files.writeString(roles, "{\"conversations\": [{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": \"Hello!\"}]}\n");
+        assertEquals(List.of(new Turn(Turn.USER, "Hi"), new Turn(Turn.ASSISTANT, "Hello!")), ExampleFiles.read(roles, "train").get(0).turns());
         Path openai = dir.resolve("openai.jsonl");
         Files.writeString(openai, "{\"messages\": [{\"role\": \"system\", \"content\": \"A.\"}, {\"role\": \"developer\", \"content\": \"B.\"},"
                 + " {\"role\": \"user\", \"content\": \"Q\"}, {\"role\": \"assistant\", \"content\": \"R\"}, {\"role\": \"system\", \"content\": \"late\"}]}\n");
