@@ -28,6 +28,11 @@ public final class DoctorCommand implements Callable<Integer> {
             var sel = dev.limactl.engine.CudaPlugins.select();
             out.println("plugin:    bundled CUDA builds " + sel.bundled() + "; " + sel.note()
                     + (sel.plugin() != null ? " (" + sel.plugin() + ")" : ""));
+            String override = System.getenv("LIMA_CUDA_PLUGIN");
+            if (sel.driverVersion() == 0 && (override == null || override.isEmpty())) {  // no plugin search: it would blame the plugin
+                out.println("cuda:      unavailable: no usable NVIDIA driver on this machine (the CPU serves every command)");
+                return ExitCodes.OK;
+            }
             var devices = Lima.cudaDevices();
             out.println("cuda:      " + devices.size() + " device(s), " + Lima.cudaVersions()
                     + " (training.device=cuda; generate, chat and serve: --device cuda)");

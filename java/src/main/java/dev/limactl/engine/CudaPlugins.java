@@ -79,8 +79,20 @@ public final class CudaPlugins {
                 "CUDA " + order.get(chosen) + " build for a driver of CUDA " + driver[0] / 1000 + "." + driver[0] % 1000 / 10);
     }
 
-    /** Selects the plugin when {@code device} names a CUDA device. */
+    /**
+     * Selects the plugin when {@code device} names a CUDA device. Without a driver (and no
+     * {@code $LIMA_CUDA_PLUGIN}) that is refused here, saying so: liblima's own search would report a
+     * missing plugin instead, though the jar carries one.
+     */
     static void prepare(String device) {
-        if (device != null && !device.equals("cpu")) select();
+        if (device == null || device.equals("cpu")) return;
+        Selection s = select();
+        String override = System.getenv("LIMA_CUDA_PLUGIN");
+        if (s.driverVersion() == 0 && (override == null || override.isEmpty())) {
+            throw new LimaException(LimaStatus.UNSUPPORTED, "device \"" + device + "\" needs an NVIDIA GPU and its driver, and this machine"
+                    + " has no usable NVIDIA driver (" + s.note() + "); " + (s.bundled().isEmpty() ? "this build carries no CUDA plugin"
+                    : "this build carries the CUDA plugin for CUDA " + s.bundled().stream().map(String::valueOf)
+                            .collect(java.util.stream.Collectors.joining(" and "))) + ". Use the CPU (device cpu) here");
+        }
     }
 }
