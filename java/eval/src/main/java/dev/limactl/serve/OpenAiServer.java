@@ -574,6 +574,20 @@ public final class OpenAiServer implements AutoCloseable {
 
     /** OpenAI request -> Answerer request. System messages are prepended to the next user turn (LIMA has no system role). */
     private Answerer.Request parse(JsonNode b) {
+        // What the model cannot honour is refused rather than ignored: a client asking for a tool call
+        // or a JSON reply would otherwise take plain text for one. Tools offered with tool_choice auto
+        // (or none) are answered in text, as a model without tool use does.
+        JsonNode toolChoice = b.get("tool_choice");
+        if (toolChoice != null && !toolChoice.isNull()
+                && !(toolChoice.isTextual() && (toolChoice.asText().equals("auto") || toolChoice.asText().equals("none")))) {
+            throw new BadRequest("tool_choice", "this model answers in text and makes no tool calls: tool_choice must be \"auto\" or"
+                    + " \"none\", got " + toolChoice);
+        }
+        JsonNode format = b.get("response_format");
+        if (format != null && !format.isNull() && !format.path("type").asText("").equals("text")) {
+            throw new BadRequest("response_format", "this server cannot constrain replies to JSON: response_format must be"
+                    + " {\"type\": \"text\"}, got " + format);
+        }
         JsonNode msgs = b.get("messages");
         if (msgs == null || !msgs.isArray() || msgs.isEmpty()) throw new BadRequest("messages", "\"messages\" must be a non-empty array");
         List<Turn> turns = new ArrayList<>();

@@ -203,6 +203,19 @@ class OpenAiServerTest {
         assertEquals("temperature", JSON.readTree(r.body()).at("/error/param").asText());
         r = call("POST", "/v1/chat/completions", "{\"messages\": [{\"role\": \"tool\", \"content\": \"x\"}]}", "sekret");
         assertEquals(400, r.statusCode());
+        // what the model cannot honour is refused, naming the field, not ignored
+        r = call("POST", "/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"tools\": [{\"type\":"
+                + " \"function\", \"function\": {\"name\": \"f\"}}], \"tool_choice\": \"required\"}", "sekret");
+        assertEquals(400, r.statusCode());
+        assertEquals("tool_choice", JSON.readTree(r.body()).at("/error/param").asText());
+        r = call("POST", "/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"response_format\":"
+                + " {\"type\": \"json_object\"}}", "sekret");
+        assertEquals(400, r.statusCode());
+        assertTrue(JSON.readTree(r.body()).at("/error/message").asText().contains("cannot constrain replies to JSON"), r.body());
+        r = call("POST", "/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"max_tokens\": 2, \"tools\":"
+                + " [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}], \"tool_choice\": \"auto\", \"response_format\": {\"type\":"
+                + " \"text\"}}", "sekret");
+        assertEquals(200, r.statusCode(), "tools offered with tool_choice auto are answered in text: " + r.body());
         r = call("POST", "/v1/chat/completions", ASK + "}", "wrong");
         assertEquals(401, r.statusCode());
         assertEquals("authentication_error", JSON.readTree(r.body()).at("/error/type").asText());
