@@ -29,7 +29,7 @@ public final class AtomicFiles {
             } catch (IOException ignored) {
                 // the original error is the one to report
             }
-            throw new UncheckedIOException("cannot write " + target + ": " + e.getMessage(), e);
+            throw new UncheckedIOException("cannot write " + target + ": " + IoErrors.why(e), e);
         }
     }
 

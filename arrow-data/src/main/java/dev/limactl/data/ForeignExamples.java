@@ -41,7 +41,7 @@ public final class ForeignExamples {
         } catch (com.fasterxml.jackson.core.JacksonException e) {
             throw new DataFormatException(path + ": not valid JSON: " + e.getOriginalMessage(), e);
         } catch (IOException e) {
-            throw new DataFormatException("cannot read " + path + ": " + e.getMessage(), e);
+            throw new DataFormatException("cannot read " + path + ": " + IoErrors.why(e), e);
         }
         if (n == null || !n.isArray()) throw new DataFormatException(path + ": expected a JSON array of examples");
         return rows(path, n.elements(), "element ", defaultSplit);

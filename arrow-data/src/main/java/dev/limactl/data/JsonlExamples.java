@@ -63,7 +63,7 @@ public final class JsonlExamples {
         } catch (NoSuchFileException e) {
             throw new DataFormatException("data file " + path + " does not exist", e);
         } catch (IOException e) {
-            throw new DataFormatException("cannot read " + path + ": " + e.getMessage(), e);
+            throw new DataFormatException("cannot read " + path + ": " + IoErrors.why(e), e);
         }
         return out;
     }

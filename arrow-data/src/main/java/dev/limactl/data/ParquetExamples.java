@@ -62,7 +62,7 @@ public final class ParquetExamples {
         } catch (SQLException e) {
             throw new UncheckedIOException(new IOException("cannot write " + path + ": " + firstLine(e.getMessage()), e));
         } catch (IOException e) {
-            throw new UncheckedIOException("cannot write " + path + ": " + e.getMessage(), e);
+            throw new UncheckedIOException("cannot write " + path + ": " + IoErrors.why(e), e);
         } finally {
             try {
                 Files.deleteIfExists(jsonl);

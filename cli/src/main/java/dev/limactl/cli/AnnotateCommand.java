@@ -77,7 +77,7 @@ public final class AnnotateCommand implements Runnable {
                 } catch (java.nio.file.NoSuchFileException e) {
                     throw new IllegalArgumentException("--guidelines: " + guidelines + " does not exist");
                 } catch (java.io.IOException e) {
-                    throw new java.io.UncheckedIOException("cannot read " + guidelines + ": " + e.getMessage(), e);
+                    throw new java.io.UncheckedIOException("cannot read " + guidelines + ": " + dev.limactl.data.IoErrors.why(e), e);
                 }
             }
             Study.Spec s = inputs.pairs != null

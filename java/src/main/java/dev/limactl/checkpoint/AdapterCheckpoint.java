@@ -35,7 +35,7 @@ public final class AdapterCheckpoint {
         } catch (com.fasterxml.jackson.core.JacksonException e) {
             throw new IllegalArgumentException(cfg + " is not valid JSON: " + e.getOriginalMessage());
         } catch (IOException e) {
-            throw new java.io.UncheckedIOException("cannot read " + cfg + ": " + e.getMessage(), e);
+            throw new java.io.UncheckedIOException("cannot read " + cfg + ": " + dev.limactl.data.IoErrors.why(e), e);
         }
         JsonNode base = j == null ? null : j.get("base_model_name_or_path");
         if (base == null || !base.isTextual() || base.asText().isBlank()) {

@@ -43,7 +43,7 @@ public record Checkpoint(int eotTokenId, String chatFormat, int epoch, long step
         } catch (com.fasterxml.jackson.core.JacksonException e) {
             throw new IllegalArgumentException(meta + " is not valid JSON: " + e.getOriginalMessage());
         } catch (IOException e) {
-            throw new java.io.UncheckedIOException("cannot read " + meta + ": " + e.getMessage(), e);
+            throw new java.io.UncheckedIOException("cannot read " + meta + ": " + dev.limactl.data.IoErrors.why(e), e);
         }
         JsonNode eot = j == null ? null : j.get("eot_token_id");
         if (eot == null || !eot.canConvertToInt() || !eot.isIntegralNumber() || eot.asInt() < 0) {

@@ -110,7 +110,7 @@ public final class GgufExport {
             }
             Files.move(tmp, out, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
         } catch (IOException e) {
-            throw new UncheckedIOException("cannot write " + out + ": " + e.getMessage(), e);
+            throw new UncheckedIOException("cannot write " + out + ": " + dev.limactl.data.IoErrors.why(e), e);
         } finally {
             try {
                 Files.deleteIfExists(tmp);
@@ -177,7 +177,7 @@ public final class GgufExport {
             try {
                 sp = SpModel.parse(Files.readAllBytes(spFile));
             } catch (IOException e) {
-                throw new UncheckedIOException("cannot read " + spFile + ": " + e.getMessage(), e);
+                throw new UncheckedIOException("cannot read " + spFile + ": " + dev.limactl.data.IoErrors.why(e), e);
             } catch (IllegalArgumentException e) {
                 throw new IllegalArgumentException(spFile + " is not a SentencePiece model: " + e.getMessage());
             }

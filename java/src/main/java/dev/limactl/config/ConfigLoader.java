@@ -58,7 +58,7 @@ public final class ConfigLoader {
             throw new ConfigException(path + ": not valid YAML/JSON: " + e.getOriginalMessage()
                     + (e.getLocation() != null ? " (line " + e.getLocation().getLineNr() + ")" : ""), e);
         } catch (IOException e) {
-            throw new ConfigException("cannot read config file " + path + ": " + e.getMessage(), e);
+            throw new ConfigException("cannot read config file " + path + ": " + dev.limactl.data.IoErrors.why(e), e);
         }
         if (n == null || n.isMissingNode() || n.isNull()) return this;
         if (!n.isObject()) throw new ConfigException(path + ": expected a mapping of sections at the top level");

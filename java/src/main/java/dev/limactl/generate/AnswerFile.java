@@ -92,7 +92,7 @@ public final class AnswerFile {
                 }
             }
         } catch (IOException e) {
-            throw new UncheckedIOException("cannot read " + out + ": " + e.getMessage(), e);
+            throw new UncheckedIOException("cannot read " + out + ": " + dev.limactl.data.IoErrors.why(e), e);
         }
         record Job(Example example, int sample, List<Turn> conversation) {}
         List<Job> jobs = new ArrayList<>();
@@ -132,7 +132,7 @@ public final class AnswerFile {
                         tokens / ((System.nanoTime() - t0) / 1e9)));
             }
         } catch (IOException e) {
-            throw new UncheckedIOException("cannot write " + out + ": " + e.getMessage(), e);
+            throw new UncheckedIOException("cannot write " + out + ": " + dev.limactl.data.IoErrors.why(e), e);
         }
         return new Stats(jobs.size(), done.size(), tokens, (System.nanoTime() - t0) / 1e9);
     }

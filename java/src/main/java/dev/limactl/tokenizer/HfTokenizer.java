@@ -42,7 +42,7 @@ public final class HfTokenizer implements Tokenizer {
                 else if (t.path("content").isTextual()) out[i] = t.get("content").asText();
             }
         } catch (IOException e) {
-            throw new TokenizerException("cannot read " + cfg + ": " + e.getMessage(), e);
+            throw new TokenizerException("cannot read " + cfg + ": " + dev.limactl.data.IoErrors.why(e), e);
         }
         return out;
     }
@@ -54,7 +54,7 @@ public final class HfTokenizer implements Tokenizer {
             return new HfTokenizer(HuggingFaceTokenizer.newInstance(file, Map.of("addSpecialTokens", "false", "truncation", "false", "padding", "false")),
                     vocabSize(file), sp[0], sp[1]);
         } catch (IOException | RuntimeException e) {
-            throw new TokenizerException("cannot load tokenizer " + file + ": " + e.getMessage(), e);
+            throw new TokenizerException("cannot load tokenizer " + file + ": " + dev.limactl.data.IoErrors.why(e), e);
         }
     }
 

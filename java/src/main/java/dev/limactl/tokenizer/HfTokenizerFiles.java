@@ -246,7 +246,7 @@ public final class HfTokenizerFiles {
                 writeJson(config, c);
             }
         } catch (IOException e) {
-            throw new UncheckedIOException("cannot write the tokenizer files of " + ck + ": " + e.getMessage(), e);
+            throw new UncheckedIOException("cannot write the tokenizer files of " + ck + ": " + dev.limactl.data.IoErrors.why(e), e);
         }
     }
 }

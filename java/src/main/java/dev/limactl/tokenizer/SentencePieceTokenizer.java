@@ -28,7 +28,7 @@ public final class SentencePieceTokenizer implements Tokenizer {
         try {
             return fromBytes(Files.readAllBytes(file), file.toString());
         } catch (IOException e) {
-            throw new TokenizerException("cannot read tokenizer " + file + ": " + e.getMessage(), e);
+            throw new TokenizerException("cannot read tokenizer " + file + ": " + dev.limactl.data.IoErrors.why(e), e);
         }
     }
 

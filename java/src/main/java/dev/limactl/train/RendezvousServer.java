@@ -58,7 +58,7 @@ public final class RendezvousServer implements AutoCloseable {
             p = new ProcessBuilder(List.of("/bin/sh", "-c", script, "rendezvous", ip, Integer.toString(port), Long.toString(parent)))
                     .redirectErrorStream(true).redirectOutput(log.toFile()).start();
         } catch (IOException e) {
-            throw new UncheckedIOException("cannot start the rendezvous server for " + where + ": " + e.getMessage(), e);
+            throw new UncheckedIOException("cannot start the rendezvous server for " + where + ": " + dev.limactl.data.IoErrors.why(e), e);
         }
         RendezvousServer s = new RendezvousServer(p);
         long deadline = System.nanoTime() + timeout.toNanos();

@@ -93,7 +93,7 @@ final class RunDirectory {
                 if (Files.exists(cur)) Files.move(cur, old, StandardCopyOption.ATOMIC_MOVE);
                 Files.move(tmp, cur, StandardCopyOption.ATOMIC_MOVE);
             } catch (IOException e) {
-                throw new UncheckedIOException("cannot save state in " + dir + ": " + e.getMessage(), e);
+                throw new UncheckedIOException("cannot save state in " + dir + ": " + dev.limactl.data.IoErrors.why(e), e);
             }
             deleteTree(old);
         }
@@ -220,7 +220,7 @@ final class RunDirectory {
             }
             AtomicFiles.writeString(metrics, keep.isEmpty() ? "" : String.join("\n", keep) + "\n");
         } catch (IOException e) {
-            throw new UncheckedIOException("cannot read " + metrics + ": " + e.getMessage(), e);
+            throw new UncheckedIOException("cannot read " + metrics + ": " + dev.limactl.data.IoErrors.why(e), e);
         }
     }
 
@@ -249,7 +249,7 @@ final class RunDirectory {
                 Files.deleteIfExists(p);
             }
         } catch (IOException e) {
-            throw new UncheckedIOException("cannot clean temporaries in " + dir + ": " + e.getMessage(), e);
+            throw new UncheckedIOException("cannot clean temporaries in " + dir + ": " + dev.limactl.data.IoErrors.why(e), e);
         }
         deleteTree(dir.resolve("state.tmp"));
     }
@@ -265,7 +265,7 @@ final class RunDirectory {
                 mkdirs(dst.getParent());
                 Files.copy(in, dst);
             } catch (IOException e) {
-                throw new UncheckedIOException("cannot extract " + res + ": " + e.getMessage(), e);
+                throw new UncheckedIOException("cannot extract " + res + ": " + dev.limactl.data.IoErrors.why(e), e);
             }
         }
         return dst;
@@ -283,7 +283,7 @@ final class RunDirectory {
         try {
             Files.createDirectories(p);
         } catch (IOException e) {
-            throw new UncheckedIOException("cannot create " + p + ": " + e.getMessage(), e);
+            throw new UncheckedIOException("cannot create " + p + ": " + dev.limactl.data.IoErrors.why(e), e);
         }
     }
 
@@ -291,7 +291,7 @@ final class RunDirectory {
         try {
             Files.copy(from, to, StandardCopyOption.REPLACE_EXISTING);
         } catch (IOException e) {
-            throw new UncheckedIOException("cannot copy " + from + " to " + to + ": " + e.getMessage(), e);
+            throw new UncheckedIOException("cannot copy " + from + " to " + to + ": " + dev.limactl.data.IoErrors.why(e), e);
         }
     }
 
@@ -300,7 +300,7 @@ final class RunDirectory {
         try (Stream<Path> s = Files.walk(p)) {
             for (Path q : s.sorted(Comparator.reverseOrder()).toList()) Files.delete(q);
         } catch (IOException e) {
-            throw new UncheckedIOException("cannot delete " + p + ": " + e.getMessage(), e);
+            throw new UncheckedIOException("cannot delete " + p + ": " + dev.limactl.data.IoErrors.why(e), e);
         }
     }
 }

@@ -359,7 +359,7 @@ public final class TrainRun {
                 }
             }
         } catch (IOException e) {
-            throw new UncheckedIOException("cannot write metrics in " + run.dir + ": " + e.getMessage(), e);
+            throw new UncheckedIOException("cannot write metrics in " + run.dir + ": " + dev.limactl.data.IoErrors.why(e), e);
         }
         return new Result(true, global, checkpoints, epochLosses, run.dir);
     }

@@ -45,7 +45,7 @@ public final class Results {
                 Files.deleteIfExists(tmp);
             }
         } catch (IOException e) {
-            throw new UncheckedIOException("cannot write " + out + ": " + e.getMessage(), e);
+            throw new UncheckedIOException("cannot write " + out + ": " + dev.limactl.data.IoErrors.why(e), e);
         }
         return answers.size();
     }

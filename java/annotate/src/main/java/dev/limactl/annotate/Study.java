@@ -103,7 +103,7 @@ public final class Study {
                 throw new IllegalArgumentException(file + " is not a limactl study (not an SQLite database)");
             }
         } catch (IOException e) {
-            throw new UncheckedIOException("cannot read " + file + ": " + e.getMessage(), e);
+            throw new UncheckedIOException("cannot read " + file + ": " + dev.limactl.data.IoErrors.why(e), e);
         }
         return new Study(file);
     }
@@ -132,7 +132,7 @@ public final class Study {
             tmp = Files.createTempFile(dir, "." + file.getFileName() + ".", ".tmp");
             Files.delete(tmp);  // SQLite creates it
         } catch (IOException e) {
-            throw new UncheckedIOException("cannot write in " + dir + ": " + e.getMessage(), e);
+            throw new UncheckedIOException("cannot write in " + dir + ": " + dev.limactl.data.IoErrors.why(e), e);
         }
         try {
             write(tmp, spec, items);
@@ -140,7 +140,7 @@ public final class Study {
         } catch (SQLException e) {
             throw new UncheckedIOException("cannot write the study " + file + ": " + e.getMessage(), new IOException(e));
         } catch (IOException e) {
-            throw new UncheckedIOException("cannot write the study " + file + ": " + e.getMessage(), e);
+            throw new UncheckedIOException("cannot write the study " + file + ": " + dev.limactl.data.IoErrors.why(e), e);
         } finally {
             for (String suffix : List.of("", "-wal", "-shm", "-journal")) {
                 try {

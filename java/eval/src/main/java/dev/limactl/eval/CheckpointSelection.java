@@ -122,7 +122,7 @@ public final class CheckpointSelection {
             c.draw(g, new Rectangle(0, 0, 700, 450));
             Files.writeString(dir.resolve("select.svg"), g.getSVGDocument());
         } catch (IOException e) {
-            throw new UncheckedIOException("cannot write the selection report in " + dir + ": " + e.getMessage(), e);
+            throw new UncheckedIOException("cannot write the selection report in " + dir + ": " + dev.limactl.data.IoErrors.why(e), e);
         }
     }
 
@@ -136,7 +136,7 @@ public final class CheckpointSelection {
             Files.deleteIfExists(link);
             Files.createSymbolicLink(link, Path.of(best.checkpoint()).getFileName());
         } catch (IOException e) {
-            throw new UncheckedIOException("cannot mark the selected checkpoint in " + runDir + ": " + e.getMessage(), e);
+            throw new UncheckedIOException("cannot mark the selected checkpoint in " + runDir + ": " + dev.limactl.data.IoErrors.why(e), e);
         }
     }
 
@@ -153,7 +153,7 @@ public final class CheckpointSelection {
             }
             Files.writeString(file, sb.toString());
         } catch (IOException e) {
-            throw new UncheckedIOException("cannot write " + file + ": " + e.getMessage(), e);
+            throw new UncheckedIOException("cannot write " + file + ": " + dev.limactl.data.IoErrors.why(e), e);
         }
     }
 }

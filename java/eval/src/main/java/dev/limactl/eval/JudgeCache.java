@@ -41,7 +41,7 @@ public final class JudgeCache implements AutoCloseable {
             }
             out = Files.newBufferedWriter(file, StandardCharsets.UTF_8, StandardOpenOption.CREATE, StandardOpenOption.APPEND);
         } catch (IOException e) {
-            throw new UncheckedIOException("cannot open judge cache " + file + ": " + e.getMessage(), e);
+            throw new UncheckedIOException("cannot open judge cache " + file + ": " + dev.limactl.data.IoErrors.why(e), e);
         }
     }
 
@@ -69,7 +69,7 @@ public final class JudgeCache implements AutoCloseable {
             out.write('\n');
             out.flush();
         } catch (IOException e) {
-            throw new UncheckedIOException("cannot append to the judge cache: " + e.getMessage(), e);
+            throw new UncheckedIOException("cannot append to the judge cache: " + dev.limactl.data.IoErrors.why(e), e);
         }
     }
 

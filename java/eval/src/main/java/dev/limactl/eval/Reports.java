@@ -109,7 +109,7 @@ public final class Reports {
             chart.draw(g, new Rectangle(0, 0, 800, 450));
             Files.writeString(dir.resolve(name + ".svg"), g.getSVGDocument());
         } catch (IOException e) {
-            throw new UncheckedIOException("cannot write the " + name + " report in " + dir + ": " + e.getMessage(), e);
+            throw new UncheckedIOException("cannot write the " + name + " report in " + dir + ": " + dev.limactl.data.IoErrors.why(e), e);
         }
     }
 }

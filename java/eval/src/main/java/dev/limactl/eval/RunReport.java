@@ -41,7 +41,7 @@ public final class RunReport {
         try {
             lines = dev.limactl.data.Utf8Text.lines(metrics);
         } catch (IOException e) {
-            throw new UncheckedIOException("cannot read " + metrics + ": " + e.getMessage(), e);
+            throw new UncheckedIOException("cannot read " + metrics + ": " + dev.limactl.data.IoErrors.why(e), e);
         }
         int steps = 0;
         for (int i = 0; i < lines.size(); i++) {
@@ -94,7 +94,7 @@ public final class RunReport {
                     sections.add("evaluation " + runDir.relativize(f));
                 }
             } catch (IOException e) {
-                throw new UncheckedIOException("cannot read " + eval + ": " + e.getMessage(), e);
+                throw new UncheckedIOException("cannot read " + eval + ": " + dev.limactl.data.IoErrors.why(e), e);
             }
         }
         b.append("</body></html>\n");
@@ -109,7 +109,7 @@ public final class RunReport {
         try (Stream<Path> s = Files.list(dir)) {
             cks = s.filter(p -> p.getFileName().toString().matches("epoch-\\d+")).sorted().toList();
         } catch (IOException e) {
-            throw new UncheckedIOException("cannot list " + dir + ": " + e.getMessage(), e);
+            throw new UncheckedIOException("cannot list " + dir + ": " + dev.limactl.data.IoErrors.why(e), e);
         }
         if (cks.isEmpty()) return;
         b.append("<h2>Checkpoints</h2><table><tr><th>checkpoint</th><th>step</th><th>dev perplexity</th></tr>");
@@ -145,7 +145,7 @@ public final class RunReport {
         try {
             return dev.limactl.data.Utf8Text.read(f);
         } catch (IOException e) {
-            throw new UncheckedIOException("cannot read " + f + ": " + e.getMessage(), e);
+            throw new UncheckedIOException("cannot read " + f + ": " + dev.limactl.data.IoErrors.why(e), e);
         }
     }
 
