@@ -50,6 +50,7 @@ public final class JsonlExamples {
                 if (!more && bytes.size() == 0) break;
                 lineNo++;
                 String line = Utf8Text.decodeLine(utf8, bytes.toByteArray(), path.toString(), lineNo);
+                if (lineNo == 1 && line.startsWith("\uFEFF")) line = line.substring(1);  // a BOM, as Windows editors write
                 if (line.isBlank()) continue;
                 try {
                     out.add(parse(JSON.readTree(line), stem + "-" + lineNo, defaultSplit));

@@ -56,7 +56,7 @@ public final class Utf8Text {
         return b.toString();
     }
 
-    /** Decodes bytes (a whole text) strictly; an invalid byte names its line in name. */
+    /** Decodes bytes (a whole text) strictly, a leading BOM dropped; an invalid byte names its line in name. */
     public static String decode(byte[] bytes, String name) {
         CharsetDecoder utf8 = strictDecoder();
         StringBuilder b = new StringBuilder(bytes.length);
@@ -69,7 +69,7 @@ public final class Utf8Text {
                 start = end;
             }
         }
-        return b.toString();
+        return b.length() > 0 && b.charAt(0) == '\uFEFF' ? b.substring(1) : b.toString();
     }
 
     /** Decodes one line's bytes (line numbers count from 1), or says where it is not UTF-8. */

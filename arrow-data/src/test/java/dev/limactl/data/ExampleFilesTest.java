@@ -51,6 +51,9 @@ class ExampleFilesTest {
         assertEquals(List.of(new Turn(Turn.USER, "Be brief.\n\nHi"), new Turn(Turn.ASSISTANT, "Hello!"), new Turn(Turn.USER, "Why?"),
                 new Turn(Turn.ASSISTANT, "Because.")), s.turns());
         assertEquals("s1", s.id());
+        Path bom = dir.resolve("bom.jsonl");  // a leading byte-order mark, as Windows editors write, is not part of the JSON
+        Files.write(bom, ("\uFEFF{\"conversations\": [\"Hi\", \"Hello!\"]}\n").getBytes(java.nio.charset.StandardCharsets.UTF_8));
+        assertEquals(List.of(new Turn(Turn.USER, "Hi"), new Turn(Turn.ASSISTANT, "Hello!")), ExampleFiles.read(bom, "train").get(0).turns());
         Path roles = dir.resolve("conversations-roles.jsonl");  // conversations of {role, content}, as some exports write
         Files.writeString(roles, "{\"conversations\": [{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": \"Hello!\"}]}\n"
                 + "{\"conversations\": [{\"role\": \"user\", \"text\": \"Hi\"}]}\n");
