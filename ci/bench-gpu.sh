@@ -63,6 +63,9 @@ if [ "$what" = all ] || [ "$what" = tests ]; then
   if [ "${PIPESTATUS[0]}" -eq 0 ]; then
     LIMA_CUDA_ATTENTION=2 ./build-gpu/cpp/lima_cuda_tests --gtest_filter='CudaModel.*' 2>&1 | tee "$out/gpu-tests-attention2.log" | show
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+    # and decoding with the matrix-vector kernel for its few-row products
+    LIMA_CUDA_MATVEC=1 ./build-gpu/cpp/lima_cuda_tests --gtest_filter='CudaGenerate.*' 2>&1 | tee "$out/gpu-tests-matvec.log" | show
+    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
   else
     status=1
   fi
@@ -150,6 +153,9 @@ if [ "$what" = all ] || [ "$what" = generate ]; then
     for b in 1 32; do
       case=$shape-b$b
       run $G $X --batch $b --prompt 512 --new 256 --cuda 1 --sample 1
+      # the candidates: cuBLASLt's algorithm measured, and (batch 1) the matrix-vector kernel
+      LIMA_CUDA_GEMM=measured run $G $X --batch $b --prompt 512 --new 256 --cuda 1 --sample 1
+      if [ $b = 1 ]; then LIMA_CUDA_MATVEC=1 run $G $X --batch $b --prompt 512 --new 256 --cuda 1 --sample 1; fi
       run $P $X --batch $b --prompt 512 --new 256 --sample 1
       run $P $X --batch $b --prompt 512 --new 256 --sample 1 --static 1
     done
@@ -159,7 +165,7 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
 bw = next((r["hbm_gb_per_s"] for r in rows if r["case"] == "hbm"), None)
 print(f"device copy bandwidth: {bw} GB/s" if bw else "device copy bandwidth: not measured")
-print(f"{'case':<8} {'impl':<18} {'prefill s':>9} {'decode tok/s':>13} {'vs best HF':>10} {'of bw limit':>11}")
+print(f"{'case':<8} {'impl':<18} {'tuning':<16} {'prefill s':>9} {'decode tok/s':>13} {'vs best HF':>10} {'of bw limit':>11}")
 for r in rows:
     if r["case"] == "hbm":
         continue
@@ -169,7 +175,8 @@ for r in rows:
     if bw and r["batch"] == 1 and "weight_bytes" in r:
         limit = bw * 1e9 / r["weight_bytes"]
         lim = f"{100 * r['decode_tokens_per_s'] / limit:.0f}% of {limit:.0f}"
-    print(f"{r['case']:<8} {r['impl']:<18} {r['prefill_s']:>9.3f} {r['decode_tokens_per_s']:>13,.1f} {ratio:>10} {lim:>11}")
+    tuning = f"{r['gemm']}{' matvec' if r.get('matvec') == '1' else ''}" if "gemm" in r else ""
+    print(f"{r['case']:<8} {r['impl']:<18} {tuning:<16} {r['prefill_s']:>9.3f} {r['decode_tokens_per_s']:>13,.1f} {ratio:>10} {lim:>11}")
 PY
 fi
 exit $status

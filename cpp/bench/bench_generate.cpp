@@ -76,10 +76,10 @@ int main(int argc, char **argv) {
     int64_t np = 0;
     lima_model_num_params(m, &np);
     // the CUDA backend's tuning switches in force (cuda/kernels.cuh, cuda/gemm.cuh)
-    const char *att = std::getenv("LIMA_CUDA_ATTENTION"), *gemm = std::getenv("LIMA_CUDA_GEMM");
-    std::printf("{\"impl\": \"liblima-%s\", \"attention\": \"%s\", \"gemm\": \"%s\", \"params\": %lld, \"weight_bytes\": %lld, \"batch\": %d, \"prompt\": %d, "
+    const char *att = std::getenv("LIMA_CUDA_ATTENTION"), *gemm = std::getenv("LIMA_CUDA_GEMM"), *mv = std::getenv("LIMA_CUDA_MATVEC");
+    std::printf("{\"impl\": \"liblima-%s\", \"attention\": \"%s\", \"gemm\": \"%s\", \"matvec\": \"%s\", \"params\": %lld, \"weight_bytes\": %lld, \"batch\": %d, \"prompt\": %d, "
                 "\"new\": %d, \"threads\": %d, \"sample\": %d, \"prefill_s\": %.3f, \"decode_tokens_per_s\": %.1f}\n",
-                cuda ? "cuda" : "cpu", att && *att ? att : "0", gemm && *gemm ? gemm : "heuristic", (long long)np, (long long)np * (cuda ? 2 : 4), batch, prompt, fresh, threads, sample, pre,
+                cuda ? "cuda" : "cpu", att && *att ? att : "0", gemm && *gemm ? gemm : "heuristic", mv && *mv ? mv : "0", (long long)np, (long long)np * (cuda ? 2 : 4), batch, prompt, fresh, threads, sample, pre,
                 double(batch) * fresh / dec);
     lima_generator_free(g);
     lima_model_free(m);

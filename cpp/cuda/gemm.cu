@@ -1,8 +1,10 @@
 #include "gemm.cuh"
 
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 namespace lima::cuda {
 
@@ -14,7 +16,76 @@ Gemm::Choice Gemm::choice_from_env() {
     return Choice::measured;
 }
 
-Gemm::Gemm() : choice_(choice_from_env()) {
+bool Gemm::matvec_from_env() {
+    const char *env = std::getenv("LIMA_CUDA_MATVEC");
+    if (!env || !*env || std::strcmp(env, "0") == 0) return false;
+    LIMA_REQUIRE(std::strcmp(env, "1") == 0, LIMA_ERR_INVALID_ARGUMENT, "LIMA_CUDA_MATVEC is '", env,
+                 "': it must be 1 (decoding products on the matrix-vector kernel) or 0");
+    return true;
+}
+
+namespace {
+
+// y (M, N) = x (M, K) W^T for M <= Gemm::kMatvecRows, W (N, K) row-major: one warp an output column
+// n, each lane reading 8 weights (16 bytes) of W's row n at a time and the same 8 of every x row,
+// fp32 sums reduced with shuffles, then rounded once to TOut. Written here because decoding reads
+// every weight once per token: the product is a pass over W, and this keeps it one.
+template <typename TOut>
+__global__ void matvec_k(TOut *y, const bf16 *x, const bf16 *W, int M, int N, int K) {
+    constexpr int MAXM = Gemm::kMatvecRows;
+    const int lane = threadIdx.x % 32, n = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    if (n >= N) return;
+    float acc[MAXM];
+#pragma unroll
+    for (int m = 0; m < MAXM; ++m) acc[m] = 0.0f;
+    const bf16 *w = W + long(n) * K;
+#pragma unroll 2
+    for (int k = lane * 8; k < K; k += 32 * 8) {
+        const uint4 wv = *reinterpret_cast<const uint4 *>(w + k);
+        const __nv_bfloat162 *w2 = reinterpret_cast<const __nv_bfloat162 *>(&wv);
+        float wf[8];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const float2 f = __bfloat1622float2(w2[j]);
+            wf[2 * j] = f.x;
+            wf[2 * j + 1] = f.y;
+        }
+#pragma unroll
+        for (int m = 0; m < MAXM; ++m) {
+            if (m >= M) break;
+            const uint4 xv = *reinterpret_cast<const uint4 *>(x + long(m) * K + k);
+            const __nv_bfloat162 *x2 = reinterpret_cast<const __nv_bfloat162 *>(&xv);
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const float2 f = __bfloat1622float2(x2[j]);
+                acc[m] = fmaf(f.x, wf[2 * j], acc[m]);
+                acc[m] = fmaf(f.y, wf[2 * j + 1], acc[m]);
+            }
+        }
+    }
+#pragma unroll
+    for (int m = 0; m < MAXM; ++m) {
+        if (m >= M) break;
+        float v = acc[m];
+        for (int s = 16; s > 0; s /= 2) v += __shfl_xor_sync(0xFFFFFFFFu, v, s);
+        if (lane == 0) {
+            if constexpr (std::is_same_v<TOut, float>)
+                y[long(m) * N + n] = v;
+            else
+                y[long(m) * N + n] = __float2bfloat16(v);
+        }
+    }
+}
+
+bool aligned16(const void *p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+}  // namespace
+
+bool Gemm::takes_matvec(const bf16 *A, bool transA, const bf16 *B, bool transB, int M, int K, float beta) const {
+    return matvec_ && !transA && transB && M <= kMatvecRows && beta == 0.0f && K % 8 == 0 && aligned16(A) && aligned16(B);
+}
+
+Gemm::Gemm() : choice_(choice_from_env()), matvec_(matvec_from_env()) {
     LIMA_CUBLAS_CHECK(cublasLtCreate(&handle_));
     LIMA_CUDA_CHECK(cudaMalloc(&workspace_, workspace_bytes_));
 }
@@ -126,6 +197,15 @@ void Gemm::measure(Plan &p, const Key &k, void *C, const void *A, const void *B,
 void Gemm::run(void *C, bool c_f32, const bf16 *A, bool transA, const bf16 *B, bool transB, int M, int N, int K, float beta,
                cudaStream_t st) {
     if (M == 0 || N == 0) return;
+    if (takes_matvec(A, transA, B, transB, M, K, beta)) {
+        const int warps = 8;
+        if (c_f32)
+            matvec_k<float><<<ceil_div(N, warps), 32 * warps, 0, st>>>(static_cast<float *>(C), A, B, M, N, K);
+        else
+            matvec_k<bf16><<<ceil_div(N, warps), 32 * warps, 0, st>>>(static_cast<bf16 *>(C), A, B, M, N, K);
+        LIMA_CUDA_LAUNCHED("matvec");
+        return;
+    }
     const Key k{M, N, K, transA, transB, c_f32, beta != 0.0f};
     Plan &p = plan(k);
     if (!p.measured) measure(p, k, C, A, B, beta, st);

@@ -7,6 +7,10 @@
 // (the usual autotuning; into a scratch output when the product accumulates). A measured choice can
 // differ between processes when two algorithms time alike, so the last bits of a run can too;
 // the heuristic's choice is fixed for a GPU and a cuBLASLt version.
+//
+// With LIMA_CUDA_MATVEC=1, products of at most kMatvecRows rows against a weight (decoding: y = x W^T,
+// nothing accumulated) run on a matrix-vector kernel of this file instead, for timing against
+// cuBLASLt: one warp an output row, 16-byte loads of W, fp32 sums (another order of the same sum).
 #pragma once
 #include <map>
 #include <tuple>
@@ -32,6 +36,12 @@ public:
     // How many algorithms the last measurement timed (0 before any; tests, benchmarks).
     int last_candidates() const { return last_candidates_; }
     static constexpr int kMeasuredCandidates = 8;
+    // LIMA_CUDA_MATVEC: unset or "0", or "1"; anything else is refused, naming it.
+    static bool matvec_from_env();
+    void set_matvec(bool on) { matvec_ = on; }
+    static constexpr int kMatvecRows = 8;
+    // Whether run() would take the matrix-vector kernel for these operands (tests).
+    bool takes_matvec(const bf16 *A, bool transA, const bf16 *B, bool transB, int M, int K, float beta) const;
 
 private:
     struct Plan {
@@ -44,6 +54,7 @@ private:
     Plan &plan(const Key &k);
     void measure(Plan &p, const Key &k, void *C, const void *A, const void *B, float beta, cudaStream_t st);
     Choice choice_ = Choice::heuristic;
+    bool matvec_ = false;
     int last_candidates_ = 0;
     cublasLtHandle_t handle_ = nullptr;
     void *workspace_ = nullptr;

@@ -374,6 +374,7 @@ TEST(CudaKernels, Nf4FusedProductEqualsTheDequantisedProduct) {
 // The tuning switches (LIMA_CUDA_ATTENTION, LIMA_CUDA_GEMM) are read as documented and a bad value is
 // refused by name. Needs no GPU: it runs in CI.
 TEST(CudaTuning, SwitchesAreReadFromTheEnvironmentAndBadValuesRefused) {
+    // f() with the variable set to value (nullptr: unset), the old value restored after
     auto with = [](const char *name, const char *value, auto &&f) {
         const char *old = std::getenv(name);
         const std::string keep = old ? old : "";
@@ -387,30 +388,28 @@ TEST(CudaTuning, SwitchesAreReadFromTheEnvironmentAndBadValuesRefused) {
         else
             unsetenv(name);
     };
-    with("LIMA_CUDA_ATTENTION", nullptr, [] { EXPECT_EQ(cuda::attention_variant_from_env(), 0); });
-    with("LIMA_CUDA_ATTENTION", "2", [] { EXPECT_EQ(cuda::attention_variant_from_env(), 2); });
-    for (const char *bad : {"3", "-1", "1x", "fast"})
-        with("LIMA_CUDA_ATTENTION", bad, [&] {
+    // read(), with the variable at a bad value, is refused with a message quoting it
+    auto refused = [&](const char *name, const char *bad, auto &&read) {
+        with(name, bad, [&] {
             try {
-                cuda::attention_variant_from_env();
-                ADD_FAILURE() << "LIMA_CUDA_ATTENTION=" << bad << " was accepted";
+                read();
+                ADD_FAILURE() << name << "=" << bad << " was accepted";
             } catch (const lima::Error &e) {
-                EXPECT_NE(std::string(e.what()).find("LIMA_CUDA_ATTENTION is '" + std::string(bad) + "'"), std::string::npos)
-                    << e.what();
+                EXPECT_NE(std::string(e.what()).find(std::string(name) + " is '" + bad + "'"), std::string::npos) << e.what();
             }
         });
+    };
+    with("LIMA_CUDA_ATTENTION", nullptr, [] { EXPECT_EQ(cuda::attention_variant_from_env(), 0); });
+    with("LIMA_CUDA_ATTENTION", "2", [] { EXPECT_EQ(cuda::attention_variant_from_env(), 2); });
+    for (const char *bad : {"3", "-1", "1x", "fast"}) refused("LIMA_CUDA_ATTENTION", bad, [] { cuda::attention_variant_from_env(); });
     EXPECT_THROW(cuda::set_attention_variant(cuda::kAttentionVariants), lima::Error);
     with("LIMA_CUDA_GEMM", nullptr, [] { EXPECT_EQ(cuda::Gemm::choice_from_env(), cuda::Gemm::Choice::heuristic); });
     with("LIMA_CUDA_GEMM", "heuristic", [] { EXPECT_EQ(cuda::Gemm::choice_from_env(), cuda::Gemm::Choice::heuristic); });
     with("LIMA_CUDA_GEMM", "measured", [] { EXPECT_EQ(cuda::Gemm::choice_from_env(), cuda::Gemm::Choice::measured); });
-    with("LIMA_CUDA_GEMM", "Measured", [] {
-        try {
-            cuda::Gemm::choice_from_env();
-            ADD_FAILURE() << "LIMA_CUDA_GEMM=Measured was accepted";
-        } catch (const lima::Error &e) {
-            EXPECT_NE(std::string(e.what()).find("LIMA_CUDA_GEMM is 'Measured'"), std::string::npos) << e.what();
-        }
-    });
+    refused("LIMA_CUDA_GEMM", "Measured", [] { cuda::Gemm::choice_from_env(); });
+    with("LIMA_CUDA_MATVEC", nullptr, [] { EXPECT_FALSE(cuda::Gemm::matvec_from_env()); });
+    with("LIMA_CUDA_MATVEC", "1", [] { EXPECT_TRUE(cuda::Gemm::matvec_from_env()); });
+    refused("LIMA_CUDA_MATVEC", "yes", [] { cuda::Gemm::matvec_from_env(); });
 }
 
 // cuBLASLt's algorithm timed among the heuristic's candidates multiplies as the heuristic's choice
@@ -445,4 +444,34 @@ TEST(CudaKernels, MeasuredGemmChoiceMultipliesAsTheHeuristicChoiceDoes) {
         else
             EXPECT_EQ(gemm.last_candidates(), 0);
     }
+}
+
+// The matrix-vector kernel (LIMA_CUDA_MATVEC) multiplies decoding's few rows as cuBLASLt does, into
+// bf16 and fp32 (logits), for 1, 3 and 8 rows and an output count no block size divides; more rows,
+// an accumulating product or a weight not on a 16-byte boundary stay on cuBLASLt, and are right too.
+TEST(CudaKernels, MatvecProductsEqualTheCpuProduct) {
+    NEED_GPU();
+    const int N = 1003, K = 264;
+    const auto w = round_bf16(randn(size_t(N + 8) * K, 91));
+    auto gw = up16(w);
+    cuda::Gemm gemm;
+    gemm.set_matvec(true);
+    for (int M : {1, 3, 8, 9}) {
+        const auto x = round_bf16(randn(size_t(M) * K, 92 + uint32_t(M)));
+        std::vector<float> want(size_t(M) * N);
+        cpu::matmul_forward(want.data(), x.data(), w.data(), M, K, N);
+        auto gx = up16(x);
+        EXPECT_EQ(gemm.takes_matvec(gx->p, false, gw->p, true, M, K, 0.0f), M <= cuda::Gemm::kMatvecRows) << M << " rows";
+        Dev<bf16> y16(want.size());
+        gemm.run(y16.p, false, gx->p, false, gw->p, true, M, N, K, 0.0f, 0);
+        EXPECT_LT(rel_err(down16(y16.p, want.size()), want), 8e-3) << M << " rows, bf16";
+        Dev<float> y32(want.size());
+        gemm.run(y32.p, true, gx->p, false, gw->p, true, M, N, K, 0.0f, 0);
+        EXPECT_LT(rel_err(down(y32.p, want.size()), want), 1e-5) << M << " rows, fp32";
+    }
+    const auto x = round_bf16(randn(size_t(K), 99));
+    auto gx = up16(x);
+    EXPECT_FALSE(gemm.takes_matvec(gx->p, false, gw->p + 4, true, 1, K, 0.0f)) << "a weight 8 bytes off a 16-byte boundary";
+    EXPECT_FALSE(gemm.takes_matvec(gx->p, false, gw->p, true, 1, K, 1.0f)) << "an accumulating product";
+    EXPECT_FALSE(gemm.takes_matvec(gx->p, false, gw->p, true, 1, K - 4, 0.0f)) << "K not a multiple of 8";
 }
