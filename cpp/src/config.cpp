@@ -1,5 +1,7 @@
 #include "config.hpp"
 
+#include <cfloat>
+#include <climits>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -114,6 +116,8 @@ int32_t get_int(const json &j, const char *key, const std::string &path, bool re
         return dflt;
     }
     if (!it->is_number_integer()) fail(LIMA_ERR_FORMAT, path, ": key \"", key, "\" must be an integer, got ", it->dump());
+    if (it->is_number_unsigned() && it->get<uint64_t>() > uint64_t(INT32_MAX))
+        fail(LIMA_ERR_FORMAT, path, ": key \"", key, "\" out of range: ", it->dump());
     const auto v = it->get<int64_t>();
     if (v < INT32_MIN || v > INT32_MAX) fail(LIMA_ERR_FORMAT, path, ": key \"", key, "\" out of range: ", v);
     return int32_t(v);
@@ -123,7 +127,9 @@ float get_float(const json &j, const char *key, const std::string &path, float d
     auto it = j.find(key);
     if (it == j.end() || it->is_null()) return dflt;
     if (!it->is_number()) fail(LIMA_ERR_FORMAT, path, ": key \"", key, "\" must be a number, got ", it->dump());
-    return it->get<float>();
+    const double v = it->get<double>();  // checked before narrowing: a double past float's range has no float value
+    if (!(std::fabs(v) <= double(FLT_MAX))) fail(LIMA_ERR_FORMAT, path, ": key \"", key, "\" is out of a float's range: ", it->dump());
+    return float(v);
 }
 
 // Token ids may be an int, null or (for eos in newer configs) a list; liblima keeps the first.
@@ -132,8 +138,12 @@ int32_t get_token_id(const json &j, const char *key, const std::string &path, in
     if (it == j.end() || it->is_null()) return dflt;
     if (it->is_array()) {
         if (it->empty()) return dflt;
-        if (!(*it)[0].is_number_integer()) fail(LIMA_ERR_FORMAT, path, ": key \"", key, "\" must hold integers");
-        return (*it)[0].get<int32_t>();
+        const json &first = (*it)[0];
+        if (!first.is_number_integer()) fail(LIMA_ERR_FORMAT, path, ": key \"", key, "\" must hold integers");
+        if (first.is_number_unsigned() ? first.get<uint64_t>() > uint64_t(INT32_MAX)
+                                       : first.get<int64_t>() < INT32_MIN || first.get<int64_t>() > INT32_MAX)
+            fail(LIMA_ERR_FORMAT, path, ": key \"", key, "\" out of range: ", first.dump());
+        return int32_t(first.get<int64_t>());
     }
     return get_int(j, key, path, false, dflt);
 }

@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -48,6 +50,30 @@ void commit(FilePtr &f, const std::string &tmp, const std::string &path) {
         std::remove(tmp.c_str());
         fail(LIMA_ERR_IO, "cannot rename ", tmp, " to ", path, ": ", why);
     }
+}
+
+}  // namespace
+
+namespace {
+
+// No real tensor comes near it, and 2^56 elements of 8 bytes still fit an int64 byte count.
+constexpr int64_t kMaxElements = int64_t(1) << 56;
+
+// The whole numbers of a header list, each checked before it is converted: a fraction, a negative
+// or a number past int64 is a format error (nlohmann's get<> would truncate, wrap, or convert out
+// of range, which is undefined behaviour).
+std::vector<int64_t> whole_numbers(const json &v, const char *what) {
+    if (!v.is_array()) throw std::runtime_error(std::string(what) + " must be an array");
+    std::vector<int64_t> out;
+    for (const json &x : v) {
+        if (x.is_number_unsigned() && x.get<uint64_t>() <= uint64_t(INT64_MAX))
+            out.push_back(int64_t(x.get<uint64_t>()));
+        else if (x.is_number_integer() && !x.is_number_unsigned() && x.get<int64_t>() >= 0)
+            out.push_back(x.get<int64_t>());
+        else
+            throw std::runtime_error(std::string(what) + " must hold whole numbers from 0 to 2^63 - 1, got " + x.dump());
+    }
+    return out;
 }
 
 }  // namespace
@@ -105,17 +131,21 @@ StFile st_open(const std::string &path) {
         e.name = it.key();
         try {
             e.dtype = t.at("dtype").get<std::string>();
-            e.shape = t.at("shape").get<std::vector<int64_t>>();
-            auto off = t.at("data_offsets").get<std::vector<uint64_t>>();
+            e.shape = whole_numbers(t.at("shape"), "shape");
+            auto off = whole_numbers(t.at("data_offsets"), "data_offsets");
             if (off.size() != 2) throw std::runtime_error("data_offsets must have 2 entries");
-            e.begin = off[0];
-            e.end = off[1];
+            e.begin = uint64_t(off[0]);
+            e.end = uint64_t(off[1]);
         } catch (const std::exception &ex) {
             fail(LIMA_ERR_FORMAT, path, ": tensor ", e.name, ": malformed entry: ", ex.what());
         }
         const size_t ds = st_dtype_size(e.dtype);
-        for (auto s : e.shape)
-            if (s < 0) fail(LIMA_ERR_FORMAT, path, ": tensor ", e.name, ": negative dimension");
+        int64_t numel = 1;  // bounded so that numel() and its byte count cannot overflow
+        for (auto s : e.shape) {
+            if (s != 0 && numel > kMaxElements / s)
+                fail(LIMA_ERR_FORMAT, path, ": tensor ", e.name, ": shape ", json(e.shape).dump(), " has more than 2^56 elements");
+            numel *= s;
+        }
         if (e.end < e.begin) fail(LIMA_ERR_FORMAT, path, ": tensor ", e.name, ": data_offsets end before begin");
         if (ds != 0 && e.end - e.begin != uint64_t(e.numel()) * ds)
             fail(LIMA_ERR_FORMAT, path, ": tensor ", e.name, ": data_offsets span ", e.end - e.begin,

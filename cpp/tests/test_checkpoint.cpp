@@ -234,6 +234,40 @@ TEST_F(BadCheckpoint, AbsurdSizesAndSpecialTokensOutsideTheVocabularyAreRefusedB
     expect_load_error(LIMA_ERR_INVALID_ARGUMENT, "eos_token_id 23 is outside the vocabulary [0, 23)");
 }
 
+// Numbers past what their field can hold are format errors naming the key or tensor, never wrapped
+// or converted out of range (a fuzzer's finding: a shape of 2.7e38 reached an undefined conversion).
+TEST_F(BadCheckpoint, NumbersPastTheirFieldsRangeAreRefusedNotConverted) {
+    const std::string cfg = read_all(dir + "/config.json");
+    auto with = [&](const std::string &from, const std::string &to) {
+        std::string c = cfg;
+        c.replace(c.find(from), from.size(), to);
+        write_text(dir + "/config.json", c);
+    };
+    with("\"hidden_size\": 16", "\"hidden_size\": 18446744073709551615");
+    expect_load_error(LIMA_ERR_FORMAT, "key \"hidden_size\" out of range: 18446744073709551615");
+    with("\"eos_token_id\": 2", "\"eos_token_id\": [4294967298]");
+    expect_load_error(LIMA_ERR_FORMAT, "key \"eos_token_id\" out of range: 4294967298");
+    with("\"rms_norm_eps\": ", "\"rms_norm_eps\": 1e300, \"unused\": ");
+    expect_load_error(LIMA_ERR_FORMAT, "key \"rms_norm_eps\" is out of a float's range: 1e+300");
+    write_text(dir + "/config.json", cfg);
+    const std::string path = dir + "/model.safetensors";
+    auto header = [&](const std::string &h) {  // a file of that header and no data
+        std::string len(8, '\0');
+        for (int i = 0; i < 8; ++i) len[i] = char((h.size() >> (8 * i)) & 0xff);
+        write_text(path, len + h);
+    };
+    header("{\"w\": {\"dtype\": \"F32\", \"shape\": [277777777777777777777777777777777777777, 3], \"data_offsets\": [0, 0]}}");
+    expect_load_error(LIMA_ERR_FORMAT, "tensor w: malformed entry: shape must hold whole numbers from 0 to 2^63 - 1, got 2.777777777777778e+38");
+    header("{\"w\": {\"dtype\": \"F32\", \"shape\": [2.5], \"data_offsets\": [0, 10]}}");
+    expect_load_error(LIMA_ERR_FORMAT, "shape must hold whole numbers from 0 to 2^63 - 1, got 2.5");
+    header("{\"w\": {\"dtype\": \"F32\", \"shape\": [-1], \"data_offsets\": [0, 0]}}");
+    expect_load_error(LIMA_ERR_FORMAT, "shape must hold whole numbers from 0 to 2^63 - 1, got -1");
+    header("{\"w\": {\"dtype\": \"F32\", \"shape\": [1099511627776, 1099511627776], \"data_offsets\": [0, 0]}}");
+    expect_load_error(LIMA_ERR_FORMAT, "tensor w: shape [1099511627776,1099511627776] has more than 2^56 elements");
+    header("{\"w\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [18446744073709551615, 4]}}");
+    expect_load_error(LIMA_ERR_FORMAT, "data_offsets must hold whole numbers from 0 to 2^63 - 1, got 18446744073709551615");
+}
+
 TEST_F(BadCheckpoint, NonFiniteWeightsAreRefusedNamingTheTensor) {
     rewrite([](std::vector<lima::StWriteItem> &items, std::vector<std::vector<float>> &data) {
         for (size_t i = 0; i < items.size(); ++i)
