@@ -127,6 +127,14 @@ class BadCheckpoint : public ::testing::Test {
         dir = temp_dir(::testing::UnitTest::GetInstance()->current_test_info()->name());
         ModelPtr m = make_model(tiny_config(), 6);
         ASSERT_EQ(lima_model_save(m.get(), dir.c_str(), LIMA_DTYPE_F32, 0), LIMA_OK) << lima_last_error();
+        saved_config = read_all(dir + "/config.json");
+    }
+    std::string saved_config;
+    // config.json as saved, with `from` replaced by `to`
+    void config_with(const std::string &from, const std::string &to) {
+        std::string c = saved_config;
+        c.replace(c.find(from), from.size(), to);
+        write_text(dir + "/config.json", c);
     }
     void expect_load_error(int status, const std::string &needle) {
         lima_model *m = nullptr;
@@ -212,12 +220,8 @@ TEST_F(BadCheckpoint, ConfigNotJsonOrMissingKeyOrUnsupported) {
 }
 
 TEST_F(BadCheckpoint, AbsurdSizesAndSpecialTokensOutsideTheVocabularyAreRefusedBeforeAllocating) {
-    const std::string cfg = read_all(dir + "/config.json");
-    auto with = [&](const std::string &from, const std::string &to) {
-        std::string c = cfg;
-        c.replace(c.find(from), from.size(), to);
-        write_text(dir + "/config.json", c);
-    };
+    const std::string &cfg = saved_config;
+    auto with = [&](const std::string &from, const std::string &to) { config_with(from, to); };
     with("\"hidden_size\": 16", "\"hidden_size\": 1000000000");
     expect_load_error(LIMA_ERR_INVALID_ARGUMENT, "hidden_size 1000000000 is beyond what liblima supports");
     with("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 100000");
@@ -237,19 +241,14 @@ TEST_F(BadCheckpoint, AbsurdSizesAndSpecialTokensOutsideTheVocabularyAreRefusedB
 // Numbers past what their field can hold are format errors naming the key or tensor, never wrapped
 // or converted out of range (a fuzzer's finding: a shape of 2.7e38 reached an undefined conversion).
 TEST_F(BadCheckpoint, NumbersPastTheirFieldsRangeAreRefusedNotConverted) {
-    const std::string cfg = read_all(dir + "/config.json");
-    auto with = [&](const std::string &from, const std::string &to) {
-        std::string c = cfg;
-        c.replace(c.find(from), from.size(), to);
-        write_text(dir + "/config.json", c);
-    };
+    auto with = [&](const std::string &from, const std::string &to) { config_with(from, to); };
     with("\"hidden_size\": 16", "\"hidden_size\": 18446744073709551615");
     expect_load_error(LIMA_ERR_FORMAT, "key \"hidden_size\" out of range: 18446744073709551615");
     with("\"eos_token_id\": 2", "\"eos_token_id\": [4294967298]");
     expect_load_error(LIMA_ERR_FORMAT, "key \"eos_token_id\" out of range: 4294967298");
     with("\"rms_norm_eps\": ", "\"rms_norm_eps\": 1e300, \"unused\": ");
     expect_load_error(LIMA_ERR_FORMAT, "key \"rms_norm_eps\" is out of a float's range: 1e+300");
-    write_text(dir + "/config.json", cfg);
+    write_text(dir + "/config.json", saved_config);
     const std::string path = dir + "/model.safetensors";
     auto header = [&](const std::string &h) {  // a file of that header and no data
         std::string len(8, '\0');
