@@ -42,6 +42,7 @@ fi
 echo "NCCL: ${LIMA_NCCL_LIBRARY:-libnccl.so.2 from the system}" | tee -a "$out/gpu.txt"
 if ! [ -x build-gpu/cpp/lima_cuda_tests ] || ! [ -x build-gpu/cpp/lima_dp_check ]; then
   # the toolkit's cuBLASLt and NCCL header, or the wheels' (ci/cuda-flags.sh); Ninja where it is
+  if ! command -v nvcc > /dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then export PATH=/usr/local/cuda/bin:$PATH; fi
   flags=$(bash ci/cuda-flags.sh)
   case "$flags" in *LIMA_CUDA=OFF*) echo "ci/bench-gpu.sh: no CUDA build possible here (see above)"; exit 1;; esac
   gen=(); command -v ninja > /dev/null && gen=(-G Ninja)
