@@ -897,19 +897,18 @@ LIMA_EXPORT int lima_cuda_plugin_state(void *ctx, float *m1, float *m2, float *g
         }
         const cudaMemcpyKind k = to_device ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost;
         // a ZeRO shard's moments are the shard's only (ZeRO-3: this rank's pieces, whose gradient is not exchanged)
-        if (c.z3) {
-            const size_t zb = size_t(c.z3->length) * 4;
-            if (m1) LIMA_CUDA_CHECK(to_device ? cudaMemcpy(c.z3->m1.p, m1, zb, cudaMemcpyHostToDevice) : cudaMemcpy(m1, c.z3->m1.p, zb, cudaMemcpyDeviceToHost));
-            if (m2) LIMA_CUDA_CHECK(to_device ? cudaMemcpy(c.z3->m2.p, m2, zb, cudaMemcpyHostToDevice) : cudaMemcpy(m2, c.z3->m2.p, zb, cudaMemcpyDeviceToHost));
-            LIMA_REQUIRE(!grads || to_device, LIMA_ERR_STATE, "CUDA backend: a ZeRO-3 trainer holds its pieces of the gradient only");
-            if (grads) LIMA_CUDA_CHECK(cudaMemset(c.z3->g.p, 0, zb));
-            return;
-        }
-        const size_t mbytes = c.dp && c.zero >= 1 ? size_t(c.sh_end - c.sh_begin) * 4 : bytes;
+        const size_t mbytes = c.z3 ? size_t(c.z3->length) * 4 : c.dp && c.zero >= 1 ? size_t(c.sh_end - c.sh_begin) * 4 : bytes;
         auto mv = [&](float *h, float *dv, size_t n) {
             if (!h || n == 0) return;
             LIMA_CUDA_CHECK(to_device ? cudaMemcpy(dv, h, n, k) : cudaMemcpy(h, dv, n, k));
         };
+        if (c.z3) {
+            mv(m1, c.z3->m1.p, mbytes);
+            mv(m2, c.z3->m2.p, mbytes);
+            LIMA_REQUIRE(!grads || to_device, LIMA_ERR_STATE, "CUDA backend: a ZeRO-3 trainer holds its pieces of the gradient only");
+            if (grads) LIMA_CUDA_CHECK(cudaMemset(c.z3->g.p, 0, mbytes));
+            return;
+        }
         mv(m1, adapter ? c.ad->m1.p : c.m1.p, mbytes);
         mv(m2, adapter ? c.ad->m2.p : c.m2.p, mbytes);
         mv(grads, adapter ? c.ad->grads.p : c.grads.p, bytes);
@@ -998,20 +997,14 @@ LIMA_EXPORT int lima_cuda_plugin_step(void *ctx, const lima_cuda_adam_args *a, d
         // data parallel: the gradient summed over the ranks (stage 2: each rank's shard of the sum,
         // in place at its block), then the norm of the global gradient
         const bool sharded = c.dp && c.zero >= 1 && c.zero <= 2;
-        if (z) {
-            // reduce-scattered unit by unit during backward
-        } else if (c.dp && c.zero == 2)
-            c.dp->reduce_scatter(g, c.sh_len, c.st, "reduce-scatter of the gradient");
-        else if (c.dp)
-            c.dp->allreduce(g, total, ncclFloat32, c.st, "all-reduce of the gradient");
         LIMA_CUDA_CHECK(cudaMemsetAsync(c.dsum.p, 0, sizeof(double), c.st));
-        if (z) {
-            sum_squares(c.dsum.p, g, long(total), c.st);
-            c.dp->allreduce(c.dsum.p, 1, ncclFloat64, c.st, "all-reduce of the gradient norm");
-        } else if (c.dp && c.zero == 2) {
-            sum_squares(c.dsum.p, g + c.sh_begin, long(c.sh_end - c.sh_begin), c.st);
+        if (z || (c.dp && c.zero == 2)) {  // each rank holds its part of the sum: the squares of the parts summed
+            if (!z) c.dp->reduce_scatter(g, c.sh_len, c.st, "reduce-scatter of the gradient");  // ZeRO-3: done during backward
+            const int64_t b = z ? 0 : c.sh_begin, e = z ? total : c.sh_end;
+            sum_squares(c.dsum.p, g + b, long(e - b), c.st);
             c.dp->allreduce(c.dsum.p, 1, ncclFloat64, c.st, "all-reduce of the gradient norm");
         } else {
+            if (c.dp) c.dp->allreduce(g, total, ncclFloat32, c.st, "all-reduce of the gradient");
             sum_squares(c.dsum.p, g, long(total), c.st);
         }
         double ss = 0.0;

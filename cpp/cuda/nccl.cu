@@ -123,8 +123,12 @@ char *NcclComm::staging(size_t bytes) {
     return scratch.p;
 }
 
-void NcclComm::follow(cudaStream_t compute) {
+void NcclComm::check_alive() const {
     LIMA_REQUIRE(!aborted, LIMA_ERR_STATE, "NCCL communicator (rank ", rank, " of ", world, ") was aborted after an earlier failure");
+}
+
+void NcclComm::follow(cudaStream_t compute) {
+    check_alive();
     LIMA_CUDA_CHECK(cudaEventRecord(after_compute, compute));
     LIMA_CUDA_CHECK(cudaStreamWaitEvent(st, after_compute, 0));
 }
@@ -140,7 +144,7 @@ void NcclComm::reduce_scatter_async(float *buf, int64_t n, cudaStream_t compute,
 }
 
 void NcclComm::wait_stream(cudaStream_t s, const char *what) {
-    LIMA_REQUIRE(!aborted, LIMA_ERR_STATE, "NCCL communicator (rank ", rank, " of ", world, ") was aborted after an earlier failure");
+    check_alive();
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
     for (auto pause = std::chrono::microseconds(20);; pause = std::min(pause * 2, std::chrono::microseconds(2000))) {
         const cudaError_t q = cudaStreamQuery(s);
@@ -208,11 +212,22 @@ using namespace lima::cuda;
 
 namespace {
 
+// Host-buffer all-reduces and broadcasts (a whole model's weights when ranks start) go through the
+// device in pieces of this many bytes, so the staging buffer stays small: f(first element, count)
+// for each piece of n elements of esz bytes.
+constexpr size_t kStageBytes = size_t(64) << 20;
+
+template <typename F>
+void in_stages(int64_t n, size_t esz, F &&f) {
+    const size_t step = kStageBytes / esz;
+    for (size_t at = 0; at < size_t(n); at += step) f(at, std::min(step, size_t(n) - at));
+}
+
 // A host-buffer collective: the bytes to the device, the collective, the result back, within the deadline.
 void staged(NcclComm &c, const char *what, void *host, size_t in_bytes, size_t out_bytes, void *out_host,
             const std::function<ncclResult_t(void *)> &run) {
     LIMA_CUDA_CHECK(cudaSetDevice(c.device));
-    LIMA_REQUIRE(!c.aborted, LIMA_ERR_STATE, "NCCL communicator (rank ", c.rank, " of ", c.world, ") was aborted after an earlier failure");
+    c.check_alive();
     char *d = c.staging(std::max(in_bytes, out_bytes));
     if (in_bytes) LIMA_CUDA_CHECK(cudaMemcpyAsync(d, host, in_bytes, cudaMemcpyHostToDevice, c.st));
     nccl_check(run(d), what);
@@ -264,21 +279,17 @@ LIMA_EXPORT void lima_cuda_comm_abort(void *comm) {
     if (comm) static_cast<NcclComm *>(comm)->abort_now();
 }
 
-// Host-buffer all-reduces and broadcasts (a whole model's weights when ranks start) go through the
-// device in pieces of this many bytes, so the staging buffer stays small.
-constexpr size_t kStageBytes = size_t(64) << 20;
 
 LIMA_EXPORT int lima_cuda_comm_allreduce(void *comm, void *data, int64_t n, int32_t is_double, char *err, int32_t errcap) {
     return guard(err, errcap, [&] {
         NcclComm &c = *static_cast<NcclComm *>(comm);
-        const size_t esz = is_double ? 8 : 4, step = kStageBytes / esz;
-        for (size_t at = 0; at < size_t(n); at += step) {
-            const size_t k = std::min(step, size_t(n) - at);
+        const size_t esz = is_double ? 8 : 4;
+        in_stages(n, esz, [&](size_t at, size_t k) {
             char *h = static_cast<char *>(data) + at * esz;
             staged(c, "all-reduce", h, k * esz, k * esz, h, [&](void *d) {
                 return nccl().allreduce(d, d, k, is_double ? ncclFloat64 : ncclFloat32, ncclSum, c.comm, c.st);
             });
-        }
+        });
     });
 }
 
@@ -312,13 +323,11 @@ LIMA_EXPORT int lima_cuda_comm_broadcast(void *comm, float *data, int64_t n, int
     return guard(err, errcap, [&] {
         NcclComm &c = *static_cast<NcclComm *>(comm);
         LIMA_REQUIRE(root >= 0 && root < c.world, LIMA_ERR_INVALID_ARGUMENT, "broadcast root ", root, " is not a rank of ", c.world);
-        const size_t step = kStageBytes / 4;
-        for (size_t at = 0; at < size_t(n); at += step) {
-            const size_t k = std::min(step, size_t(n) - at);
+        in_stages(n, 4, [&](size_t at, size_t k) {
             staged(c, "broadcast", data + at, k * 4, k * 4, data + at, [&](void *d) {
                 return nccl().broadcast(d, d, k, ncclFloat32, root, c.comm, c.st);
             });
-        }
+        });
     });
 }
 

@@ -25,6 +25,8 @@ struct NcclComm {
     // Aborts the communicator (the local teardown: peers still in a collective with it fail); every
     // later call fails saying so.
     void abort_now();
+    // Fails, saying so, once the communicator was aborted.
+    void check_alive() const;
     // The staging buffer of host-buffer collectives, grown to at least `bytes`.
     char *staging(size_t bytes);
     // The comm stream waits for everything enqueued on `compute` so far.

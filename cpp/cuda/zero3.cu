@@ -35,16 +35,17 @@ bf16 *weight_buffer(Ctx &c, int u) {
     return u == 0 ? z.wemb.p : z.whead.p;
 }
 
-// Unit u's gradient staging buffer and its slot in gfree.
-float *grad_buffer(Ctx &c, int u, int *slot) {
+// Unit u's gradient staging slot (its gfree event): layers alternate by parity, then the embedding
+// and the head; and the slot's buffer.
+int grad_slot(const Ctx &c, int u) { return is_layer(c, u) ? (u - 1) % 2 : u == 0 ? 2 : 3; }
+
+float *grad_buffer(Ctx &c, int slot) {
     DevZero3 &z = *c.z3;
-    if (is_layer(c, u)) {
-        *slot = (u - 1) % 2;
-        return z.gl[*slot].p;
-    }
-    *slot = u == 0 ? 2 : 3;
-    return u == 0 ? z.gemb.p : z.ghead.p;
+    return slot < 2 ? z.gl[slot].p : slot == 2 ? z.gemb.p : z.ghead.p;
 }
+
+// The length of rank q's piece of a unit of n elements cut in blocks of `block`.
+int64_t piece_length(int64_t n, int64_t q, int64_t block) { return std::clamp<int64_t>(n - q * block, 0, block); }
 
 // Enqueues unit u's all-gather on the comm stream after the compute stream's work so far (so the
 // buffer's last unit is done with), not waited for: gathered[u] marks it.
@@ -84,8 +85,8 @@ void z3_acquire(Ctx &c, int u, int next) {
     DevZero3 &z = *c.z3;
     if (z.g_of[size_t(u)]) return;
     if (z3_needs_weights(c, u)) z3_need(c, u, next);
-    int slot = 0;
-    float *buf = grad_buffer(c, u, &slot);
+    const int slot = grad_slot(c, u);
+    float *buf = grad_buffer(c, slot);
     LIMA_CUDA_CHECK(cudaStreamWaitEvent(c.st, z.gfree[slot], 0));  // its last reduce-scatter has read it
     LIMA_CUDA_CHECK(cudaMemsetAsync(buf, 0, size_t(z.block[size_t(u)] * z.world) * 4, c.st));
     z.g_of[size_t(u)] = buf;
@@ -95,11 +96,9 @@ void z3_release(Ctx &c, int u) {
     DevZero3 &z = *c.z3;
     float *buf = z.g_of[size_t(u)];
     if (!buf) return;
-    int slot = 0;
-    grad_buffer(c, u, &slot);
     c.dp->reduce_scatter_async(buf, z.block[size_t(u)], c.st, "ZeRO-3 reduce-scatter of a unit's gradient");
     add_into(z.g.p + z.local[size_t(u)], buf + int64_t(z.rank) * z.block[size_t(u)], long(z.valid[size_t(u)]), c.dp->st);
-    LIMA_CUDA_CHECK(cudaEventRecord(z.gfree[slot], c.dp->st));
+    LIMA_CUDA_CHECK(cudaEventRecord(z.gfree[grad_slot(c, u)], c.dp->st));
     z.g_of[size_t(u)] = nullptr;
 }
 
@@ -137,9 +136,9 @@ LIMA_EXPORT int lima_cuda_plugin_z3_begin(void *ctx, void *comm, char *err, int3
             if (u >= 1 && u <= L) layer_block = std::max(layer_block, block);
             for (int q = 0; q < W; ++q) {
                 z->local_of[size_t(q)][size_t(u)] = length[size_t(q)];
-                length[size_t(q)] += std::clamp<int64_t>(n - q * block, 0, block);
+                length[size_t(q)] += piece_length(n, q, block);
             }
-            z->valid.push_back(std::clamp<int64_t>(n - z->rank * block, 0, block));
+            z->valid.push_back(piece_length(n, z->rank, block));
         }
         z->local = z->local_of[size_t(z->rank)];
         z->length = length[size_t(z->rank)];
@@ -184,7 +183,7 @@ LIMA_EXPORT int lima_cuda_plugin_z3_begin(void *ctx, void *comm, char *err, int3
             const int u = unit_of(c, t[0]);
             const int64_t ub = c.units[size_t(u)].first, block = z->block[size_t(u)];
             for (int64_t q = 0; q < W; ++q) {
-                const int64_t pb = ub + q * block, pe = pb + std::clamp<int64_t>(c.units[size_t(u)].second - pb, 0, block);
+                const int64_t pb = ub + q * block, pe = pb + piece_length(c.units[size_t(u)].second - ub, q, block);
                 const int64_t b = std::max(t[0], pb), e = std::min(t[0] + t[1], pe);
                 if (b < e) c.f32_pieces.push_back({int(q), z->local_of[size_t(q)][size_t(u)] + (b - pb), t[2] + (b - t[0]), e - b});
             }

@@ -461,8 +461,7 @@ lima_fb_result Trainer::forward_backward(const Batch &b, int64_t step_targets) {
     } scope{model, off && M > 0};
     if (scope.on) model->source = off.get();
     if (M == 0 && cz3) {  // ZeRO-3 on CUDA: the collectives of the others' passes still run
-        cuda_run(cuda_api().z3_skip, model->cuda);
-        ++micro;
+        skip_micro();
         return r;
     }
     if (M == 0 && !z3) {  // nothing to learn from: no gradient, but the micro-batch still counts (ZeRO-3: the collectives run)

@@ -220,33 +220,30 @@ TEST_F(BadCheckpoint, ConfigNotJsonOrMissingKeyOrUnsupported) {
 }
 
 TEST_F(BadCheckpoint, AbsurdSizesAndSpecialTokensOutsideTheVocabularyAreRefusedBeforeAllocating) {
-    const std::string &cfg = saved_config;
-    auto with = [&](const std::string &from, const std::string &to) { config_with(from, to); };
-    with("\"hidden_size\": 16", "\"hidden_size\": 1000000000");
+    config_with("\"hidden_size\": 16", "\"hidden_size\": 1000000000");
     expect_load_error(LIMA_ERR_INVALID_ARGUMENT, "hidden_size 1000000000 is beyond what liblima supports");
-    with("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 100000");
+    config_with("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 100000");
     expect_load_error(LIMA_ERR_INVALID_ARGUMENT, "num_hidden_layers 100000 is beyond");
-    with("\"vocab_size\": 23", "\"vocab_size\": 2147483647");
+    config_with("\"vocab_size\": 23", "\"vocab_size\": 2147483647");
     expect_load_error(LIMA_ERR_INVALID_ARGUMENT, "vocab_size 2147483647 is beyond");
     // within each limit, but far more than this machine's memory: the bytes are named
-    std::string huge = cfg;
+    std::string huge = saved_config;
     huge.replace(huge.find("\"hidden_size\": 16"), 17, "\"hidden_size\": 65536");
     huge.replace(huge.find("\"num_hidden_layers\": 2"), 22, "\"num_hidden_layers\": 4096");
     write_text(dir + "/config.json", huge);
     expect_load_error(LIMA_ERR_INVALID_ARGUMENT, "GiB for its fp32 weights, more than this machine's");
-    with("\"eos_token_id\": 2", "\"eos_token_id\": 23");
+    config_with("\"eos_token_id\": 2", "\"eos_token_id\": 23");
     expect_load_error(LIMA_ERR_INVALID_ARGUMENT, "eos_token_id 23 is outside the vocabulary [0, 23)");
 }
 
 // Numbers past what their field can hold are format errors naming the key or tensor, never wrapped
 // or converted out of range (a fuzzer's finding: a shape of 2.7e38 reached an undefined conversion).
 TEST_F(BadCheckpoint, NumbersPastTheirFieldsRangeAreRefusedNotConverted) {
-    auto with = [&](const std::string &from, const std::string &to) { config_with(from, to); };
-    with("\"hidden_size\": 16", "\"hidden_size\": 18446744073709551615");
+    config_with("\"hidden_size\": 16", "\"hidden_size\": 18446744073709551615");
     expect_load_error(LIMA_ERR_FORMAT, "key \"hidden_size\" out of range: 18446744073709551615");
-    with("\"eos_token_id\": 2", "\"eos_token_id\": [4294967298]");
+    config_with("\"eos_token_id\": 2", "\"eos_token_id\": [4294967298]");
     expect_load_error(LIMA_ERR_FORMAT, "key \"eos_token_id\" out of range: 4294967298");
-    with("\"rms_norm_eps\": ", "\"rms_norm_eps\": 1e300, \"unused\": ");
+    config_with("\"rms_norm_eps\": ", "\"rms_norm_eps\": 1e300, \"unused\": ");
     expect_load_error(LIMA_ERR_FORMAT, "key \"rms_norm_eps\" is out of a float's range: 1e+300");
     write_text(dir + "/config.json", saved_config);
     const std::string path = dir + "/model.safetensors";

@@ -474,8 +474,8 @@ public final class TrainRun {
 
     private Model openModel(Tokenizer tok, Path state) {
         String device = device();
-        // ZeRO-3 on CPU: no rank holds the whole model; rank 0 reads a checkpoint unit by unit and sends each rank its
-        // pieces (a random model is made whole on rank 0)
+        // ZeRO-3 (CPU or CUDA ranks): no rank holds the whole model; rank 0 reads a checkpoint unit by unit and sends
+        // each rank its pieces (a random model is made whole on rank 0)
         boolean sharded = place.distributed() && cfg.distributed().zeroStage() == 3 && !cfg.adapter().lora();
         boolean hollow = sharded && (place.rank() != 0 || state != null || cfg.model().init().equals("pretrained"));
         hollowOnCuda = hollow && !device.equals("cpu");  // made on the host, put on the device once its shape is final
