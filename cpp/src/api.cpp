@@ -514,7 +514,8 @@ int lima_comm_create(const char *backend, int32_t rank, int32_t world, const cha
 int lima_comm_nccl_unique_id(uint8_t *out, int32_t cap) {
     return guarded([&] {
         need(out, "lima_comm_nccl_unique_id", "out");
-        LIMA_REQUIRE(cap >= 128, LIMA_ERR_INVALID_ARGUMENT, "lima_comm_nccl_unique_id: out needs 128 bytes, cap is ", cap);
+        LIMA_REQUIRE(cap >= lima::kNcclIdBytes, LIMA_ERR_INVALID_ARGUMENT, "lima_comm_nccl_unique_id: out needs ", lima::kNcclIdBytes,
+                     " bytes, cap is ", cap);
         const std::vector<uint8_t> id = lima::nccl_unique_id();
         std::copy(id.begin(), id.end(), out);
     });

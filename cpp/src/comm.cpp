@@ -94,8 +94,8 @@ Comm::Comm(int r, int w, const uint8_t *unique_id, int id_len, int dev, int time
     LIMA_REQUIRE(w >= 1 && r >= 0 && r < w, LIMA_ERR_INVALID_ARGUMENT, "lima_comm_create_nccl: rank ", r, " must be in [0, world) with"
                  " world ", w, " >= 1");
     LIMA_REQUIRE(timeout_ms > 0, LIMA_ERR_INVALID_ARGUMENT, "lima_comm_create_nccl: timeout_ms must be > 0, got ", timeout_ms);
-    LIMA_REQUIRE(unique_id && id_len == 128, LIMA_ERR_INVALID_ARGUMENT, "lima_comm_create_nccl: the NCCL unique id has 128 bytes,"
-                 " got ", unique_id ? id_len : 0);
+    LIMA_REQUIRE(unique_id && id_len == kNcclIdBytes, LIMA_ERR_INVALID_ARGUMENT, "lima_comm_create_nccl: the NCCL unique id has ",
+                 kNcclIdBytes, " bytes, got ", unique_id ? id_len : 0);
     try {
         api = &cuda_comm_api();
     } catch (const Error &e) {
@@ -107,7 +107,7 @@ Comm::Comm(int r, int w, const uint8_t *unique_id, int id_len, int dev, int time
 }
 
 std::vector<uint8_t> nccl_unique_id() {
-    std::vector<uint8_t> id(128);
+    std::vector<uint8_t> id(kNcclIdBytes);
     cuda_run(cuda_api().nccl_unique_id, id.data(), int32_t(id.size()));
     return id;
 }

@@ -39,7 +39,10 @@ struct Comm {
     void barrier();
 };
 
-// A new NCCL unique id (128 bytes) from the CUDA plugin's NCCL.
+// The size of an NCCL unique id (ncclUniqueId; liblima does not include nccl.h).
+constexpr int kNcclIdBytes = 128;
+
+// A new NCCL unique id (kNcclIdBytes) from the CUDA plugin's NCCL.
 std::vector<uint8_t> nccl_unique_id();
 
 // ZeRO sharding of a flat buffer of `total` elements over `world` ranks: padded to a multiple of
